@@ -1,0 +1,132 @@
+//! `btt-mount TORRENT MOUNTPOINT`: mount a torrent read-only.
+//!
+//! Goes to the background once the mount answers (unless `--foreground`): the
+//! parent re-executes itself in the foreground as a detached child and waits on a
+//! pipe for "ready" or an error, so the shell prompt returns with the mount usable
+//! and the exit status tells whether it worked.
+
+use anyhow::{bail, Context, Result};
+use btt::cli::{init_logging, parse_bytes, PeerArgs};
+use btt::mount::{default_data_dir, run, MountConfig};
+use clap::Parser;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "btt-mount", version, about = "Mount a torrent as a read-only filesystem; reads wait for verified pieces")]
+struct Cli {
+    /// The .torrent file.
+    torrent: PathBuf,
+    /// Where to mount it (an existing directory).
+    mountpoint: PathBuf,
+    /// Where downloaded pieces are kept [default: $XDG_DATA_HOME/btt].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Memory for hot pieces.
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_bytes)]
+    cache_size: u64,
+    /// Delete the downloaded data when unmounting.
+    #[arg(long)]
+    no_keep: bool,
+    /// A read waiting longer than this fails with EIO (default: wait forever).
+    #[arg(long, value_name = "SECS")]
+    read_timeout: Option<f64>,
+    /// Download the whole torrent in the background, not only what is read.
+    #[arg(long)]
+    fetch_all: bool,
+    /// Stay in the foreground.
+    #[arg(short, long)]
+    foreground: bool,
+    /// FUSE mount options, e.g. -o allow_other.
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Log to this file (background mode logs nowhere otherwise).
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    /// More log detail.
+    #[arg(short, long)]
+    verbose: bool,
+    #[command(flatten)]
+    peers: PeerArgs,
+}
+
+const READY_FD: &str = "BTT_MOUNT_READY_FD";
+
+fn daemonize() -> Result<()> {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        bail!("pipe: {}", std::io::Error::last_os_error());
+    }
+    let (r, w) = (fds[0], fds[1]);
+    let mut cmd = std::process::Command::new(std::env::current_exe().context("finding own executable")?);
+    cmd.args(std::env::args_os().skip(1)).arg("--foreground").env(READY_FD, w.to_string());
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    // SAFETY: setsid and close are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            libc::close(r);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the background mount")?;
+    // SAFETY: w is our copy of the pipe's write end; the child has its own.
+    unsafe { libc::close(w) };
+    // SAFETY: r is an open fd we own from here on.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(r) };
+    let mut msg = String::new();
+    let _ = pipe.read_to_string(&mut msg);
+    if let Some(rest) = msg.strip_prefix("ok") {
+        print!("{}", rest.trim_start());
+        return Ok(());
+    }
+    let status = child.try_wait().ok().flatten();
+    let why = msg.strip_prefix("err ").unwrap_or(&msg).trim().to_string();
+    if why.is_empty() {
+        bail!("the background mount exited ({status:?}) before it was ready");
+    }
+    bail!("{why}");
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let ready_fd: Option<i32> = std::env::var(READY_FD).ok().and_then(|v| v.parse().ok());
+    if !cli.foreground && ready_fd.is_none() {
+        return daemonize();
+    }
+    init_logging(cli.verbose, cli.log_file.as_deref());
+    // SAFETY: the fd was handed to us by our parent for exactly this.
+    let mut ready = ready_fd.map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
+    let cfg = MountConfig {
+        torrent: cli.torrent.clone(),
+        mountpoint: cli.mountpoint.clone(),
+        data_dir: cli.data_dir.clone().unwrap_or_else(default_data_dir),
+        cache_size: cli.cache_size,
+        keep: !cli.no_keep,
+        read_timeout: cli.read_timeout.filter(|s| *s > 0.0).map(Duration::from_secs_f64),
+        engine: cli.peers.engine(cli.fetch_all),
+        fuse_options: cli.options.clone(),
+    };
+    let res = run(cfg, |m| {
+        let line = format!("mounted {} at {}\n", m.meta.name, m.mountpoint.display());
+        match ready.take() {
+            Some(mut f) => {
+                let _ = f.write_all(format!("ok {line}").as_bytes());
+            }
+            None => eprint!("{line}"),
+        }
+    });
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            if let Some(mut f) = ready.take() {
+                let _ = f.write_all(format!("err {e}\n").as_bytes());
+            }
+            Err(e.into())
+        }
+    }
+}

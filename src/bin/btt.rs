@@ -1,0 +1,109 @@
+//! `btt`: seed, create, demo (and later get, wallet, channels, status).
+
+use anyhow::{Context, Result};
+use btt::cli::{init_logging, PeerArgs};
+use btt::create::{create_torrent, CreateOptions};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "btt", version, about = "Stream torrents through a filesystem; seed and create torrents")]
+struct Cli {
+    /// More log detail.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve a torrent's data to any peer.
+    Seed {
+        /// The .torrent file.
+        torrent: PathBuf,
+        /// Directory holding the content (DIR/<name>…).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[command(flatten)]
+        peers: PeerArgs,
+    },
+    /// Make a .torrent from a file or directory.
+    Create {
+        /// File or directory to share.
+        path: PathBuf,
+        /// Output .torrent file [default: <name>.torrent].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Piece size, a power of two ≥ 16KiB [default: chosen from the size].
+        #[arg(long, value_parser = btt::cli::parse_bytes)]
+        piece_size: Option<u64>,
+        /// Tracker URL (repeatable; each becomes its own tier).
+        #[arg(short, long = "tracker")]
+        trackers: Vec<String>,
+        /// Mark the torrent private (BEP 27).
+        #[arg(long)]
+        private: bool,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Generate a sample video, seed it on 127.0.0.1 and mount it.
+    Demo {
+        /// Working directory for the sample and torrent.
+        #[arg(long, default_value = "/tmp/btt-demo")]
+        dir: PathBuf,
+        /// Mount point [default: <dir>/mnt].
+        #[arg(long)]
+        mountpoint: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, None);
+    match cli.cmd {
+        Cmd::Seed { torrent, data, peers } => {
+            let cfg = btt::seed::SeedConfig { torrent, data, engine: peers.engine(false) };
+            btt::seed::run(cfg, |addr, have, total| {
+                eprintln!("seeding {have}/{total} pieces on {addr}");
+            })?;
+        }
+        Cmd::Create { path, output, piece_size, trackers, private, comment } => {
+            let opts = CreateOptions { piece_length: piece_size, trackers: trackers.into_iter().map(|t| vec![t]).collect(), private, comment };
+            let bytes = create_torrent(&path, &opts)?;
+            let meta = btt::metainfo::Metainfo::from_bytes(&bytes)?;
+            let out = output.unwrap_or_else(|| PathBuf::from(format!("{}.torrent", meta.name)));
+            std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+            println!("{} {} ({} pieces of {} bytes)", meta.info_hash, out.display(), meta.num_pieces(), meta.piece_length);
+        }
+        Cmd::Demo { dir, mountpoint } => {
+            let exe = std::env::current_exe()?;
+            eprintln!("preparing the sample video in {} (ffmpeg)…", dir.display());
+            let prep = btt::demo::prepare(&exe, &dir)?;
+            let mnt = mountpoint.unwrap_or_else(|| dir.join("mnt"));
+            std::fs::create_dir_all(&mnt)?;
+            let cfg = btt::mount::MountConfig {
+                torrent: prep.torrent.clone(),
+                mountpoint: mnt,
+                data_dir: dir.join("data"),
+                cache_size: 32 << 20,
+                keep: false,
+                read_timeout: None,
+                engine: btt::engine::EngineConfig {
+                    listen: "127.0.0.1:0".parse()?,
+                    peers: vec![prep.seeder_addr],
+                    use_trackers: false,
+                    ..Default::default()
+                },
+                fuse_options: vec![],
+            };
+            let name = prep.video_name.clone();
+            btt::mount::run(cfg, |m| {
+                let path = m.mountpoint.join(&name);
+                println!("\nThe sample is mounted; play it with any player, e.g.:\n  mpv {0}\n  cvlc {0}\n  ffprobe {0}\nPress Ctrl-C to unmount and stop the seeder.", path.display());
+            })?;
+            drop(prep);
+        }
+    }
+    Ok(())
+}

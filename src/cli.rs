@@ -1,0 +1,69 @@
+//! Command-line flags shared by the binaries, defined once (clap derive), so
+//! `btt-mount`, `btt seed` and the generated man pages agree.
+
+use crate::engine::EngineConfig;
+use clap::Args;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A byte size such as `64MiB`, `1G` or `4096`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    parse_size::parse_size(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct PeerArgs {
+    /// Add a peer directly (repeatable), e.g. 127.0.0.1:6881.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub peers: Vec<SocketAddr>,
+    /// Address to accept peer connections on (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:0")]
+    pub listen: SocketAddr,
+    /// Do not announce to the torrent's trackers.
+    #[arg(long)]
+    pub no_trackers: bool,
+    /// Most peer connections at once.
+    #[arg(long, default_value_t = 60)]
+    pub max_peers: usize,
+    /// Upload slots (peers unchoked at once).
+    #[arg(long, default_value_t = 8)]
+    pub upload_slots: usize,
+}
+
+impl PeerArgs {
+    pub fn engine(&self, fetch_all: bool) -> EngineConfig {
+        EngineConfig {
+            listen: self.listen,
+            peers: self.peers.clone(),
+            use_trackers: !self.no_trackers,
+            max_peers: self.max_peers.max(1),
+            fetch_all,
+            upload_slots: self.upload_slots.max(1),
+            announce_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Sets up `tracing` output: `RUST_LOG` if set, else `info` (or `debug` with -v).
+pub fn init_logging(verbose: bool, file: Option<&std::path::Path>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(if verbose { "btt=debug,info" } else { "info" }));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if let Some(path) = file {
+        if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
+            return;
+        }
+    }
+    builder.with_writer(std::io::stderr).init();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(super::parse_bytes("4096"), Ok(4096));
+        assert!(super::parse_bytes("lots").is_err());
+    }
+}

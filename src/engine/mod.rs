@@ -1,0 +1,650 @@
+//! The torrent engine: peers, piece picking, verification, uploads.
+//!
+//! A [`Torrent`] owns the shared state (picker, peers, waiting readers) behind one
+//! mutex that is only held for short, non-blocking sections. Each peer connection is
+//! a task ([`peer`]); background tasks accept connections, dial known peers with
+//! back-off, announce to trackers, run the choker and flush the store. Readers call
+//! [`Torrent::read`], which marks the pieces under it critical and waits for them to
+//! be verified. Nothing here knows about FUSE.
+
+pub mod choke;
+mod peer;
+pub mod picker;
+
+use crate::bitfield::Bitfield;
+use crate::metainfo::Metainfo;
+use crate::store::{Store, StoreError};
+use crate::tracker::{AnnounceRequest, Event, TrackerSet};
+use bytes::{Bytes, BytesMut};
+use picker::{PeerKey, Picker};
+use sha1::{Digest, Sha1};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tracing::{debug, info, warn, Instrument};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the torrent was shut down")]
+    Shutdown,
+    #[error("timed out waiting for data")]
+    TimedOut,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Address to accept peers on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Peers to dial directly (`--peer`), retried with back-off if they go away.
+    pub peers: Vec<SocketAddr>,
+    /// Announce to the torrent's trackers.
+    pub use_trackers: bool,
+    pub max_peers: usize,
+    /// Fetch every piece (`btt get`, `--fetch-all`), not only what readers need.
+    pub fetch_all: bool,
+    pub upload_slots: usize,
+    pub announce_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            listen: "0.0.0.0:0".parse().expect("literal"),
+            peers: vec![],
+            use_trackers: true,
+            max_peers: 60,
+            fetch_all: false,
+            upload_slots: 8,
+            announce_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters for status output and benchmarks.
+#[derive(Default)]
+pub struct Stats {
+    pub downloaded: AtomicU64,
+    pub uploaded: AtomicU64,
+    /// Bytes received that were not used (duplicates, unrequested, failed hashes).
+    pub wasted: AtomicU64,
+    pub hash_failures: AtomicU64,
+}
+
+pub(crate) enum PeerCmd {
+    Have(u32),
+    Choke,
+    Unchoke,
+    Close(String),
+}
+
+pub(crate) struct PeerEntry {
+    pub addr: SocketAddr,
+    pub peer_id: [u8; 20],
+    pub has: Bitfield,
+    pub wake: Arc<Notify>,
+    pub cmd: mpsc::UnboundedSender<PeerCmd>,
+    pub rate_down: f64,
+    pub rate_up: f64,
+    pub peer_interested: bool,
+    pub am_choking: bool,
+}
+
+#[derive(Default)]
+struct Known {
+    last_attempt: Option<Instant>,
+    failures: u32,
+    connected: bool,
+}
+
+pub(crate) struct State {
+    pub picker: Picker,
+    pub peers: HashMap<PeerKey, PeerEntry>,
+    waiters: HashMap<usize, Vec<oneshot::Sender<Result<(), ()>>>>,
+    known: HashMap<SocketAddr, Known>,
+    strikes: HashMap<SocketAddr, u32>,
+    banned: HashSet<IpAddr>,
+    banned_addrs: HashSet<SocketAddr>,
+    next_key: PeerKey,
+    closed: bool,
+    optimistic: Option<PeerKey>,
+    choke_round: u64,
+}
+
+pub struct Torrent {
+    pub meta: Arc<Metainfo>,
+    pub store: Arc<Store>,
+    pub peer_id: [u8; 20],
+    cfg: EngineConfig,
+    state: Mutex<State>,
+    shutdown: watch::Sender<bool>,
+    pub stats: Stats,
+    connector_wake: Notify,
+    choker_wake: Notify,
+    listen_addr: Mutex<Option<SocketAddr>>,
+    span: tracing::Span,
+}
+
+/// Removes the critical mark of a waiting read when the read ends or is dropped.
+struct CriticalGuard<'a> {
+    t: &'a Torrent,
+    pieces: Vec<usize>,
+}
+
+impl Drop for CriticalGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = self.t.lock();
+        for &p in &self.pieces {
+            st.picker.remove_critical(p);
+        }
+    }
+}
+
+impl Torrent {
+    /// Starts the engine: binds the listener and spawns the background tasks.
+    /// Must be called inside a tokio runtime.
+    pub async fn start(meta: Arc<Metainfo>, store: Arc<Store>, cfg: EngineConfig) -> Result<Arc<Torrent>, EngineError> {
+        let have = store.on_disk();
+        let mut picker = Picker::new(meta.piece_length, meta.total_length, have);
+        picker.fetch_all = cfg.fetch_all;
+        picker.max_active_normal = ((16u64 << 20) / meta.piece_length.max(1)).clamp(4, 64) as usize;
+        let span = tracing::info_span!("torrent", ih = %&meta.info_hash.hex()[..8]);
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| EngineError::Listen { addr: cfg.listen, source })?;
+        let local = listener.local_addr().map_err(|source| EngineError::Listen { addr: cfg.listen, source })?;
+        let (shutdown, _) = watch::channel(false);
+        let t = Arc::new(Torrent {
+            peer_id: crate::new_peer_id(),
+            state: Mutex::new(State {
+                picker,
+                peers: HashMap::new(),
+                waiters: HashMap::new(),
+                known: HashMap::new(),
+                strikes: HashMap::new(),
+                banned: HashSet::new(),
+                banned_addrs: HashSet::new(),
+                next_key: 1,
+                closed: false,
+                optimistic: None,
+                choke_round: 0,
+            }),
+            shutdown,
+            stats: Stats::default(),
+            connector_wake: Notify::new(),
+            choker_wake: Notify::new(),
+            listen_addr: Mutex::new(Some(local)),
+            span,
+            meta,
+            store,
+            cfg,
+        });
+        info!(parent: &t.span, listen = %local, pieces = t.meta.num_pieces(), have = t.lock().picker.have().count(), "engine started");
+        for p in t.cfg.peers.clone() {
+            t.add_peer(p);
+        }
+        tokio::spawn(peer::accept_loop(t.clone(), listener).instrument(t.span.clone()));
+        tokio::spawn(t.clone().connector().instrument(t.span.clone()));
+        tokio::spawn(t.clone().choker().instrument(t.span.clone()));
+        tokio::spawn(t.clone().flusher().instrument(t.span.clone()));
+        if t.cfg.use_trackers && !t.meta.trackers.is_empty() {
+            tokio::spawn(t.clone().tracker_loop().instrument(t.span.clone()));
+        }
+        Ok(t)
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        *self.listen_addr.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn is_shut_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Adds a peer address to dial.
+    pub fn add_peer(&self, addr: SocketAddr) {
+        let mut st = self.lock();
+        if st.banned.contains(&addr.ip()) && st.banned_addrs.contains(&addr) {
+            return;
+        }
+        st.known.entry(addr).or_default();
+        drop(st);
+        self.connector_wake.notify_one();
+    }
+
+    pub fn have(&self) -> Bitfield {
+        self.lock().picker.have().clone()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.lock().picker.have().is_complete()
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.lock().peers.len()
+    }
+
+    fn wake_peers(st: &State) {
+        for p in st.peers.values() {
+            p.wake.notify_one();
+        }
+    }
+
+    /// Marks `pieces` as the read-ahead window of file handle `handle`.
+    pub fn set_window(&self, handle: u64, pieces: Range<usize>) {
+        let mut st = self.lock();
+        st.picker.set_window(handle, pieces);
+        Self::wake_peers(&st);
+    }
+
+    pub fn clear_window(&self, handle: u64) {
+        let mut st = self.lock();
+        st.picker.clear_window(handle);
+        st.picker.prune_unwanted();
+    }
+
+    /// Waits until every piece in `pieces` is verified (they are critical meanwhile).
+    pub async fn wait_pieces(&self, pieces: Range<usize>) -> Result<(), EngineError> {
+        let mut rxs = Vec::new();
+        let mut guard = CriticalGuard { t: self, pieces: Vec::new() };
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(EngineError::Shutdown);
+            }
+            for p in pieces {
+                if st.picker.have().get(p) {
+                    continue;
+                }
+                st.picker.add_critical(p);
+                guard.pieces.push(p);
+                let (tx, rx) = oneshot::channel();
+                st.waiters.entry(p).or_default().push(tx);
+                rxs.push(rx);
+            }
+            if !rxs.is_empty() {
+                Self::wake_peers(&st);
+            }
+        }
+        for rx in rxs {
+            match rx.await {
+                Ok(Ok(())) => {}
+                _ => return Err(EngineError::Shutdown),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads torrent bytes `[offset, offset+len)`, waiting for the pieces under them.
+    pub async fn read(&self, offset: u64, len: u64) -> Result<Bytes, EngineError> {
+        let len = len.min(self.meta.total_length.saturating_sub(offset));
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let pieces = self.meta.pieces_for_range(offset, len);
+        self.wait_pieces(pieces.clone()).await?;
+        let mut parts = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            let store = self.store.clone();
+            let data = tokio::task::spawn_blocking(move || store.read_piece(p))
+                .await
+                .map_err(|_| EngineError::Shutdown)??;
+            let base = self.meta.piece_offset(p);
+            let from = offset.max(base) - base;
+            let to = (offset + len).min(base + data.len() as u64) - base;
+            parts.push(data.slice(from as usize..to as usize));
+        }
+        if parts.len() == 1 {
+            return Ok(parts.pop().expect("one"));
+        }
+        let mut out = BytesMut::with_capacity(len as usize);
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Resolves when every piece is verified.
+    pub async fn wait_complete(&self) -> Result<(), EngineError> {
+        let n = self.meta.num_pieces();
+        self.wait_pieces(0..n).await
+    }
+
+    /// Stops everything: waiting reads fail, peers are closed, the store is flushed.
+    pub async fn shutdown(&self) {
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            for (_, ws) in st.waiters.drain() {
+                for w in ws {
+                    let _ = w.send(Err(()));
+                }
+            }
+            for p in st.peers.values() {
+                let _ = p.cmd.send(PeerCmd::Close("shutting down".into()));
+            }
+        }
+        let _ = self.shutdown.send(true);
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.flush()).await;
+        info!(parent: &self.span, "engine stopped");
+    }
+
+    /// A complete piece arrived: hash it off the runtime, then publish or retry it.
+    pub(crate) fn verify(self: &Arc<Self>, piece: usize, data: Vec<u8>, from: Vec<PeerKey>) {
+        let t = self.clone();
+        tokio::spawn(
+            async move {
+                let expected = t.meta.pieces[piece];
+                let (ok, data) = tokio::task::spawn_blocking(move || {
+                    let ok = <[u8; 20]>::from(Sha1::digest(&data)) == expected;
+                    (ok, data)
+                })
+                .await
+                .unwrap_or((false, Vec::new()));
+                if ok {
+                    t.piece_ok(piece, Bytes::from(data));
+                } else {
+                    t.piece_bad(piece, from);
+                }
+            }
+            .instrument(self.span.clone()),
+        );
+    }
+
+    fn piece_ok(self: &Arc<Self>, piece: usize, data: Bytes) {
+        self.store.put_pending(piece, data);
+        {
+            let mut st = self.lock();
+            st.picker.piece_verified(piece);
+            if let Some(ws) = st.waiters.remove(&piece) {
+                for w in ws {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            for p in st.peers.values() {
+                let _ = p.cmd.send(PeerCmd::Have(piece as u32));
+            }
+        }
+        let store = self.store.clone();
+        let span = self.span.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.write(piece) {
+                warn!(parent: &span, piece, error = %e, "writing piece failed; it stays readable from memory");
+            }
+        });
+    }
+
+    fn piece_bad(&self, piece: usize, from: Vec<PeerKey>) {
+        self.stats.hash_failures.fetch_add(1, Ordering::Relaxed);
+        self.stats.wasted.fetch_add(self.meta.piece_size(piece), Ordering::Relaxed);
+        let mut st = self.lock();
+        st.picker.piece_failed(piece);
+        let mut senders: Vec<PeerKey> = from.clone();
+        senders.sort_unstable();
+        senders.dedup();
+        let sole = senders.len() == 1;
+        for k in senders {
+            let Some(addr) = st.peers.get(&k).map(|p| p.addr) else { continue };
+            let strikes = {
+                let s = st.strikes.entry(addr).or_default();
+                *s += 1;
+                *s
+            };
+            if sole || strikes >= 2 {
+                warn!(parent: &self.span, %addr, piece, "peer sent data that failed the hash check; dropping and banning it");
+                st.banned_addrs.insert(addr);
+                if let Some(p) = st.peers.get(&k) {
+                    let _ = p.cmd.send(PeerCmd::Close("sent corrupt data".into()));
+                }
+            } else {
+                debug!(parent: &self.span, %addr, piece, "hash failure with several contributors; strike");
+            }
+        }
+        Self::wake_peers(&st);
+    }
+
+    pub(crate) fn is_banned(&self, addr: &SocketAddr) -> bool {
+        self.lock().banned_addrs.contains(addr)
+    }
+
+    /// Registers a connected peer; `None` if it is a duplicate, ourselves or over the limit.
+    pub(crate) fn register_peer(&self, addr: SocketAddr, peer_id: [u8; 20], wake: Arc<Notify>, cmd: mpsc::UnboundedSender<PeerCmd>) -> Result<PeerKey, String> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err("shutting down".into());
+        }
+        if peer_id == self.peer_id {
+            return Err("connected to ourselves".into());
+        }
+        if st.banned_addrs.contains(&addr) {
+            return Err("banned".into());
+        }
+        if st.peers.values().any(|p| p.peer_id == peer_id) {
+            return Err("already connected to this peer".into());
+        }
+        if st.peers.len() >= self.cfg.max_peers {
+            return Err("too many peers".into());
+        }
+        let key = st.next_key;
+        st.next_key += 1;
+        let n = self.meta.num_pieces();
+        st.peers.insert(
+            key,
+            PeerEntry { addr, peer_id, has: Bitfield::new(n), wake, cmd, rate_down: 0.0, rate_up: 0.0, peer_interested: false, am_choking: true },
+        );
+        if let Some(k) = st.known.get_mut(&addr) {
+            k.connected = true;
+            k.failures = 0;
+        }
+        Ok(key)
+    }
+
+    pub(crate) fn unregister_peer(&self, key: PeerKey, outstanding: &[wire_block::BlockRef]) {
+        let mut st = self.lock();
+        if let Some(p) = st.peers.remove(&key) {
+            let has = p.has;
+            st.picker.remove_peer_pieces(&has);
+            if let Some(k) = st.known.get_mut(&p.addr) {
+                k.connected = false;
+            }
+        }
+        for r in outstanding {
+            st.picker.release(key, r);
+        }
+        Self::wake_peers(&st);
+        drop(st);
+        self.connector_wake.notify_one();
+        self.choker_wake.notify_one();
+    }
+
+    pub(crate) fn note_dial_failure(&self, addr: SocketAddr) {
+        let mut st = self.lock();
+        if let Some(k) = st.known.get_mut(&addr) {
+            k.failures += 1;
+            k.connected = false;
+        }
+    }
+
+    pub(crate) fn trigger_choker(&self) {
+        self.choker_wake.notify_one();
+    }
+
+    /// Dials known peers that are not connected, with exponential back-off per address.
+    async fn connector(self: Arc<Self>) {
+        let mut stop = self.shutdown.subscribe();
+        loop {
+            let now = Instant::now();
+            let dial: Vec<SocketAddr> = {
+                let mut st = self.lock();
+                let room = self.cfg.max_peers.saturating_sub(st.peers.len());
+                let own = self.listen_addr();
+                let banned = st.banned_addrs.clone();
+                let mut out = Vec::new();
+                for (addr, k) in st.known.iter_mut() {
+                    if out.len() >= room {
+                        break;
+                    }
+                    if k.connected || banned.contains(addr) || Some(*addr) == own {
+                        continue;
+                    }
+                    let backoff = Duration::from_millis(500 * (1u64 << k.failures.min(5))).min(Duration::from_secs(10));
+                    if k.last_attempt.is_some_and(|t| now.duration_since(t) < backoff) {
+                        continue;
+                    }
+                    k.last_attempt = Some(now);
+                    k.connected = true; // until the dial fails or the session ends
+                    out.push(*addr);
+                }
+                out
+            };
+            for addr in dial {
+                tokio::spawn(peer::dial(self.clone(), addr));
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = self.connector_wake.notified() => {},
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {},
+            }
+        }
+    }
+
+    /// Re-evaluates upload slots every 10 s, or when interest changes.
+    async fn choker(self: Arc<Self>) {
+        let mut stop = self.shutdown.subscribe();
+        loop {
+            {
+                let mut st = self.lock();
+                st.choke_round += 1;
+                let seeding = st.picker.have().is_complete();
+                let cands: Vec<choke::Candidate> = st
+                    .peers
+                    .iter()
+                    .map(|(&key, p)| choke::Candidate { key, interested: p.peer_interested, rate: if seeding { p.rate_up } else { p.rate_down } })
+                    .collect();
+                let rotate = st.choke_round % 3 == 0;
+                let (unchoke, opt) = choke::choose(&cands, self.cfg.upload_slots, st.optimistic, rotate, rand::random::<u32>() as usize);
+                st.optimistic = opt;
+                for (key, p) in st.peers.iter_mut() {
+                    let want_unchoked = unchoke.contains(key);
+                    if want_unchoked == p.am_choking {
+                        p.am_choking = !want_unchoked;
+                        let _ = p.cmd.send(if want_unchoked { PeerCmd::Unchoke } else { PeerCmd::Choke });
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = self.choker_wake.notified() => {},
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {},
+            }
+        }
+    }
+
+    /// Persists the on-disk bitfield once a second while pieces arrive.
+    async fn flusher(self: Arc<Self>) {
+        let mut stop = self.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+            }
+            let store = self.store.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush()).await {
+                warn!(error = %e, "persisting progress failed");
+            }
+        }
+    }
+
+    fn announce_request(&self, event: Event, key: u32) -> AnnounceRequest {
+        let left = {
+            let st = self.lock();
+            let have = st.picker.have();
+            (0..have.len()).filter(|&p| !have.get(p)).map(|p| self.meta.piece_size(p)).sum()
+        };
+        AnnounceRequest {
+            info_hash: self.meta.info_hash.0,
+            peer_id: self.peer_id,
+            port: self.listen_addr().map(|a| a.port()).unwrap_or(0),
+            uploaded: self.stats.uploaded.load(Ordering::Relaxed),
+            downloaded: self.stats.downloaded.load(Ordering::Relaxed),
+            left,
+            event,
+            numwant: 50,
+            key,
+        }
+    }
+
+    /// Announces `started`, then again on the tracker's interval; `stopped` at the end.
+    async fn tracker_loop(self: Arc<Self>) {
+        let mut stop = self.shutdown.subscribe();
+        let mut set = TrackerSet::new(self.meta.trackers.clone());
+        let key: u32 = rand::random();
+        let mut event = Event::Started;
+        let mut completed_sent = self.is_complete();
+        loop {
+            let req = self.announce_request(event, key);
+            let wait = match set.announce(&req, self.cfg.announce_timeout).await {
+                Ok(resp) => {
+                    info!(peers = resp.peers.len(), interval = ?resp.interval, "announced");
+                    for p in resp.peers {
+                        self.add_peer(p);
+                    }
+                    event = Event::None;
+                    // Re-announce sooner while we have few peers; never hammer.
+                    let floor = if self.peer_count() < 3 { Duration::from_secs(15) } else { Duration::from_secs(60) };
+                    resp.interval.min(floor.max(Duration::from_secs(15))).max(Duration::from_secs(5))
+                }
+                Err(e) => {
+                    warn!(error = %e, "announce failed; retrying");
+                    Duration::from_secs(5)
+                }
+            };
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => {
+                        let req = self.announce_request(Event::Stopped, key);
+                        let _ = set.announce(&req, Duration::from_millis(500)).await;
+                        return;
+                    }
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        if !completed_sent && self.is_complete() {
+                            completed_sent = true;
+                            event = Event::Completed;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Re-export for the peer module's signatures.
+pub(crate) mod wire_block {
+    pub use crate::wire::BlockRef;
+}

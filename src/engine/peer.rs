@@ -1,0 +1,579 @@
+//! One peer connection: handshake, then a loop that reads messages, asks the picker
+//! for blocks, answers requests and follows the torrent's commands (have, choke).
+//!
+//! Writes go through a separate writer task fed by a channel, so a peer that reads
+//! slowly never stalls our reading from it, and uploads read pieces from the store
+//! off the runtime.
+
+use super::picker::{BlockOutcome, PeerKey, PeerView};
+use super::{PeerCmd, Torrent};
+use crate::bitfield::Bitfield;
+use crate::wire::{self, BlockRef, ExtHandshake, Handshake, Message};
+use bytes::{Bytes, BytesMut};
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify};
+use tracing::{debug, info, Instrument};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Wire(#[from] wire::WireError),
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    #[error("peer is for another torrent (info-hash {0})")]
+    WrongInfoHash(String),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests a peer may queue with us before we reject more.
+const MAX_UPLOAD_QUEUE: usize = 512;
+/// Largest block we serve (most clients ask for 16 KiB; some up to 128 KiB).
+const MAX_SERVE_BLOCK: u32 = 128 * 1024;
+
+pub(crate) async fn accept_loop(t: Arc<Torrent>, listener: TcpListener) {
+    let mut stop = t.shutdown_signal();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            r = listener.accept() => match r {
+                Ok((stream, addr)) => {
+                    let t = t.clone();
+                    let span = tracing::info_span!("peer", %addr, dir = "in");
+                    tokio::spawn(async move {
+                        if let Err(e) = incoming(t, stream, addr).await {
+                            debug!(error = %e, "incoming peer closed");
+                        }
+                    }.instrument(span));
+                }
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn incoming(t: Arc<Torrent>, mut stream: TcpStream, addr: SocketAddr) -> Result<(), PeerError> {
+    if t.is_banned(&addr) {
+        return Err(PeerError::Refused("banned".into()));
+    }
+    let theirs = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_handshake(&mut stream))
+        .await
+        .map_err(|_| PeerError::HandshakeTimeout)??;
+    if theirs.info_hash != t.meta.info_hash.0 {
+        return Err(PeerError::WrongInfoHash(data_encoding::HEXLOWER.encode(&theirs.info_hash)));
+    }
+    stream.write_all(&Handshake::new(t.meta.info_hash.0, t.peer_id).encode()).await?;
+    run(t, stream, addr, theirs).await
+}
+
+/// Dials `addr`, runs the session, and reports a failed dial for back-off.
+pub(crate) async fn dial(t: Arc<Torrent>, addr: SocketAddr) {
+    let span = tracing::info_span!("peer", %addr, dir = "out");
+    async move {
+        let res = async {
+            let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+                .await
+                .map_err(|_| PeerError::HandshakeTimeout)??;
+            stream.write_all(&Handshake::new(t.meta.info_hash.0, t.peer_id).encode()).await?;
+            let theirs = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_handshake(&mut stream))
+                .await
+                .map_err(|_| PeerError::HandshakeTimeout)??;
+            if theirs.info_hash != t.meta.info_hash.0 {
+                return Err(PeerError::WrongInfoHash(data_encoding::HEXLOWER.encode(&theirs.info_hash)));
+            }
+            run(t.clone(), stream, addr, theirs).await
+        }
+        .await;
+        match res {
+            Ok(()) => {}
+            Err(e) => {
+                debug!(error = %e, "peer session ended");
+                if matches!(e, PeerError::WrongInfoHash(_)) {
+                    tracing::warn!(error = %e, "peer refused");
+                }
+            }
+        }
+        t.note_dial_failure(addr);
+    }
+    .instrument(span)
+    .await
+}
+
+async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, PeerError> {
+    let mut buf = [0u8; wire::HANDSHAKE_LEN];
+    stream.read_exact(&mut buf).await?;
+    Ok(Handshake::decode(&buf)?)
+}
+
+enum Out {
+    Msg(Message),
+    Upload(BlockRef),
+}
+
+/// Sends queued messages, batching whatever is ready into one write.
+async fn writer(
+    t: Arc<Torrent>,
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    cancelled: Arc<Mutex<HashSet<BlockRef>>>,
+    queued: Arc<AtomicUsize>,
+) -> Result<(), PeerError> {
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut cached: Option<(usize, Bytes)> = None;
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            match out {
+                Out::Msg(m) => m.encode(&mut buf),
+                Out::Upload(r) => {
+                    queued.fetch_sub(1, Ordering::Relaxed);
+                    if cancelled.lock().unwrap_or_else(|e| e.into_inner()).remove(&r) {
+                        continue;
+                    }
+                    let p = r.index as usize;
+                    let data = match &cached {
+                        Some((cp, d)) if *cp == p => d.clone(),
+                        _ => {
+                            let store = t.store.clone();
+                            let d = tokio::task::spawn_blocking(move || store.read_piece(p))
+                                .await
+                                .map_err(|e| PeerError::Protocol(e.to_string()))?
+                                .map_err(|e| PeerError::Protocol(e.to_string()))?;
+                            cached = Some((p, d.clone()));
+                            d
+                        }
+                    };
+                    let (b, e) = (r.begin as usize, (r.begin + r.length) as usize);
+                    buf.extend_from_slice(&Message::piece_header(r.index, r.begin, e - b));
+                    buf.extend_from_slice(&data[b..e]);
+                    t.stats.uploaded.fetch_add(r.length as u64, Ordering::Relaxed);
+                }
+            }
+            if buf.len() < 256 * 1024 {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !buf.is_empty() {
+            wr.write_all(&buf).await?;
+            buf.clear();
+        }
+    }
+    Ok(())
+}
+
+struct Session {
+    t: Arc<Torrent>,
+    key: PeerKey,
+    addr: SocketAddr,
+    out: mpsc::UnboundedSender<Out>,
+    cancelled: Arc<Mutex<HashSet<BlockRef>>>,
+    queued: Arc<AtomicUsize>,
+    fast: bool,
+    extended: bool,
+    has: Bitfield,
+    got_first: bool,
+    they_choke: bool,
+    am_interested: bool,
+    allowed_fast: Vec<u32>,
+    /// Our requests in flight, oldest first, with when they were sent.
+    outstanding: VecDeque<(BlockRef, Instant)>,
+    reqq: usize,
+    snubbed: bool,
+    bytes_this_tick: u64,
+    up_last: u64,
+    rate: f64,
+    /// Smoothed time from request to block.
+    rtt: Duration,
+    last_sent: Instant,
+}
+
+impl Session {
+    fn send(&mut self, m: Message) {
+        self.last_sent = Instant::now();
+        let _ = self.out.send(Out::Msg(m));
+    }
+
+    fn depth(&self) -> usize {
+        if self.snubbed {
+            return 1;
+        }
+        // Keep about one second of data in flight, within the peer's queue limit.
+        let by_rate = (self.rate / wire::BLOCK_SIZE as f64) as usize;
+        by_rate.clamp(32, 1024).min(self.reqq)
+    }
+
+    fn update_interest(&mut self) {
+        let want = {
+            let st = self.t.lock();
+            let have = st.picker.have();
+            // Interested in anyone with a piece we lack: being unchoked before the
+            // first read arrives saves a choke round on the first byte.
+            self.has.ones().any(|p| !have.get(p))
+        };
+        if want != self.am_interested {
+            self.am_interested = want;
+            self.send(if want { Message::Interested } else { Message::NotInterested });
+        }
+    }
+
+    fn request_more(&mut self) {
+        if self.they_choke && self.allowed_fast.is_empty() {
+            return;
+        }
+        let want = self.depth().saturating_sub(self.outstanding.len());
+        if want == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let picked = {
+            let mut st = self.t.lock();
+            let best = st.peers.values().map(|p| p.rate_down).fold(0.0, f64::max);
+            let slow = best > 1e6 && self.rate < best / 8.0;
+            let view = PeerView { key: self.key, has: &self.has, choked: self.they_choke, allowed_fast: &self.allowed_fast, slow };
+            st.picker.pick(&view, want, now)
+        };
+        for r in picked {
+            self.outstanding.push_back((r, now));
+            self.send(Message::Request(r));
+        }
+    }
+
+    /// Drops requests that timed out or are no longer needed (another peer won).
+    fn tidy_requests(&mut self) {
+        let now = Instant::now();
+        let timeout = (self.rtt * 8).clamp(Duration::from_secs(3), Duration::from_secs(20));
+        let mut st = self.t.lock();
+        let mut cancel = Vec::new();
+        let mut timed_out = 0;
+        self.outstanding.retain(|(r, at)| {
+            if !st.picker.still_wanted(r) {
+                cancel.push(*r);
+                return false;
+            }
+            if now.duration_since(*at) > timeout {
+                timed_out += 1;
+                st.picker.release(self.key, r);
+                cancel.push(*r);
+                return false;
+            }
+            true
+        });
+        drop(st);
+        if timed_out > 0 {
+            debug!(timed_out, ?timeout, "requests timed out; peer snubbed");
+            self.snubbed = true;
+        }
+        for r in cancel {
+            self.send(Message::Cancel(r));
+        }
+    }
+
+    fn tick(&mut self, dt: Duration) {
+        let inst = self.bytes_this_tick as f64 / dt.as_secs_f64().max(1e-3);
+        self.rate = if self.rate == 0.0 { inst } else { 0.6 * self.rate + 0.4 * inst };
+        self.bytes_this_tick = 0;
+        let up = self.t.stats.uploaded.load(Ordering::Relaxed);
+        let mut st = self.t.lock();
+        if let Some(p) = st.peers.get_mut(&self.key) {
+            p.rate_down = self.rate;
+            p.rate_up = (up - self.up_last) as f64 / dt.as_secs_f64().max(1e-3);
+        }
+        self.up_last = up;
+    }
+
+    fn on_bitfield(&mut self, bf: Bitfield) {
+        let mut st = self.t.lock();
+        st.picker.add_peer_pieces(&bf);
+        if let Some(p) = st.peers.get_mut(&self.key) {
+            p.has = bf.clone();
+        }
+        drop(st);
+        self.has = bf;
+    }
+
+    fn handle(&mut self, m: Message) -> Result<(), PeerError> {
+        let n = self.t.meta.num_pieces();
+        let first = !self.got_first;
+        self.got_first = true;
+        match m {
+            Message::KeepAlive | Message::Port(_) | Message::Suggest(_) | Message::Unknown { .. } => {}
+            Message::Choke => {
+                self.they_choke = true;
+                // BEP 6 peers reject explicitly, but releasing now is always safe: a
+                // late block is still accepted if we have not re-requested it.
+                let mut st = self.t.lock();
+                for (r, _) in self.outstanding.drain(..) {
+                    st.picker.release(self.key, &r);
+                }
+            }
+            Message::Unchoke => {
+                self.they_choke = false;
+                self.request_more();
+            }
+            Message::Interested | Message::NotInterested => {
+                let i = matches!(m, Message::Interested);
+                if let Some(p) = self.t.lock().peers.get_mut(&self.key) {
+                    p.peer_interested = i;
+                }
+                self.t.trigger_choker();
+            }
+            Message::Have(i) => {
+                if i as usize >= n {
+                    return Err(PeerError::Protocol(format!("have {i} ≥ {n} pieces")));
+                }
+                if self.has.set(i as usize) {
+                    let mut st = self.t.lock();
+                    st.picker.add_have(i as usize);
+                    if let Some(p) = st.peers.get_mut(&self.key) {
+                        p.has.set(i as usize);
+                    }
+                }
+                self.update_interest();
+                self.request_more();
+            }
+            Message::Bitfield(b) => {
+                if !first {
+                    return Err(PeerError::Protocol("bitfield after other messages".into()));
+                }
+                let bf = Bitfield::from_bytes(&b, n).ok_or_else(|| PeerError::Protocol("bitfield has the wrong length or spare bits".into()))?;
+                self.on_bitfield(bf);
+                self.update_interest();
+            }
+            Message::HaveAll | Message::HaveNone => {
+                if !self.fast {
+                    return Err(PeerError::Protocol("have-all/none without the fast extension".into()));
+                }
+                if !first {
+                    return Err(PeerError::Protocol("have-all/none after other messages".into()));
+                }
+                let bf = if matches!(m, Message::HaveAll) { Bitfield::full(n) } else { Bitfield::new(n) };
+                self.on_bitfield(bf);
+                self.update_interest();
+            }
+            Message::Request(r) => self.on_request(r)?,
+            Message::Cancel(r) => {
+                self.cancelled.lock().unwrap_or_else(|e| e.into_inner()).insert(r);
+            }
+            Message::Piece { index, begin, data } => {
+                let len = data.len() as u64;
+                self.bytes_this_tick += len;
+                self.t.stats.downloaded.fetch_add(len, Ordering::Relaxed);
+                let pos = self.outstanding.iter().position(|(r, _)| r.index == index && r.begin == begin);
+                let Some(pos) = pos else {
+                    self.t.stats.wasted.fetch_add(len, Ordering::Relaxed);
+                    return Ok(());
+                };
+                let (_, at) = self.outstanding.remove(pos).expect("position found");
+                let rtt = at.elapsed();
+                self.rtt = if self.rtt.is_zero() { rtt } else { (self.rtt * 7 + rtt) / 8 };
+                self.snubbed = false;
+                let outcome = self.t.lock().picker.on_block(self.key, index, begin, &data);
+                match outcome {
+                    BlockOutcome::Unwanted => {
+                        self.t.stats.wasted.fetch_add(len, Ordering::Relaxed);
+                    }
+                    BlockOutcome::Accepted => {}
+                    BlockOutcome::Complete { data, from } => self.t.verify(index as usize, data, from),
+                }
+                self.request_more();
+            }
+            Message::Reject(r) => {
+                if !self.fast {
+                    return Err(PeerError::Protocol("reject without the fast extension".into()));
+                }
+                if let Some(pos) = self.outstanding.iter().position(|(o, _)| *o == r) {
+                    self.outstanding.remove(pos);
+                    self.t.lock().picker.release(self.key, &r);
+                }
+            }
+            Message::AllowedFast(i) => {
+                if (i as usize) < n && !self.allowed_fast.contains(&i) && self.allowed_fast.len() < 64 {
+                    self.allowed_fast.push(i);
+                }
+            }
+            Message::Extended { id: 0, payload } => {
+                if !self.extended {
+                    return Err(PeerError::Protocol("extended message without BEP 10 support".into()));
+                }
+                match ExtHandshake::decode(&payload) {
+                    Ok(h) => {
+                        if let Some(q) = h.reqq {
+                            self.reqq = (q as usize).clamp(1, 2048);
+                        }
+                        debug!(client = ?h.client, reqq = ?h.reqq, "extension handshake");
+                    }
+                    Err(e) => debug!(error = %e, "ignoring bad extension handshake"),
+                }
+            }
+            Message::Extended { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn on_request(&mut self, r: BlockRef) -> Result<(), PeerError> {
+        let p = r.index as usize;
+        let valid = p < self.t.meta.num_pieces()
+            && r.length > 0
+            && r.length <= MAX_SERVE_BLOCK
+            && r.begin as u64 + r.length as u64 <= self.t.meta.piece_size(p);
+        if !valid {
+            return Err(PeerError::Protocol(format!("invalid request {r:?}")));
+        }
+        let (choking, have) = {
+            let st = self.t.lock();
+            (st.peers.get(&self.key).map(|p| p.am_choking).unwrap_or(true), st.picker.have().get(p))
+        };
+        let queued = self.queued.load(Ordering::Relaxed);
+        if choking || !have || queued > MAX_UPLOAD_QUEUE {
+            if self.fast {
+                self.send(Message::Reject(r));
+            }
+            return Ok(());
+        }
+        self.cancelled.lock().unwrap_or_else(|e| e.into_inner()).remove(&r);
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let _ = self.out.send(Out::Upload(r));
+        Ok(())
+    }
+}
+
+async fn run(t: Arc<Torrent>, stream: TcpStream, addr: SocketAddr, theirs: Handshake) -> Result<(), PeerError> {
+    let _ = stream.set_nodelay(true);
+    let wake = Arc::new(Notify::new());
+    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
+    let key = t.register_peer(addr, theirs.peer_id, wake.clone(), cmd_tx).map_err(PeerError::Refused)?;
+    let client = String::from_utf8_lossy(&theirs.peer_id[..8]).into_owned();
+    info!(%client, "peer connected");
+    let (mut rd, wr) = stream.into_split();
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let cancelled = Arc::new(Mutex::new(HashSet::new()));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let writer_task = tokio::spawn(writer(t.clone(), wr, out_rx, cancelled.clone(), queued.clone()).in_current_span());
+    let mut s = Session {
+        key,
+        addr,
+        out: out_tx,
+        cancelled,
+        queued,
+        fast: theirs.supports_fast(),
+        extended: theirs.supports_extensions(),
+        has: Bitfield::new(t.meta.num_pieces()),
+        got_first: false,
+        they_choke: true,
+        am_interested: false,
+        allowed_fast: vec![],
+        outstanding: VecDeque::new(),
+        reqq: 250,
+        snubbed: false,
+        bytes_this_tick: 0,
+        up_last: t.stats.uploaded.load(Ordering::Relaxed),
+        rate: 0.0,
+        rtt: Duration::ZERO,
+        last_sent: Instant::now(),
+        t: t.clone(),
+    };
+    let result = session_loop(&mut s, &mut rd, &wake, &mut cmd_rx).await;
+    writer_task.abort();
+    let outstanding: Vec<BlockRef> = s.outstanding.iter().map(|(r, _)| *r).collect();
+    t.unregister_peer(key, &outstanding);
+    match &result {
+        Ok(()) => info!("peer closed"),
+        Err(e) => info!(error = %e, "peer dropped"),
+    }
+    let _ = s.addr;
+    result
+}
+
+async fn session_loop(
+    s: &mut Session,
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    wake: &Notify,
+    cmd_rx: &mut mpsc::UnboundedReceiver<PeerCmd>,
+) -> Result<(), PeerError> {
+    let n = s.t.meta.num_pieces();
+    let max = wire::max_frame_for(n);
+    let have = s.t.have();
+    if s.extended {
+        let h = ExtHandshake {
+            port: s.t.listen_addr().map(|a| a.port()),
+            client: Some(concat!("btt ", env!("CARGO_PKG_VERSION")).into()),
+            reqq: Some(MAX_UPLOAD_QUEUE as u32),
+            ..Default::default()
+        };
+        s.send(Message::Extended { id: 0, payload: Bytes::from(h.encode()) });
+    }
+    if s.fast && have.is_complete() {
+        s.send(Message::HaveAll);
+    } else if s.fast && have.count() == 0 {
+        s.send(Message::HaveNone);
+    } else if have.count() > 0 {
+        s.send(Message::Bitfield(Bytes::copy_from_slice(have.as_bytes())));
+    }
+    let mut stop = s.t.shutdown_signal();
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut last_tick = Instant::now();
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return Ok(()),
+            r = rd.read_buf(&mut buf) => {
+                if r? == 0 {
+                    return Err(PeerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                last_heard = Instant::now();
+                while let Some(m) = wire::decode(&mut buf, max)? {
+                    s.handle(m)?;
+                }
+                if buf.capacity() - buf.len() < 64 * 1024 {
+                    buf.reserve(256 * 1024);
+                }
+            }
+            cmd = cmd_rx.recv() => match cmd {
+                Some(PeerCmd::Have(p)) => {
+                    if !s.has.get(p as usize) {
+                        s.send(Message::Have(p));
+                    }
+                    s.update_interest();
+                }
+                Some(PeerCmd::Choke) => s.send(Message::Choke),
+                Some(PeerCmd::Unchoke) => s.send(Message::Unchoke),
+                Some(PeerCmd::Close(why)) => return Err(PeerError::Refused(why)),
+                None => return Ok(()),
+            },
+            _ = wake.notified() => {
+                s.update_interest();
+                s.request_more();
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                s.tick(now.duration_since(last_tick));
+                last_tick = now;
+                s.tidy_requests();
+                s.update_interest();
+                s.request_more();
+                if now.duration_since(s.last_sent) > Duration::from_secs(90) {
+                    s.send(Message::KeepAlive);
+                }
+                if now.duration_since(last_heard) > Duration::from_secs(180) {
+                    return Err(PeerError::Protocol("silent for 3 minutes".into()));
+                }
+            }
+        }
+    }
+}

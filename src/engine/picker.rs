@@ -1,0 +1,445 @@
+//! Which block to ask which peer for next. Pure logic, no I/O, no clock of its own
+//! (callers pass `now`), so every rule below is unit-tested.
+//!
+//! Priorities: **critical** pieces have a reader waiting on them; **high** pieces lie
+//! in a read-ahead window of an open file handle; **normal** pieces are fetched only
+//! when the whole torrent is wanted (`fetch_all`), rarest first. Started pieces are
+//! finished before new ones are begun, to keep memory bounded.
+//!
+//! Critical pieces go to fast peers: a peer flagged slow (far below the best peer's
+//! rate) only gets a critical block when no other peer could take it. Once every
+//! block of the critical pieces is asked for (end-game), a second request is sent to
+//! another peer for blocks that have been out for a while or sit on a slow peer; the
+//! first copy to arrive wins and the others are cancelled.
+
+use crate::bitfield::Bitfield;
+use crate::wire::{BlockRef, BLOCK_SIZE};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+pub type PeerKey = u64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    Normal,
+    High,
+    Critical,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Block {
+    Free,
+    Asked(Vec<(PeerKey, Instant)>),
+    Done,
+}
+
+struct Active {
+    blocks: Vec<Block>,
+    /// Who sent each block, to blame the right peer when the hash fails.
+    from: Vec<PeerKey>,
+    buf: Vec<u8>,
+    remaining: usize,
+}
+
+/// What a peer looks like to the picker at the moment it asks for work.
+pub struct PeerView<'a> {
+    pub key: PeerKey,
+    pub has: &'a Bitfield,
+    /// Choked peers may only be asked for their allowed-fast pieces.
+    pub choked: bool,
+    pub allowed_fast: &'a [u32],
+    /// Far slower than the best peer: kept off critical blocks while others can serve.
+    pub slow: bool,
+}
+
+pub enum BlockOutcome {
+    /// Not asked for, already have it, or a duplicate that lost the race.
+    Unwanted,
+    Accepted,
+    /// The last block of a piece: its bytes and the peers that sent them.
+    Complete { data: Vec<u8>, from: Vec<PeerKey> },
+}
+
+pub struct Picker {
+    piece_length: u64,
+    total_length: u64,
+    have: Bitfield,
+    availability: Vec<u32>,
+    active: HashMap<usize, Active>,
+    critical: BTreeMap<usize, u32>,
+    windows: HashMap<u64, Range<usize>>,
+    pub fetch_all: bool,
+    /// Normal-priority pieces in progress at once (memory bound).
+    pub max_active_normal: usize,
+    /// How long a block may be out before another peer is asked too (end-game).
+    pub dup_after: Duration,
+}
+
+impl Picker {
+    pub fn new(piece_length: u64, total_length: u64, have: Bitfield) -> Self {
+        let n = have.len();
+        Picker {
+            piece_length,
+            total_length,
+            have,
+            availability: vec![0; n],
+            active: HashMap::new(),
+            critical: BTreeMap::new(),
+            windows: HashMap::new(),
+            fetch_all: false,
+            max_active_normal: 16,
+            dup_after: Duration::from_millis(300),
+        }
+    }
+
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    pub fn piece_size(&self, p: usize) -> u64 {
+        self.piece_length.min(self.total_length - p as u64 * self.piece_length)
+    }
+
+    fn num_blocks(&self, p: usize) -> usize {
+        self.piece_size(p).div_ceil(BLOCK_SIZE as u64) as usize
+    }
+
+    fn block_ref(&self, p: usize, b: usize) -> BlockRef {
+        let begin = b as u64 * BLOCK_SIZE as u64;
+        let len = (self.piece_size(p) - begin).min(BLOCK_SIZE as u64);
+        BlockRef { index: p as u32, begin: begin as u32, length: len as u32 }
+    }
+
+    // ---- availability ----
+    pub fn add_peer_pieces(&mut self, has: &Bitfield) {
+        for p in has.ones() {
+            self.availability[p] += 1;
+        }
+    }
+    pub fn remove_peer_pieces(&mut self, has: &Bitfield) {
+        for p in has.ones() {
+            self.availability[p] = self.availability[p].saturating_sub(1);
+        }
+    }
+    pub fn add_have(&mut self, p: usize) {
+        if let Some(a) = self.availability.get_mut(p) {
+            *a += 1;
+        }
+    }
+
+    // ---- priorities ----
+    pub fn add_critical(&mut self, p: usize) {
+        *self.critical.entry(p).or_default() += 1;
+    }
+    pub fn remove_critical(&mut self, p: usize) {
+        if let Some(c) = self.critical.get_mut(&p) {
+            *c -= 1;
+            if *c == 0 {
+                self.critical.remove(&p);
+            }
+        }
+    }
+    pub fn set_window(&mut self, handle: u64, pieces: Range<usize>) {
+        self.windows.insert(handle, pieces);
+    }
+    pub fn clear_window(&mut self, handle: u64) {
+        self.windows.remove(&handle);
+    }
+
+    pub fn priority(&self, p: usize) -> Option<Priority> {
+        if self.have.get(p) {
+            None
+        } else if self.critical.contains_key(&p) {
+            Some(Priority::Critical)
+        } else if self.windows.values().any(|w| w.contains(&p)) {
+            Some(Priority::High)
+        } else if self.fetch_all || self.active.contains_key(&p) {
+            Some(Priority::Normal)
+        } else {
+            None
+        }
+    }
+
+    /// Whether any piece is wanted that this peer has (drives `interested`).
+    pub fn interesting(&self, has: &Bitfield) -> bool {
+        if self.fetch_all {
+            return (0..self.have.len()).any(|p| has.get(p) && !self.have.get(p));
+        }
+        self.critical.keys().chain(self.active.keys()).any(|&p| has.get(p) && !self.have.get(p))
+            || self.windows.values().flat_map(|w| w.clone()).any(|p| has.get(p) && !self.have.get(p))
+    }
+
+    /// Candidate pieces in order: critical, then high (windows interleaved by
+    /// distance from their readers), then started normal pieces, then rarest first.
+    fn candidates(&self) -> Vec<(usize, Priority)> {
+        let mut out: Vec<(usize, Priority)> = Vec::new();
+        let mut seen = HashSet::new();
+        for &p in self.critical.keys() {
+            if !self.have.get(p) && seen.insert(p) {
+                out.push((p, Priority::Critical));
+            }
+        }
+        let longest = self.windows.values().map(|w| w.len()).max().unwrap_or(0);
+        for k in 0..longest {
+            for w in self.windows.values() {
+                let p = w.start + k;
+                if p < w.end && p < self.have.len() && !self.have.get(p) && seen.insert(p) {
+                    out.push((p, Priority::High));
+                }
+            }
+        }
+        let mut started: Vec<usize> = self.active.keys().copied().filter(|p| !seen.contains(p)).collect();
+        started.sort_unstable();
+        for p in started {
+            seen.insert(p);
+            out.push((p, Priority::Normal));
+        }
+        if self.fetch_all {
+            let mut rest: Vec<usize> =
+                (0..self.have.len()).filter(|&p| !self.have.get(p) && !seen.contains(&p)).collect();
+            rest.sort_by_key(|&p| (self.availability[p], p));
+            out.extend(rest.into_iter().map(|p| (p, Priority::Normal)));
+        }
+        out
+    }
+
+    fn can_ask(&self, peer: &PeerView, p: usize) -> bool {
+        peer.has.get(p) && (!peer.choked || peer.allowed_fast.contains(&(p as u32)))
+    }
+
+    /// Up to `want` blocks for this peer.
+    pub fn pick(&mut self, peer: &PeerView, want: usize, now: Instant) -> Vec<BlockRef> {
+        let mut out = Vec::new();
+        if want == 0 {
+            return out;
+        }
+        let cands = self.candidates();
+        let active_normal =
+            self.active.keys().filter(|&&p| !self.critical.contains_key(&p) && !self.windows.values().any(|w| w.contains(&p))).count();
+        let mut new_normal = 0usize;
+        // Pass 1: free blocks.
+        for &(p, prio) in &cands {
+            if !self.can_ask(peer, p) {
+                continue;
+            }
+            if peer.slow && prio == Priority::Critical && self.availability[p] > 1 {
+                continue; // leave it to faster peers that have it
+            }
+            if !self.active.contains_key(&p) {
+                if prio == Priority::Normal {
+                    if active_normal + new_normal >= self.max_active_normal {
+                        continue;
+                    }
+                    new_normal += 1;
+                }
+                let nb = self.num_blocks(p);
+                let size = self.piece_size(p) as usize;
+                self.active.insert(p, Active { blocks: vec![Block::Free; nb], from: vec![0; nb], buf: vec![0; size], remaining: nb });
+            }
+            let nb = self.num_blocks(p);
+            for b in 0..nb {
+                let a = self.active.get_mut(&p).expect("inserted above");
+                if a.blocks[b] == Block::Free {
+                    a.blocks[b] = Block::Asked(vec![(peer.key, now)]);
+                    out.push(self.block_ref(p, b));
+                    if out.len() >= want {
+                        return out;
+                    }
+                }
+            }
+        }
+        // Pass 2 (end-game for critical and read-ahead pieces): duplicate blocks that
+        // another peer has held too long, at most two copies out at once.
+        for &(p, prio) in &cands {
+            if prio == Priority::Normal || !self.can_ask(peer, p) {
+                continue;
+            }
+            let Some(a) = self.active.get_mut(&p) else { continue };
+            for b in 0..a.blocks.len() {
+                if let Block::Asked(who) = &mut a.blocks[b] {
+                    let old = who.iter().all(|&(_, t)| now.duration_since(t) >= self.dup_after);
+                    if who.len() < 2 && old && !who.iter().any(|&(k, _)| k == peer.key) {
+                        who.push((peer.key, now));
+                        let r = BlockRef {
+                            index: p as u32,
+                            begin: b as u32 * BLOCK_SIZE,
+                            length: ((self.piece_length.min(self.total_length - p as u64 * self.piece_length))
+                                - b as u64 * BLOCK_SIZE as u64)
+                                .min(BLOCK_SIZE as u64) as u32,
+                        };
+                        out.push(r);
+                        if out.len() >= want {
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A block arrived from `peer`.
+    pub fn on_block(&mut self, peer: PeerKey, index: u32, begin: u32, data: &[u8]) -> BlockOutcome {
+        let p = index as usize;
+        if begin % BLOCK_SIZE != 0 {
+            return BlockOutcome::Unwanted;
+        }
+        let b = (begin / BLOCK_SIZE) as usize;
+        let Some(a) = self.active.get_mut(&p) else { return BlockOutcome::Unwanted };
+        if b >= a.blocks.len() || a.blocks[b] == Block::Done {
+            return BlockOutcome::Unwanted;
+        }
+        let start = begin as usize;
+        let expect = (a.buf.len() - start).min(BLOCK_SIZE as usize);
+        if data.len() != expect {
+            return BlockOutcome::Unwanted;
+        }
+        a.buf[start..start + expect].copy_from_slice(data);
+        a.blocks[b] = Block::Done;
+        a.from[b] = peer;
+        a.remaining -= 1;
+        if a.remaining > 0 {
+            return BlockOutcome::Accepted;
+        }
+        let a = self.active.remove(&p).expect("present");
+        BlockOutcome::Complete { data: a.buf, from: a.from }
+    }
+
+    /// The peer will not deliver this block (timeout, reject, choke, disconnect).
+    pub fn release(&mut self, peer: PeerKey, r: &BlockRef) {
+        let Some(a) = self.active.get_mut(&(r.index as usize)) else { return };
+        let b = (r.begin / BLOCK_SIZE) as usize;
+        if let Some(Block::Asked(who)) = a.blocks.get_mut(b) {
+            who.retain(|&(k, _)| k != peer);
+            if who.is_empty() {
+                a.blocks[b] = Block::Free;
+            }
+        }
+    }
+
+    /// Still worth receiving (not done, piece not had)? Used to cancel duplicates.
+    pub fn still_wanted(&self, r: &BlockRef) -> bool {
+        let p = r.index as usize;
+        match self.active.get(&p) {
+            Some(a) => matches!(a.blocks.get((r.begin / BLOCK_SIZE) as usize), Some(Block::Asked(_))),
+            None => false,
+        }
+    }
+
+    pub fn piece_verified(&mut self, p: usize) {
+        self.have.set(p);
+    }
+
+    /// Hash failed: the piece is fetched again from scratch.
+    pub fn piece_failed(&mut self, p: usize) {
+        self.active.remove(&p);
+    }
+
+    /// Drops a piece in progress that no one wants any more (reader gone), freeing memory.
+    pub fn prune_unwanted(&mut self) {
+        let keep: Vec<usize> = self.active.keys().copied().filter(|&p| self.priority(p).is_some()).collect();
+        if keep.len() != self.active.len() && !self.fetch_all {
+            self.active.retain(|p, a| keep.contains(p) || a.remaining < a.blocks.len());
+        }
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.active.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PL: u64 = 4 * BLOCK_SIZE as u64;
+
+    fn view<'a>(key: PeerKey, has: &'a Bitfield) -> PeerView<'a> {
+        PeerView { key, has, choked: false, allowed_fast: &[], slow: false }
+    }
+
+    #[test]
+    fn nothing_unless_wanted_then_critical_before_high_before_normal() {
+        let all = Bitfield::full(10);
+        let mut pk = Picker::new(PL, 10 * PL, Bitfield::new(10));
+        let now = Instant::now();
+        assert!(pk.pick(&view(1, &all), 10, now).is_empty(), "nothing is fetched unasked");
+        pk.fetch_all = true;
+        pk.set_window(7, 5..7);
+        pk.add_critical(8);
+        let got: Vec<u32> = pk.pick(&view(1, &all), 12, now).iter().map(|b| b.index).collect();
+        assert_eq!(got, vec![8, 8, 8, 8, 5, 5, 5, 5, 6, 6, 6, 6]);
+    }
+
+    #[test]
+    fn choked_peer_only_allowed_fast() {
+        let all = Bitfield::full(4);
+        let mut pk = Picker::new(PL, 4 * PL, Bitfield::new(4));
+        pk.add_critical(0);
+        pk.add_critical(2);
+        let v = PeerView { key: 1, has: &all, choked: true, allowed_fast: &[2], slow: false };
+        let got = pk.pick(&v, 10, Instant::now());
+        assert!(got.iter().all(|b| b.index == 2) && got.len() == 4);
+    }
+
+    #[test]
+    fn endgame_duplicates_only_old_critical_blocks_and_completion() {
+        let all = Bitfield::full(2);
+        let mut pk = Picker::new(PL, PL + 100, Bitfield::new(2));
+        pk.add_critical(1);
+        let t0 = Instant::now();
+        let a = pk.pick(&view(1, &all), 10, t0);
+        assert_eq!(a, vec![BlockRef { index: 1, begin: 0, length: 100 }], "short last piece");
+        assert!(pk.pick(&view(2, &all), 10, t0).is_empty(), "too fresh to duplicate");
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(pk.pick(&view(2, &all), 10, later).len(), 1, "duplicated to a second peer");
+        assert!(pk.pick(&view(3, &all), 10, later).is_empty(), "at most two copies");
+        assert!(matches!(pk.on_block(2, 1, 0, &[9; 100]), BlockOutcome::Complete { ref from, .. } if from == &vec![2]));
+        assert!(matches!(pk.on_block(1, 1, 0, &[9; 100]), BlockOutcome::Unwanted), "loser discarded");
+        pk.piece_verified(1);
+        assert!(!pk.still_wanted(&a[0]));
+    }
+
+    #[test]
+    fn slow_peer_kept_off_critical_when_others_have_it() {
+        let all = Bitfield::full(2);
+        let mut pk = Picker::new(PL, 2 * PL, Bitfield::new(2));
+        pk.add_peer_pieces(&all);
+        pk.add_peer_pieces(&all);
+        pk.add_critical(0);
+        let slow = PeerView { key: 1, has: &all, choked: false, allowed_fast: &[], slow: true };
+        assert!(pk.pick(&slow, 10, Instant::now()).is_empty());
+        assert_eq!(pk.pick(&view(2, &all), 10, Instant::now()).len(), 4);
+    }
+
+    #[test]
+    fn release_and_bad_blocks() {
+        let all = Bitfield::full(1);
+        let mut pk = Picker::new(PL, PL, Bitfield::new(1));
+        pk.add_critical(0);
+        let now = Instant::now();
+        let got = pk.pick(&view(1, &all), 1, now);
+        pk.release(1, &got[0]);
+        assert_eq!(pk.pick(&view(2, &all), 1, now), got, "released block is free again");
+        assert!(matches!(pk.on_block(2, 0, 1, &[0; 16384]), BlockOutcome::Unwanted), "unaligned");
+        assert!(matches!(pk.on_block(2, 0, 0, &[0; 10]), BlockOutcome::Unwanted), "wrong length");
+        assert!(matches!(pk.on_block(2, 5, 0, &[0; 10]), BlockOutcome::Unwanted), "not active");
+        assert!(matches!(pk.on_block(2, 0, 0, &[0; 16384]), BlockOutcome::Accepted));
+    }
+
+    #[test]
+    fn normal_pieces_bounded_and_rarest_first() {
+        let all = Bitfield::full(40);
+        let mut pk = Picker::new(PL, 40 * PL, Bitfield::new(40));
+        pk.fetch_all = true;
+        pk.max_active_normal = 2;
+        let mut bytes = Bitfield::full(40).as_bytes().to_vec();
+        bytes[0] &= !(0x80 >> 5); // everyone but piece 5
+        let most = Bitfield::from_bytes(&bytes, 40).unwrap();
+        pk.add_peer_pieces(&all);
+        pk.add_peer_pieces(&most);
+        let got: Vec<u32> = pk.pick(&view(1, &all), 100, Instant::now()).iter().map(|b| b.index).collect();
+        assert_eq!(got, vec![5, 5, 5, 5, 0, 0, 0, 0], "rarest first, at most 2 pieces started");
+    }
+}

@@ -1,0 +1,303 @@
+//! File semantics over the engine: an inode table built once from the metainfo,
+//! open handles with a read-ahead window each, and `read` mapped onto torrent bytes.
+//!
+//! Nothing here knows fuser's types. Metadata calls (`lookup`, `getattr`, `readdir`,
+//! `statfs`) answer from memory and never wait on the network. `read` waits for the
+//! pieces under it; the read-ahead window grows while a handle reads sequentially
+//! and snaps back after a seek (the shape of mountpoint-s3's prefetcher).
+
+mod readahead;
+
+pub use readahead::{ReadAhead, ReadAheadConfig};
+
+use crate::engine::{EngineError, Torrent};
+use crate::metainfo::Metainfo;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::oneshot;
+
+pub const ROOT_INO: u64 = 1;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("read-only filesystem")]
+    ReadOnly,
+    #[error("bad file handle")]
+    BadHandle,
+    #[error("timed out waiting for pieces")]
+    TimedOut,
+    #[error("unmounting")]
+    Shutdown,
+    #[error("interrupted")]
+    Interrupted,
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+impl FsError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::BadHandle => libc::EBADF,
+            FsError::Interrupted => libc::EINTR,
+            FsError::TimedOut | FsError::Shutdown | FsError::Io(_) => libc::EIO,
+        }
+    }
+}
+
+impl From<EngineError> for FsError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Shutdown => FsError::Shutdown,
+            EngineError::TimedOut => FsError::TimedOut,
+            other => FsError::Io(other.to_string()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+#[derive(Clone, Debug)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub nlink: u32,
+    pub perm: u16,
+    pub mtime: SystemTime,
+}
+
+struct Node {
+    parent: u64,
+    kind: Kind,
+    size: u64,
+    /// Index into `Metainfo::files` for files.
+    file: Option<usize>,
+    children: BTreeMap<String, u64>,
+}
+
+struct Handle {
+    file: usize,
+    readahead: ReadAhead,
+}
+
+/// A read waiting on the network, so a killed reader can be let go (see `watch_interrupts`).
+struct Waiting {
+    pid: u32,
+    cancel: Option<oneshot::Sender<()>>,
+}
+
+pub struct Fs {
+    meta: Arc<Metainfo>,
+    torrent: Arc<Torrent>,
+    nodes: Vec<Node>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    waiting: Mutex<HashMap<u64, Waiting>>,
+    next_wait: AtomicU64,
+    pub read_timeout: Option<Duration>,
+    pub readahead: ReadAheadConfig,
+    mtime: SystemTime,
+}
+
+impl Fs {
+    pub fn new(torrent: Arc<Torrent>, read_timeout: Option<Duration>) -> Fs {
+        let meta = torrent.meta.clone();
+        // ino = index + 1; node 0 is the root.
+        let mut nodes = vec![Node { parent: ROOT_INO, kind: Kind::Dir, size: 0, file: None, children: BTreeMap::new() }];
+        for (fi, f) in meta.files.iter().enumerate() {
+            if f.padding {
+                continue;
+            }
+            let mut dir = 0usize;
+            for (ci, comp) in f.path.iter().enumerate() {
+                let last = ci + 1 == f.path.len();
+                if let Some(&ino) = nodes[dir].children.get(comp) {
+                    dir = ino as usize - 1;
+                    continue;
+                }
+                let ino = nodes.len() as u64 + 1;
+                nodes.push(Node {
+                    parent: dir as u64 + 1,
+                    kind: if last { Kind::File } else { Kind::Dir },
+                    size: if last { f.length } else { 0 },
+                    file: last.then_some(fi),
+                    children: BTreeMap::new(),
+                });
+                nodes[dir].children.insert(comp.clone(), ino);
+                dir = ino as usize - 1;
+            }
+        }
+        let mtime = meta
+            .creation_date
+            .filter(|&d| d > 0)
+            .map(|d| SystemTime::UNIX_EPOCH + Duration::from_secs(d as u64))
+            .unwrap_or_else(SystemTime::now);
+        Fs {
+            meta,
+            torrent,
+            nodes,
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            waiting: Mutex::new(HashMap::new()),
+            next_wait: AtomicU64::new(1),
+            read_timeout,
+            readahead: ReadAheadConfig::default(),
+            mtime,
+        }
+    }
+
+    pub fn torrent(&self) -> &Arc<Torrent> {
+        &self.torrent
+    }
+
+    fn node(&self, ino: u64) -> Result<&Node, FsError> {
+        ino.checked_sub(1).and_then(|i| self.nodes.get(i as usize)).ok_or(FsError::NotFound)
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        let n = self.node(ino)?;
+        let subdirs = n.children.values().filter(|&&c| self.nodes[c as usize - 1].kind == Kind::Dir).count() as u32;
+        Ok(Attr {
+            ino,
+            kind: n.kind,
+            size: n.size,
+            nlink: if n.kind == Kind::Dir { 2 + subdirs } else { 1 },
+            perm: if n.kind == Kind::Dir { 0o555 } else { 0o444 },
+            mtime: self.mtime,
+        })
+    }
+
+    pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
+        let p = self.node(parent)?;
+        if p.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let ino = *p.children.get(name).ok_or(FsError::NotFound)?;
+        self.getattr(ino)
+    }
+
+    /// Entries including `.` and `..`, in a stable order.
+    pub fn readdir(&self, ino: u64) -> Result<Vec<(u64, Kind, String)>, FsError> {
+        let n = self.node(ino)?;
+        if n.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let mut out = vec![(ino, Kind::Dir, ".".to_string()), (n.parent, Kind::Dir, "..".to_string())];
+        for (name, &c) in &n.children {
+            out.push((c, self.nodes[c as usize - 1].kind, name.clone()));
+        }
+        Ok(out)
+    }
+
+    /// (total bytes, number of files) for statfs.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.meta.total_length, self.nodes.len() as u64)
+    }
+
+    pub fn open(&self, ino: u64, write: bool) -> Result<u64, FsError> {
+        let n = self.node(ino)?;
+        if write {
+            return Err(FsError::ReadOnly);
+        }
+        let file = match (n.kind, n.file) {
+            (Kind::File, Some(f)) => f,
+            _ => return Err(FsError::IsDir),
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().expect("lock").insert(fh, Handle { file, readahead: ReadAhead::new(self.readahead) });
+        Ok(fh)
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.lock().expect("lock").remove(&fh);
+        self.torrent.clear_window(fh);
+    }
+
+    /// Reads `size` bytes at `offset` of the file open as `fh`. `pid` is the reading
+    /// thread, watched so a killed reader stops waiting.
+    pub async fn read(&self, fh: u64, offset: u64, size: u32, pid: u32) -> Result<Bytes, FsError> {
+        let (file, window) = {
+            let mut hs = self.handles.lock().expect("lock");
+            let h = hs.get_mut(&fh).ok_or(FsError::BadHandle)?;
+            let window = h.readahead.on_read(offset, size as u64);
+            (h.file, window)
+        };
+        let f = &self.meta.files[file];
+        if offset >= f.length {
+            return Ok(Bytes::new());
+        }
+        let len = (size as u64).min(f.length - offset);
+        let start = f.offset + offset;
+        // Read-ahead: the window after this read, clipped to the file.
+        let ra_start = start + len;
+        let ra_end = (ra_start + window).min(f.end());
+        let pieces = if ra_end > ra_start { self.meta.pieces_for_range(ra_start, ra_end - ra_start) } else { 0..0 };
+        self.torrent.set_window(fh, pieces);
+
+        let id = self.next_wait.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().expect("lock").insert(id, Waiting { pid, cancel: Some(tx) });
+        let read = self.torrent.read(start, len);
+        let res = tokio::select! {
+            r = read => r.map_err(FsError::from),
+            _ = rx => Err(FsError::Interrupted),
+            _ = sleep_opt(self.read_timeout) => Err(FsError::TimedOut),
+        };
+        self.waiting.lock().expect("lock").remove(&id);
+        res
+    }
+
+    /// Lets go of reads whose thread has a fatal signal pending (killed while
+    /// waiting). fuser 0.18 answers FUSE_INTERRUPT with ENOSYS itself, after which
+    /// the kernel stops sending interrupts; a killed reader then sits in the kernel
+    /// until its request is answered, so we look for it ourselves.
+    pub fn reap_killed_readers(&self) {
+        let mut w = self.waiting.lock().expect("lock");
+        for wait in w.values_mut() {
+            if wait.cancel.is_some() && fatal_signal_pending(wait.pid) {
+                if let Some(c) = wait.cancel.take() {
+                    let _ = c.send(());
+                }
+            }
+        }
+    }
+
+    pub fn waiting_reads(&self) -> usize {
+        self.waiting.lock().expect("lock").len()
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// True if thread `tid` is gone or has SIGKILL pending (how the kernel marks a
+/// thread whose process is dying from any fatal signal).
+pub fn fatal_signal_pending(tid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else { return true };
+    let sigkill = 1u64 << (libc::SIGKILL - 1);
+    status.lines().any(|l| {
+        let (k, v) = l.split_once(':').unwrap_or(("", ""));
+        (k == "SigPnd" || k == "ShdPnd") && u64::from_str_radix(v.trim(), 16).is_ok_and(|m| m & sigkill != 0)
+    })
+}

@@ -1,0 +1,368 @@
+//! `.torrent` files (BEP 3, 12, 47) and magnet links (BEP 9) → typed [`Metainfo`].
+//!
+//! Pure: no I/O. The info-hash is the SHA-1 of the *raw* bytes of the `info`
+//! dictionary as they appear in the file (re-encoding would change it for torrents
+//! with unsorted keys). All file↔piece arithmetic lives here so the store, the fs and
+//! the picker agree on it.
+
+mod magnet;
+
+pub use magnet::Magnet;
+
+use bendy::decoding::{Decoder, FromBencode, Object};
+
+use bendy::value::Value;
+use sha1::{Digest, Sha1};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// SHA-1 of the info dictionary.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InfoHash(pub [u8; 20]);
+
+impl InfoHash {
+    pub fn hex(&self) -> String {
+        data_encoding::HEXLOWER.encode(&self.0)
+    }
+}
+
+impl fmt::Display for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+impl fmt::Debug for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InfoHash({})", self.hex())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MetainfoError {
+    #[error("not valid bencode: {0}")]
+    Bencode(String),
+    #[error("the torrent is not a dictionary")]
+    NotADict,
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("field `{0}` has the wrong type")]
+    WrongType(&'static str),
+    #[error("field `{field}` is invalid: {why}")]
+    Invalid { field: &'static str, why: String },
+    #[error("unsafe path component {0:?} (absolute, `..`, empty or containing NUL/`/`)")]
+    UnsafePath(String),
+    #[error("`pieces` holds {have} hashes but the files need {need}")]
+    PieceCount { have: usize, need: u64 },
+    #[error("bad magnet link: {0}")]
+    Magnet(String),
+}
+
+type Result<T> = std::result::Result<T, MetainfoError>;
+
+/// One file of the torrent, in torrent order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Components relative to the download root; the first is the torrent's name
+    /// for multi-file torrents, the only one for single-file torrents.
+    pub path: Vec<String>,
+    pub length: u64,
+    /// Offset of the file's first byte in the torrent's concatenated content.
+    pub offset: u64,
+    /// BEP 47 padding file: counted in the piece arithmetic, never shown or stored.
+    pub padding: bool,
+}
+
+impl FileEntry {
+    pub fn end(&self) -> u64 {
+        self.offset + self.length
+    }
+    pub fn rel_path(&self) -> std::path::PathBuf {
+        self.path.iter().collect()
+    }
+}
+
+/// A slice of one file that a piece (or part of one) covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileSlice {
+    pub file: usize,
+    pub file_offset: u64,
+    pub len: u64,
+    /// Offset of this slice within the torrent's content.
+    pub torrent_offset: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Metainfo {
+    pub info_hash: InfoHash,
+    /// Raw info dictionary (served to peers asking for metadata, BEP 9).
+    pub info_bytes: Vec<u8>,
+    /// BEP 12 tiers; a lone `announce` becomes one tier.
+    pub trackers: Vec<Vec<String>>,
+    pub name: String,
+    pub piece_length: u64,
+    pub pieces: Vec<[u8; 20]>,
+    pub files: Vec<FileEntry>,
+    pub total_length: u64,
+    pub private: bool,
+    pub multi_file: bool,
+    pub creation_date: Option<i64>,
+    pub comment: Option<String>,
+}
+
+fn bencode_err(e: bendy::decoding::Error) -> MetainfoError {
+    MetainfoError::Bencode(e.to_string())
+}
+
+type Dict<'a> = BTreeMap<Cow<'a, [u8]>, Value<'a>>;
+
+fn get<'a, 'b>(d: &'b Dict<'a>, key: &str) -> Option<&'b Value<'a>> {
+    d.get(key.as_bytes())
+}
+
+fn int(d: &Dict, key: &'static str) -> Result<Option<i64>> {
+    match get(d, key) {
+        None => Ok(None),
+        Some(Value::Integer(i)) => Ok(Some(*i)),
+        Some(_) => Err(MetainfoError::WrongType(key)),
+    }
+}
+
+fn bytes<'b>(d: &'b Dict, key: &'static str) -> Result<Option<&'b [u8]>> {
+    match get(d, key) {
+        None => Ok(None),
+        Some(Value::Bytes(b)) => Ok(Some(b)),
+        Some(_) => Err(MetainfoError::WrongType(key)),
+    }
+}
+
+fn string(d: &Dict, key: &'static str) -> Result<Option<String>> {
+    bytes(d, key)?
+        .map(|b| {
+            String::from_utf8(b.to_vec())
+                .map_err(|_| MetainfoError::Invalid { field: key, why: "not UTF-8".into() })
+        })
+        .transpose()
+}
+
+/// Rejects components that would escape the mount or the data directory.
+pub fn sanitize_component(c: &str) -> Result<String> {
+    if c.is_empty() || c == "." || c == ".." || c.contains('/') || c.contains('\0') {
+        return Err(MetainfoError::UnsafePath(c.to_string()));
+    }
+    Ok(c.to_string())
+}
+
+impl Metainfo {
+    /// Parses a `.torrent` file's bytes.
+    pub fn from_bytes(data: &[u8]) -> Result<Metainfo> {
+        // Find the raw info dict bytes first: the hash must cover them exactly.
+        let mut decoder = Decoder::new(data).with_max_depth(64);
+        let mut info_raw: Option<&[u8]> = None;
+        let mut top: Dict = BTreeMap::new();
+        match decoder.next_object().map_err(bencode_err)? {
+            Some(Object::Dict(mut dict)) => {
+                while let Some((key, value)) = dict.next_pair().map_err(bencode_err)? {
+                    if key == b"info" {
+                        match value {
+                            Object::Dict(d) => info_raw = Some(d.into_raw().map_err(bencode_err)?),
+                            _ => return Err(MetainfoError::WrongType("info")),
+                        }
+                    } else {
+                        let v = Value::decode_bencode_object(value).map_err(bencode_err)?;
+                        top.insert(Cow::Owned(key.to_vec()), v.into_owned());
+                    }
+                }
+            }
+            None => return Err(MetainfoError::Bencode("empty input".into())),
+            Some(_) => return Err(MetainfoError::NotADict),
+        }
+        let info_raw = info_raw.ok_or(MetainfoError::Missing("info"))?;
+        let info_hash = InfoHash(Sha1::digest(info_raw).into());
+        let info = match crate::bencode::decode(info_raw).map_err(bencode_err)? {
+            Value::Dict(d) => d,
+            _ => return Err(MetainfoError::WrongType("info")),
+        };
+
+        let mut trackers: Vec<Vec<String>> = Vec::new();
+        if let Some(Value::List(tiers)) = get(&top, "announce-list") {
+            for tier in tiers {
+                if let Value::List(urls) = tier {
+                    let t: Vec<String> = urls
+                        .iter()
+                        .filter_map(|u| match u {
+                            Value::Bytes(b) => String::from_utf8(b.to_vec()).ok(),
+                            _ => None,
+                        })
+                        .filter(|u| !u.is_empty())
+                        .collect();
+                    if !t.is_empty() {
+                        trackers.push(t);
+                    }
+                }
+            }
+        }
+        if trackers.is_empty() {
+            if let Some(a) = string(&top, "announce")? {
+                if !a.is_empty() {
+                    trackers.push(vec![a]);
+                }
+            }
+        }
+
+        let name_raw = string(&info, "name")?.ok_or(MetainfoError::Missing("name"))?;
+        let name = sanitize_component(&name_raw)?;
+        let piece_length = int(&info, "piece length")?.ok_or(MetainfoError::Missing("piece length"))?;
+        if piece_length <= 0 || piece_length > 256 << 20 {
+            return Err(MetainfoError::Invalid {
+                field: "piece length",
+                why: format!("{piece_length} is not within 1 B..256 MiB"),
+            });
+        }
+        let piece_length = piece_length as u64;
+        let pieces_raw = bytes(&info, "pieces")?.ok_or(MetainfoError::Missing("pieces"))?;
+        if pieces_raw.len() % 20 != 0 {
+            return Err(MetainfoError::Invalid {
+                field: "pieces",
+                why: format!("length {} is not a multiple of 20", pieces_raw.len()),
+            });
+        }
+        let pieces: Vec<[u8; 20]> =
+            pieces_raw.chunks_exact(20).map(|c| c.try_into().expect("20 bytes")).collect();
+
+        let mut files = Vec::new();
+        let mut offset = 0u64;
+        let multi_file;
+        match (get(&info, "length"), get(&info, "files")) {
+            (Some(Value::Integer(len)), None) => {
+                multi_file = false;
+                if *len < 0 {
+                    return Err(MetainfoError::Invalid { field: "length", why: "negative".into() });
+                }
+                files.push(FileEntry { path: vec![name.clone()], length: *len as u64, offset: 0, padding: false });
+                offset = *len as u64;
+            }
+            (None, Some(Value::List(list))) => {
+                multi_file = true;
+                if list.is_empty() {
+                    return Err(MetainfoError::Invalid { field: "files", why: "empty list".into() });
+                }
+                for f in list {
+                    let Value::Dict(fd) = f else { return Err(MetainfoError::WrongType("files")) };
+                    let length = int(fd, "length")?.ok_or(MetainfoError::Missing("files.length"))?;
+                    if length < 0 {
+                        return Err(MetainfoError::Invalid { field: "files.length", why: "negative".into() });
+                    }
+                    let padding = matches!(string(fd, "attr"), Ok(Some(a)) if a.contains('p'));
+                    let Some(Value::List(comps)) = get(fd, "path") else {
+                        return Err(MetainfoError::Missing("files.path"));
+                    };
+                    if comps.is_empty() {
+                        return Err(MetainfoError::UnsafePath(String::new()));
+                    }
+                    let mut path = vec![name.clone()];
+                    for c in comps {
+                        let Value::Bytes(b) = c else { return Err(MetainfoError::WrongType("files.path")) };
+                        let s = std::str::from_utf8(b).map_err(|_| MetainfoError::Invalid {
+                            field: "files.path",
+                            why: "not UTF-8".into(),
+                        })?;
+                        path.push(sanitize_component(s)?);
+                    }
+                    let length = length as u64;
+                    files.push(FileEntry { path, length, offset, padding });
+                    offset = offset
+                        .checked_add(length)
+                        .ok_or(MetainfoError::Invalid { field: "files.length", why: "overflow".into() })?;
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(MetainfoError::Invalid { field: "info", why: "has both `length` and `files`".into() })
+            }
+            (None, None) => return Err(MetainfoError::Missing("length or files")),
+            (Some(_), None) => return Err(MetainfoError::WrongType("length")),
+            (None, Some(_)) => return Err(MetainfoError::WrongType("files")),
+        }
+        let total_length = offset;
+        let need = total_length.div_ceil(piece_length);
+        if pieces.len() as u64 != need {
+            return Err(MetainfoError::PieceCount { have: pieces.len(), need });
+        }
+        // Two files with the same path would shadow each other on disk and in the fs.
+        let mut seen = std::collections::HashSet::new();
+        for f in files.iter().filter(|f| !f.padding) {
+            if !seen.insert(&f.path) {
+                return Err(MetainfoError::Invalid { field: "files.path", why: format!("duplicate {:?}", f.path.join("/")) });
+            }
+        }
+        Ok(Metainfo {
+            info_hash,
+            info_bytes: info_raw.to_vec(),
+            trackers,
+            name,
+            piece_length,
+            pieces,
+            files,
+            total_length,
+            private: int(&info, "private")? == Some(1),
+            multi_file,
+            creation_date: int(&top, "creation date").ok().flatten(),
+            comment: string(&top, "comment").ok().flatten(),
+        })
+    }
+
+    pub fn num_pieces(&self) -> usize {
+        self.pieces.len()
+    }
+
+    pub fn piece_offset(&self, piece: usize) -> u64 {
+        piece as u64 * self.piece_length
+    }
+
+    pub fn piece_size(&self, piece: usize) -> u64 {
+        let start = self.piece_offset(piece);
+        self.piece_length.min(self.total_length.saturating_sub(start))
+    }
+
+    /// Pieces overlapping the torrent byte range `[start, start+len)`.
+    pub fn pieces_for_range(&self, start: u64, len: u64) -> std::ops::Range<usize> {
+        if len == 0 || self.piece_length == 0 {
+            return 0..0;
+        }
+        let first = start / self.piece_length;
+        let last = (start + len - 1) / self.piece_length;
+        first as usize..(last as usize + 1).min(self.num_pieces())
+    }
+
+    /// The files (and their byte ranges) that torrent bytes `[start, start+len)` cover,
+    /// zero-length files excluded. Padding files are included; callers skip them.
+    pub fn slices(&self, start: u64, len: u64) -> Vec<FileSlice> {
+        let end = start + len;
+        // Binary search the first file ending after `start`.
+        let first = self.files.partition_point(|f| f.end() <= start);
+        let mut out = Vec::new();
+        for (i, f) in self.files.iter().enumerate().skip(first) {
+            if f.offset >= end {
+                break;
+            }
+            if f.length == 0 {
+                continue;
+            }
+            let s = start.max(f.offset);
+            let e = end.min(f.end());
+            if s < e {
+                out.push(FileSlice { file: i, file_offset: s - f.offset, len: e - s, torrent_offset: s });
+            }
+        }
+        out
+    }
+
+    /// Slices covering one whole piece.
+    pub fn piece_slices(&self, piece: usize) -> Vec<FileSlice> {
+        self.slices(self.piece_offset(piece), self.piece_size(piece))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,50 @@
+//! `btt seed`: serve a torrent's existing data to any peer, free of charge.
+//!
+//! The data is hashed piece by piece before serving, so we never upload bytes that
+//! do not match the torrent. The engine runs as for a mount, minus the filesystem.
+
+use crate::engine::{EngineConfig, Torrent};
+use crate::mount::{default_data_dir, load_torrent, MountError};
+use crate::store::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+#[derive(Clone, Debug)]
+pub struct SeedConfig {
+    pub torrent: PathBuf,
+    /// Directory holding the torrent's content (`DIR/<name>…`), as other clients lay it out.
+    pub data: PathBuf,
+    pub engine: EngineConfig,
+}
+
+/// Verifies the data, then serves until SIGINT/SIGTERM. `on_ready` gets the listen
+/// address and how many pieces verified.
+pub fn run(cfg: SeedConfig, on_ready: impl FnOnce(std::net::SocketAddr, usize, usize)) -> Result<(), MountError> {
+    let meta = Arc::new(load_torrent(&cfg.torrent)?);
+    let state = default_data_dir().join("seed").join(format!("{}.bitfield", meta.info_hash.hex()));
+    let store = Arc::new(Store::open(meta.clone(), &cfg.data, &state, 32 << 20)?);
+    let started = std::time::Instant::now();
+    let have = store.recheck();
+    info!(verified = have.count(), of = meta.num_pieces(), secs = started.elapsed().as_secs_f32(), "checked existing data");
+    if !have.is_complete() {
+        warn!(missing = meta.num_pieces() - have.count(), "data is incomplete; serving the pieces that verified");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(MountError::Runtime)?;
+    rt.block_on(async {
+        let t = Torrent::start(meta.clone(), store, cfg.engine.clone()).await?;
+        on_ready(t.listen_addr().expect("bound"), have.count(), meta.num_pieces());
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut sigint = signal(SignalKind::interrupt()).map_err(MountError::Runtime)?;
+        let mut sigterm = signal(SignalKind::terminate()).map_err(MountError::Runtime)?;
+        tokio::select! {
+            _ = sigint.recv() => {},
+            _ = sigterm.recv() => {},
+        }
+        t.shutdown().await;
+        Ok::<_, MountError>(())
+    })?;
+    rt.shutdown_timeout(Duration::from_millis(200));
+    Ok(())
+}

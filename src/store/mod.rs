@@ -1,0 +1,305 @@
+//! Verified pieces on disk and in memory.
+//!
+//! Layout: the torrent's files live under a content root exactly as other clients
+//! lay them out (`root/<name>` or `root/<name>/<path…>`), created sparse at full size
+//! on first write, so a finished download is a normal directory tree. The set of
+//! pieces known to be on disk is persisted next to it and reloaded on remount.
+//!
+//! All methods block (they do file I/O); the engine calls them from
+//! `spawn_blocking`. A verified piece is readable at once from `pending` while its
+//! disk write is under way, then from the LRU cache or disk. Only pieces whose write
+//! finished (and was synced) are ever persisted as present.
+
+use crate::bitfield::Bitfield;
+use crate::metainfo::Metainfo;
+use bytes::Bytes;
+use lru::LruCache;
+use sha1::{Digest, Sha1};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::num::NonZeroUsize;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("piece {0} is not available")]
+    Missing(usize),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+pub struct Store {
+    meta: Arc<Metainfo>,
+    root: PathBuf,
+    state_file: PathBuf,
+    files: Vec<Mutex<Option<Arc<File>>>>,
+    cache: Mutex<LruCache<usize, Bytes>>,
+    pending: Mutex<HashMap<usize, Bytes>>,
+    on_disk: Mutex<Bitfield>,
+    dirty: Mutex<Vec<usize>>,
+}
+
+const STATE_MAGIC: &[u8; 8] = b"bttbf001";
+
+impl Store {
+    /// Opens (creating directories as needed) and loads the persisted bitfield.
+    /// `cache_bytes` caps the in-memory piece cache.
+    pub fn open(meta: Arc<Metainfo>, root: &Path, state_file: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(root).map_err(io_err(root))?;
+        if let Some(dir) = state_file.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        let n = meta.num_pieces();
+        let entries = (cache_bytes / meta.piece_length.max(1)).max(1) as usize;
+        let store = Store {
+            files: meta.files.iter().map(|_| Mutex::new(None)).collect(),
+            cache: Mutex::new(LruCache::new(NonZeroUsize::new(entries).expect("max(1)"))),
+            pending: Mutex::new(HashMap::new()),
+            on_disk: Mutex::new(Bitfield::new(n)),
+            dirty: Mutex::new(Vec::new()),
+            root: root.to_path_buf(),
+            state_file: state_file.to_path_buf(),
+            meta,
+        };
+        if let Ok(raw) = std::fs::read(state_file) {
+            if raw.len() > 28 && &raw[..8] == STATE_MAGIC && raw[8..28] == store.meta.info_hash.0 {
+                if let Some(bf) = Bitfield::from_bytes(&raw[28..], n) {
+                    *store.on_disk.lock().expect("lock") = store.drop_missing(bf);
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// Forgets pieces whose files are gone or too short (deleted behind our back).
+    fn drop_missing(&self, bf: Bitfield) -> Bitfield {
+        let mut out = Bitfield::new(bf.len());
+        for p in bf.ones() {
+            let ok = self.meta.piece_slices(p).iter().all(|s| {
+                let f = &self.meta.files[s.file];
+                f.padding || std::fs::metadata(self.path_of(s.file)).map(|m| m.len() >= f.length).unwrap_or(false)
+            });
+            if ok {
+                out.set(p);
+            }
+        }
+        out
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path_of(&self, file: usize) -> PathBuf {
+        self.root.join(self.meta.files[file].rel_path())
+    }
+
+    /// Pieces persisted as present on disk.
+    pub fn on_disk(&self) -> Bitfield {
+        self.on_disk.lock().expect("lock").clone()
+    }
+
+    fn file(&self, idx: usize, create: bool) -> Result<Arc<File>, StoreError> {
+        let mut slot = self.files[idx].lock().expect("lock");
+        if let Some(f) = &*slot {
+            return Ok(f.clone());
+        }
+        let path = self.path_of(idx);
+        let f = if create {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+            }
+            let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err(&path))?;
+            let len = self.meta.files[idx].length;
+            if f.metadata().map_err(io_err(&path))?.len() < len {
+                f.set_len(len).map_err(io_err(&path))?;
+            }
+            f
+        } else {
+            // Read-only use (seeding someone else's files) must not need write access.
+            OpenOptions::new().read(true).open(&path).map_err(io_err(&path))?
+        };
+        let f = Arc::new(f);
+        *slot = Some(f.clone());
+        Ok(f)
+    }
+
+    /// Creates every (non-padding) file at full size, sparse: zero-length files
+    /// exist at once, and readers of the data dir see the final layout.
+    pub fn create_files(&self) -> Result<(), StoreError> {
+        for (i, f) in self.meta.files.iter().enumerate() {
+            if !f.padding {
+                self.file(i, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes a verified piece readable at once; the caller then calls [`Self::write`].
+    pub fn put_pending(&self, piece: usize, data: Bytes) {
+        self.pending.lock().expect("lock").insert(piece, data);
+    }
+
+    /// Writes a verified piece (already in `pending`) to its files.
+    pub fn write(&self, piece: usize) -> Result<(), StoreError> {
+        let data = self.pending.lock().expect("lock").get(&piece).cloned().ok_or(StoreError::Missing(piece))?;
+        let base = self.meta.piece_offset(piece);
+        for s in self.meta.piece_slices(piece) {
+            if self.meta.files[s.file].padding {
+                continue;
+            }
+            let f = self.file(s.file, true)?;
+            let from = (s.torrent_offset - base) as usize;
+            f.write_all_at(&data[from..from + s.len as usize], s.file_offset)
+                .map_err(io_err(&self.path_of(s.file)))?;
+        }
+        self.cache.lock().expect("lock").put(piece, data);
+        self.pending.lock().expect("lock").remove(&piece);
+        self.dirty.lock().expect("lock").push(piece);
+        Ok(())
+    }
+
+    /// The whole piece, from memory or disk (caching it).
+    pub fn read_piece(&self, piece: usize) -> Result<Bytes, StoreError> {
+        if let Some(b) = self.pending.lock().expect("lock").get(&piece) {
+            return Ok(b.clone());
+        }
+        if let Some(b) = self.cache.lock().expect("lock").get(&piece) {
+            return Ok(b.clone());
+        }
+        let data = self.read_disk(piece)?;
+        self.cache.lock().expect("lock").put(piece, data.clone());
+        Ok(data)
+    }
+
+    /// Reads a piece from disk without touching the cache.
+    pub fn read_disk(&self, piece: usize) -> Result<Bytes, StoreError> {
+        let size = self.meta.piece_size(piece) as usize;
+        let mut buf = vec![0u8; size];
+        let base = self.meta.piece_offset(piece);
+        for s in self.meta.piece_slices(piece) {
+            if self.meta.files[s.file].padding {
+                continue; // zeros
+            }
+            let f = self.file(s.file, false)?;
+            let from = (s.torrent_offset - base) as usize;
+            f.read_exact_at(&mut buf[from..from + s.len as usize], s.file_offset)
+                .map_err(io_err(&self.path_of(s.file)))?;
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    /// Hashes a piece on disk; used to check existing data before seeding.
+    pub fn verify_on_disk(&self, piece: usize) -> bool {
+        match self.read_disk(piece) {
+            Ok(d) => <[u8; 20]>::from(Sha1::digest(&d)) == self.meta.pieces[piece],
+            Err(_) => false,
+        }
+    }
+
+    /// Hashes every piece whose files exist; marks the good ones as on disk.
+    pub fn recheck(&self) -> Bitfield {
+        let mut bf = Bitfield::new(self.meta.num_pieces());
+        for p in 0..self.meta.num_pieces() {
+            if self.verify_on_disk(p) {
+                bf.set(p);
+            }
+        }
+        *self.on_disk.lock().expect("lock") = bf.clone();
+        bf
+    }
+
+    /// Syncs files written since the last call, then persists the bitfield
+    /// atomically (write temp + rename), so a crash never records unwritten data.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let written: Vec<usize> = std::mem::take(&mut *self.dirty.lock().expect("lock"));
+        if written.is_empty() {
+            return Ok(());
+        }
+        let mut files = std::collections::BTreeSet::new();
+        for &p in &written {
+            for s in self.meta.piece_slices(p) {
+                if !self.meta.files[s.file].padding {
+                    files.insert(s.file);
+                }
+            }
+        }
+        for i in files {
+            self.file(i, true)?.sync_data().map_err(io_err(&self.path_of(i)))?;
+        }
+        let snapshot = {
+            let mut bf = self.on_disk.lock().expect("lock");
+            for p in written {
+                bf.set(p);
+            }
+            bf.clone()
+        };
+        let tmp = self.state_file.with_extension("tmp");
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(STATE_MAGIC).map_err(io_err(&tmp))?;
+        f.write_all(&self.meta.info_hash.0).map_err(io_err(&tmp))?;
+        f.write_all(snapshot.as_bytes()).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &self.state_file).map_err(io_err(&self.state_file))?;
+        Ok(())
+    }
+
+    /// `--no-keep`: remove the downloaded data and state.
+    pub fn delete(&self) -> Result<(), StoreError> {
+        for f in &self.files {
+            *f.lock().expect("lock") = None;
+        }
+        let _ = std::fs::remove_file(&self.state_file);
+        std::fs::remove_dir_all(&self.root).map_err(io_err(&self.root))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::create::{create_torrent, CreateOptions};
+
+    #[test]
+    fn write_read_persist_and_resume() {
+        let src = tempfile::tempdir().unwrap();
+        let dir = src.path().join("t");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let a: Vec<u8> = (0..40_000u32).map(|i| (i * 7) as u8).collect();
+        std::fs::write(dir.join("a"), &a).unwrap();
+        std::fs::write(dir.join("sub/b"), b"xyz").unwrap();
+        std::fs::write(dir.join("z"), b"").unwrap();
+        let t = create_torrent(&dir, &CreateOptions { piece_length: Some(16384), ..Default::default() }).unwrap();
+        let meta = Arc::new(Metainfo::from_bytes(&t).unwrap());
+        // Seeding from the source tree: all pieces verify.
+        let seed = Store::open(meta.clone(), src.path(), &src.path().join("s.state"), 1 << 20).unwrap();
+        assert!(seed.recheck().is_complete());
+
+        let out = tempfile::tempdir().unwrap();
+        let state = out.path().join("state");
+        let st = Store::open(meta.clone(), &out.path().join("data"), &state, 1 << 20).unwrap();
+        st.create_files().unwrap();
+        assert_eq!(std::fs::metadata(out.path().join("data/t/z")).unwrap().len(), 0);
+        for p in 0..meta.num_pieces() {
+            let d = seed.read_piece(p).unwrap();
+            st.put_pending(p, d.clone());
+            assert_eq!(st.read_piece(p).unwrap(), d, "readable while pending");
+            st.write(p).unwrap();
+        }
+        st.flush().unwrap();
+        assert_eq!(std::fs::read(out.path().join("data/t/a")).unwrap(), a);
+        assert_eq!(std::fs::read(out.path().join("data/t/sub/b")).unwrap(), b"xyz");
+        drop(st);
+        let again = Store::open(meta.clone(), &out.path().join("data"), &state, 1 << 20).unwrap();
+        assert!(again.on_disk().is_complete(), "bitfield resumes");
+        std::fs::remove_file(out.path().join("data/t/sub/b")).unwrap();
+        let again = Store::open(meta, &out.path().join("data"), &state, 1 << 20).unwrap();
+        assert!(!again.on_disk().is_complete(), "pieces of a deleted file are forgotten");
+    }
+}
