@@ -101,7 +101,8 @@ fn mount_id(mountpoint: &Path) -> Option<String> {
     info.lines()
         .filter(|l| {
             let f: Vec<&str> = l.split(' ').collect();
-            f.len() > 4 && f[4] == want && l.contains(" - fuse.btt ")
+            // fstype is `fuse` or `fuse.btt` depending on how the mount was made.
+            f.len() > 4 && f[4] == want && (l.contains(" - fuse btt:") || l.contains(" - fuse.btt "))
         })
         .last()
         .map(|l| l.split(' ').next().unwrap_or("").to_string())

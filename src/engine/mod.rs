@@ -375,6 +375,9 @@ impl Torrent {
     }
 
     fn piece_ok(self: &Arc<Self>, piece: usize, data: Bytes) {
+        if self.lock().picker.have().get(piece) {
+            return; // a duplicate that raced the first copy
+        }
         self.store.put_pending(piece, data);
         {
             let mut st = self.lock();

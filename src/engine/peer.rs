@@ -53,8 +53,10 @@ pub(crate) async fn accept_loop(t: Arc<Torrent>, listener: TcpListener) {
                     let t = t.clone();
                     let span = tracing::info_span!("peer", %addr, dir = "in");
                     tokio::spawn(async move {
-                        if let Err(e) = incoming(t, stream, addr).await {
-                            debug!(error = %e, "incoming peer closed");
+                        match incoming(t, stream, addr).await {
+                            Err(e @ PeerError::WrongInfoHash(_)) => info!(error = %e, "incoming peer refused"),
+                            Err(e) => debug!(error = %e, "incoming peer closed"),
+                            Ok(()) => {}
                         }
                     }.instrument(span));
                 }
@@ -186,7 +188,6 @@ struct Session {
     fast: bool,
     extended: bool,
     has: Bitfield,
-    got_first: bool,
     they_choke: bool,
     am_interested: bool,
     allowed_fast: Vec<u32>,
@@ -296,8 +297,11 @@ impl Session {
         self.up_last = up;
     }
 
+    /// A (possibly repeated) full availability set replaces what we knew. Some
+    /// clients (aria2) send a bitfield again after have-none.
     fn on_bitfield(&mut self, bf: Bitfield) {
         let mut st = self.t.lock();
+        st.picker.remove_peer_pieces(&self.has);
         st.picker.add_peer_pieces(&bf);
         if let Some(p) = st.peers.get_mut(&self.key) {
             p.has = bf.clone();
@@ -308,8 +312,6 @@ impl Session {
 
     fn handle(&mut self, m: Message) -> Result<(), PeerError> {
         let n = self.t.meta.num_pieces();
-        let first = !self.got_first;
-        self.got_first = true;
         match m {
             Message::KeepAlive | Message::Port(_) | Message::Suggest(_) | Message::Unknown { .. } => {}
             Message::Choke => {
@@ -347,9 +349,6 @@ impl Session {
                 self.request_more();
             }
             Message::Bitfield(b) => {
-                if !first {
-                    return Err(PeerError::Protocol("bitfield after other messages".into()));
-                }
                 let bf = Bitfield::from_bytes(&b, n).ok_or_else(|| PeerError::Protocol("bitfield has the wrong length or spare bits".into()))?;
                 self.on_bitfield(bf);
                 self.update_interest();
@@ -357,9 +356,6 @@ impl Session {
             Message::HaveAll | Message::HaveNone => {
                 if !self.fast {
                     return Err(PeerError::Protocol("have-all/none without the fast extension".into()));
-                }
-                if !first {
-                    return Err(PeerError::Protocol("have-all/none after other messages".into()));
                 }
                 let bf = if matches!(m, Message::HaveAll) { Bitfield::full(n) } else { Bitfield::new(n) };
                 self.on_bitfield(bf);
@@ -473,7 +469,6 @@ async fn run(t: Arc<Torrent>, stream: TcpStream, addr: SocketAddr, theirs: Hands
         fast: theirs.supports_fast(),
         extended: theirs.supports_extensions(),
         has: Bitfield::new(t.meta.num_pieces()),
-        got_first: false,
         they_choke: true,
         am_interested: false,
         allowed_fast: vec![],
@@ -508,6 +503,13 @@ async fn session_loop(
     let n = s.t.meta.num_pieces();
     let max = wire::max_frame_for(n);
     let have = s.t.have();
+    if s.fast && have.is_complete() {
+        s.send(Message::HaveAll);
+    } else if s.fast && have.count() == 0 {
+        s.send(Message::HaveNone);
+    } else if have.count() > 0 {
+        s.send(Message::Bitfield(Bytes::copy_from_slice(have.as_bytes())));
+    }
     if s.extended {
         let h = ExtHandshake {
             port: s.t.listen_addr().map(|a| a.port()),
@@ -516,13 +518,6 @@ async fn session_loop(
             ..Default::default()
         };
         s.send(Message::Extended { id: 0, payload: Bytes::from(h.encode()) });
-    }
-    if s.fast && have.is_complete() {
-        s.send(Message::HaveAll);
-    } else if s.fast && have.count() == 0 {
-        s.send(Message::HaveNone);
-    } else if have.count() > 0 {
-        s.send(Message::Bitfield(Bytes::copy_from_slice(have.as_bytes())));
     }
     let mut stop = s.t.shutdown_signal();
     let mut buf = BytesMut::with_capacity(256 * 1024);

@@ -67,6 +67,8 @@ pub struct Picker {
     have: Bitfield,
     availability: Vec<u32>,
     active: HashMap<usize, Active>,
+    /// Complete pieces being hashed: not picked again meanwhile.
+    verifying: HashSet<usize>,
     critical: BTreeMap<usize, u32>,
     windows: HashMap<u64, Range<usize>>,
     pub fetch_all: bool,
@@ -85,6 +87,7 @@ impl Picker {
             have,
             availability: vec![0; n],
             active: HashMap::new(),
+            verifying: HashSet::new(),
             critical: BTreeMap::new(),
             windows: HashMap::new(),
             fetch_all: false,
@@ -205,7 +208,8 @@ impl Picker {
     }
 
     fn can_ask(&self, peer: &PeerView, p: usize) -> bool {
-        peer.has.get(p) && (!peer.choked || peer.allowed_fast.contains(&(p as u32)))
+        !self.verifying.contains(&p)
+            && peer.has.get(p) && (!peer.choked || peer.allowed_fast.contains(&(p as u32)))
     }
 
     /// Up to `want` blocks for this peer.
@@ -303,6 +307,7 @@ impl Picker {
             return BlockOutcome::Accepted;
         }
         let a = self.active.remove(&p).expect("present");
+        self.verifying.insert(p);
         BlockOutcome::Complete { data: a.buf, from: a.from }
     }
 
@@ -328,11 +333,13 @@ impl Picker {
     }
 
     pub fn piece_verified(&mut self, p: usize) {
+        self.verifying.remove(&p);
         self.have.set(p);
     }
 
     /// Hash failed: the piece is fetched again from scratch.
     pub fn piece_failed(&mut self, p: usize) {
+        self.verifying.remove(&p);
         self.active.remove(&p);
     }
 
