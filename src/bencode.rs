@@ -11,7 +11,9 @@ pub const MAX_DEPTH: usize = 32;
 /// Decodes one value (owned); trailing bytes are an error.
 pub fn decode(bytes: &[u8]) -> Result<Value<'static>, DecodeError> {
     let mut d = Decoder::new(bytes).with_max_depth(MAX_DEPTH);
-    let obj = d.next_object()?.ok_or_else(|| DecodeError::missing_field("value"))?;
+    let obj = d
+        .next_object()?
+        .ok_or_else(|| DecodeError::missing_field("value"))?;
     let v = Value::decode_bencode_object(obj)?.into_owned();
     if d.next_object()?.is_some() {
         return Err(DecodeError::unexpected_field("trailing data"));
@@ -21,6 +23,7 @@ pub fn decode(bytes: &[u8]) -> Result<Value<'static>, DecodeError> {
 
 pub fn encode(v: &Value) -> Vec<u8> {
     let mut e = Encoder::new().with_max_depth(MAX_DEPTH);
-    e.emit(v).expect("values we build are shallower than MAX_DEPTH");
+    e.emit(v)
+        .expect("values we build are shallower than MAX_DEPTH");
     e.get_output().expect("complete value")
 }

@@ -12,7 +12,11 @@ pub struct Bitfield {
 
 impl Bitfield {
     pub fn new(len: usize) -> Self {
-        Bitfield { bits: vec![0; len.div_ceil(8)], len, ones: 0 }
+        Bitfield {
+            bits: vec![0; len.div_ceil(8)],
+            len,
+            ones: 0,
+        }
     }
 
     pub fn full(len: usize) -> Self {
@@ -34,7 +38,11 @@ impl Bitfield {
             return None;
         }
         let ones = bytes.iter().map(|b| b.count_ones() as usize).sum();
-        Some(Bitfield { bits: bytes.to_vec(), len, ones })
+        Some(Bitfield {
+            bits: bytes.to_vec(),
+            len,
+            ones,
+        })
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -89,7 +97,10 @@ mod tests {
         assert_eq!(b.as_bytes(), &[0x80, 0x40]);
         assert_eq!(b.count(), 2);
         assert!(Bitfield::from_bytes(&[0x80, 0x40], 10).is_some());
-        assert!(Bitfield::from_bytes(&[0x80, 0x41], 10).is_none(), "spare bit set");
+        assert!(
+            Bitfield::from_bytes(&[0x80, 0x41], 10).is_none(),
+            "spare bit set"
+        );
         assert!(Bitfield::from_bytes(&[0x80], 10).is_none(), "short");
         assert!(Bitfield::full(10).is_complete());
     }

@@ -47,11 +47,21 @@ impl PeerArgs {
 /// Sets up `tracing` output: `RUST_LOG` if set, else `info` (or `debug` with -v).
 pub fn init_logging(verbose: bool, file: Option<&std::path::Path>) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(if verbose { "btt=debug,info" } else { "info" }));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(if verbose { "btt=debug,info" } else { "info" }));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     if let Some(path) = file {
-        if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .init();
             return;
         }
     }

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}: has no usable name")]
     NoName(PathBuf),
     #[error("{0}: file name is not UTF-8")]
@@ -36,7 +39,10 @@ pub struct CreateOptions {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CreateError + '_ {
-    move |source| CreateError::Io { path: path.to_path_buf(), source }
+    move |source| CreateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// About 1000–2000 pieces, between 16 KiB and 16 MiB each.
@@ -48,7 +54,11 @@ pub fn auto_piece_length(total: u64) -> u64 {
     pl
 }
 
-fn walk(dir: &Path, rel: &mut Vec<String>, out: &mut Vec<(Vec<String>, PathBuf, u64)>) -> Result<(), CreateError> {
+fn walk(
+    dir: &Path,
+    rel: &mut Vec<String>,
+    out: &mut Vec<(Vec<String>, PathBuf, u64)>,
+) -> Result<(), CreateError> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(io(dir))?
         .collect::<Result<Vec<_>, _>>()
@@ -56,7 +66,10 @@ fn walk(dir: &Path, rel: &mut Vec<String>, out: &mut Vec<(Vec<String>, PathBuf, 
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let p = e.path();
-        let name = e.file_name().into_string().map_err(|_| CreateError::NotUtf8(p.clone()))?;
+        let name = e
+            .file_name()
+            .into_string()
+            .map_err(|_| CreateError::NotUtf8(p.clone()))?;
         let md = std::fs::metadata(&p).map_err(io(&p))?;
         rel.push(name);
         if md.is_dir() {
@@ -89,7 +102,9 @@ pub fn create_torrent(root: &Path, opts: &CreateOptions) -> Result<Vec<u8>, Crea
         files.push((vec![], root.to_path_buf(), md.len()));
     }
     let total: u64 = files.iter().map(|f| f.2).sum();
-    let pl = opts.piece_length.unwrap_or_else(|| auto_piece_length(total));
+    let pl = opts
+        .piece_length
+        .unwrap_or_else(|| auto_piece_length(total));
     if pl < 16 * 1024 || !pl.is_power_of_two() {
         return Err(CreateError::PieceLength(pl));
     }
@@ -174,7 +189,13 @@ pub fn create_torrent(root: &Path, opts: &CreateOptions) -> Result<Vec<u8>, Crea
             d.emit_pair(b"comment", c)?;
         }
         d.emit_pair(b"created by", concat!("btt/", env!("CARGO_PKG_VERSION")))?;
-        d.emit_pair(b"creation date", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))?;
+        d.emit_pair(
+            b"creation date",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        )?;
         d.emit_pair_with(b"info", info)
     })
     .map_err(enc_err)?;

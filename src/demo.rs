@@ -9,7 +9,10 @@ use std::process::{Child, Command, Stdio};
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("ffmpeg failed to make the sample video (is ffmpeg installed?)")]
     Ffmpeg,
     #[error(transparent)]
@@ -48,9 +51,28 @@ pub fn make_sample(dir: &Path) -> Result<PathBuf, DemoError> {
     if !video.exists() {
         let tmp = content.join("sample.tmp.mp4");
         let ok = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=1920x1080:rate=30:duration=60"])
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=1920x1080:rate=30:duration=60",
+            ])
             .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=60"])
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-shortest",
+            ])
             .arg(&tmp)
             .status()
             .map_err(io("running ffmpeg"))?
@@ -67,9 +89,18 @@ pub fn make_sample(dir: &Path) -> Result<PathBuf, DemoError> {
 pub fn prepare(exe: &Path, dir: &Path) -> Result<Prepared, DemoError> {
     let video = make_sample(dir)?;
     let torrent = dir.join("sample.torrent");
-    let bytes = create_torrent(&video, &CreateOptions { piece_length: Some(256 * 1024), ..Default::default() })?;
+    let bytes = create_torrent(
+        &video,
+        &CreateOptions {
+            piece_length: Some(256 * 1024),
+            ..Default::default()
+        },
+    )?;
     std::fs::write(&torrent, bytes).map_err(io(torrent.display().to_string()))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(io("finding a free port"))?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(io("finding a free port"))?
+        .port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let child = Command::new(exe)
         .arg("seed")
@@ -85,7 +116,12 @@ pub fn prepare(exe: &Path, dir: &Path) -> Result<Prepared, DemoError> {
     // Wait until it accepts connections.
     for _ in 0..100 {
         if std::net::TcpStream::connect(addr).is_ok() {
-            return Ok(Prepared { torrent, seeder: guard, seeder_addr: addr, video_name: "sample.mp4".into() });
+            return Ok(Prepared {
+                torrent,
+                seeder: guard,
+                seeder_addr: addr,
+                video_name: "sample.mp4".into(),
+            });
         }
         if let Ok(Some(st)) = guard.0.try_wait() {
             return Err(DemoError::Seeder(format!("exited with {st}")));

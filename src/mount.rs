@@ -17,9 +17,15 @@ use tracing::{info, warn};
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     #[error("cannot read torrent {path}: {source}")]
-    ReadTorrent { path: PathBuf, source: std::io::Error },
+    ReadTorrent {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid torrent {path}: {source}")]
-    Torrent { path: PathBuf, source: MetainfoError },
+    Torrent {
+        path: PathBuf,
+        source: MetainfoError,
+    },
     #[error("mount point {path}: {why}")]
     Mountpoint { path: PathBuf, why: String },
     #[error(transparent)]
@@ -27,7 +33,10 @@ pub enum MountError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("FUSE mount failed at {path}: {source}")]
-    Fuse { path: PathBuf, source: std::io::Error },
+    Fuse {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("async runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -59,25 +68,46 @@ pub fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
         return PathBuf::from(x).join("btt");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib"));
     home.join(".local/share/btt")
 }
 
 pub fn load_torrent(path: &Path) -> Result<Metainfo, MountError> {
-    let bytes = std::fs::read(path).map_err(|source| MountError::ReadTorrent { path: path.to_path_buf(), source })?;
-    Metainfo::from_bytes(&bytes).map_err(|source| MountError::Torrent { path: path.to_path_buf(), source })
+    let bytes = std::fs::read(path).map_err(|source| MountError::ReadTorrent {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Metainfo::from_bytes(&bytes).map_err(|source| MountError::Torrent {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Where a torrent's data and its persisted bitfield live under a data dir.
 pub fn data_paths(data_dir: &Path, meta: &Metainfo) -> (PathBuf, PathBuf) {
     let hex = meta.info_hash.hex();
-    (data_dir.join(&hex), data_dir.join(format!("{hex}.bitfield")))
+    (
+        data_dir.join(&hex),
+        data_dir.join(format!("{hex}.bitfield")),
+    )
 }
 
 fn fuse_config(opts: &[String], name: &str) -> Config {
     let mut c = Config::default();
-    c.mount_options = vec![MountOption::RO, MountOption::FSName(format!("btt:{name}")), MountOption::Subtype("btt".into()), MountOption::NoDev, MountOption::NoSuid];
-    for o in opts.iter().flat_map(|o| o.split(',')).filter(|o| !o.is_empty()) {
+    c.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName(format!("btt:{name}")),
+        MountOption::Subtype("btt".into()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    for o in opts
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|o| !o.is_empty())
+    {
         match o {
             "allow_other" => c.acl = SessionACL::All,
             "allow_root" => c.acl = SessionACL::RootAndOwner,
@@ -99,12 +129,13 @@ fn mount_id(mountpoint: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = mountpoint.to_string_lossy().replace(' ', "\\040");
     info.lines()
-        .filter(|l| {
+        .rfind(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             // fstype is `fuse` or `fuse.btt` depending on how the mount was made.
-            f.len() > 4 && f[4] == want && (l.contains(" - fuse btt:") || l.contains(" - fuse.btt "))
+            f.len() > 4
+                && f[4] == want
+                && (l.contains(" - fuse btt:") || l.contains(" - fuse.btt "))
         })
-        .last()
         .map(|l| l.split(' ').next().unwrap_or("").to_string())
 }
 
@@ -124,15 +155,29 @@ pub enum Ended {
 /// Mounts and serves until the end; calls `on_ready` once the mount is up.
 pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, MountError> {
     let meta = Arc::new(load_torrent(&cfg.torrent)?);
-    let mountpoint = std::fs::canonicalize(&cfg.mountpoint)
-        .map_err(|e| MountError::Mountpoint { path: cfg.mountpoint.clone(), why: e.to_string() })?;
+    let mountpoint =
+        std::fs::canonicalize(&cfg.mountpoint).map_err(|e| MountError::Mountpoint {
+            path: cfg.mountpoint.clone(),
+            why: e.to_string(),
+        })?;
     if !mountpoint.is_dir() {
-        return Err(MountError::Mountpoint { path: mountpoint, why: "not a directory".into() });
+        return Err(MountError::Mountpoint {
+            path: mountpoint,
+            why: "not a directory".into(),
+        });
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("btt-rt").build().map_err(MountError::Runtime)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("btt-rt")
+        .build()
+        .map_err(MountError::Runtime)?;
     let (root, state) = data_paths(&cfg.data_dir, &meta);
     let store = Arc::new(Store::open(meta.clone(), &root, &state, cfg.cache_size)?);
-    let torrent = rt.block_on(Torrent::start(meta.clone(), store.clone(), cfg.engine.clone()))?;
+    let torrent = rt.block_on(Torrent::start(
+        meta.clone(),
+        store.clone(),
+        cfg.engine.clone(),
+    ))?;
     let fs = Arc::new(Fs::new(torrent.clone(), cfg.read_timeout));
     let adapter = BttFuse::new(fs.clone(), rt.handle().clone());
     let fcfg = fuse_config(&cfg.fuse_options, &meta.name);
@@ -140,7 +185,10 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, M
         Ok(s) => s,
         Err(source) => {
             rt.block_on(torrent.shutdown());
-            return Err(MountError::Fuse { path: mountpoint, source });
+            return Err(MountError::Fuse {
+                path: mountpoint,
+                source,
+            });
         }
     };
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -155,7 +203,11 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, M
         .map_err(MountError::Runtime)?;
     let id = mount_id(&mountpoint);
     info!(mountpoint = %mountpoint.display(), name = %meta.name, "mounted");
-    on_ready(&Mounted { mountpoint: mountpoint.clone(), listen: torrent.listen_addr(), meta: meta.clone() });
+    on_ready(&Mounted {
+        mountpoint: mountpoint.clone(),
+        listen: torrent.listen_addr(),
+        meta: meta.clone(),
+    });
 
     let ended = rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -187,11 +239,15 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, M
         tokio::time::sleep(Duration::from_millis(50)).await;
     });
     if ended == Ended::Signal {
-        let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).expect("paths have no NUL");
+        let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
+            .expect("paths have no NUL");
         // SAFETY: c is a valid NUL-terminated path.
         let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         if r != 0 {
-            let _ = std::process::Command::new("fusermount3").args(["-u", "-z", "--"]).arg(&mountpoint).status();
+            let _ = std::process::Command::new("fusermount3")
+                .args(["-u", "-z", "--"])
+                .arg(&mountpoint)
+                .status();
         }
     }
     // The session ends once the kernel lets go; do not wait long for readers that

@@ -21,20 +21,40 @@ pub struct SeedConfig {
 
 /// Verifies the data, then serves until SIGINT/SIGTERM. `on_ready` gets the listen
 /// address and how many pieces verified.
-pub fn run(cfg: SeedConfig, on_ready: impl FnOnce(std::net::SocketAddr, usize, usize)) -> Result<(), MountError> {
+pub fn run(
+    cfg: SeedConfig,
+    on_ready: impl FnOnce(std::net::SocketAddr, usize, usize),
+) -> Result<(), MountError> {
     let meta = Arc::new(load_torrent(&cfg.torrent)?);
-    let state = default_data_dir().join("seed").join(format!("{}.bitfield", meta.info_hash.hex()));
+    let state = default_data_dir()
+        .join("seed")
+        .join(format!("{}.bitfield", meta.info_hash.hex()));
     let store = Arc::new(Store::open(meta.clone(), &cfg.data, &state, 32 << 20)?);
     let started = std::time::Instant::now();
     let have = store.recheck();
-    info!(verified = have.count(), of = meta.num_pieces(), secs = started.elapsed().as_secs_f32(), "checked existing data");
+    info!(
+        verified = have.count(),
+        of = meta.num_pieces(),
+        secs = started.elapsed().as_secs_f32(),
+        "checked existing data"
+    );
     if !have.is_complete() {
-        warn!(missing = meta.num_pieces() - have.count(), "data is incomplete; serving the pieces that verified");
+        warn!(
+            missing = meta.num_pieces() - have.count(),
+            "data is incomplete; serving the pieces that verified"
+        );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(MountError::Runtime)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(MountError::Runtime)?;
     rt.block_on(async {
         let t = Torrent::start(meta.clone(), store, cfg.engine.clone()).await?;
-        on_ready(t.listen_addr().expect("bound"), have.count(), meta.num_pieces());
+        on_ready(
+            t.listen_addr().expect("bound"),
+            have.count(),
+            meta.num_pieces(),
+        );
         use tokio::signal::unix::{signal, SignalKind};
         let mut sigint = signal(SignalKind::interrupt()).map_err(MountError::Runtime)?;
         let mut sigterm = signal(SignalKind::terminate()).map_err(MountError::Runtime)?;

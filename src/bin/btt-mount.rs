@@ -16,7 +16,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "btt-mount", version, about = "Mount a torrent as a read-only filesystem; reads wait for verified pieces")]
+#[command(
+    name = "btt-mount",
+    version,
+    about = "Mount a torrent as a read-only filesystem; reads wait for verified pieces"
+)]
 struct Cli {
     /// The .torrent file.
     torrent: PathBuf,
@@ -62,9 +66,14 @@ fn daemonize() -> Result<()> {
         bail!("pipe: {}", std::io::Error::last_os_error());
     }
     let (r, w) = (fds[0], fds[1]);
-    let mut cmd = std::process::Command::new(std::env::current_exe().context("finding own executable")?);
-    cmd.args(std::env::args_os().skip(1)).arg("--foreground").env(READY_FD, w.to_string());
-    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut cmd =
+        std::process::Command::new(std::env::current_exe().context("finding own executable")?);
+    cmd.args(std::env::args_os().skip(1))
+        .arg("--foreground")
+        .env(READY_FD, w.to_string());
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     // SAFETY: setsid and close are async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
@@ -107,7 +116,10 @@ fn main() -> Result<()> {
         data_dir: cli.data_dir.clone().unwrap_or_else(default_data_dir),
         cache_size: cli.cache_size,
         keep: !cli.no_keep,
-        read_timeout: cli.read_timeout.filter(|s| *s > 0.0).map(Duration::from_secs_f64),
+        read_timeout: cli
+            .read_timeout
+            .filter(|s| *s > 0.0)
+            .map(Duration::from_secs_f64),
         engine: cli.peers.engine(cli.fetch_all),
         fuse_options: cli.options.clone(),
     };

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "btt", version, about = "Stream torrents through a filesystem; seed and create torrents")]
+#[command(
+    name = "btt",
+    version,
+    about = "Stream torrents through a filesystem; seed and create torrents"
+)]
 struct Cli {
     /// More log detail.
     #[arg(short, long, global = true)]
@@ -62,19 +66,45 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.verbose, None);
     match cli.cmd {
-        Cmd::Seed { torrent, data, peers } => {
-            let cfg = btt::seed::SeedConfig { torrent, data, engine: peers.engine(false) };
+        Cmd::Seed {
+            torrent,
+            data,
+            peers,
+        } => {
+            let cfg = btt::seed::SeedConfig {
+                torrent,
+                data,
+                engine: peers.engine(false),
+            };
             btt::seed::run(cfg, |addr, have, total| {
                 eprintln!("seeding {have}/{total} pieces on {addr}");
             })?;
         }
-        Cmd::Create { path, output, piece_size, trackers, private, comment } => {
-            let opts = CreateOptions { piece_length: piece_size, trackers: trackers.into_iter().map(|t| vec![t]).collect(), private, comment };
+        Cmd::Create {
+            path,
+            output,
+            piece_size,
+            trackers,
+            private,
+            comment,
+        } => {
+            let opts = CreateOptions {
+                piece_length: piece_size,
+                trackers: trackers.into_iter().map(|t| vec![t]).collect(),
+                private,
+                comment,
+            };
             let bytes = create_torrent(&path, &opts)?;
             let meta = btt::metainfo::Metainfo::from_bytes(&bytes)?;
             let out = output.unwrap_or_else(|| PathBuf::from(format!("{}.torrent", meta.name)));
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
-            println!("{} {} ({} pieces of {} bytes)", meta.info_hash, out.display(), meta.num_pieces(), meta.piece_length);
+            println!(
+                "{} {} ({} pieces of {} bytes)",
+                meta.info_hash,
+                out.display(),
+                meta.num_pieces(),
+                meta.piece_length
+            );
         }
         Cmd::Demo { dir, mountpoint } => {
             let exe = std::env::current_exe()?;

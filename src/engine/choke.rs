@@ -13,7 +13,13 @@ pub struct Candidate {
 }
 
 /// Returns the set to unchoke and the optimistic pick.
-pub fn choose(cands: &[Candidate], slots: usize, optimistic: Option<PeerKey>, rotate: bool, rnd: usize) -> (Vec<PeerKey>, Option<PeerKey>) {
+pub fn choose(
+    cands: &[Candidate],
+    slots: usize,
+    optimistic: Option<PeerKey>,
+    rotate: bool,
+    rnd: usize,
+) -> (Vec<PeerKey>, Option<PeerKey>) {
     let mut interested: Vec<&Candidate> = cands.iter().filter(|c| c.interested).collect();
     if interested.len() <= slots {
         // Room for everyone: no reason to hold anybody back.
@@ -34,7 +40,11 @@ mod tests {
     use super::*;
 
     fn c(key: u64, rate: f64, interested: bool) -> Candidate {
-        Candidate { key, interested, rate }
+        Candidate {
+            key,
+            interested,
+            rate,
+        }
     }
 
     #[test]

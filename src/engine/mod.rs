@@ -36,7 +36,10 @@ pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -150,7 +153,11 @@ impl Drop for CriticalGuard<'_> {
 impl Torrent {
     /// Starts the engine: binds the listener and spawns the background tasks.
     /// Must be called inside a tokio runtime.
-    pub async fn start(meta: Arc<Metainfo>, store: Arc<Store>, cfg: EngineConfig) -> Result<Arc<Torrent>, EngineError> {
+    pub async fn start(
+        meta: Arc<Metainfo>,
+        store: Arc<Store>,
+        cfg: EngineConfig,
+    ) -> Result<Arc<Torrent>, EngineError> {
         let have = store.on_disk();
         let mut picker = Picker::new(meta.piece_length, meta.total_length, have);
         picker.fetch_all = cfg.fetch_all;
@@ -158,8 +165,16 @@ impl Torrent {
         let span = tracing::info_span!("torrent", ih = %&meta.info_hash.hex()[..8]);
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
-            .map_err(|source| EngineError::Listen { addr: cfg.listen, source })?;
-        let local = listener.local_addr().map_err(|source| EngineError::Listen { addr: cfg.listen, source })?;
+            .map_err(|source| EngineError::Listen {
+                addr: cfg.listen,
+                source,
+            })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| EngineError::Listen {
+                addr: cfg.listen,
+                source,
+            })?;
         let (shutdown, _) = watch::channel(false);
         let t = Arc::new(Torrent {
             peer_id: crate::new_peer_id(),
@@ -265,7 +280,10 @@ impl Torrent {
     /// Waits until every piece in `pieces` is verified (they are critical meanwhile).
     pub async fn wait_pieces(&self, pieces: Range<usize>) -> Result<(), EngineError> {
         let mut rxs = Vec::new();
-        let mut guard = CriticalGuard { t: self, pieces: Vec::new() };
+        let mut guard = CriticalGuard {
+            t: self,
+            pieces: Vec::new(),
+        };
         {
             let mut st = self.lock();
             if st.closed {
@@ -402,7 +420,9 @@ impl Torrent {
 
     fn piece_bad(&self, piece: usize, from: Vec<PeerKey>) {
         self.stats.hash_failures.fetch_add(1, Ordering::Relaxed);
-        self.stats.wasted.fetch_add(self.meta.piece_size(piece), Ordering::Relaxed);
+        self.stats
+            .wasted
+            .fetch_add(self.meta.piece_size(piece), Ordering::Relaxed);
         let mut st = self.lock();
         st.picker.piece_failed(piece);
         let mut senders: Vec<PeerKey> = from.clone();
@@ -410,7 +430,9 @@ impl Torrent {
         senders.dedup();
         let sole = senders.len() == 1;
         for k in senders {
-            let Some(addr) = st.peers.get(&k).map(|p| p.addr) else { continue };
+            let Some(addr) = st.peers.get(&k).map(|p| p.addr) else {
+                continue;
+            };
             let strikes = {
                 let s = st.strikes.entry(addr).or_default();
                 *s += 1;
@@ -434,7 +456,13 @@ impl Torrent {
     }
 
     /// Registers a connected peer; `None` if it is a duplicate, ourselves or over the limit.
-    pub(crate) fn register_peer(&self, addr: SocketAddr, peer_id: [u8; 20], wake: Arc<Notify>, cmd: mpsc::UnboundedSender<PeerCmd>) -> Result<PeerKey, String> {
+    pub(crate) fn register_peer(
+        &self,
+        addr: SocketAddr,
+        peer_id: [u8; 20],
+        wake: Arc<Notify>,
+        cmd: mpsc::UnboundedSender<PeerCmd>,
+    ) -> Result<PeerKey, String> {
         let mut st = self.lock();
         if st.closed {
             return Err("shutting down".into());
@@ -456,7 +484,17 @@ impl Torrent {
         let n = self.meta.num_pieces();
         st.peers.insert(
             key,
-            PeerEntry { addr, peer_id, has: Bitfield::new(n), wake, cmd, rate_down: 0.0, rate_up: 0.0, peer_interested: false, am_choking: true },
+            PeerEntry {
+                addr,
+                peer_id,
+                has: Bitfield::new(n),
+                wake,
+                cmd,
+                rate_down: 0.0,
+                rate_up: 0.0,
+                peer_interested: false,
+                am_choking: true,
+            },
         );
         if let Some(k) = st.known.get_mut(&addr) {
             k.connected = true;
@@ -513,8 +551,11 @@ impl Torrent {
                     if k.connected || banned.contains(addr) || Some(*addr) == own {
                         continue;
                     }
-                    let backoff = Duration::from_millis(500 * (1u64 << k.failures.min(5))).min(Duration::from_secs(10));
-                    if k.last_attempt.is_some_and(|t| now.duration_since(t) < backoff) {
+                    let backoff = Duration::from_millis(500 * (1u64 << k.failures.min(5)))
+                        .min(Duration::from_secs(10));
+                    if k.last_attempt
+                        .is_some_and(|t| now.duration_since(t) < backoff)
+                    {
                         continue;
                     }
                     k.last_attempt = Some(now);
@@ -545,16 +586,30 @@ impl Torrent {
                 let cands: Vec<choke::Candidate> = st
                     .peers
                     .iter()
-                    .map(|(&key, p)| choke::Candidate { key, interested: p.peer_interested, rate: if seeding { p.rate_up } else { p.rate_down } })
+                    .map(|(&key, p)| choke::Candidate {
+                        key,
+                        interested: p.peer_interested,
+                        rate: if seeding { p.rate_up } else { p.rate_down },
+                    })
                     .collect();
                 let rotate = st.choke_round % 3 == 0;
-                let (unchoke, opt) = choke::choose(&cands, self.cfg.upload_slots, st.optimistic, rotate, rand::random::<u32>() as usize);
+                let (unchoke, opt) = choke::choose(
+                    &cands,
+                    self.cfg.upload_slots,
+                    st.optimistic,
+                    rotate,
+                    rand::random::<u32>() as usize,
+                );
                 st.optimistic = opt;
                 for (key, p) in st.peers.iter_mut() {
                     let want_unchoked = unchoke.contains(key);
                     if want_unchoked == p.am_choking {
                         p.am_choking = !want_unchoked;
-                        let _ = p.cmd.send(if want_unchoked { PeerCmd::Unchoke } else { PeerCmd::Choke });
+                        let _ = p.cmd.send(if want_unchoked {
+                            PeerCmd::Unchoke
+                        } else {
+                            PeerCmd::Choke
+                        });
                     }
                 }
             }
@@ -585,7 +640,10 @@ impl Torrent {
         let left = {
             let st = self.lock();
             let have = st.picker.have();
-            (0..have.len()).filter(|&p| !have.get(p)).map(|p| self.meta.piece_size(p)).sum()
+            (0..have.len())
+                .filter(|&p| !have.get(p))
+                .map(|p| self.meta.piece_size(p))
+                .sum()
         };
         AnnounceRequest {
             info_hash: self.meta.info_hash.0,
@@ -617,8 +675,14 @@ impl Torrent {
                     }
                     event = Event::None;
                     // Re-announce sooner while we have few peers; never hammer.
-                    let floor = if self.peer_count() < 3 { Duration::from_secs(15) } else { Duration::from_secs(60) };
-                    resp.interval.min(floor.max(Duration::from_secs(15))).max(Duration::from_secs(5))
+                    let floor = if self.peer_count() < 3 {
+                        Duration::from_secs(15)
+                    } else {
+                        Duration::from_secs(60)
+                    };
+                    resp.interval
+                        .min(floor.max(Duration::from_secs(15)))
+                        .max(Duration::from_secs(5))
                 }
                 Err(e) => {
                     warn!(error = %e, "announce failed; retrying");

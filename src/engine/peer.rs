@@ -69,7 +69,11 @@ pub(crate) async fn accept_loop(t: Arc<Torrent>, listener: TcpListener) {
     }
 }
 
-async fn incoming(t: Arc<Torrent>, mut stream: TcpStream, addr: SocketAddr) -> Result<(), PeerError> {
+async fn incoming(
+    t: Arc<Torrent>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+) -> Result<(), PeerError> {
     if t.is_banned(&addr) {
         return Err(PeerError::Refused("banned".into()));
     }
@@ -77,9 +81,13 @@ async fn incoming(t: Arc<Torrent>, mut stream: TcpStream, addr: SocketAddr) -> R
         .await
         .map_err(|_| PeerError::HandshakeTimeout)??;
     if theirs.info_hash != t.meta.info_hash.0 {
-        return Err(PeerError::WrongInfoHash(data_encoding::HEXLOWER.encode(&theirs.info_hash)));
+        return Err(PeerError::WrongInfoHash(
+            data_encoding::HEXLOWER.encode(&theirs.info_hash),
+        ));
     }
-    stream.write_all(&Handshake::new(t.meta.info_hash.0, t.peer_id).encode()).await?;
+    stream
+        .write_all(&Handshake::new(t.meta.info_hash.0, t.peer_id).encode())
+        .await?;
     run(t, stream, addr, theirs).await
 }
 
@@ -91,12 +99,16 @@ pub(crate) async fn dial(t: Arc<Torrent>, addr: SocketAddr) {
             let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
                 .await
                 .map_err(|_| PeerError::HandshakeTimeout)??;
-            stream.write_all(&Handshake::new(t.meta.info_hash.0, t.peer_id).encode()).await?;
+            stream
+                .write_all(&Handshake::new(t.meta.info_hash.0, t.peer_id).encode())
+                .await?;
             let theirs = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_handshake(&mut stream))
                 .await
                 .map_err(|_| PeerError::HandshakeTimeout)??;
             if theirs.info_hash != t.meta.info_hash.0 {
-                return Err(PeerError::WrongInfoHash(data_encoding::HEXLOWER.encode(&theirs.info_hash)));
+                return Err(PeerError::WrongInfoHash(
+                    data_encoding::HEXLOWER.encode(&theirs.info_hash),
+                ));
             }
             run(t.clone(), stream, addr, theirs).await
         }
@@ -144,7 +156,11 @@ async fn writer(
                 Out::Msg(m) => m.encode(&mut buf),
                 Out::Upload(r) => {
                     queued.fetch_sub(1, Ordering::Relaxed);
-                    if cancelled.lock().unwrap_or_else(|e| e.into_inner()).remove(&r) {
+                    if cancelled
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&r)
+                    {
                         continue;
                     }
                     let p = r.index as usize;
@@ -163,7 +179,9 @@ async fn writer(
                     let (b, e) = (r.begin as usize, (r.begin + r.length) as usize);
                     buf.extend_from_slice(&Message::piece_header(r.index, r.begin, e - b));
                     buf.extend_from_slice(&data[b..e]);
-                    t.stats.uploaded.fetch_add(r.length as u64, Ordering::Relaxed);
+                    t.stats
+                        .uploaded
+                        .fetch_add(r.length as u64, Ordering::Relaxed);
                 }
             }
             if buf.len() < 256 * 1024 {
@@ -228,7 +246,11 @@ impl Session {
         };
         if want != self.am_interested {
             self.am_interested = want;
-            self.send(if want { Message::Interested } else { Message::NotInterested });
+            self.send(if want {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            });
         }
     }
 
@@ -245,7 +267,13 @@ impl Session {
             let mut st = self.t.lock();
             let best = st.peers.values().map(|p| p.rate_down).fold(0.0, f64::max);
             let slow = best > 1e6 && self.rate < best / 8.0;
-            let view = PeerView { key: self.key, has: &self.has, choked: self.they_choke, allowed_fast: &self.allowed_fast, slow };
+            let view = PeerView {
+                key: self.key,
+                has: &self.has,
+                choked: self.they_choke,
+                allowed_fast: &self.allowed_fast,
+                slow,
+            };
             st.picker.pick(&view, want, now)
         };
         for r in picked {
@@ -286,7 +314,11 @@ impl Session {
 
     fn tick(&mut self, dt: Duration) {
         let inst = self.bytes_this_tick as f64 / dt.as_secs_f64().max(1e-3);
-        self.rate = if self.rate == 0.0 { inst } else { 0.6 * self.rate + 0.4 * inst };
+        self.rate = if self.rate == 0.0 {
+            inst
+        } else {
+            0.6 * self.rate + 0.4 * inst
+        };
         self.bytes_this_tick = 0;
         let up = self.t.stats.uploaded.load(Ordering::Relaxed);
         let mut st = self.t.lock();
@@ -313,7 +345,10 @@ impl Session {
     fn handle(&mut self, m: Message) -> Result<(), PeerError> {
         let n = self.t.meta.num_pieces();
         match m {
-            Message::KeepAlive | Message::Port(_) | Message::Suggest(_) | Message::Unknown { .. } => {}
+            Message::KeepAlive
+            | Message::Port(_)
+            | Message::Suggest(_)
+            | Message::Unknown { .. } => {}
             Message::Choke => {
                 self.they_choke = true;
                 // BEP 6 peers reject explicitly, but releasing now is always safe: a
@@ -349,34 +384,52 @@ impl Session {
                 self.request_more();
             }
             Message::Bitfield(b) => {
-                let bf = Bitfield::from_bytes(&b, n).ok_or_else(|| PeerError::Protocol("bitfield has the wrong length or spare bits".into()))?;
+                let bf = Bitfield::from_bytes(&b, n).ok_or_else(|| {
+                    PeerError::Protocol("bitfield has the wrong length or spare bits".into())
+                })?;
                 self.on_bitfield(bf);
                 self.update_interest();
             }
             Message::HaveAll | Message::HaveNone => {
                 if !self.fast {
-                    return Err(PeerError::Protocol("have-all/none without the fast extension".into()));
+                    return Err(PeerError::Protocol(
+                        "have-all/none without the fast extension".into(),
+                    ));
                 }
-                let bf = if matches!(m, Message::HaveAll) { Bitfield::full(n) } else { Bitfield::new(n) };
+                let bf = if matches!(m, Message::HaveAll) {
+                    Bitfield::full(n)
+                } else {
+                    Bitfield::new(n)
+                };
                 self.on_bitfield(bf);
                 self.update_interest();
             }
             Message::Request(r) => self.on_request(r)?,
             Message::Cancel(r) => {
-                self.cancelled.lock().unwrap_or_else(|e| e.into_inner()).insert(r);
+                self.cancelled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(r);
             }
             Message::Piece { index, begin, data } => {
                 let len = data.len() as u64;
                 self.bytes_this_tick += len;
                 self.t.stats.downloaded.fetch_add(len, Ordering::Relaxed);
-                let pos = self.outstanding.iter().position(|(r, _)| r.index == index && r.begin == begin);
+                let pos = self
+                    .outstanding
+                    .iter()
+                    .position(|(r, _)| r.index == index && r.begin == begin);
                 let Some(pos) = pos else {
                     self.t.stats.wasted.fetch_add(len, Ordering::Relaxed);
                     return Ok(());
                 };
                 let (_, at) = self.outstanding.remove(pos).expect("position found");
                 let rtt = at.elapsed();
-                self.rtt = if self.rtt.is_zero() { rtt } else { (self.rtt * 7 + rtt) / 8 };
+                self.rtt = if self.rtt.is_zero() {
+                    rtt
+                } else {
+                    (self.rtt * 7 + rtt) / 8
+                };
                 self.snubbed = false;
                 let outcome = self.t.lock().picker.on_block(self.key, index, begin, &data);
                 match outcome {
@@ -384,13 +437,17 @@ impl Session {
                         self.t.stats.wasted.fetch_add(len, Ordering::Relaxed);
                     }
                     BlockOutcome::Accepted => {}
-                    BlockOutcome::Complete { data, from } => self.t.verify(index as usize, data, from),
+                    BlockOutcome::Complete { data, from } => {
+                        self.t.verify(index as usize, data, from)
+                    }
                 }
                 self.request_more();
             }
             Message::Reject(r) => {
                 if !self.fast {
-                    return Err(PeerError::Protocol("reject without the fast extension".into()));
+                    return Err(PeerError::Protocol(
+                        "reject without the fast extension".into(),
+                    ));
                 }
                 if let Some(pos) = self.outstanding.iter().position(|(o, _)| *o == r) {
                     self.outstanding.remove(pos);
@@ -398,13 +455,18 @@ impl Session {
                 }
             }
             Message::AllowedFast(i) => {
-                if (i as usize) < n && !self.allowed_fast.contains(&i) && self.allowed_fast.len() < 64 {
+                if (i as usize) < n
+                    && !self.allowed_fast.contains(&i)
+                    && self.allowed_fast.len() < 64
+                {
                     self.allowed_fast.push(i);
                 }
             }
             Message::Extended { id: 0, payload } => {
                 if !self.extended {
-                    return Err(PeerError::Protocol("extended message without BEP 10 support".into()));
+                    return Err(PeerError::Protocol(
+                        "extended message without BEP 10 support".into(),
+                    ));
                 }
                 match ExtHandshake::decode(&payload) {
                     Ok(h) => {
@@ -432,7 +494,13 @@ impl Session {
         }
         let (choking, have) = {
             let st = self.t.lock();
-            (st.peers.get(&self.key).map(|p| p.am_choking).unwrap_or(true), st.picker.have().get(p))
+            (
+                st.peers
+                    .get(&self.key)
+                    .map(|p| p.am_choking)
+                    .unwrap_or(true),
+                st.picker.have().get(p),
+            )
         };
         let queued = self.queued.load(Ordering::Relaxed);
         if choking || !have || queued > MAX_UPLOAD_QUEUE {
@@ -441,25 +509,37 @@ impl Session {
             }
             return Ok(());
         }
-        self.cancelled.lock().unwrap_or_else(|e| e.into_inner()).remove(&r);
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&r);
         self.queued.fetch_add(1, Ordering::Relaxed);
         let _ = self.out.send(Out::Upload(r));
         Ok(())
     }
 }
 
-async fn run(t: Arc<Torrent>, stream: TcpStream, addr: SocketAddr, theirs: Handshake) -> Result<(), PeerError> {
+async fn run(
+    t: Arc<Torrent>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    theirs: Handshake,
+) -> Result<(), PeerError> {
     let _ = stream.set_nodelay(true);
     let wake = Arc::new(Notify::new());
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
-    let key = t.register_peer(addr, theirs.peer_id, wake.clone(), cmd_tx).map_err(PeerError::Refused)?;
+    let key = t
+        .register_peer(addr, theirs.peer_id, wake.clone(), cmd_tx)
+        .map_err(PeerError::Refused)?;
     let client = String::from_utf8_lossy(&theirs.peer_id[..8]).into_owned();
     info!(%client, "peer connected");
     let (mut rd, wr) = stream.into_split();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let cancelled = Arc::new(Mutex::new(HashSet::new()));
     let queued = Arc::new(AtomicUsize::new(0));
-    let writer_task = tokio::spawn(writer(t.clone(), wr, out_rx, cancelled.clone(), queued.clone()).in_current_span());
+    let writer_task = tokio::spawn(
+        writer(t.clone(), wr, out_rx, cancelled.clone(), queued.clone()).in_current_span(),
+    );
     let mut s = Session {
         key,
         addr,
@@ -517,7 +597,10 @@ async fn session_loop(
             reqq: Some(MAX_UPLOAD_QUEUE as u32),
             ..Default::default()
         };
-        s.send(Message::Extended { id: 0, payload: Bytes::from(h.encode()) });
+        s.send(Message::Extended {
+            id: 0,
+            payload: Bytes::from(h.encode()),
+        });
     }
     let mut stop = s.t.shutdown_signal();
     let mut buf = BytesMut::with_capacity(256 * 1024);

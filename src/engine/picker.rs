@@ -58,7 +58,10 @@ pub enum BlockOutcome {
     Unwanted,
     Accepted,
     /// The last block of a piece: its bytes and the peers that sent them.
-    Complete { data: Vec<u8>, from: Vec<PeerKey> },
+    Complete {
+        data: Vec<u8>,
+        from: Vec<PeerKey>,
+    },
 }
 
 pub struct Picker {
@@ -101,7 +104,8 @@ impl Picker {
     }
 
     pub fn piece_size(&self, p: usize) -> u64 {
-        self.piece_length.min(self.total_length - p as u64 * self.piece_length)
+        self.piece_length
+            .min(self.total_length - p as u64 * self.piece_length)
     }
 
     fn num_blocks(&self, p: usize) -> usize {
@@ -111,7 +115,11 @@ impl Picker {
     fn block_ref(&self, p: usize, b: usize) -> BlockRef {
         let begin = b as u64 * BLOCK_SIZE as u64;
         let len = (self.piece_size(p) - begin).min(BLOCK_SIZE as u64);
-        BlockRef { index: p as u32, begin: begin as u32, length: len as u32 }
+        BlockRef {
+            index: p as u32,
+            begin: begin as u32,
+            length: len as u32,
+        }
     }
 
     // ---- availability ----
@@ -169,8 +177,15 @@ impl Picker {
         if self.fetch_all {
             return (0..self.have.len()).any(|p| has.get(p) && !self.have.get(p));
         }
-        self.critical.keys().chain(self.active.keys()).any(|&p| has.get(p) && !self.have.get(p))
-            || self.windows.values().flat_map(|w| w.clone()).any(|p| has.get(p) && !self.have.get(p))
+        self.critical
+            .keys()
+            .chain(self.active.keys())
+            .any(|&p| has.get(p) && !self.have.get(p))
+            || self
+                .windows
+                .values()
+                .flat_map(|w| w.clone())
+                .any(|p| has.get(p) && !self.have.get(p))
     }
 
     /// Candidate pieces in order: critical, then high (windows interleaved by
@@ -192,15 +207,21 @@ impl Picker {
                 }
             }
         }
-        let mut started: Vec<usize> = self.active.keys().copied().filter(|p| !seen.contains(p)).collect();
+        let mut started: Vec<usize> = self
+            .active
+            .keys()
+            .copied()
+            .filter(|p| !seen.contains(p))
+            .collect();
         started.sort_unstable();
         for p in started {
             seen.insert(p);
             out.push((p, Priority::Normal));
         }
         if self.fetch_all {
-            let mut rest: Vec<usize> =
-                (0..self.have.len()).filter(|&p| !self.have.get(p) && !seen.contains(&p)).collect();
+            let mut rest: Vec<usize> = (0..self.have.len())
+                .filter(|&p| !self.have.get(p) && !seen.contains(&p))
+                .collect();
             rest.sort_by_key(|&p| (self.availability[p], p));
             out.extend(rest.into_iter().map(|p| (p, Priority::Normal)));
         }
@@ -209,7 +230,8 @@ impl Picker {
 
     fn can_ask(&self, peer: &PeerView, p: usize) -> bool {
         !self.verifying.contains(&p)
-            && peer.has.get(p) && (!peer.choked || peer.allowed_fast.contains(&(p as u32)))
+            && peer.has.get(p)
+            && (!peer.choked || peer.allowed_fast.contains(&(p as u32)))
     }
 
     /// Up to `want` blocks for this peer.
@@ -219,8 +241,13 @@ impl Picker {
             return out;
         }
         let cands = self.candidates();
-        let active_normal =
-            self.active.keys().filter(|&&p| !self.critical.contains_key(&p) && !self.windows.values().any(|w| w.contains(&p))).count();
+        let active_normal = self
+            .active
+            .keys()
+            .filter(|&&p| {
+                !self.critical.contains_key(&p) && !self.windows.values().any(|w| w.contains(&p))
+            })
+            .count();
         let mut new_normal = 0usize;
         // Pass 1: free blocks.
         for &(p, prio) in &cands {
@@ -239,7 +266,15 @@ impl Picker {
                 }
                 let nb = self.num_blocks(p);
                 let size = self.piece_size(p) as usize;
-                self.active.insert(p, Active { blocks: vec![Block::Free; nb], from: vec![0; nb], buf: vec![0; size], remaining: nb });
+                self.active.insert(
+                    p,
+                    Active {
+                        blocks: vec![Block::Free; nb],
+                        from: vec![0; nb],
+                        buf: vec![0; size],
+                        remaining: nb,
+                    },
+                );
             }
             let nb = self.num_blocks(p);
             for b in 0..nb {
@@ -259,16 +294,22 @@ impl Picker {
             if prio == Priority::Normal || !self.can_ask(peer, p) {
                 continue;
             }
-            let Some(a) = self.active.get_mut(&p) else { continue };
+            let Some(a) = self.active.get_mut(&p) else {
+                continue;
+            };
             for b in 0..a.blocks.len() {
                 if let Block::Asked(who) = &mut a.blocks[b] {
-                    let old = who.iter().all(|&(_, t)| now.duration_since(t) >= self.dup_after);
+                    let old = who
+                        .iter()
+                        .all(|&(_, t)| now.duration_since(t) >= self.dup_after);
                     if who.len() < 2 && old && !who.iter().any(|&(k, _)| k == peer.key) {
                         who.push((peer.key, now));
                         let r = BlockRef {
                             index: p as u32,
                             begin: b as u32 * BLOCK_SIZE,
-                            length: ((self.piece_length.min(self.total_length - p as u64 * self.piece_length))
+                            length: ((self
+                                .piece_length
+                                .min(self.total_length - p as u64 * self.piece_length))
                                 - b as u64 * BLOCK_SIZE as u64)
                                 .min(BLOCK_SIZE as u64) as u32,
                         };
@@ -290,7 +331,9 @@ impl Picker {
             return BlockOutcome::Unwanted;
         }
         let b = (begin / BLOCK_SIZE) as usize;
-        let Some(a) = self.active.get_mut(&p) else { return BlockOutcome::Unwanted };
+        let Some(a) = self.active.get_mut(&p) else {
+            return BlockOutcome::Unwanted;
+        };
         if b >= a.blocks.len() || a.blocks[b] == Block::Done {
             return BlockOutcome::Unwanted;
         }
@@ -308,12 +351,17 @@ impl Picker {
         }
         let a = self.active.remove(&p).expect("present");
         self.verifying.insert(p);
-        BlockOutcome::Complete { data: a.buf, from: a.from }
+        BlockOutcome::Complete {
+            data: a.buf,
+            from: a.from,
+        }
     }
 
     /// The peer will not deliver this block (timeout, reject, choke, disconnect).
     pub fn release(&mut self, peer: PeerKey, r: &BlockRef) {
-        let Some(a) = self.active.get_mut(&(r.index as usize)) else { return };
+        let Some(a) = self.active.get_mut(&(r.index as usize)) else {
+            return;
+        };
         let b = (r.begin / BLOCK_SIZE) as usize;
         if let Some(Block::Asked(who)) = a.blocks.get_mut(b) {
             who.retain(|&(k, _)| k != peer);
@@ -327,7 +375,10 @@ impl Picker {
     pub fn still_wanted(&self, r: &BlockRef) -> bool {
         let p = r.index as usize;
         match self.active.get(&p) {
-            Some(a) => matches!(a.blocks.get((r.begin / BLOCK_SIZE) as usize), Some(Block::Asked(_))),
+            Some(a) => matches!(
+                a.blocks.get((r.begin / BLOCK_SIZE) as usize),
+                Some(Block::Asked(_))
+            ),
             None => false,
         }
     }
@@ -345,9 +396,15 @@ impl Picker {
 
     /// Drops a piece in progress that no one wants any more (reader gone), freeing memory.
     pub fn prune_unwanted(&mut self) {
-        let keep: Vec<usize> = self.active.keys().copied().filter(|&p| self.priority(p).is_some()).collect();
+        let keep: Vec<usize> = self
+            .active
+            .keys()
+            .copied()
+            .filter(|&p| self.priority(p).is_some())
+            .collect();
         if keep.len() != self.active.len() && !self.fetch_all {
-            self.active.retain(|p, a| keep.contains(p) || a.remaining < a.blocks.len());
+            self.active
+                .retain(|p, a| keep.contains(p) || a.remaining < a.blocks.len());
         }
     }
 
@@ -363,7 +420,13 @@ mod tests {
     const PL: u64 = 4 * BLOCK_SIZE as u64;
 
     fn view<'a>(key: PeerKey, has: &'a Bitfield) -> PeerView<'a> {
-        PeerView { key, has, choked: false, allowed_fast: &[], slow: false }
+        PeerView {
+            key,
+            has,
+            choked: false,
+            allowed_fast: &[],
+            slow: false,
+        }
     }
 
     #[test]
@@ -371,11 +434,18 @@ mod tests {
         let all = Bitfield::full(10);
         let mut pk = Picker::new(PL, 10 * PL, Bitfield::new(10));
         let now = Instant::now();
-        assert!(pk.pick(&view(1, &all), 10, now).is_empty(), "nothing is fetched unasked");
+        assert!(
+            pk.pick(&view(1, &all), 10, now).is_empty(),
+            "nothing is fetched unasked"
+        );
         pk.fetch_all = true;
         pk.set_window(7, 5..7);
         pk.add_critical(8);
-        let got: Vec<u32> = pk.pick(&view(1, &all), 12, now).iter().map(|b| b.index).collect();
+        let got: Vec<u32> = pk
+            .pick(&view(1, &all), 12, now)
+            .iter()
+            .map(|b| b.index)
+            .collect();
         assert_eq!(got, vec![8, 8, 8, 8, 5, 5, 5, 5, 6, 6, 6, 6]);
     }
 
@@ -385,7 +455,13 @@ mod tests {
         let mut pk = Picker::new(PL, 4 * PL, Bitfield::new(4));
         pk.add_critical(0);
         pk.add_critical(2);
-        let v = PeerView { key: 1, has: &all, choked: true, allowed_fast: &[2], slow: false };
+        let v = PeerView {
+            key: 1,
+            has: &all,
+            choked: true,
+            allowed_fast: &[2],
+            slow: false,
+        };
         let got = pk.pick(&v, 10, Instant::now());
         assert!(got.iter().all(|b| b.index == 2) && got.len() == 4);
     }
@@ -397,13 +473,36 @@ mod tests {
         pk.add_critical(1);
         let t0 = Instant::now();
         let a = pk.pick(&view(1, &all), 10, t0);
-        assert_eq!(a, vec![BlockRef { index: 1, begin: 0, length: 100 }], "short last piece");
-        assert!(pk.pick(&view(2, &all), 10, t0).is_empty(), "too fresh to duplicate");
+        assert_eq!(
+            a,
+            vec![BlockRef {
+                index: 1,
+                begin: 0,
+                length: 100
+            }],
+            "short last piece"
+        );
+        assert!(
+            pk.pick(&view(2, &all), 10, t0).is_empty(),
+            "too fresh to duplicate"
+        );
         let later = t0 + Duration::from_secs(1);
-        assert_eq!(pk.pick(&view(2, &all), 10, later).len(), 1, "duplicated to a second peer");
-        assert!(pk.pick(&view(3, &all), 10, later).is_empty(), "at most two copies");
-        assert!(matches!(pk.on_block(2, 1, 0, &[9; 100]), BlockOutcome::Complete { ref from, .. } if from == &vec![2]));
-        assert!(matches!(pk.on_block(1, 1, 0, &[9; 100]), BlockOutcome::Unwanted), "loser discarded");
+        assert_eq!(
+            pk.pick(&view(2, &all), 10, later).len(),
+            1,
+            "duplicated to a second peer"
+        );
+        assert!(
+            pk.pick(&view(3, &all), 10, later).is_empty(),
+            "at most two copies"
+        );
+        assert!(
+            matches!(pk.on_block(2, 1, 0, &[9; 100]), BlockOutcome::Complete { ref from, .. } if from == &vec![2])
+        );
+        assert!(
+            matches!(pk.on_block(1, 1, 0, &[9; 100]), BlockOutcome::Unwanted),
+            "loser discarded"
+        );
         pk.piece_verified(1);
         assert!(!pk.still_wanted(&a[0]));
     }
@@ -415,7 +514,13 @@ mod tests {
         pk.add_peer_pieces(&all);
         pk.add_peer_pieces(&all);
         pk.add_critical(0);
-        let slow = PeerView { key: 1, has: &all, choked: false, allowed_fast: &[], slow: true };
+        let slow = PeerView {
+            key: 1,
+            has: &all,
+            choked: false,
+            allowed_fast: &[],
+            slow: true,
+        };
         assert!(pk.pick(&slow, 10, Instant::now()).is_empty());
         assert_eq!(pk.pick(&view(2, &all), 10, Instant::now()).len(), 4);
     }
@@ -428,11 +533,27 @@ mod tests {
         let now = Instant::now();
         let got = pk.pick(&view(1, &all), 1, now);
         pk.release(1, &got[0]);
-        assert_eq!(pk.pick(&view(2, &all), 1, now), got, "released block is free again");
-        assert!(matches!(pk.on_block(2, 0, 1, &[0; 16384]), BlockOutcome::Unwanted), "unaligned");
-        assert!(matches!(pk.on_block(2, 0, 0, &[0; 10]), BlockOutcome::Unwanted), "wrong length");
-        assert!(matches!(pk.on_block(2, 5, 0, &[0; 10]), BlockOutcome::Unwanted), "not active");
-        assert!(matches!(pk.on_block(2, 0, 0, &[0; 16384]), BlockOutcome::Accepted));
+        assert_eq!(
+            pk.pick(&view(2, &all), 1, now),
+            got,
+            "released block is free again"
+        );
+        assert!(
+            matches!(pk.on_block(2, 0, 1, &[0; 16384]), BlockOutcome::Unwanted),
+            "unaligned"
+        );
+        assert!(
+            matches!(pk.on_block(2, 0, 0, &[0; 10]), BlockOutcome::Unwanted),
+            "wrong length"
+        );
+        assert!(
+            matches!(pk.on_block(2, 5, 0, &[0; 10]), BlockOutcome::Unwanted),
+            "not active"
+        );
+        assert!(matches!(
+            pk.on_block(2, 0, 0, &[0; 16384]),
+            BlockOutcome::Accepted
+        ));
     }
 
     #[test]
@@ -446,7 +567,15 @@ mod tests {
         let most = Bitfield::from_bytes(&bytes, 40).unwrap();
         pk.add_peer_pieces(&all);
         pk.add_peer_pieces(&most);
-        let got: Vec<u32> = pk.pick(&view(1, &all), 100, Instant::now()).iter().map(|b| b.index).collect();
-        assert_eq!(got, vec![5, 5, 5, 5, 0, 0, 0, 0], "rarest first, at most 2 pieces started");
+        let got: Vec<u32> = pk
+            .pick(&view(1, &all), 100, Instant::now())
+            .iter()
+            .map(|b| b.index)
+            .collect();
+        assert_eq!(
+            got,
+            vec![5, 5, 5, 5, 0, 0, 0, 0],
+            "rarest first, at most 2 pieces started"
+        );
     }
 }

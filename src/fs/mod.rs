@@ -120,7 +120,13 @@ impl Fs {
     pub fn new(torrent: Arc<Torrent>, read_timeout: Option<Duration>) -> Fs {
         let meta = torrent.meta.clone();
         // ino = index + 1; node 0 is the root.
-        let mut nodes = vec![Node { parent: ROOT_INO, kind: Kind::Dir, size: 0, file: None, children: BTreeMap::new() }];
+        let mut nodes = vec![Node {
+            parent: ROOT_INO,
+            kind: Kind::Dir,
+            size: 0,
+            file: None,
+            children: BTreeMap::new(),
+        }];
         for (fi, f) in meta.files.iter().enumerate() {
             if f.padding {
                 continue;
@@ -168,12 +174,18 @@ impl Fs {
     }
 
     fn node(&self, ino: u64) -> Result<&Node, FsError> {
-        ino.checked_sub(1).and_then(|i| self.nodes.get(i as usize)).ok_or(FsError::NotFound)
+        ino.checked_sub(1)
+            .and_then(|i| self.nodes.get(i as usize))
+            .ok_or(FsError::NotFound)
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         let n = self.node(ino)?;
-        let subdirs = n.children.values().filter(|&&c| self.nodes[c as usize - 1].kind == Kind::Dir).count() as u32;
+        let subdirs = n
+            .children
+            .values()
+            .filter(|&&c| self.nodes[c as usize - 1].kind == Kind::Dir)
+            .count() as u32;
         Ok(Attr {
             ino,
             kind: n.kind,
@@ -199,7 +211,10 @@ impl Fs {
         if n.kind != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        let mut out = vec![(ino, Kind::Dir, ".".to_string()), (n.parent, Kind::Dir, "..".to_string())];
+        let mut out = vec![
+            (ino, Kind::Dir, ".".to_string()),
+            (n.parent, Kind::Dir, "..".to_string()),
+        ];
         for (name, &c) in &n.children {
             out.push((c, self.nodes[c as usize - 1].kind, name.clone()));
         }
@@ -221,7 +236,13 @@ impl Fs {
             _ => return Err(FsError::IsDir),
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().expect("lock").insert(fh, Handle { file, readahead: ReadAhead::new(self.readahead) });
+        self.handles.lock().expect("lock").insert(
+            fh,
+            Handle {
+                file,
+                readahead: ReadAhead::new(self.readahead),
+            },
+        );
         Ok(fh)
     }
 
@@ -248,12 +269,22 @@ impl Fs {
         // Read-ahead: the window after this read, clipped to the file.
         let ra_start = start + len;
         let ra_end = (ra_start + window).min(f.end());
-        let pieces = if ra_end > ra_start { self.meta.pieces_for_range(ra_start, ra_end - ra_start) } else { 0..0 };
+        let pieces = if ra_end > ra_start {
+            self.meta.pieces_for_range(ra_start, ra_end - ra_start)
+        } else {
+            0..0
+        };
         self.torrent.set_window(fh, pieces);
 
         let id = self.next_wait.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.waiting.lock().expect("lock").insert(id, Waiting { pid, cancel: Some(tx) });
+        self.waiting.lock().expect("lock").insert(
+            id,
+            Waiting {
+                pid,
+                cancel: Some(tx),
+            },
+        );
         let read = self.torrent.read(start, len);
         let res = tokio::select! {
             r = read => r.map_err(FsError::from),
@@ -294,10 +325,13 @@ async fn sleep_opt(d: Option<Duration>) {
 /// True if thread `tid` is gone or has SIGKILL pending (how the kernel marks a
 /// thread whose process is dying from any fatal signal).
 pub fn fatal_signal_pending(tid: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else { return true };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return true;
+    };
     let sigkill = 1u64 << (libc::SIGKILL - 1);
     status.lines().any(|l| {
         let (k, v) = l.split_once(':').unwrap_or(("", ""));
-        (k == "SigPnd" || k == "ShdPnd") && u64::from_str_radix(v.trim(), 16).is_ok_and(|m| m & sigkill != 0)
+        (k == "SigPnd" || k == "ShdPnd")
+            && u64::from_str_radix(v.trim(), 16).is_ok_and(|m| m & sigkill != 0)
     })
 }

@@ -9,7 +9,10 @@ pub struct ReadAheadConfig {
 
 impl Default for ReadAheadConfig {
     fn default() -> Self {
-        ReadAheadConfig { initial: 1 << 20, max: 32 << 20 }
+        ReadAheadConfig {
+            initial: 1 << 20,
+            max: 32 << 20,
+        }
     }
 }
 
@@ -22,7 +25,11 @@ pub struct ReadAhead {
 
 impl ReadAhead {
     pub fn new(cfg: ReadAheadConfig) -> Self {
-        ReadAhead { cfg, next: None, window: cfg.initial }
+        ReadAhead {
+            cfg,
+            next: None,
+            window: cfg.initial,
+        }
     }
 
     /// Records a read and returns the window (bytes after it) to fetch ahead.
@@ -51,7 +58,10 @@ mod tests {
 
     #[test]
     fn grows_sequentially_and_snaps_back_on_seek() {
-        let mut ra = ReadAhead::new(ReadAheadConfig { initial: 100, max: 800 });
+        let mut ra = ReadAhead::new(ReadAheadConfig {
+            initial: 100,
+            max: 800,
+        });
         assert_eq!(ra.on_read(0, 10), 100);
         assert_eq!(ra.on_read(10, 10), 200);
         assert_eq!(ra.on_read(20, 10), 400);

@@ -19,7 +19,12 @@ impl Magnet {
             return Err(err("scheme is not `magnet:`"));
         }
         let mut info_hash = None;
-        let mut m = Magnet { info_hash: InfoHash([0; 20]), display_name: None, trackers: vec![], peers: vec![] };
+        let mut m = Magnet {
+            info_hash: InfoHash([0; 20]),
+            display_name: None,
+            trackers: vec![],
+            peers: vec![],
+        };
         for (k, v) in url.query_pairs() {
             match &*k {
                 "xt" => {

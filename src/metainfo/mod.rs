@@ -140,8 +140,10 @@ fn bytes<'b>(d: &'b Dict, key: &'static str) -> Result<Option<&'b [u8]>> {
 fn string(d: &Dict, key: &'static str) -> Result<Option<String>> {
     bytes(d, key)?
         .map(|b| {
-            String::from_utf8(b.to_vec())
-                .map_err(|_| MetainfoError::Invalid { field: key, why: "not UTF-8".into() })
+            String::from_utf8(b.to_vec()).map_err(|_| MetainfoError::Invalid {
+                field: key,
+                why: "not UTF-8".into(),
+            })
         })
         .transpose()
 }
@@ -213,7 +215,8 @@ impl Metainfo {
 
         let name_raw = string(&info, "name")?.ok_or(MetainfoError::Missing("name"))?;
         let name = sanitize_component(&name_raw)?;
-        let piece_length = int(&info, "piece length")?.ok_or(MetainfoError::Missing("piece length"))?;
+        let piece_length =
+            int(&info, "piece length")?.ok_or(MetainfoError::Missing("piece length"))?;
         if piece_length <= 0 || piece_length > 256 << 20 {
             return Err(MetainfoError::Invalid {
                 field: "piece length",
@@ -228,8 +231,10 @@ impl Metainfo {
                 why: format!("length {} is not a multiple of 20", pieces_raw.len()),
             });
         }
-        let pieces: Vec<[u8; 20]> =
-            pieces_raw.chunks_exact(20).map(|c| c.try_into().expect("20 bytes")).collect();
+        let pieces: Vec<[u8; 20]> = pieces_raw
+            .chunks_exact(20)
+            .map(|c| c.try_into().expect("20 bytes"))
+            .collect();
 
         let mut files = Vec::new();
         let mut offset = 0u64;
@@ -238,21 +243,38 @@ impl Metainfo {
             (Some(Value::Integer(len)), None) => {
                 multi_file = false;
                 if *len < 0 {
-                    return Err(MetainfoError::Invalid { field: "length", why: "negative".into() });
+                    return Err(MetainfoError::Invalid {
+                        field: "length",
+                        why: "negative".into(),
+                    });
                 }
-                files.push(FileEntry { path: vec![name.clone()], length: *len as u64, offset: 0, padding: false });
+                files.push(FileEntry {
+                    path: vec![name.clone()],
+                    length: *len as u64,
+                    offset: 0,
+                    padding: false,
+                });
                 offset = *len as u64;
             }
             (None, Some(Value::List(list))) => {
                 multi_file = true;
                 if list.is_empty() {
-                    return Err(MetainfoError::Invalid { field: "files", why: "empty list".into() });
+                    return Err(MetainfoError::Invalid {
+                        field: "files",
+                        why: "empty list".into(),
+                    });
                 }
                 for f in list {
-                    let Value::Dict(fd) = f else { return Err(MetainfoError::WrongType("files")) };
-                    let length = int(fd, "length")?.ok_or(MetainfoError::Missing("files.length"))?;
+                    let Value::Dict(fd) = f else {
+                        return Err(MetainfoError::WrongType("files"));
+                    };
+                    let length =
+                        int(fd, "length")?.ok_or(MetainfoError::Missing("files.length"))?;
                     if length < 0 {
-                        return Err(MetainfoError::Invalid { field: "files.length", why: "negative".into() });
+                        return Err(MetainfoError::Invalid {
+                            field: "files.length",
+                            why: "negative".into(),
+                        });
                     }
                     let padding = matches!(string(fd, "attr"), Ok(Some(a)) if a.contains('p'));
                     let Some(Value::List(comps)) = get(fd, "path") else {
@@ -263,7 +285,9 @@ impl Metainfo {
                     }
                     let mut path = vec![name.clone()];
                     for c in comps {
-                        let Value::Bytes(b) = c else { return Err(MetainfoError::WrongType("files.path")) };
+                        let Value::Bytes(b) = c else {
+                            return Err(MetainfoError::WrongType("files.path"));
+                        };
                         let s = std::str::from_utf8(b).map_err(|_| MetainfoError::Invalid {
                             field: "files.path",
                             why: "not UTF-8".into(),
@@ -271,14 +295,23 @@ impl Metainfo {
                         path.push(sanitize_component(s)?);
                     }
                     let length = length as u64;
-                    files.push(FileEntry { path, length, offset, padding });
-                    offset = offset
-                        .checked_add(length)
-                        .ok_or(MetainfoError::Invalid { field: "files.length", why: "overflow".into() })?;
+                    files.push(FileEntry {
+                        path,
+                        length,
+                        offset,
+                        padding,
+                    });
+                    offset = offset.checked_add(length).ok_or(MetainfoError::Invalid {
+                        field: "files.length",
+                        why: "overflow".into(),
+                    })?;
                 }
             }
             (Some(_), Some(_)) => {
-                return Err(MetainfoError::Invalid { field: "info", why: "has both `length` and `files`".into() })
+                return Err(MetainfoError::Invalid {
+                    field: "info",
+                    why: "has both `length` and `files`".into(),
+                })
             }
             (None, None) => return Err(MetainfoError::Missing("length or files")),
             (Some(_), None) => return Err(MetainfoError::WrongType("length")),
@@ -287,13 +320,19 @@ impl Metainfo {
         let total_length = offset;
         let need = total_length.div_ceil(piece_length);
         if pieces.len() as u64 != need {
-            return Err(MetainfoError::PieceCount { have: pieces.len(), need });
+            return Err(MetainfoError::PieceCount {
+                have: pieces.len(),
+                need,
+            });
         }
         // Two files with the same path would shadow each other on disk and in the fs.
         let mut seen = std::collections::HashSet::new();
         for f in files.iter().filter(|f| !f.padding) {
             if !seen.insert(&f.path) {
-                return Err(MetainfoError::Invalid { field: "files.path", why: format!("duplicate {:?}", f.path.join("/")) });
+                return Err(MetainfoError::Invalid {
+                    field: "files.path",
+                    why: format!("duplicate {:?}", f.path.join("/")),
+                });
             }
         }
         Ok(Metainfo {
@@ -322,7 +361,8 @@ impl Metainfo {
 
     pub fn piece_size(&self, piece: usize) -> u64 {
         let start = self.piece_offset(piece);
-        self.piece_length.min(self.total_length.saturating_sub(start))
+        self.piece_length
+            .min(self.total_length.saturating_sub(start))
     }
 
     /// Pieces overlapping the torrent byte range `[start, start+len)`.
@@ -352,7 +392,12 @@ impl Metainfo {
             let s = start.max(f.offset);
             let e = end.min(f.end());
             if s < e {
-                out.push(FileSlice { file: i, file_offset: s - f.offset, len: e - s, torrent_offset: s });
+                out.push(FileSlice {
+                    file: i,
+                    file_offset: s - f.offset,
+                    len: e - s,
+                    torrent_offset: s,
+                });
             }
         }
         out

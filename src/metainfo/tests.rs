@@ -18,7 +18,11 @@ fn multi(files: &[(&str, u64, bool)], pl: u64) -> Vec<u8> {
         let attr = if *pad { "4:attr1:p" } else { "" };
         list += &format!("d{attr}6:lengthi{len}e4:pathl{comps}ee");
     }
-    let mut v = format!("d4:infod5:filesl{list}e4:name3:dir12:piece lengthi{pl}e6:pieces{}:", n * 20).into_bytes();
+    let mut v = format!(
+        "d4:infod5:filesl{list}e4:name3:dir12:piece lengthi{pl}e6:pieces{}:",
+        n * 20
+    )
+    .into_bytes();
     v.extend(std::iter::repeat_n(1u8, n * 20));
     v.extend_from_slice(b"ee");
     v
@@ -39,7 +43,16 @@ fn single_file_and_info_hash_of_raw_bytes() {
 
 #[test]
 fn multi_file_zero_length_spanning_and_padding() {
-    let t = multi(&[("a", 10, false), ("empty", 0, false), ("pad", 6, true), ("sub/b c", 40, false), ("ü", 1, false)], 16);
+    let t = multi(
+        &[
+            ("a", 10, false),
+            ("empty", 0, false),
+            ("pad", 6, true),
+            ("sub/b c", 40, false),
+            ("ü", 1, false),
+        ],
+        16,
+    );
     let m = Metainfo::from_bytes(&t).unwrap();
     assert_eq!(m.total_length, 57);
     assert_eq!(m.num_pieces(), 4);
@@ -47,12 +60,28 @@ fn multi_file_zero_length_spanning_and_padding() {
     assert!(m.files[2].padding);
     // piece 0 covers a (10) + pad (6); the zero-length file is skipped.
     let s = m.piece_slices(0);
-    assert_eq!(s.iter().map(|s| (s.file, s.len)).collect::<Vec<_>>(), vec![(0, 10), (2, 6)]);
+    assert_eq!(
+        s.iter().map(|s| (s.file, s.len)).collect::<Vec<_>>(),
+        vec![(0, 10), (2, 6)]
+    );
     // piece 1 is inside `b c`
-    assert_eq!(m.piece_slices(1), vec![FileSlice { file: 3, file_offset: 0, len: 16, torrent_offset: 16 }]);
+    assert_eq!(
+        m.piece_slices(1),
+        vec![FileSlice {
+            file: 3,
+            file_offset: 0,
+            len: 16,
+            torrent_offset: 16
+        }]
+    );
     // last piece spans `b c` and `ü`
     let s = m.piece_slices(3);
-    assert_eq!(s.iter().map(|s| (s.file, s.file_offset, s.len)).collect::<Vec<_>>(), vec![(3, 32, 8), (4, 0, 1)]);
+    assert_eq!(
+        s.iter()
+            .map(|s| (s.file, s.file_offset, s.len))
+            .collect::<Vec<_>>(),
+        vec![(3, 32, 8), (4, 0, 1)]
+    );
     assert_eq!(m.pieces_for_range(15, 2), 0..2);
     assert_eq!(m.pieces_for_range(0, 0), 0..0);
 }
@@ -61,14 +90,23 @@ fn multi_file_zero_length_spanning_and_padding() {
 fn unsafe_paths_are_rejected() {
     for bad in ["..", "x/../..", "."] {
         let t = multi(&[(bad, 1, false)], 16);
-        assert!(matches!(Metainfo::from_bytes(&t), Err(MetainfoError::UnsafePath(_))), "{bad}");
+        assert!(
+            matches!(Metainfo::from_bytes(&t), Err(MetainfoError::UnsafePath(_))),
+            "{bad}"
+        );
     }
     let t = multi(&[("a\0b", 1, false)], 16);
-    assert!(matches!(Metainfo::from_bytes(&t), Err(MetainfoError::UnsafePath(_))));
+    assert!(matches!(
+        Metainfo::from_bytes(&t),
+        Err(MetainfoError::UnsafePath(_))
+    ));
     let mut t = single(10, 16);
     let at = t.windows(5).position(|w| w == b"a.bin").unwrap();
     t[at..at + 5].copy_from_slice(b"/etc/");
-    assert!(matches!(Metainfo::from_bytes(&t), Err(MetainfoError::UnsafePath(_))));
+    assert!(matches!(
+        Metainfo::from_bytes(&t),
+        Err(MetainfoError::UnsafePath(_))
+    ));
 }
 
 #[test]
@@ -78,32 +116,51 @@ fn corrupt_torrents_give_named_errors() {
         let e = Metainfo::from_bytes(&t[..cut]).unwrap_err();
         assert!(!e.to_string().is_empty());
     }
-    assert_eq!(Metainfo::from_bytes(b"i3e").unwrap_err(), MetainfoError::NotADict);
-    assert_eq!(Metainfo::from_bytes(b"d3:fooi1ee").unwrap_err(), MetainfoError::Missing("info"));
+    assert_eq!(
+        Metainfo::from_bytes(b"i3e").unwrap_err(),
+        MetainfoError::NotADict
+    );
+    assert_eq!(
+        Metainfo::from_bytes(b"d3:fooi1ee").unwrap_err(),
+        MetainfoError::Missing("info")
+    );
     let mut t2 = single(100_000, 65536);
     let at = t2.windows(7).position(|w| w == b"i65536e").unwrap();
     t2[at..at + 7].copy_from_slice(b"i32768e");
     let e = Metainfo::from_bytes(&t2).unwrap_err();
-    assert!(matches!(e, MetainfoError::PieceCount { have: 2, need: 4 }), "{e}");
-    let e = Metainfo::from_bytes(b"d4:infod6:lengthi0e4:name1:a12:piece lengthi-5e6:pieces0:ee").unwrap_err();
+    assert!(
+        matches!(e, MetainfoError::PieceCount { have: 2, need: 4 }),
+        "{e}"
+    );
+    let e = Metainfo::from_bytes(b"d4:infod6:lengthi0e4:name1:a12:piece lengthi-5e6:pieces0:ee")
+        .unwrap_err();
     assert!(e.to_string().contains("piece length"), "{e}");
 }
 
 #[test]
 fn duplicate_paths_are_rejected() {
     let t = multi(&[("a", 1, false), ("a", 1, false)], 16);
-    assert!(Metainfo::from_bytes(&t).unwrap_err().to_string().contains("duplicate"));
+    assert!(Metainfo::from_bytes(&t)
+        .unwrap_err()
+        .to_string()
+        .contains("duplicate"));
 }
 
 #[test]
 fn magnets() {
     let m = Magnet::parse("magnet:?xt=urn:btih:0123456789abcdef0123456789ABCDEF01234567&dn=x%20y&tr=udp%3A%2F%2F127.0.0.1%3A6969&x.pe=127.0.0.1:5000").unwrap();
-    assert_eq!(m.info_hash.hex(), "0123456789abcdef0123456789abcdef01234567");
+    assert_eq!(
+        m.info_hash.hex(),
+        "0123456789abcdef0123456789abcdef01234567"
+    );
     assert_eq!(m.display_name.as_deref(), Some("x y"));
     assert_eq!(m.trackers, vec!["udp://127.0.0.1:6969"]);
     assert_eq!(m.peers, vec!["127.0.0.1:5000"]);
     let b32 = Magnet::parse("magnet:?xt=urn:btih:AERUKZ4JVPG66AJDIVTYTK6N54ASGRLH").unwrap();
-    assert_eq!(b32.info_hash.hex(), "0123456789abcdef0123456789abcdef01234567");
+    assert_eq!(
+        b32.info_hash.hex(),
+        "0123456789abcdef0123456789abcdef01234567"
+    );
     assert!(Magnet::parse("magnet:?dn=x").is_err());
     assert!(Magnet::parse("http://x").is_err());
     assert!(Magnet::parse("magnet:?xt=urn:btih:zz").is_err());

@@ -26,13 +26,19 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("piece {0} is not available")]
     Missing(usize),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 pub struct Store {
@@ -51,7 +57,12 @@ const STATE_MAGIC: &[u8; 8] = b"bttbf001";
 impl Store {
     /// Opens (creating directories as needed) and loads the persisted bitfield.
     /// `cache_bytes` caps the in-memory piece cache.
-    pub fn open(meta: Arc<Metainfo>, root: &Path, state_file: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+    pub fn open(
+        meta: Arc<Metainfo>,
+        root: &Path,
+        state_file: &Path,
+        cache_bytes: u64,
+    ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(root).map_err(io_err(root))?;
         if let Some(dir) = state_file.parent() {
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -84,7 +95,10 @@ impl Store {
         for p in bf.ones() {
             let ok = self.meta.piece_slices(p).iter().all(|s| {
                 let f = &self.meta.files[s.file];
-                f.padding || std::fs::metadata(self.path_of(s.file)).map(|m| m.len() >= f.length).unwrap_or(false)
+                f.padding
+                    || std::fs::metadata(self.path_of(s.file))
+                        .map(|m| m.len() >= f.length)
+                        .unwrap_or(false)
             });
             if ok {
                 out.set(p);
@@ -116,7 +130,13 @@ impl Store {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(io_err(dir))?;
             }
-            let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err(&path))?;
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io_err(&path))?;
             let len = self.meta.files[idx].length;
             if f.metadata().map_err(io_err(&path))?.len() < len {
                 f.set_len(len).map_err(io_err(&path))?;
@@ -124,7 +144,10 @@ impl Store {
             f
         } else {
             // Read-only use (seeding someone else's files) must not need write access.
-            OpenOptions::new().read(true).open(&path).map_err(io_err(&path))?
+            OpenOptions::new()
+                .read(true)
+                .open(&path)
+                .map_err(io_err(&path))?
         };
         let f = Arc::new(f);
         *slot = Some(f.clone());
@@ -149,7 +172,13 @@ impl Store {
 
     /// Writes a verified piece (already in `pending`) to its files.
     pub fn write(&self, piece: usize) -> Result<(), StoreError> {
-        let data = self.pending.lock().expect("lock").get(&piece).cloned().ok_or(StoreError::Missing(piece))?;
+        let data = self
+            .pending
+            .lock()
+            .expect("lock")
+            .get(&piece)
+            .cloned()
+            .ok_or(StoreError::Missing(piece))?;
         let base = self.meta.piece_offset(piece);
         for s in self.meta.piece_slices(piece) {
             if self.meta.files[s.file].padding {
@@ -232,7 +261,9 @@ impl Store {
             }
         }
         for i in files {
-            self.file(i, true)?.sync_data().map_err(io_err(&self.path_of(i)))?;
+            self.file(i, true)?
+                .sync_data()
+                .map_err(io_err(&self.path_of(i)))?;
         }
         let snapshot = {
             let mut bf = self.on_disk.lock().expect("lock");
@@ -275,17 +306,35 @@ mod tests {
         std::fs::write(dir.join("a"), &a).unwrap();
         std::fs::write(dir.join("sub/b"), b"xyz").unwrap();
         std::fs::write(dir.join("z"), b"").unwrap();
-        let t = create_torrent(&dir, &CreateOptions { piece_length: Some(16384), ..Default::default() }).unwrap();
+        let t = create_torrent(
+            &dir,
+            &CreateOptions {
+                piece_length: Some(16384),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let meta = Arc::new(Metainfo::from_bytes(&t).unwrap());
         // Seeding from the source tree: all pieces verify.
-        let seed = Store::open(meta.clone(), src.path(), &src.path().join("s.state"), 1 << 20).unwrap();
+        let seed = Store::open(
+            meta.clone(),
+            src.path(),
+            &src.path().join("s.state"),
+            1 << 20,
+        )
+        .unwrap();
         assert!(seed.recheck().is_complete());
 
         let out = tempfile::tempdir().unwrap();
         let state = out.path().join("state");
         let st = Store::open(meta.clone(), &out.path().join("data"), &state, 1 << 20).unwrap();
         st.create_files().unwrap();
-        assert_eq!(std::fs::metadata(out.path().join("data/t/z")).unwrap().len(), 0);
+        assert_eq!(
+            std::fs::metadata(out.path().join("data/t/z"))
+                .unwrap()
+                .len(),
+            0
+        );
         for p in 0..meta.num_pieces() {
             let d = seed.read_piece(p).unwrap();
             st.put_pending(p, d.clone());
@@ -294,12 +343,18 @@ mod tests {
         }
         st.flush().unwrap();
         assert_eq!(std::fs::read(out.path().join("data/t/a")).unwrap(), a);
-        assert_eq!(std::fs::read(out.path().join("data/t/sub/b")).unwrap(), b"xyz");
+        assert_eq!(
+            std::fs::read(out.path().join("data/t/sub/b")).unwrap(),
+            b"xyz"
+        );
         drop(st);
         let again = Store::open(meta.clone(), &out.path().join("data"), &state, 1 << 20).unwrap();
         assert!(again.on_disk().is_complete(), "bitfield resumes");
         std::fs::remove_file(out.path().join("data/t/sub/b")).unwrap();
         let again = Store::open(meta, &out.path().join("data"), &state, 1 << 20).unwrap();
-        assert!(!again.on_disk().is_complete(), "pieces of a deleted file are forgotten");
+        assert!(
+            !again.on_disk().is_complete(),
+            "pieces of a deleted file are forgotten"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! HTTP tracker announce (BEP 3), compact (BEP 23) and dictionary peer lists.
 
-use super::{parse_compact_v4, parse_compact_v6, AnnounceRequest, AnnounceResponse, Event, TrackerError};
+use super::{
+    parse_compact_v4, parse_compact_v6, AnnounceRequest, AnnounceResponse, Event, TrackerError,
+};
 use bendy::value::Value;
 use percent_encoding::{percent_encode, NON_ALPHANUMERIC};
 use std::net::{IpAddr, SocketAddr};
@@ -31,9 +33,13 @@ pub fn announce_url(base: &str, r: &AnnounceRequest) -> String {
 pub fn parse_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
     let bad = |s: &str| TrackerError::BadResponse(s.to_string());
     let v = crate::bencode::decode(body).map_err(|e| TrackerError::BadResponse(e.to_string()))?;
-    let Value::Dict(d) = v else { return Err(bad("not a dict")) };
+    let Value::Dict(d) = v else {
+        return Err(bad("not a dict"));
+    };
     if let Some(Value::Bytes(reason)) = d.get(&b"failure reason"[..]) {
-        return Err(TrackerError::Failure(String::from_utf8_lossy(reason).into_owned()));
+        return Err(TrackerError::Failure(
+            String::from_utf8_lossy(reason).into_owned(),
+        ));
     }
     let interval = match d.get(&b"interval"[..]) {
         Some(Value::Integer(i)) if *i > 0 => Duration::from_secs(*i as u64),
@@ -46,7 +52,9 @@ pub fn parse_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
             for p in list {
                 let Value::Dict(pd) = p else { continue };
                 let ip = match pd.get(&b"ip"[..]) {
-                    Some(Value::Bytes(ip)) => std::str::from_utf8(ip).ok().and_then(|s| s.parse::<IpAddr>().ok()),
+                    Some(Value::Bytes(ip)) => std::str::from_utf8(ip)
+                        .ok()
+                        .and_then(|s| s.parse::<IpAddr>().ok()),
                     _ => None,
                 };
                 let port = match pd.get(&b"port"[..]) {
@@ -68,7 +76,12 @@ pub fn parse_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
         Some(Value::Integer(i)) if *i >= 0 => Some(*i as u32),
         _ => None,
     };
-    Ok(AnnounceResponse { interval, peers, seeders: count(b"complete"), leechers: count(b"incomplete") })
+    Ok(AnnounceResponse {
+        interval,
+        peers,
+        seeders: count(b"complete"),
+        leechers: count(b"incomplete"),
+    })
 }
 
 pub async fn announce(base: &str, req: &AnnounceRequest) -> Result<AnnounceResponse, TrackerError> {
@@ -78,9 +91,16 @@ pub async fn announce(base: &str, req: &AnnounceRequest) -> Result<AnnounceRespo
         .user_agent(concat!("btt/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| TrackerError::Io(e.to_string()))?;
-    let resp = client.get(&url).send().await.map_err(|e| TrackerError::Io(e.to_string()))?;
+    let resp = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| TrackerError::Io(e.to_string()))?;
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| TrackerError::Io(e.to_string()))?;
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| TrackerError::Io(e.to_string()))?;
     if !status.is_success() {
         return Err(TrackerError::BadResponse(format!("HTTP {status}")));
     }
@@ -108,7 +128,10 @@ mod tests {
     #[test]
     fn url_is_percent_encoded() {
         let u = announce_url("http://127.0.0.1:6969/announce", &req());
-        assert!(u.starts_with("http://127.0.0.1:6969/announce?info_hash=%AB%AB"), "{u}");
+        assert!(
+            u.starts_with("http://127.0.0.1:6969/announce?info_hash=%AB%AB"),
+            "{u}"
+        );
         assert!(u.contains("peer_id=%2DBT0100%2Dabcdefghijkl"));
         assert!(u.contains("&left=3&compact=1") && u.ends_with("&event=started"));
         assert!(announce_url("http://x/a?k=1", &req()).starts_with("http://x/a?k=1&info_hash="));
@@ -116,10 +139,22 @@ mod tests {
 
     #[test]
     fn compact_and_dict_peers() {
-        let r = parse_response(b"d8:intervali900e5:peers12:\x7f\x00\x00\x01\x1a\xe1\x7f\x00\x00\x02\x00\x50e").unwrap();
+        let r = parse_response(
+            b"d8:intervali900e5:peers12:\x7f\x00\x00\x01\x1a\xe1\x7f\x00\x00\x02\x00\x50e",
+        )
+        .unwrap();
         assert_eq!(r.interval, Duration::from_secs(900));
-        assert_eq!(r.peers, vec!["127.0.0.1:6881".parse().unwrap(), "127.0.0.2:80".parse().unwrap()]);
-        let r = parse_response(b"d8:intervali60e5:peersld2:ip9:127.0.0.14:porti7000eed2:ip3:bad4:porti1eeee").unwrap();
+        assert_eq!(
+            r.peers,
+            vec![
+                "127.0.0.1:6881".parse().unwrap(),
+                "127.0.0.2:80".parse().unwrap()
+            ]
+        );
+        let r = parse_response(
+            b"d8:intervali60e5:peersld2:ip9:127.0.0.14:porti7000eed2:ip3:bad4:porti1eeee",
+        )
+        .unwrap();
         assert_eq!(r.peers, vec!["127.0.0.1:7000".parse().unwrap()]);
         let e = parse_response(b"d14:failure reason9:not founde").unwrap_err();
         assert!(e.to_string().contains("not found"));

@@ -55,7 +55,11 @@ pub struct AnnounceResponse {
 }
 
 /// One announce to one tracker URL, with a bounded wait.
-pub async fn announce(url: &str, req: &AnnounceRequest, timeout: Duration) -> Result<AnnounceResponse, TrackerError> {
+pub async fn announce(
+    url: &str,
+    req: &AnnounceRequest,
+    timeout: Duration,
+) -> Result<AnnounceResponse, TrackerError> {
     let fut = async {
         if url.starts_with("http://") {
             http::announce(url, req).await
@@ -65,7 +69,9 @@ pub async fn announce(url: &str, req: &AnnounceRequest, timeout: Duration) -> Re
             Err(TrackerError::Unsupported(url.to_string()))
         }
     };
-    tokio::time::timeout(timeout, fut).await.map_err(|_| TrackerError::Timeout)?
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| TrackerError::Timeout)?
 }
 
 /// BEP 12 tiers: try each tier in order, each URL within a tier in order; the first
@@ -89,7 +95,11 @@ impl TrackerSet {
         self.tiers.iter().all(|t| t.is_empty())
     }
 
-    pub async fn announce(&mut self, req: &AnnounceRequest, timeout: Duration) -> Result<AnnounceResponse, TrackerError> {
+    pub async fn announce(
+        &mut self,
+        req: &AnnounceRequest,
+        timeout: Duration,
+    ) -> Result<AnnounceResponse, TrackerError> {
         let mut last = TrackerError::Failure("no trackers".into());
         for tier in &mut self.tiers {
             for i in 0..tier.len() {

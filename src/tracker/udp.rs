@@ -27,10 +27,14 @@ fn header(b: &[u8], tid: u32, want: u32) -> Result<(), TrackerError> {
         return Err(TrackerError::BadResponse("transaction id mismatch".into()));
     }
     if action == ERROR {
-        return Err(TrackerError::Failure(String::from_utf8_lossy(&b[8..]).into_owned()));
+        return Err(TrackerError::Failure(
+            String::from_utf8_lossy(&b[8..]).into_owned(),
+        ));
     }
     if action != want {
-        return Err(TrackerError::BadResponse(format!("action {action}, expected {want}")));
+        return Err(TrackerError::BadResponse(format!(
+            "action {action}, expected {want}"
+        )));
     }
     Ok(())
 }
@@ -81,11 +85,18 @@ pub fn parse_announce(b: &[u8], tid: u32) -> Result<AnnounceResponse, TrackerErr
     })
 }
 
-async fn exchange(sock: &UdpSocket, msg: &[u8], per_try: Duration, tries: u32) -> Result<Vec<u8>, TrackerError> {
+async fn exchange(
+    sock: &UdpSocket,
+    msg: &[u8],
+    per_try: Duration,
+    tries: u32,
+) -> Result<Vec<u8>, TrackerError> {
     let mut buf = vec![0u8; 2048];
     let mut wait = per_try;
     for _ in 0..tries {
-        sock.send(msg).await.map_err(|e| TrackerError::Io(e.to_string()))?;
+        sock.send(msg)
+            .await
+            .map_err(|e| TrackerError::Io(e.to_string()))?;
         match tokio::time::timeout(wait, sock.recv(&mut buf)).await {
             Ok(Ok(n)) => return Ok(buf[..n].to_vec()),
             Ok(Err(e)) => return Err(TrackerError::Io(e.to_string())),
@@ -96,10 +107,18 @@ async fn exchange(sock: &UdpSocket, msg: &[u8], per_try: Duration, tries: u32) -
 }
 
 /// `hostport` is what follows `udp://` (a path after it is ignored).
-pub async fn announce(hostport: &str, req: &AnnounceRequest, total: Duration) -> Result<AnnounceResponse, TrackerError> {
+pub async fn announce(
+    hostport: &str,
+    req: &AnnounceRequest,
+    total: Duration,
+) -> Result<AnnounceResponse, TrackerError> {
     let hostport = hostport.split('/').next().unwrap_or(hostport);
-    let sock = UdpSocket::bind("0.0.0.0:0").await.map_err(|e| TrackerError::Io(e.to_string()))?;
-    sock.connect(hostport).await.map_err(|e| TrackerError::Io(format!("{hostport}: {e}")))?;
+    let sock = UdpSocket::bind("0.0.0.0:0")
+        .await
+        .map_err(|e| TrackerError::Io(e.to_string()))?;
+    sock.connect(hostport)
+        .await
+        .map_err(|e| TrackerError::Io(format!("{hostport}: {e}")))?;
     // BEP 15 retries at 15·2ⁿ s; we scale that to the caller's budget.
     let per_try = (total / 4).max(Duration::from_millis(200));
     let tid: u32 = rand::random();
@@ -129,7 +148,10 @@ mod tests {
         assert_eq!(r.interval, Duration::from_secs(60));
         let mut e = vec![0, 0, 0, 3, 0, 0, 0, 9];
         e.extend_from_slice(b"denied");
-        assert!(parse_announce(&e, 9).unwrap_err().to_string().contains("denied"));
+        assert!(parse_announce(&e, 9)
+            .unwrap_err()
+            .to_string()
+            .contains("denied"));
         assert!(parse_announce(&[1, 2], 9).is_err());
     }
 }

@@ -29,7 +29,9 @@ pub struct ExtHandshake {
 impl ExtHandshake {
     pub fn decode(payload: &[u8]) -> Result<Self, ExtError> {
         let v = crate::bencode::decode(payload).map_err(|e| ExtError::Bencode(e.to_string()))?;
-        let Value::Dict(d) = v.into_owned() else { return Err(ExtError::NotADict) };
+        let Value::Dict(d) = v.into_owned() else {
+            return Err(ExtError::NotADict);
+        };
         let mut h = ExtHandshake::default();
         for (k, v) in d {
             let key = String::from_utf8_lossy(&k).into_owned();
@@ -45,7 +47,9 @@ impl ExtHandshake {
                 }
                 ("p", Value::Integer(p)) if (1..=65535).contains(&p) => h.port = Some(p as u16),
                 ("v", Value::Bytes(b)) => h.client = Some(String::from_utf8_lossy(&b).into_owned()),
-                ("reqq", Value::Integer(q)) if q > 0 => h.reqq = Some(q.min(u32::MAX as i64) as u32),
+                ("reqq", Value::Integer(q)) if q > 0 => {
+                    h.reqq = Some(q.min(u32::MAX as i64) as u32)
+                }
                 ("metadata_size", Value::Integer(s)) if s >= 0 => h.metadata_size = Some(s as u64),
                 (_, v) => {
                     h.extra.insert(key, v);
@@ -70,7 +74,10 @@ impl ExtHandshake {
             d.insert(Cow::Borrowed(b"p"), Value::Integer(p as i64));
         }
         if let Some(c) = &self.client {
-            d.insert(Cow::Borrowed(b"v"), Value::Bytes(Cow::Owned(c.as_bytes().to_vec())));
+            d.insert(
+                Cow::Borrowed(b"v"),
+                Value::Bytes(Cow::Owned(c.as_bytes().to_vec())),
+            );
         }
         if let Some(q) = self.reqq {
             d.insert(Cow::Borrowed(b"reqq"), Value::Integer(q as i64));

@@ -9,7 +9,7 @@ mod ext;
 #[cfg(test)]
 mod tests;
 
-pub use ext::{ExtHandshake, ExtError};
+pub use ext::{ExtError, ExtHandshake};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -40,7 +40,11 @@ impl Handshake {
         let mut reserved = [0u8; 8];
         reserved[5] |= 0x10; // BEP 10 extension protocol
         reserved[7] |= 0x04; // BEP 6 fast extension
-        Handshake { reserved, info_hash, peer_id }
+        Handshake {
+            reserved,
+            info_hash,
+            peer_id,
+        }
     }
     pub fn supports_extensions(&self) -> bool {
         self.reserved[5] & 0x10 != 0
@@ -86,7 +90,11 @@ pub enum Message {
     Have(u32),
     Bitfield(Bytes),
     Request(BlockRef),
-    Piece { index: u32, begin: u32, data: Bytes },
+    Piece {
+        index: u32,
+        begin: u32,
+        data: Bytes,
+    },
     Cancel(BlockRef),
     Port(u16),
     // BEP 6
@@ -96,15 +104,22 @@ pub enum Message {
     Reject(BlockRef),
     AllowedFast(u32),
     // BEP 10: id 0 is the handshake, others are the ids the receiver assigned.
-    Extended { id: u8, payload: Bytes },
+    Extended {
+        id: u8,
+        payload: Bytes,
+    },
     /// An id we do not know; BEP 3 says to ignore it.
-    Unknown { id: u8 },
+    Unknown {
+        id: u8,
+    },
 }
 
 /// Default maximum frame: a 16 KiB block plus header, or a bitfield for up to
 /// ~1 M pieces, whichever is larger is set by the caller via [`max_frame_for`].
 pub fn max_frame_for(num_pieces: usize) -> usize {
-    (BLOCK_SIZE as usize + 13).max(num_pieces.div_ceil(8) + 1).max(1 << 17)
+    (BLOCK_SIZE as usize + 13)
+        .max(num_pieces.div_ceil(8) + 1)
+        .max(1 << 17)
 }
 
 /// Length of the complete frame at the start of `buf`, if it is all there.
@@ -116,12 +131,18 @@ pub fn frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, WireError> {
     if len > max {
         return Err(WireError::TooLong { len, max });
     }
-    Ok(if buf.len() >= 4 + len { Some(4 + len) } else { None })
+    Ok(if buf.len() >= 4 + len {
+        Some(4 + len)
+    } else {
+        None
+    })
 }
 
 /// Takes one message off the front of `buf`. `Ok(None)`: need more bytes.
 pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Message>, WireError> {
-    let Some(total) = frame_len(buf, max)? else { return Ok(None) };
+    let Some(total) = frame_len(buf, max)? else {
+        return Ok(None);
+    };
     let mut frame = buf.split_to(total).freeze();
     frame.advance(4);
     if frame.is_empty() {
@@ -129,8 +150,18 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Message>, WireErr
     }
     let id = frame.get_u8();
     let len = frame.len();
-    let exact = |n: usize| if len == n { Ok(()) } else { Err(WireError::BadLength { id, len }) };
-    let block = |f: &mut Bytes| BlockRef { index: f.get_u32(), begin: f.get_u32(), length: f.get_u32() };
+    let exact = |n: usize| {
+        if len == n {
+            Ok(())
+        } else {
+            Err(WireError::BadLength { id, len })
+        }
+    };
+    let block = |f: &mut Bytes| BlockRef {
+        index: f.get_u32(),
+        begin: f.get_u32(),
+        length: f.get_u32(),
+    };
     Ok(Some(match id {
         0 => exact(0).map(|_| Message::Choke)?,
         1 => exact(0).map(|_| Message::Unchoke)?,
@@ -145,7 +176,11 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Message>, WireErr
             }
             let index = frame.get_u32();
             let begin = frame.get_u32();
-            Message::Piece { index, begin, data: frame }
+            Message::Piece {
+                index,
+                begin,
+                data: frame,
+            }
         }
         8 => exact(12).map(|_| Message::Cancel(block(&mut frame)))?,
         9 => exact(2).map(|_| Message::Port(frame.get_u16()))?,
@@ -159,7 +194,10 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Message>, WireErr
                 return Err(WireError::BadLength { id, len });
             }
             let ext = frame.get_u8();
-            Message::Extended { id: ext, payload: frame }
+            Message::Extended {
+                id: ext,
+                payload: frame,
+            }
         }
         other => Message::Unknown { id: other },
     }))
@@ -237,7 +275,12 @@ impl Message {
 }
 
 /// BEP 6 allowed-fast set: the pieces a peer at `ip` may request while choked.
-pub fn allowed_fast_set(ip: std::net::Ipv4Addr, info_hash: &[u8; 20], num_pieces: usize, k: usize) -> Vec<u32> {
+pub fn allowed_fast_set(
+    ip: std::net::Ipv4Addr,
+    info_hash: &[u8; 20],
+    num_pieces: usize,
+    k: usize,
+) -> Vec<u32> {
     use sha1::{Digest, Sha1};
     let mut out = Vec::new();
     if num_pieces == 0 {

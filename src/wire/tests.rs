@@ -11,7 +11,11 @@ fn roundtrip(m: Message) {
 
 #[test]
 fn all_messages_roundtrip() {
-    let blk = BlockRef { index: 3, begin: 16384, length: 16384 };
+    let blk = BlockRef {
+        index: 3,
+        begin: 16384,
+        length: 16384,
+    };
     for m in [
         Message::KeepAlive,
         Message::Choke,
@@ -21,7 +25,11 @@ fn all_messages_roundtrip() {
         Message::Have(7),
         Message::Bitfield(Bytes::from_static(&[0xff, 0x80])),
         Message::Request(blk),
-        Message::Piece { index: 1, begin: 2, data: Bytes::from_static(b"hello") },
+        Message::Piece {
+            index: 1,
+            begin: 2,
+            data: Bytes::from_static(b"hello"),
+        },
         Message::Cancel(blk),
         Message::Port(6881),
         Message::Suggest(4),
@@ -29,7 +37,10 @@ fn all_messages_roundtrip() {
         Message::HaveNone,
         Message::Reject(blk),
         Message::AllowedFast(9),
-        Message::Extended { id: 0, payload: Bytes::from_static(b"de") },
+        Message::Extended {
+            id: 0,
+            payload: Bytes::from_static(b"de"),
+        },
     ] {
         roundtrip(m);
     }
@@ -41,9 +52,18 @@ fn need_more_and_limits() {
     assert_eq!(decode(&mut b, 100), Ok(None));
     assert_eq!(b.len(), 6, "nothing consumed on short input");
     let mut b = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]);
-    assert_eq!(decode(&mut b, 1 << 17), Err(WireError::TooLong { len: 0x7fff_ffff, max: 1 << 17 }));
+    assert_eq!(
+        decode(&mut b, 1 << 17),
+        Err(WireError::TooLong {
+            len: 0x7fff_ffff,
+            max: 1 << 17
+        })
+    );
     let mut b = BytesMut::from(&[0u8, 0, 0, 2, 4, 1][..]);
-    assert_eq!(decode(&mut b, 100), Err(WireError::BadLength { id: 4, len: 1 }));
+    assert_eq!(
+        decode(&mut b, 100),
+        Err(WireError::BadLength { id: 4, len: 1 })
+    );
     let mut b = BytesMut::from(&[0u8, 0, 0, 1, 99][..]);
     assert_eq!(decode(&mut b, 100), Ok(Some(Message::Unknown { id: 99 })));
 }
@@ -68,9 +88,15 @@ fn bep6_allowed_fast_vector() {
 
 #[test]
 fn ext_handshake_roundtrip_and_extra() {
-    let mut h = ExtHandshake { port: Some(6881), client: Some("btt".into()), reqq: Some(250), ..Default::default() };
+    let mut h = ExtHandshake {
+        port: Some(6881),
+        client: Some("btt".into()),
+        reqq: Some(250),
+        ..Default::default()
+    };
     h.m.insert("ut_metadata".into(), 3);
-    h.extra.insert("x_price".into(), bendy::value::Value::Integer(2000));
+    h.extra
+        .insert("x_price".into(), bendy::value::Value::Integer(2000));
     let d = ExtHandshake::decode(&h.encode()).unwrap();
     assert_eq!(d, h);
     assert!(ExtHandshake::decode(b"i1e").is_err());

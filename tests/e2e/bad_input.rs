@@ -8,7 +8,14 @@ use std::time::Duration;
 fn mount_err(d: &std::path::Path, torrent: &std::path::Path) -> String {
     let mnt = d.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
-    let out = Command::new("timeout").arg("20").arg(BTT_MOUNT).arg(torrent).arg(&mnt).arg("--no-trackers").output().unwrap();
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(BTT_MOUNT)
+        .arg(torrent)
+        .arg(&mnt)
+        .arg("--no-trackers")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "must fail");
     assert!(!err.contains("panicked"), "{err}");
@@ -26,7 +33,10 @@ fn corrupt_and_hostile_torrents() {
     let t = d.join("bad.torrent");
     std::fs::write(&t, &good[..good.len() / 2]).unwrap();
     let e = mount_err(d, &t);
-    assert!(e.contains("invalid torrent") && e.contains("bencode"), "{e}");
+    assert!(
+        e.contains("invalid torrent") && e.contains("bencode"),
+        "{e}"
+    );
     let mut flipped = good.clone();
     let at = flipped.windows(6).position(|w| w == b"pieces").unwrap();
     flipped[at + 6] = b'x';
@@ -54,7 +64,8 @@ fn fake_peer(reply_hash: [u8; 20], after: &'static [u8]) -> (u16, std::thread::J
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut hs = [0u8; 68];
         s.read_exact(&mut hs).unwrap();
-        s.write_all(&btt::wire::Handshake::new(reply_hash, *b"-XX0000-hostilepeer!").encode()).unwrap();
+        s.write_all(&btt::wire::Handshake::new(reply_hash, *b"-XX0000-hostilepeer!").encode())
+            .unwrap();
         let _ = s.write_all(after);
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest); // returns when btt closes the connection
@@ -77,16 +88,48 @@ fn peer_with_wrong_info_hash_is_refused() {
     let tb = one_file(d, 2);
     // Outgoing: the peer answers with another torrent's hash.
     let (port, fake) = fake_peer([7; 20], b"");
-    let m = Mount::start(d, &ta, &["--no-trackers", "--peer", &format!("127.0.0.1:{port}"), "--read-timeout", "2"]);
+    let m = Mount::start(
+        d,
+        &ta,
+        &[
+            "--no-trackers",
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--read-timeout",
+            "2",
+        ],
+    );
     let e = read_file_timeout(&m.mnt.join("a.bin"), Duration::from_secs(20)).unwrap_err();
     assert!(e.contains("Input/output error"), "{e}");
-    assert!(wait_until(Duration::from_secs(3), || m.log().contains("peer is for another torrent")), "{}", m.log());
+    assert!(
+        wait_until(Duration::from_secs(3), || m
+            .log()
+            .contains("peer is for another torrent")),
+        "{}",
+        m.log()
+    );
     fake.join().unwrap();
     // Incoming: a mount of torrent A dials `btt seed` of torrent B, which refuses it.
     let sport = free_port();
-    let other = btt_seed(&tb, &d.join("seed2"), sport, &d.join("other.log"), &["--no-trackers"]);
-    let m2 = Mount::start(&d.join("m2"), &ta, &["--no-trackers", "--peer", &format!("127.0.0.1:{sport}")]);
-    assert!(wait_until(Duration::from_secs(5), || other.log_text().contains("peer is for another torrent")), "{}", other.log_text());
+    let other = btt_seed(
+        &tb,
+        &d.join("seed2"),
+        sport,
+        &d.join("other.log"),
+        &["--no-trackers"],
+    );
+    let m2 = Mount::start(
+        &d.join("m2"),
+        &ta,
+        &["--no-trackers", "--peer", &format!("127.0.0.1:{sport}")],
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || other
+            .log_text()
+            .contains("peer is for another torrent")),
+        "{}",
+        other.log_text()
+    );
     drop(m2);
 }
 
@@ -101,8 +144,27 @@ fn oversized_wire_message_drops_the_peer_only() {
     let t = make_torrent(&a, 32 * 1024, &[]);
     let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(&t).unwrap()).unwrap();
     let (port, fake) = fake_peer(meta.info_hash.0, &[0x7f, 0xff, 0xff, 0xff, 7]);
-    let m = Mount::start(d, &t, &["--no-trackers", "--peer", &format!("127.0.0.1:{port}"), "--read-timeout", "1"]);
-    assert!(wait_until(Duration::from_secs(10), || m.log().contains("exceeds the limit")), "{}", m.log());
+    let m = Mount::start(
+        d,
+        &t,
+        &[
+            "--no-trackers",
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--read-timeout",
+            "1",
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || m
+            .log()
+            .contains("exceeds the limit")),
+        "{}",
+        m.log()
+    );
     fake.join().unwrap();
-    assert!(std::fs::metadata(m.mnt.join("a.bin")).is_ok(), "mount still serves metadata");
+    assert!(
+        std::fs::metadata(m.mnt.join("a.bin")).is_ok(),
+        "mount still serves metadata"
+    );
 }

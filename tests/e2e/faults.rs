@@ -15,7 +15,8 @@ fn single(d: &std::path::Path, len: usize, piece: u64) -> (std::path::PathBuf, s
 /// `cat FILE > OUT` in the background, killed on drop.
 fn background_cat(file: &std::path::Path, out: &std::path::Path) -> Proc {
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(format!("cat '{}' > '{}'", file.display(), out.display()));
+    cmd.arg("-c")
+        .arg(format!("cat '{}' > '{}'", file.display(), out.display()));
     Proc::spawn("cat", &mut cmd, &out.with_extension("err"))
 }
 
@@ -26,21 +27,50 @@ fn seeder_killed_mid_read_then_restarted() {
     let (torrent, content) = single(d, 16 << 20, 64 * 1024);
     let port = free_port();
     let peer = format!("127.0.0.1:{port}");
-    let mut seed = btt_seed(&torrent, &d.join("seed"), port, &d.join("seed1.log"), &["--no-trackers"]);
+    let mut seed = btt_seed(
+        &torrent,
+        &d.join("seed"),
+        port,
+        &d.join("seed1.log"),
+        &["--no-trackers"],
+    );
     let m = Mount::start(d, &torrent, &["--no-trackers", "--peer", &peer]);
     let f = m.mnt.join("data.bin");
     // The first MiB arrives while the seeder is up…
-    let head = Command::new("timeout").arg("30").arg("head").args(["-c", "1048576"]).arg(&f).output().unwrap();
+    let head = Command::new("timeout")
+        .arg("30")
+        .arg("head")
+        .args(["-c", "1048576"])
+        .arg(&f)
+        .output()
+        .unwrap();
     assert_eq!(head.stdout.len(), 1 << 20);
-    drop(std::mem::replace(&mut seed, Proc::spawn("true", &mut Command::new("true"), &d.join("x.log"))));
+    drop(std::mem::replace(
+        &mut seed,
+        Proc::spawn("true", &mut Command::new("true"), &d.join("x.log")),
+    ));
     // …then it dies, and a full read blocks part-way.
     let out = d.join("out.bin");
     let mut reader = background_cat(&f, &out);
-    assert!(reader.wait_exit(Duration::from_secs(2)).is_none(), "read must wait for the missing pieces");
-    let _seed2 = btt_seed(&torrent, &d.join("seed"), port, &d.join("seed2.log"), &["--no-trackers"]);
-    let st = reader.wait_exit(Duration::from_secs(60)).expect("reader completes once the seeder is back");
+    assert!(
+        reader.wait_exit(Duration::from_secs(2)).is_none(),
+        "read must wait for the missing pieces"
+    );
+    let _seed2 = btt_seed(
+        &torrent,
+        &d.join("seed"),
+        port,
+        &d.join("seed2.log"),
+        &["--no-trackers"],
+    );
+    let st = reader
+        .wait_exit(Duration::from_secs(60))
+        .expect("reader completes once the seeder is back");
     assert!(st.success());
-    assert!(std::fs::read(&out).unwrap() == std::fs::read(&content).unwrap(), "byte-exact");
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&content).unwrap(),
+        "byte-exact"
+    );
 }
 
 #[test]
@@ -49,7 +79,11 @@ fn no_peer_metadata_at_once_read_times_out_and_writes_refused() {
     let d = d.path();
     let (torrent, _) = single(d, 1 << 20, 32 * 1024);
     let dead = format!("127.0.0.1:{}", free_port());
-    let m = Mount::start(d, &torrent, &["--no-trackers", "--peer", &dead, "--read-timeout", "2"]);
+    let m = Mount::start(
+        d,
+        &torrent,
+        &["--no-trackers", "--peer", &dead, "--read-timeout", "2"],
+    );
     let f = m.mnt.join("data.bin");
     let t = Instant::now();
     let ls = Command::new("ls").arg("-l").arg(&m.mnt).output().unwrap();
@@ -57,14 +91,32 @@ fn no_peer_metadata_at_once_read_times_out_and_writes_refused() {
     let took = t.elapsed();
     assert!(ls.status.success() && st.status.success());
     assert!(String::from_utf8_lossy(&ls.stdout).contains("1048576"));
-    assert!(took < Duration::from_secs(2), "ls+stat took {took:?} with no peers");
+    assert!(
+        took < Duration::from_secs(2),
+        "ls+stat took {took:?} with no peers"
+    );
     let t = Instant::now();
     let err = read_file_timeout(&f, Duration::from_secs(30)).unwrap_err();
     assert!(err.contains("Input/output error"), "{err}");
-    assert!(t.elapsed() >= Duration::from_millis(1900) && t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
-    let touch = Command::new("touch").arg(m.mnt.join("new")).output().unwrap();
-    assert!(String::from_utf8_lossy(&touch.stderr).contains("Read-only file system"), "{:?}", touch);
-    let write = Command::new("sh").arg("-c").arg(format!("echo x >> '{}'", f.display())).output().unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(1900) && t.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        t.elapsed()
+    );
+    let touch = Command::new("touch")
+        .arg(m.mnt.join("new"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&touch.stderr).contains("Read-only file system"),
+        "{:?}",
+        touch
+    );
+    let write = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo x >> '{}'", f.display()))
+        .output()
+        .unwrap();
     assert!(!write.status.success());
     assert!(is_mounted(&m.mnt), "still mounted after the timeout");
 }
@@ -75,18 +127,35 @@ fn blocked_read_then(stop: impl FnOnce(&Mount)) {
     let (torrent, _) = single(d, 1 << 20, 32 * 1024);
     let dead = format!("127.0.0.1:{}", free_port());
     let mut m = Mount::start(d, &torrent, &["--no-trackers", "--peer", &dead]);
-    let mut reader = Proc::spawn("cat", Command::new("cat").arg(m.mnt.join("data.bin")).stdout(Stdio::null()), &d.join("cat.err"));
-    assert!(reader.wait_exit(Duration::from_millis(800)).is_none(), "read is blocked");
+    let mut reader = Proc::spawn(
+        "cat",
+        Command::new("cat")
+            .arg(m.mnt.join("data.bin"))
+            .stdout(Stdio::null()),
+        &d.join("cat.err"),
+    );
+    assert!(
+        reader.wait_exit(Duration::from_millis(800)).is_none(),
+        "read is blocked"
+    );
     let t = Instant::now();
     stop(&m);
-    let st = m.proc.wait_exit(Duration::from_secs(3)).expect("btt-mount exits promptly");
+    let st = m
+        .proc
+        .wait_exit(Duration::from_secs(3))
+        .expect("btt-mount exits promptly");
     let took = t.elapsed();
     assert!(took < Duration::from_secs(2), "unmount took {took:?}");
     assert!(st.success(), "btt-mount exit status {st}");
-    let rs = reader.wait_exit(Duration::from_secs(3)).expect("blocked reader released");
+    let rs = reader
+        .wait_exit(Duration::from_secs(3))
+        .expect("blocked reader released");
     assert!(!rs.success());
     let err = std::fs::read_to_string(d.join("cat.err")).unwrap();
-    assert!(err.contains("Input/output error") || err.contains("Transport endpoint"), "{err}");
+    assert!(
+        err.contains("Input/output error") || err.contains("Transport endpoint"),
+        "{err}"
+    );
     assert!(wait_until(Duration::from_secs(2), || !is_mounted(&m.mnt)));
 }
 
@@ -103,14 +172,24 @@ fn sigint_while_read_blocked() {
 #[test]
 fn lazy_umount_while_read_blocked() {
     blocked_read_then(|m| {
-        assert!(Command::new("umount").arg("-l").arg(&m.mnt).status().unwrap().success());
+        assert!(Command::new("umount")
+            .arg("-l")
+            .arg(&m.mnt)
+            .status()
+            .unwrap()
+            .success());
     });
 }
 
 #[test]
 fn fusermount_lazy_while_read_blocked() {
     blocked_read_then(|m| {
-        assert!(Command::new("fusermount3").args(["-u", "-z"]).arg(&m.mnt).status().unwrap().success());
+        assert!(Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&m.mnt)
+            .status()
+            .unwrap()
+            .success());
     });
 }
 
@@ -120,8 +199,16 @@ fn plain_umount_when_idle() {
     let d = d.path();
     let (torrent, _) = single(d, 100_000, 32 * 1024);
     let mut m = Mount::start(d, &torrent, &["--no-trackers"]);
-    assert!(Command::new("umount").arg(&m.mnt).status().unwrap().success());
-    assert!(m.proc.wait_exit(Duration::from_secs(2)).expect("exits after umount").success());
+    assert!(Command::new("umount")
+        .arg(&m.mnt)
+        .status()
+        .unwrap()
+        .success());
+    assert!(m
+        .proc
+        .wait_exit(Duration::from_secs(2))
+        .expect("exits after umount")
+        .success());
 }
 
 #[test]
@@ -131,10 +218,19 @@ fn killed_reader_stops_waiting() {
     let (torrent, _) = single(d, 1 << 20, 32 * 1024);
     let dead = format!("127.0.0.1:{}", free_port());
     let m = Mount::start(d, &torrent, &["--no-trackers", "--peer", &dead]);
-    let mut reader = Proc::spawn("cat", Command::new("cat").arg(m.mnt.join("data.bin")).stdout(Stdio::null()), &d.join("cat.err"));
+    let mut reader = Proc::spawn(
+        "cat",
+        Command::new("cat")
+            .arg(m.mnt.join("data.bin"))
+            .stdout(Stdio::null()),
+        &d.join("cat.err"),
+    );
     std::thread::sleep(Duration::from_millis(500));
     reader.signal(libc::SIGKILL);
-    assert!(reader.wait_exit(Duration::from_secs(3)).is_some(), "a killed reader must not hang in the kernel");
+    assert!(
+        reader.wait_exit(Duration::from_secs(3)).is_some(),
+        "a killed reader must not hang in the kernel"
+    );
     assert!(is_mounted(&m.mnt));
 }
 
@@ -157,17 +253,39 @@ fn corrupt_peer_is_dropped_and_data_comes_from_another() {
     let bad_peer = format!("127.0.0.1:{bad_port}");
     let m = Mount::start(d, &torrent, &["--no-trackers", "--peer", &bad_peer]);
     // Only the corrupt peer at first: it must be caught and dropped.
-    assert!(wait_until(Duration::from_secs(5), || {
-        let _ = Command::new("timeout").args(["1", "head", "-c", "1"]).arg(m.mnt.join("data.bin")).output();
-        m.log().contains("failed the hash check")
-    }), "corrupt data not detected:\n{}", m.log());
-    let _good = btt_seed(&torrent, &d.join("seed"), good_port, &d.join("good.log"), &["--no-trackers"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let _ = Command::new("timeout")
+                .args(["1", "head", "-c", "1"])
+                .arg(m.mnt.join("data.bin"))
+                .output();
+            m.log().contains("failed the hash check")
+        }),
+        "corrupt data not detected:\n{}",
+        m.log()
+    );
+    let _good = btt_seed(
+        &torrent,
+        &d.join("seed"),
+        good_port,
+        &d.join("good.log"),
+        &["--no-trackers"],
+    );
     // Point the mount at the good peer by remounting with both; the bad one is dropped again.
     drop(m);
-    let both = ["--no-trackers", "--peer", &bad_peer, "--peer", &format!("127.0.0.1:{good_port}")];
+    let both = [
+        "--no-trackers",
+        "--peer",
+        &bad_peer,
+        "--peer",
+        &format!("127.0.0.1:{good_port}"),
+    ];
     let m = Mount::start(&d.join("again"), &torrent, &both);
     let data = read_file_timeout(&m.mnt.join("data.bin"), Duration::from_secs(60)).unwrap();
-    assert!(data == std::fs::read(&content).unwrap(), "byte-exact from the good peer");
+    assert!(
+        data == std::fs::read(&content).unwrap(),
+        "byte-exact from the good peer"
+    );
 }
 
 #[test]
@@ -179,16 +297,56 @@ fn remount_downloads_nothing_again() {
     let data_dir = d.join("keep");
     let dd = data_dir.to_str().unwrap();
     {
-        let _seed = btt_seed(&torrent, &d.join("seed"), port, &d.join("seed.log"), &["--no-trackers"]);
-        let m = Mount::start(&d.join("m1"), &torrent, &["--no-trackers", "--peer", &format!("127.0.0.1:{port}"), "--data-dir", dd]);
-        assert!(read_file_timeout(&m.mnt.join("data.bin"), Duration::from_secs(60)).unwrap() == std::fs::read(&content).unwrap());
+        let _seed = btt_seed(
+            &torrent,
+            &d.join("seed"),
+            port,
+            &d.join("seed.log"),
+            &["--no-trackers"],
+        );
+        let m = Mount::start(
+            &d.join("m1"),
+            &torrent,
+            &[
+                "--no-trackers",
+                "--peer",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+                dd,
+            ],
+        );
+        assert!(
+            read_file_timeout(&m.mnt.join("data.bin"), Duration::from_secs(60)).unwrap()
+                == std::fs::read(&content).unwrap()
+        );
     }
     // No seeder now: every byte must come from the kept data.
-    let m = Mount::start(&d.join("m2"), &torrent, &["--no-trackers", "--peer", &format!("127.0.0.1:{port}"), "--data-dir", dd, "--read-timeout", "5"]);
-    assert!(read_file_timeout(&m.mnt.join("data.bin"), Duration::from_secs(30)).unwrap() == std::fs::read(&content).unwrap());
+    let m = Mount::start(
+        &d.join("m2"),
+        &torrent,
+        &[
+            "--no-trackers",
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            dd,
+            "--read-timeout",
+            "5",
+        ],
+    );
+    assert!(
+        read_file_timeout(&m.mnt.join("data.bin"), Duration::from_secs(30)).unwrap()
+            == std::fs::read(&content).unwrap()
+    );
     let log = m.log();
-    assert!(log.contains(&format!("have={}", (3 << 20) / (64 * 1024))), "resumed with all pieces:\n{log}");
-    assert!(!log.contains("peer connected"), "nothing was downloaded:\n{log}");
+    assert!(
+        log.contains(&format!("have={}", (3 << 20) / (64 * 1024))),
+        "resumed with all pieces:\n{log}"
+    );
+    assert!(
+        !log.contains("peer connected"),
+        "nothing was downloaded:\n{log}"
+    );
 }
 
 #[test]
@@ -197,8 +355,23 @@ fn no_keep_deletes_data_on_unmount() {
     let d = d.path();
     let (torrent, _) = single(d, 300_000, 32 * 1024);
     let port = free_port();
-    let _seed = btt_seed(&torrent, &d.join("seed"), port, &d.join("seed.log"), &["--no-trackers"]);
-    let mut m = Mount::start(d, &torrent, &["--no-trackers", "--peer", &format!("127.0.0.1:{port}"), "--no-keep"]);
+    let _seed = btt_seed(
+        &torrent,
+        &d.join("seed"),
+        port,
+        &d.join("seed.log"),
+        &["--no-trackers"],
+    );
+    let mut m = Mount::start(
+        d,
+        &torrent,
+        &[
+            "--no-trackers",
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--no-keep",
+        ],
+    );
     read_file_timeout(&m.mnt.join("data.bin"), Duration::from_secs(30)).unwrap();
     let data = d.join("data");
     assert!(std::fs::read_dir(&data).unwrap().count() > 0);

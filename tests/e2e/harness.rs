@@ -28,8 +28,14 @@ impl Proc {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e} (is it installed? run tests/setup.sh)"));
-        Proc { child, name: name.into(), log: log.to_path_buf() }
+            .unwrap_or_else(|e| {
+                panic!("starting {name}: {e} (is it installed? run tests/setup.sh)")
+            });
+        Proc {
+            child,
+            name: name.into(),
+            log: log.to_path_buf(),
+        }
     }
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -58,7 +64,11 @@ impl Drop for Proc {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let log = self.log_text();
-            eprintln!("--- {} log ---\n{}", self.name, &log[log.len().saturating_sub(3000)..]);
+            eprintln!(
+                "--- {} log ---\n{}",
+                self.name,
+                &log[log.len().saturating_sub(3000)..]
+            );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -68,7 +78,10 @@ impl Drop for Proc {
 /// A scratch dir, traversable by other users (opentracker and VLC run as `nobody`).
 pub fn tmpdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
-    let d = tempfile::Builder::new().prefix("btt-e2e-").tempdir().expect("tempdir");
+    let d = tempfile::Builder::new()
+        .prefix("btt-e2e-")
+        .tempdir()
+        .expect("tempdir");
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d
 }
@@ -76,7 +89,11 @@ pub fn tmpdir() -> tempfile::TempDir {
 pub fn free_port() -> u16 {
     // Bind to an ephemeral port and release it; collisions between parallel tests
     // are avoided by the kernel handing out distinct ports.
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn wait_until(t: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -141,7 +158,10 @@ pub fn make_torrent(content: &Path, piece: u64, trackers: &[String]) -> PathBuf 
         ..Default::default()
     };
     let bytes = btt::create::create_torrent(content, &opts).expect("create torrent");
-    let out = content.parent().unwrap().join(format!("{}.torrent", content.file_name().unwrap().to_string_lossy()));
+    let out = content.parent().unwrap().join(format!(
+        "{}.torrent",
+        content.file_name().unwrap().to_string_lossy()
+    ));
     std::fs::write(&out, bytes).unwrap();
     out
 }
@@ -149,7 +169,10 @@ pub fn make_torrent(content: &Path, piece: u64, trackers: &[String]) -> PathBuf 
 /// All regular files under `root`, relative paths → contents, sorted.
 pub fn read_tree(root: &Path) -> Vec<(String, Vec<u8>)> {
     fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-        let mut es: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        let mut es: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
         es.sort_by_key(|e| e.file_name());
         for e in es {
             let p = e.path();
@@ -157,7 +180,11 @@ pub fn read_tree(root: &Path) -> Vec<(String, Vec<u8>)> {
                 walk(&p, root, out);
             } else {
                 let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                out.push((rel, read_file_timeout(&p, Duration::from_secs(120)).unwrap_or_else(|e| panic!("{}: {e}", p.display()))));
+                out.push((
+                    rel,
+                    read_file_timeout(&p, Duration::from_secs(120))
+                        .unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+                ));
             }
         }
     }
@@ -187,7 +214,11 @@ pub fn read_file_timeout(p: &Path, t: Duration) -> Result<Vec<u8>, String> {
             let data = reader.join().unwrap();
             let mut err = String::new();
             let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-            return if st.success() { Ok(data) } else { Err(format!("cat failed ({st}): {err}")) };
+            return if st.success() {
+                Ok(data)
+            } else {
+                Err(format!("cat failed ({st}): {err}"))
+            };
         }
         if Instant::now() > end {
             let _ = child.kill();
@@ -200,7 +231,10 @@ pub fn read_file_timeout(p: &Path, t: Duration) -> Result<Vec<u8>, String> {
 
 pub fn is_mounted(mnt: &Path) -> bool {
     let want = mnt.to_string_lossy().replace(' ', "\\040");
-    std::fs::read_to_string("/proc/mounts").unwrap_or_default().lines().any(|l| l.split(' ').nth(1) == Some(&want))
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(&want))
 }
 
 /// A `btt-mount --foreground` process; unmounted and killed on drop.
@@ -218,15 +252,25 @@ impl Mount {
         let mnt = dir.join("mnt");
         std::fs::create_dir_all(&mnt).unwrap();
         let mut cmd = Command::new(BTT_MOUNT);
-        cmd.arg(torrent).arg(&mnt).arg("--foreground").args(["--listen", "127.0.0.1:0", "--log-file"]).arg(dir.join("mount.log"));
+        cmd.arg(torrent)
+            .arg(&mnt)
+            .arg("--foreground")
+            .args(["--listen", "127.0.0.1:0", "--log-file"])
+            .arg(dir.join("mount.log"));
         if !args.contains(&"--data-dir") {
             cmd.arg("--data-dir").arg(dir.join("data"));
         }
         cmd.args(args).env("RUST_LOG", "btt=debug,info");
         let mut proc = Proc::spawn("btt-mount", &mut cmd, &dir.join("mount.out"));
-        let ok = wait_until(Duration::from_secs(15), || is_mounted(&mnt) || proc.child.try_wait().ok().flatten().is_some());
+        let ok = wait_until(Duration::from_secs(15), || {
+            is_mounted(&mnt) || proc.child.try_wait().ok().flatten().is_some()
+        });
         if !ok || !is_mounted(&mnt) {
-            return Err(format!("mount failed: {}\n{}", proc.log_text(), std::fs::read_to_string(dir.join("mount.log")).unwrap_or_default()));
+            return Err(format!(
+                "mount failed: {}\n{}",
+                proc.log_text(),
+                std::fs::read_to_string(dir.join("mount.log")).unwrap_or_default()
+            ));
         }
         let _ = &mut proc;
         Ok(Mount { mnt, proc })
@@ -241,10 +285,17 @@ impl Drop for Mount {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let log = self.log();
-            eprintln!("--- mount log ({}) ---\n{}", self.mnt.display(), &log[log.len().saturating_sub(6000)..]);
+            eprintln!(
+                "--- mount log ({}) ---\n{}",
+                self.mnt.display(),
+                &log[log.len().saturating_sub(6000)..]
+            );
         }
         if is_mounted(&self.mnt) {
-            let _ = Command::new("fusermount3").args(["-u", "-z", "--"]).arg(&self.mnt).status();
+            let _ = Command::new("fusermount3")
+                .args(["-u", "-z", "--"])
+                .arg(&self.mnt)
+                .status();
         }
         self.proc.signal(libc::SIGTERM);
         let _ = self.proc.wait_exit(Duration::from_secs(3));
@@ -258,7 +309,13 @@ impl Drop for Mount {
 pub fn opentracker(dir: &Path, port: u16, torrents: &[&Path]) -> Proc {
     let hashes: String = torrents
         .iter()
-        .map(|t| btt::metainfo::Metainfo::from_bytes(&std::fs::read(t).unwrap()).unwrap().info_hash.hex() + "\n")
+        .map(|t| {
+            btt::metainfo::Metainfo::from_bytes(&std::fs::read(t).unwrap())
+                .unwrap()
+                .info_hash
+                .hex()
+                + "\n"
+        })
         .collect();
     // It changes to / and drops to `nobody` before reading the list: give it an
     // absolute path that `nobody` can read.
@@ -267,10 +324,25 @@ pub fn opentracker(dir: &Path, port: u16, torrents: &[&Path]) -> Proc {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(root.join("whitelist"), hashes).unwrap();
-    std::fs::set_permissions(root.join("whitelist"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        root.join("whitelist"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let p = Proc::spawn(
         "opentracker",
-        Command::new("opentracker").current_dir(&root).args(["-i", "127.0.0.1", "-p", &port.to_string(), "-P", &port.to_string(), "-w"]).arg(root.join("whitelist")),
+        Command::new("opentracker")
+            .current_dir(&root)
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-P",
+                &port.to_string(),
+                "-w",
+            ])
+            .arg(root.join("whitelist")),
         &dir.join("opentracker.log"),
     );
     wait_port(port, Duration::from_secs(10));
@@ -282,8 +354,20 @@ pub fn aria2_seed(torrent: &Path, data: &Path, port: u16, log: &Path, unverified
     let mut cmd = Command::new("aria2c");
     cmd.arg(torrent)
         .arg(format!("--dir={}", data.display()))
-        .args(["--seed-ratio=0.0", "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false"])
-        .args(["--bt-external-ip=127.0.0.1", "--disable-ipv6=true", "--file-allocation=none", "--summary-interval=0", "--console-log-level=warn"])
+        .args([
+            "--seed-ratio=0.0",
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+        ])
+        .args([
+            "--bt-external-ip=127.0.0.1",
+            "--disable-ipv6=true",
+            "--file-allocation=none",
+            "--summary-interval=0",
+            "--console-log-level=warn",
+        ])
         .arg(format!("--listen-port={port}"));
     if unverified {
         cmd.args(["--bt-seed-unverified=true", "--check-integrity=false"]);
@@ -318,7 +402,11 @@ pub fn transmission_seed(torrent: &Path, data: &Path, port: u16, dir: &Path) -> 
     std::fs::copy(torrent, watch.join("t.torrent")).unwrap();
     let p = Proc::spawn(
         "transmission-daemon",
-        Command::new("transmission-daemon").arg("-f").arg("-g").arg(&conf).args(["-O", "-Y", "-M"]),
+        Command::new("transmission-daemon")
+            .arg("-f")
+            .arg("-g")
+            .arg(&conf)
+            .args(["-O", "-Y", "-M"]),
         &dir.join("transmission.log"),
     );
     wait_port(port, Duration::from_secs(30));
@@ -363,7 +451,12 @@ WebUI\\Enabled=false\nWebUI\\Port={}\nWebUI\\Address=127.0.0.1\n",
 
 pub fn btt_seed(torrent: &Path, data: &Path, port: u16, log: &Path, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(BTT);
-    cmd.arg("seed").arg(torrent).arg("--data").arg(data).args(["--listen", &format!("127.0.0.1:{port}")]).args(extra);
+    cmd.arg("seed")
+        .arg(torrent)
+        .arg("--data")
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra);
     let p = Proc::spawn("btt seed", &mut cmd, log);
     wait_port(port, Duration::from_secs(30));
     p
@@ -373,7 +466,11 @@ pub fn btt_seed(torrent: &Path, data: &Path, port: u16, log: &Path, extra: &[&st
 pub fn assert_tree_eq(mounted: &Path, source: &Path) {
     let a = read_tree(mounted);
     let b = read_tree(source);
-    let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(n, d)| (n.clone(), d.len())).collect::<Vec<_>>();
+    let names = |v: &[(String, Vec<u8>)]| {
+        v.iter()
+            .map(|(n, d)| (n.clone(), d.len()))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(names(&a), names(&b), "listing and sizes differ");
     for ((n, x), (_, y)) in a.iter().zip(&b) {
         assert!(x == y, "{n}: contents differ");

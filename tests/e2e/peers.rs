@@ -36,12 +36,24 @@ fn read_from(client: Client) {
     {
         let m = Mount::start(&d.join("via-tracker"), &torrent, &[]);
         assert_tree_eq(&m.mnt.join("tree"), &content);
-        assert!(m.log().contains("announced"), "found through the tracker:\n{}", m.log());
+        assert!(
+            m.log().contains("announced"),
+            "found through the tracker:\n{}",
+            m.log()
+        );
     }
     {
-        let ip = if matches!(client, Client::Qbittorrent) { QBT_IP } else { "127.0.0.1" };
+        let ip = if matches!(client, Client::Qbittorrent) {
+            QBT_IP
+        } else {
+            "127.0.0.1"
+        };
         let peer = format!("{ip}:{port}");
-        let m = Mount::start(&d.join("via-peer"), &torrent, &["--no-trackers", "--peer", &peer]);
+        let m = Mount::start(
+            &d.join("via-peer"),
+            &torrent,
+            &["--no-trackers", "--peer", &peer],
+        );
         assert_tree_eq(&m.mnt.join("tree"), &content);
     }
 }
@@ -68,9 +80,19 @@ fn aria2_downloads_from_btt_seed() {
     let content = d.join("seed/tree");
     make_tree(&content, TRICKY);
     let tport = free_port();
-    let torrent = make_torrent(&content, 64 * 1024, &[format!("http://127.0.0.1:{tport}/announce")]);
+    let torrent = make_torrent(
+        &content,
+        64 * 1024,
+        &[format!("http://127.0.0.1:{tport}/announce")],
+    );
     let _tracker = opentracker(d, tport, &[&torrent]);
-    let _seed = btt_seed(&torrent, &d.join("seed"), free_port(), &d.join("seed.log"), &[]);
+    let _seed = btt_seed(
+        &torrent,
+        &d.join("seed"),
+        free_port(),
+        &d.join("seed.log"),
+        &[],
+    );
     let out = d.join("down");
     std::fs::create_dir_all(&out).unwrap();
     let mut aria = Proc::spawn(
@@ -78,12 +100,25 @@ fn aria2_downloads_from_btt_seed() {
         std::process::Command::new("aria2c")
             .arg(&torrent)
             .arg(format!("--dir={}", out.display()))
-            .args(["--seed-time=0", "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false"])
-            .args(["--disable-ipv6=true", "--summary-interval=0", "--console-log-level=warn", "--bt-tracker-interval=2"])
+            .args([
+                "--seed-time=0",
+                "--enable-dht=false",
+                "--enable-dht6=false",
+                "--bt-enable-lpd=false",
+                "--enable-peer-exchange=false",
+            ])
+            .args([
+                "--disable-ipv6=true",
+                "--summary-interval=0",
+                "--console-log-level=warn",
+                "--bt-tracker-interval=2",
+            ])
             .arg(format!("--listen-port={}", free_port())),
         &d.join("aria2.log"),
     );
-    let st = aria.wait_exit(Duration::from_secs(120)).expect("aria2c finished");
+    let st = aria
+        .wait_exit(Duration::from_secs(120))
+        .expect("aria2c finished");
     assert!(st.success(), "aria2c failed: {}", aria.log_text());
     assert_tree_eq(&out.join("tree"), &content);
 }
@@ -96,17 +131,38 @@ fn multi_file_listing_sizes_and_metadata() {
     make_tree(&content, TRICKY);
     let torrent = make_torrent(&content, 32 * 1024, &[]);
     let port = free_port();
-    let _seed = btt_seed(&torrent, &d.join("seed"), port, &d.join("seed.log"), &["--no-trackers"]);
-    let m = Mount::start(d, &torrent, &["--no-trackers", "--peer", &format!("127.0.0.1:{port}")]);
+    let _seed = btt_seed(
+        &torrent,
+        &d.join("seed"),
+        port,
+        &d.join("seed.log"),
+        &["--no-trackers"],
+    );
+    let m = Mount::start(
+        d,
+        &torrent,
+        &["--no-trackers", "--peer", &format!("127.0.0.1:{port}")],
+    );
     let root = m.mnt.join("tree");
     for (rel, len) in TRICKY {
         let md = std::fs::metadata(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
         assert_eq!(md.len(), *len as u64, "{rel}");
         assert!(md.permissions().readonly());
     }
-    let mut top: Vec<String> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut top: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     top.sort();
-    assert_eq!(top, vec!["big file.bin", "empty", "nested", "one", "z last.bin"]);
+    assert_eq!(
+        top,
+        vec!["big file.bin", "empty", "nested", "one", "z last.bin"]
+    );
     assert_tree_eq(&root, &content);
-    assert_ne!(read_file_timeout(Path::new(&root.join("one")), Duration::from_secs(10)).unwrap().len(), 0);
+    assert_ne!(
+        read_file_timeout(Path::new(&root.join("one")), Duration::from_secs(10))
+            .unwrap()
+            .len(),
+        0
+    );
 }

@@ -8,9 +8,30 @@ use std::time::Duration;
 
 fn ffmpeg_make(out: &Path) {
     let st = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=1920x1080:rate=10:duration=36"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=1920x1080:rate=10:duration=36",
+        ])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=36"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "20", "-c:a", "aac", "-shortest"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "20",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
         .arg(out)
         .status()
         .expect("ffmpeg");
@@ -19,8 +40,16 @@ fn ffmpeg_make(out: &Path) {
 
 fn run_ok(cmd: &mut Command, what: &str) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{what} failed ({}):\n{text}", out.status);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{text}",
+        out.status
+    );
     text
 }
 
@@ -38,29 +67,90 @@ fn video_probe_seek_decode_and_play() {
     assert!(pos(b"moov") > pos(b"mdat"), "the index must be at the end");
     let torrent = make_torrent(&content, 256 * 1024, &[]);
     let port = free_port();
-    let _seed = btt_seed(&torrent, &d.join("seed"), port, &d.join("seed.log"), &["--no-trackers"]);
-    let m = Mount::start(d, &torrent, &["--no-trackers", "--peer", &format!("127.0.0.1:{port}"), "-o", "allow_other"]);
+    let _seed = btt_seed(
+        &torrent,
+        &d.join("seed"),
+        port,
+        &d.join("seed.log"),
+        &["--no-trackers"],
+    );
+    let m = Mount::start(
+        d,
+        &torrent,
+        &[
+            "--no-trackers",
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "-o",
+            "allow_other",
+        ],
+    );
     for name in ["clip.mp4", "clip.mkv"] {
         let f = m.mnt.join("videos").join(name);
-        let probe = run_ok(Command::new("timeout").args(["60", "ffprobe", "-hide_banner", "-show_format"]).arg(&f), "ffprobe");
+        let probe = run_ok(
+            Command::new("timeout")
+                .args(["60", "ffprobe", "-hide_banner", "-show_format"])
+                .arg(&f),
+            "ffprobe",
+        );
         assert!(probe.contains("1920x1080"), "{probe}");
         run_ok(
-            Command::new("timeout").args(["60", "ffmpeg", "-hide_banner", "-loglevel", "error", "-ss", "30", "-i"]).arg(&f).args(["-frames:v", "1", "-f", "null", "-"]),
+            Command::new("timeout")
+                .args([
+                    "60",
+                    "ffmpeg",
+                    "-hide_banner",
+                    "-loglevel",
+                    "error",
+                    "-ss",
+                    "30",
+                    "-i",
+                ])
+                .arg(&f)
+                .args(["-frames:v", "1", "-f", "null", "-"]),
             "seek and decode one frame",
         );
         run_ok(
-            Command::new("timeout").args(["120", "ffmpeg", "-hide_banner", "-loglevel", "error", "-xerror", "-i"]).arg(&f).args(["-f", "null", "-"]),
+            Command::new("timeout")
+                .args([
+                    "120",
+                    "ffmpeg",
+                    "-hide_banner",
+                    "-loglevel",
+                    "error",
+                    "-xerror",
+                    "-i",
+                ])
+                .arg(&f)
+                .args(["-f", "null", "-"]),
             "full decode",
         );
         // VLC refuses to run as root; play as `nobody` through allow_other.
         let out = run_ok(
             Command::new("timeout")
-                .args(["120", "runuser", "-u", "nobody", "--", "cvlc", "-vv", "--play-and-exit", "--no-video-title-show", "--vout=dummy", "--aout=dummy", "--rate=4"])
+                .args([
+                    "120",
+                    "runuser",
+                    "-u",
+                    "nobody",
+                    "--",
+                    "cvlc",
+                    "-vv",
+                    "--play-and-exit",
+                    "--no-video-title-show",
+                    "--vout=dummy",
+                    "--aout=dummy",
+                    "--rate=4",
+                ])
                 .arg(&f)
                 .env("HOME", "/tmp"),
             "cvlc",
         );
-        assert!(out.contains("EOF reached"), "VLC did not play to the end:\n{}", &out[out.len().saturating_sub(3000)..]);
+        assert!(
+            out.contains("EOF reached"),
+            "VLC did not play to the end:\n{}",
+            &out[out.len().saturating_sub(3000)..]
+        );
     }
     let _ = Duration::ZERO;
 }

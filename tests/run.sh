@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, from a bare machine: installs the real programs the
+# end-to-end tests drive (BitTorrent clients, tracker, players, FUSE), then runs
+# formatting, lint, unit/property tests and the end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=(aria2 transmission-daemon qbittorrent-nox opentracker ffmpeg vlc-bin vlc-plugin-base fuse3 psmisc)
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+[ -e /dev/fuse ] || { echo "no /dev/fuse: the end-to-end tests need FUSE" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "the end-to-end tests mount filesystems and run peers; run as root" >&2; exit 1; }
+
+export RUST_BACKTRACE=0
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo test --all-targets -- --test-threads=2
