@@ -43,7 +43,7 @@ pub struct Prepared {
     pub video_name: String,
 }
 
-/// Makes `dir/content/sample.mp4` (60 s, 1080p H.264, index at the end) if missing.
+/// Makes `dir/content/sample.mp4` (40 s, 1080p H.264, index at the end) if missing.
 pub fn make_sample(dir: &Path) -> Result<PathBuf, DemoError> {
     let content = dir.join("content");
     std::fs::create_dir_all(&content).map_err(io(content.display().to_string()))?;
@@ -59,9 +59,9 @@ pub fn make_sample(dir: &Path) -> Result<PathBuf, DemoError> {
                 "-f",
                 "lavfi",
                 "-i",
-                "testsrc=size=1920x1080:rate=30:duration=60",
+                "testsrc=size=1920x1080:rate=24:duration=40",
             ])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=60"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=40"])
             .args([
                 "-c:v",
                 "libx264",

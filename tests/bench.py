@@ -13,6 +13,9 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 OUT = os.path.join(ROOT, "target", "bench")
 W = "/tmp/btt-bench"
 SIZE = 256 << 20
+# libtorrent (btfs) bans the IP of a connection to itself; on loopback the tracker
+# hands it its own 127.0.0.1 address, so the seeder lives on 127.0.0.2.
+SEED_IP = "127.0.0.2"
 
 
 def sh(cmd, **kw):
@@ -35,10 +38,10 @@ def kill(p):
         p.wait()
 
 
-def wait_port(port, t=30):
+def wait_port(port, t=30, ip="127.0.0.1"):
     end = time.time() + t
     while time.time() < end:
-        if subprocess.run(ns(f"bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}'"), shell=True, stderr=subprocess.DEVNULL).returncode == 0:
+        if subprocess.run(ns(f"bash -c 'exec 3<>/dev/tcp/{ip}/{port}'"), shell=True, stderr=subprocess.DEVNULL).returncode == 0:
             return
         time.sleep(0.1)
     raise RuntimeError(f"port {port} not listening")
@@ -84,11 +87,15 @@ def measure(kind, torrent, seeder_port, run):
     t0 = time.perf_counter()
     if kind == "btt":
         # btt dials the seeder directly and also uses the tracker.
-        sh(ns(f"{ROOT}/target/release/btt-mount {torrent} {mnt} --data-dir {data} --peer 127.0.0.1:{seeder_port} --listen 127.0.0.1:0"))
+        sh(ns(f"{ROOT}/target/release/btt-mount {torrent} {mnt} --data-dir {data} --peer {SEED_IP}:{seeder_port} --listen 127.0.0.1:0"))
         pattern = f"btt-mount {torrent} {mnt}"
     else:
         sh(ns(f"btfs --data-directory={data} --min-port=20000 --max-port=20100 {torrent} {mnt}"))
         pattern = f"btfs --data-directory={data}"
+    # btfs fills in its tree shortly after mounting; that wait is part of first byte.
+    end = time.time() + 60
+    while not os.path.exists(f) and time.time() < end:
+        time.sleep(0.01)
     sh(ns(f"head -c 65536 {f}"), stdout=subprocess.DEVNULL)
     first = time.perf_counter() - t0
     seq = timed(f"dd if={f} of=/dev/null bs=1M")
@@ -102,9 +109,12 @@ def measure(kind, torrent, seeder_port, run):
     os.makedirs(data)
     drop_caches()
     if kind == "btt":
-        sh(ns(f"{ROOT}/target/release/btt-mount {torrent} {mnt} --data-dir {data} --peer 127.0.0.1:{seeder_port} --listen 127.0.0.1:0"))
+        sh(ns(f"{ROOT}/target/release/btt-mount {torrent} {mnt} --data-dir {data} --peer {SEED_IP}:{seeder_port} --listen 127.0.0.1:0"))
     else:
         sh(ns(f"btfs --data-directory={data} --min-port=20000 --max-port=20100 {torrent} {mnt}"))
+    end = time.time() + 60
+    while not os.path.exists(f) and time.time() < end:
+        time.sleep(0.01)
     sh(ns(f"head -c 1 {f}"), stdout=subprocess.DEVNULL)
     rnd = random.Random(run)
     lat = []
@@ -148,9 +158,9 @@ def main():
         procs.append(spawn(f"opentracker -i 127.0.0.1 -p {tport} -P {tport} -w {W}/ot/whitelist", f"{W}/ot.log"))
         wait_port(tport)
         procs.append(spawn(f"aria2c {W}/big.torrent --dir={W}/seed --seed-ratio=0.0 --enable-dht=false --enable-dht6=false "
-                           f"--bt-enable-lpd=false --enable-peer-exchange=false --bt-external-ip=127.0.0.1 --check-integrity=true "
+                           f"--bt-enable-lpd=false --enable-peer-exchange=false --interface={SEED_IP} --bt-external-ip={SEED_IP} --check-integrity=true "
                            f"--listen-port={sport} --summary-interval=0 --console-log-level=warn", f"{W}/aria2-seed.log"))
-        wait_port(sport, 120)
+        wait_port(sport, 120, SEED_IP)
         time.sleep(2)
         results = {"aria2c": [], "btt": [], "btfs": []}
         for run in range(args.runs):

@@ -15,7 +15,7 @@ use crate::bitfield::Bitfield;
 use crate::metainfo::Metainfo;
 use crate::store::{Store, StoreError};
 use crate::tracker::{AnnounceRequest, Event, TrackerSet};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use picker::{PeerKey, Picker};
 use sha1::{Digest, Sha1};
 use std::collections::{HashMap, HashSet};
@@ -161,7 +161,7 @@ impl Torrent {
         let have = store.on_disk();
         let mut picker = Picker::new(meta.piece_length, meta.total_length, have);
         picker.fetch_all = cfg.fetch_all;
-        picker.max_active_normal = ((16u64 << 20) / meta.piece_length.max(1)).clamp(4, 64) as usize;
+        picker.max_active_normal = ((8u64 << 20) / meta.piece_length.max(1)).clamp(4, 64) as usize;
         let span = tracing::info_span!("torrent", ih = %&meta.info_hash.hex()[..8]);
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -319,26 +319,13 @@ impl Torrent {
             return Ok(Bytes::new());
         }
         let pieces = self.meta.pieces_for_range(offset, len);
-        self.wait_pieces(pieces.clone()).await?;
-        let mut parts = Vec::with_capacity(pieces.len());
-        for p in pieces {
-            let store = self.store.clone();
-            let data = tokio::task::spawn_blocking(move || store.read_piece(p))
+        self.wait_pieces(pieces).await?;
+        let store = self.store.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || store.read_range(offset, len))
                 .await
-                .map_err(|_| EngineError::Shutdown)??;
-            let base = self.meta.piece_offset(p);
-            let from = offset.max(base) - base;
-            let to = (offset + len).min(base + data.len() as u64) - base;
-            parts.push(data.slice(from as usize..to as usize));
-        }
-        if parts.len() == 1 {
-            return Ok(parts.pop().expect("one"));
-        }
-        let mut out = BytesMut::with_capacity(len as usize);
-        for p in parts {
-            out.extend_from_slice(&p);
-        }
-        Ok(out.freeze())
+                .map_err(|_| EngineError::Shutdown)??,
+        )
     }
 
     /// Resolves when every piece is verified.

@@ -77,14 +77,7 @@ async fn incoming(
     if t.is_banned(&addr) {
         return Err(PeerError::Refused("banned".into()));
     }
-    let theirs = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_handshake(&mut stream))
-        .await
-        .map_err(|_| PeerError::HandshakeTimeout)??;
-    if theirs.info_hash != t.meta.info_hash.0 {
-        return Err(PeerError::WrongInfoHash(
-            data_encoding::HEXLOWER.encode(&theirs.info_hash),
-        ));
-    }
+    let theirs = their_handshake(&t, &mut stream).await?;
     stream
         .write_all(&Handshake::new(t.meta.info_hash.0, t.peer_id).encode())
         .await?;
@@ -102,14 +95,7 @@ pub(crate) async fn dial(t: Arc<Torrent>, addr: SocketAddr) {
             stream
                 .write_all(&Handshake::new(t.meta.info_hash.0, t.peer_id).encode())
                 .await?;
-            let theirs = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_handshake(&mut stream))
-                .await
-                .map_err(|_| PeerError::HandshakeTimeout)??;
-            if theirs.info_hash != t.meta.info_hash.0 {
-                return Err(PeerError::WrongInfoHash(
-                    data_encoding::HEXLOWER.encode(&theirs.info_hash),
-                ));
-            }
+            let theirs = their_handshake(&t, &mut stream).await?;
             run(t.clone(), stream, addr, theirs).await
         }
         .await;
@@ -128,10 +114,19 @@ pub(crate) async fn dial(t: Arc<Torrent>, addr: SocketAddr) {
     .await
 }
 
-async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, PeerError> {
+/// Reads the peer's handshake (bounded in time) and checks it is for our torrent.
+async fn their_handshake(t: &Torrent, stream: &mut TcpStream) -> Result<Handshake, PeerError> {
     let mut buf = [0u8; wire::HANDSHAKE_LEN];
-    stream.read_exact(&mut buf).await?;
-    Ok(Handshake::decode(&buf)?)
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf))
+        .await
+        .map_err(|_| PeerError::HandshakeTimeout)??;
+    let theirs = Handshake::decode(&buf)?;
+    if theirs.info_hash != t.meta.info_hash.0 {
+        return Err(PeerError::WrongInfoHash(
+            data_encoding::HEXLOWER.encode(&theirs.info_hash),
+        ));
+    }
+    Ok(theirs)
 }
 
 enum Out {

@@ -75,7 +75,8 @@ pub struct Picker {
     critical: BTreeMap<usize, u32>,
     windows: HashMap<u64, Range<usize>>,
     pub fetch_all: bool,
-    /// Normal-priority pieces in progress at once (memory bound).
+    /// Read-ahead pieces, and separately background pieces, in progress at once
+    /// (memory bound: each holds a piece-sized buffer).
     pub max_active_normal: usize,
     /// How long a block may be out before another peer is asked too (end-game).
     pub dup_after: Duration,
@@ -249,6 +250,11 @@ impl Picker {
             })
             .count();
         let mut new_normal = 0usize;
+        let mut active_high = self
+            .active
+            .keys()
+            .filter(|&&p| self.windows.values().any(|w| w.contains(&p)))
+            .count();
         // Pass 1: free blocks.
         for &(p, prio) in &cands {
             if !self.can_ask(peer, p) {
@@ -258,11 +264,22 @@ impl Picker {
                 continue; // leave it to faster peers that have it
             }
             if !self.active.contains_key(&p) {
-                if prio == Priority::Normal {
-                    if active_normal + new_normal >= self.max_active_normal {
-                        continue;
+                // Each started piece holds a full piece buffer: bound read-ahead and
+                // background pieces in progress; critical pieces are never held back.
+                match prio {
+                    Priority::Normal => {
+                        if active_normal + new_normal >= self.max_active_normal {
+                            continue;
+                        }
+                        new_normal += 1;
                     }
-                    new_normal += 1;
+                    Priority::High => {
+                        if active_high >= self.max_active_normal {
+                            continue;
+                        }
+                        active_high += 1;
+                    }
+                    Priority::Critical => {}
                 }
                 let nb = self.num_blocks(p);
                 let size = self.piece_size(p) as usize;

@@ -294,6 +294,7 @@ fn remount_downloads_nothing_again() {
     let d = d.path();
     let (torrent, content) = single(d, 3 << 20, 64 * 1024);
     let port = free_port();
+    let peer = format!("127.0.0.1:{port}");
     let data_dir = d.join("keep");
     let dd = data_dir.to_str().unwrap();
     {
@@ -307,13 +308,7 @@ fn remount_downloads_nothing_again() {
         let m = Mount::start(
             &d.join("m1"),
             &torrent,
-            &[
-                "--no-trackers",
-                "--peer",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-                dd,
-            ],
+            &["--no-trackers", "--peer", &peer, "--data-dir", dd],
         );
         assert!(
             read_file_timeout(&m.mnt.join("data.bin"), Duration::from_secs(60)).unwrap()
@@ -327,7 +322,7 @@ fn remount_downloads_nothing_again() {
         &[
             "--no-trackers",
             "--peer",
-            &format!("127.0.0.1:{port}"),
+            &peer,
             "--data-dir",
             dd,
             "--read-timeout",
@@ -354,23 +349,11 @@ fn no_keep_deletes_data_on_unmount() {
     let d = tmpdir();
     let d = d.path();
     let (torrent, _) = single(d, 300_000, 32 * 1024);
-    let port = free_port();
-    let _seed = btt_seed(
-        &torrent,
-        &d.join("seed"),
-        port,
-        &d.join("seed.log"),
-        &["--no-trackers"],
-    );
+    let (_seed, peer) = seed_with_btt(d, &torrent);
     let mut m = Mount::start(
         d,
         &torrent,
-        &[
-            "--no-trackers",
-            "--peer",
-            &format!("127.0.0.1:{port}"),
-            "--no-keep",
-        ],
+        &["--no-trackers", "--peer", &peer, "--no-keep"],
     );
     read_file_timeout(&m.mnt.join("data.bin"), Duration::from_secs(30)).unwrap();
     let data = d.join("data");

@@ -462,6 +462,19 @@ pub fn btt_seed(torrent: &Path, data: &Path, port: u16, log: &Path, extra: &[&st
     p
 }
 
+/// `btt seed` of `torrent` from `d/seed` without trackers; its `--peer` address.
+pub fn seed_with_btt(d: &Path, torrent: &Path) -> (Proc, String) {
+    let port = free_port();
+    let p = btt_seed(
+        torrent,
+        &d.join("seed"),
+        port,
+        &d.join("seed.log"),
+        &["--no-trackers"],
+    );
+    (p, format!("127.0.0.1:{port}"))
+}
+
 /// Asserts the mounted tree equals the source tree (names, sizes, bytes).
 pub fn assert_tree_eq(mounted: &Path, source: &Path) {
     let a = read_tree(mounted);

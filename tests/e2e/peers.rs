@@ -130,19 +130,8 @@ fn multi_file_listing_sizes_and_metadata() {
     let content = d.join("seed/tree");
     make_tree(&content, TRICKY);
     let torrent = make_torrent(&content, 32 * 1024, &[]);
-    let port = free_port();
-    let _seed = btt_seed(
-        &torrent,
-        &d.join("seed"),
-        port,
-        &d.join("seed.log"),
-        &["--no-trackers"],
-    );
-    let m = Mount::start(
-        d,
-        &torrent,
-        &["--no-trackers", "--peer", &format!("127.0.0.1:{port}")],
-    );
+    let (_seed, peer) = seed_with_btt(d, &torrent);
+    let m = Mount::start(d, &torrent, &["--no-trackers", "--peer", &peer]);
     let root = m.mnt.join("tree");
     for (rel, len) in TRICKY {
         let md = std::fs::metadata(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));

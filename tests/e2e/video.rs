@@ -66,24 +66,11 @@ fn video_probe_seek_decode_and_play() {
     let pos = |tag: &[u8]| mp4.windows(4).position(|w| w == tag).unwrap();
     assert!(pos(b"moov") > pos(b"mdat"), "the index must be at the end");
     let torrent = make_torrent(&content, 256 * 1024, &[]);
-    let port = free_port();
-    let _seed = btt_seed(
-        &torrent,
-        &d.join("seed"),
-        port,
-        &d.join("seed.log"),
-        &["--no-trackers"],
-    );
+    let (_seed, peer) = seed_with_btt(d, &torrent);
     let m = Mount::start(
         d,
         &torrent,
-        &[
-            "--no-trackers",
-            "--peer",
-            &format!("127.0.0.1:{port}"),
-            "-o",
-            "allow_other",
-        ],
+        &["--no-trackers", "--peer", &peer, "-o", "allow_other"],
     );
     for name in ["clip.mp4", "clip.mkv"] {
         let f = m.mnt.join("videos").join(name);
