@@ -15,6 +15,7 @@ pub mod fs;
 pub mod fuse;
 pub mod metainfo;
 pub mod mount;
+pub mod pay;
 pub mod seed;
 pub mod store;
 pub mod tracker;
