@@ -7,6 +7,7 @@
 
 pub mod bencode;
 pub mod bitfield;
+pub mod chanstore;
 pub mod cli;
 pub mod create;
 pub mod demo;
