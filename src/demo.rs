@@ -43,6 +43,47 @@ pub struct Prepared {
     pub video_name: String,
 }
 
+/// Encodes a 1080p H.264 test pattern with a sine tone, `seconds` long at `fps`,
+/// keyframes every two seconds; the container follows `out`'s extension (an mp4
+/// keeps its index after the data, as ffmpeg writes it without faststart).
+pub fn generate_video(out: &Path, seconds: u32, fps: u32) -> Result<(), DemoError> {
+    let ok = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!(
+            "testsrc=size=1920x1080:rate={fps}:duration={seconds}"
+        ))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency=440:duration={seconds}"))
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+        ])
+        .arg((2 * fps).to_string())
+        .args(["-c:a", "aac", "-shortest"])
+        .arg(out)
+        .status()
+        .map_err(io("running ffmpeg"))?
+        .success();
+    if ok {
+        Ok(())
+    } else {
+        Err(DemoError::Ffmpeg)
+    }
+}
+
 /// Makes `dir/content/sample.mp4` (40 s, 1080p H.264, index at the end) if missing.
 pub fn make_sample(dir: &Path) -> Result<PathBuf, DemoError> {
     let content = dir.join("content");
@@ -50,36 +91,7 @@ pub fn make_sample(dir: &Path) -> Result<PathBuf, DemoError> {
     let video = content.join("sample.mp4");
     if !video.exists() {
         let tmp = content.join("sample.tmp.mp4");
-        let ok = Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc=size=1920x1080:rate=24:duration=40",
-            ])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=40"])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-shortest",
-            ])
-            .arg(&tmp)
-            .status()
-            .map_err(io("running ffmpeg"))?
-            .success();
-        if !ok {
-            return Err(DemoError::Ffmpeg);
-        }
+        generate_video(&tmp, 40, 24)?;
         std::fs::rename(&tmp, &video).map_err(io("renaming sample"))?;
     }
     Ok(video)

@@ -22,4 +22,6 @@ fi
 export RUST_BACKTRACE=0
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
-cargo test --all-targets -- --test-threads=2
+# Criterion benchmarks run once each in test mode (they take no --test-threads).
+cargo test --benches
+cargo test --lib --bins --tests -- --test-threads=2

@@ -7,35 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 fn ffmpeg_make(out: &Path) {
-    let st = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=1920x1080:rate=10:duration=36",
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=36"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "20",
-            "-c:a",
-            "aac",
-            "-shortest",
-        ])
-        .arg(out)
-        .status()
-        .expect("ffmpeg");
-    assert!(st.success(), "ffmpeg could not make {}", out.display());
+    btt::demo::generate_video(out, 36, 10).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
 }
 
 fn run_ok(cmd: &mut Command, what: &str) -> String {
