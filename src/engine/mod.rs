@@ -490,7 +490,7 @@ impl Torrent {
         Ok(key)
     }
 
-    pub(crate) fn unregister_peer(&self, key: PeerKey, outstanding: &[wire_block::BlockRef]) {
+    pub(crate) fn unregister_peer(&self, key: PeerKey, outstanding: &[crate::wire::BlockRef]) {
         let mut st = self.lock();
         if let Some(p) = st.peers.remove(&key) {
             let has = p.has;
@@ -661,15 +661,10 @@ impl Torrent {
                         self.add_peer(p);
                     }
                     event = Event::None;
-                    // Re-announce sooner while we have few peers; never hammer.
-                    let floor = if self.peer_count() < 3 {
-                        Duration::from_secs(15)
-                    } else {
-                        Duration::from_secs(60)
-                    };
-                    resp.interval
-                        .min(floor.max(Duration::from_secs(15)))
-                        .max(Duration::from_secs(5))
+                    // Re-announce sooner than asked while we have few peers (every
+                    // 15 s), else at most every 60 s; never more often than 5 s.
+                    let cap = Duration::from_secs(if self.peer_count() < 3 { 15 } else { 60 });
+                    resp.interval.min(cap).max(Duration::from_secs(5))
                 }
                 Err(e) => {
                     warn!(error = %e, "announce failed; retrying");
@@ -696,9 +691,4 @@ impl Torrent {
             }
         }
     }
-}
-
-/// Re-export for the peer module's signatures.
-pub(crate) mod wire_block {
-    pub use crate::wire::BlockRef;
 }

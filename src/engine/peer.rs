@@ -194,7 +194,6 @@ async fn writer(
 struct Session {
     t: Arc<Torrent>,
     key: PeerKey,
-    addr: SocketAddr,
     out: mpsc::UnboundedSender<Out>,
     cancelled: Arc<Mutex<HashSet<BlockRef>>>,
     queued: Arc<AtomicUsize>,
@@ -537,7 +536,6 @@ async fn run(
     );
     let mut s = Session {
         key,
-        addr,
         out: out_tx,
         cancelled,
         queued,
@@ -565,7 +563,6 @@ async fn run(
         Ok(()) => info!("peer closed"),
         Err(e) => info!(error = %e, "peer dropped"),
     }
-    let _ = s.addr;
     result
 }
 

@@ -272,7 +272,6 @@ impl Mount {
                 std::fs::read_to_string(dir.join("mount.log")).unwrap_or_default()
             ));
         }
-        let _ = &mut proc;
         Ok(Mount { mnt, proc })
     }
 
