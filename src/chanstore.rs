@@ -31,6 +31,8 @@ pub enum StoreError {
     NotFound(String),
     #[error("channel {id}: stored total {stored} msat is not below {got} msat")]
     NotIncreasing { id: String, stored: u64, got: u64 },
+    #[error("channel {0} is {1}, not open")]
+    NotOpen(String, &'static str),
     #[error("channel {0}: stored data is corrupt ({1})")]
     Corrupt(String, String),
 }
@@ -88,6 +90,20 @@ pub struct Record {
     /// Seller side: the buyer's signature for `total_msat`.
     pub signature: Option<ecdsa::Signature>,
     pub state: ChannelState,
+    pub meta: Meta,
+    /// The closing or refund transaction, once broadcast.
+    pub close_txid: Option<Txid>,
+}
+
+/// Bookkeeping that is not part of the channel's terms.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// Buyer: which derived key signs for this channel.
+    pub key_index: Option<u32>,
+    /// Buyer: the seller's address.
+    pub peer: Option<String>,
+    /// Buyer: a torrent the seller serves (the BitTorrent handshake needs one).
+    pub info_hash: Option<[u8; 20]>,
 }
 
 impl Record {
@@ -145,7 +161,11 @@ impl ChannelStore {
                 funding_vout INTEGER NOT NULL,
                 total_msat INTEGER NOT NULL DEFAULT 0,
                 signature BLOB,
-                state TEXT NOT NULL DEFAULT 'open'
+                state TEXT NOT NULL DEFAULT 'open',
+                key_index INTEGER,
+                peer TEXT,
+                info_hash BLOB,
+                close_txid BLOB
             )",
         )?;
         Ok(ChannelStore { db })
@@ -153,10 +173,17 @@ impl ChannelStore {
 
     /// Records a new channel (total 0).
     pub fn insert(&self, role: Role, t: &Terms) -> Result<String, StoreError> {
+        self.insert_with(role, t, &Meta::default())
+    }
+
+    /// Records a new channel with the buyer's bookkeeping (key index, seller
+    /// address, torrent used to reach it).
+    pub fn insert_with(&self, role: Role, t: &Terms, meta: &Meta) -> Result<String, StoreError> {
         let id = channel_id(&t.funding);
         self.db.execute(
             "INSERT INTO channels (id, role, network, capacity_sat, fee_sat, expiry_height, buyer_pubkey, seller_pubkey,
-               buyer_payout, seller_payout, funding_txid, funding_vout) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+               buyer_payout, seller_payout, funding_txid, funding_vout, key_index, peer, info_hash)
+               VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
             params![
                 id,
                 role.as_str(),
@@ -170,6 +197,9 @@ impl ChannelStore {
                 t.seller_payout.as_bytes(),
                 t.funding.txid.to_byte_array().to_vec(),
                 t.funding.vout,
+                meta.key_index,
+                meta.peer,
+                meta.info_hash.map(|h| h.to_vec()),
             ],
         )?;
         Ok(id)
@@ -185,18 +215,26 @@ impl ChannelStore {
     ) -> Result<(), StoreError> {
         let tx = self.db.transaction()?;
         let n = tx.execute(
-            "UPDATE channels SET total_msat = ?2, signature = ?3 WHERE id = ?1 AND total_msat < ?2",
+            "UPDATE channels SET total_msat = ?2, signature = ?3 WHERE id = ?1 AND total_msat < ?2 AND state = 'open'",
             params![id, total_msat as i64, signature.map(|s| s.to_vec())],
         )?;
         if n == 0 {
-            let stored: Option<i64> = tx
-                .query_row("SELECT total_msat FROM channels WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })
+            let stored: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT total_msat, state FROM channels WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()?;
             return Err(match stored {
                 None => StoreError::NotFound(id.into()),
-                Some(s) => StoreError::NotIncreasing {
+                Some((_, st)) if st != "open" => StoreError::NotOpen(
+                    id.into(),
+                    ChannelState::parse(&st)
+                        .map(|s| s.as_str())
+                        .unwrap_or("unknown"),
+                ),
+                Some((s, _)) => StoreError::NotIncreasing {
                     id: id.into(),
                     stored: s as u64,
                     got: total_msat,
@@ -205,6 +243,31 @@ impl ChannelStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Records the closing (or refund) transaction and the new state.
+    pub fn set_closing(
+        &self,
+        id: &str,
+        state: ChannelState,
+        txid: &Txid,
+    ) -> Result<(), StoreError> {
+        let n = self.db.execute(
+            "UPDATE channels SET state = ?2, close_txid = ?3 WHERE id = ?1",
+            params![id, state.as_str(), txid.to_byte_array().to_vec()],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(id.into()));
+        }
+        Ok(())
+    }
+
+    /// The next unused buyer key index.
+    pub fn next_key_index(&self) -> Result<u32, StoreError> {
+        let n: Option<i64> = self
+            .db
+            .query_row("SELECT MAX(key_index) FROM channels", [], |r| r.get(0))?;
+        Ok(n.map(|n| n as u32 + 1).unwrap_or(0))
     }
 
     pub fn set_state(&self, id: &str, state: ChannelState) -> Result<(), StoreError> {
@@ -229,7 +292,8 @@ impl ChannelStore {
     pub fn list(&self) -> Result<Vec<Record>, StoreError> {
         let mut st = self.db.prepare(
             "SELECT id, role, network, capacity_sat, fee_sat, expiry_height, buyer_pubkey, seller_pubkey, buyer_payout,
-               seller_payout, funding_txid, funding_vout, total_msat, signature, state FROM channels ORDER BY rowid",
+               seller_payout, funding_txid, funding_vout, total_msat, signature, state, key_index, peer, info_hash,
+               close_txid FROM channels ORDER BY rowid",
         )?;
         let rows = st.query_map([], |r| {
             Ok((
@@ -251,6 +315,12 @@ impl ChannelStore {
                 r.get::<_, i64>(12)?,
                 r.get::<_, Option<Vec<u8>>>(13)?,
                 r.get::<_, String>(14)?,
+                (
+                    r.get::<_, Option<u32>>(15)?,
+                    r.get::<_, Option<String>>(16)?,
+                    r.get::<_, Option<Vec<u8>>>(17)?,
+                    r.get::<_, Option<Vec<u8>>>(18)?,
+                ),
             ))
         })?;
         let mut out = Vec::new();
@@ -265,6 +335,7 @@ impl ChannelStore {
                 total,
                 sig,
                 state,
+                (key_index, peer, info_hash, close_txid),
             ) = row?;
             let bad = |what: &str| StoreError::Corrupt(id.clone(), what.to_string());
             let terms = Terms {
@@ -294,6 +365,18 @@ impl ChannelStore {
                     .transpose()
                     .map_err(|_| bad("signature"))?,
                 state: ChannelState::parse(&state).ok_or_else(|| bad("state"))?,
+                meta: Meta {
+                    key_index,
+                    peer,
+                    info_hash: info_hash
+                        .map(|h| <[u8; 20]>::try_from(h.as_slice()))
+                        .transpose()
+                        .map_err(|_| bad("info hash"))?,
+                },
+                close_txid: close_txid
+                    .map(|t| Txid::from_slice(&t))
+                    .transpose()
+                    .map_err(|_| bad("close txid"))?,
                 id,
             });
         }

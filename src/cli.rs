@@ -40,6 +40,7 @@ impl PeerArgs {
             fetch_all,
             upload_slots: self.upload_slots.max(1),
             announce_timeout: Duration::from_secs(10),
+            pay: None,
         }
     }
 }
@@ -47,11 +48,17 @@ impl PeerArgs {
 /// Sets up `tracing` output: `RUST_LOG` if set, else `info` (or `debug` with -v).
 pub fn init_logging(verbose: bool, file: Option<&std::path::Path>) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(if verbose { "btt=debug,info" } else { "info" }));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(if verbose {
+            "btt=debug,info,electrum_client=warn"
+        } else {
+            "info,electrum_client=warn"
+        })
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if let Some(path) = file {
         if let Ok(f) = std::fs::OpenOptions::new()
             .create(true)

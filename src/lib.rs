@@ -7,8 +7,10 @@
 
 pub mod bencode;
 pub mod bitfield;
+pub mod chain;
 pub mod chanstore;
 pub mod cli;
+pub mod config;
 pub mod create;
 pub mod demo;
 pub mod engine;
@@ -20,6 +22,7 @@ pub mod pay;
 pub mod seed;
 pub mod store;
 pub mod tracker;
+pub mod wallet;
 pub mod wire;
 
 /// Our BitTorrent client prefix (Azureus style): `-BT0100-` + 12 random bytes.

@@ -42,6 +42,25 @@ pub enum EngineError {
     },
 }
 
+/// The payment extension, seen from the engine: it adds a `btt_pay` entry to
+/// our extension handshake and answers `btt_pay` messages. The engine knows
+/// nothing of channels; `pay::seller_node` implements this.
+pub trait PayHook: Send + Sync {
+    /// The value of `btt_pay` in our extension handshake.
+    fn handshake(&self) -> bendy::value::Value<'static>;
+    /// Handles one message (may block on disk and chain); returns the reply.
+    fn handle(&self, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>>;
+}
+
+#[derive(Clone)]
+pub struct PayHookRef(pub Arc<dyn PayHook>);
+
+impl std::fmt::Debug for PayHookRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PayHook")
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     /// Address to accept peers on (port 0: any free port).
@@ -55,6 +74,8 @@ pub struct EngineConfig {
     pub fetch_all: bool,
     pub upload_slots: usize,
     pub announce_timeout: Duration,
+    /// Sell over `btt_pay` (seller side).
+    pub pay: Option<PayHookRef>,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +88,7 @@ impl Default for EngineConfig {
             fetch_all: false,
             upload_slots: 8,
             announce_timeout: Duration::from_secs(10),
+            pay: None,
         }
     }
 }

@@ -213,6 +213,11 @@ struct Session {
     /// Smoothed time from request to block.
     rtt: Duration,
     last_sent: Instant,
+    /// `btt_pay` messages go to a per-peer worker that answers them in order
+    /// off the runtime (they block on fsync and chain calls).
+    pay: Option<mpsc::UnboundedSender<Bytes>>,
+    /// The id the peer wants `btt_pay` replies on (0: not announced).
+    their_pay_id: Arc<std::sync::atomic::AtomicU8>,
 }
 
 impl Session {
@@ -464,12 +469,20 @@ impl Session {
                 }
                 match ExtHandshake::decode(&payload) {
                     Ok(h) => {
+                        if let Some(id) = h.m.get(crate::pay::proto::EXT_NAME) {
+                            self.their_pay_id.store(*id, Ordering::Relaxed);
+                        }
                         if let Some(q) = h.reqq {
                             self.reqq = (q as usize).clamp(1, 2048);
                         }
                         debug!(client = ?h.client, reqq = ?h.reqq, "extension handshake");
                     }
                     Err(e) => debug!(error = %e, "ignoring bad extension handshake"),
+                }
+            }
+            Message::Extended { id, payload } if id == crate::pay::proto::LOCAL_EXT_ID => {
+                if let Some(tx) = &self.pay {
+                    let _ = tx.send(payload);
                 }
             }
             Message::Extended { .. } => {}
@@ -534,7 +547,37 @@ async fn run(
     let writer_task = tokio::spawn(
         writer(t.clone(), wr, out_rx, cancelled.clone(), queued.clone()).in_current_span(),
     );
+    let their_pay_id = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let (pay_tx, pay_task) = match &t.cfg.pay {
+        Some(hook) => {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+            let (hook, out, id) = (hook.0.clone(), out_tx.clone(), their_pay_id.clone());
+            let task = tokio::spawn(
+                async move {
+                    while let Some(msg) = rx.recv().await {
+                        let h = hook.clone();
+                        let reply = tokio::task::spawn_blocking(move || h.handle(addr, &msg))
+                            .await
+                            .ok()
+                            .flatten();
+                        let their = id.load(Ordering::Relaxed);
+                        if let (Some(r), true) = (reply, their != 0) {
+                            let _ = out.send(Out::Msg(Message::Extended {
+                                id: their,
+                                payload: Bytes::from(r),
+                            }));
+                        }
+                    }
+                }
+                .in_current_span(),
+            );
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
+    };
     let mut s = Session {
+        pay: pay_tx,
+        their_pay_id,
         key,
         out: out_tx,
         cancelled,
@@ -557,6 +600,9 @@ async fn run(
     };
     let result = session_loop(&mut s, &mut rd, &wake, &mut cmd_rx).await;
     writer_task.abort();
+    if let Some(t) = pay_task {
+        t.abort();
+    }
     let outstanding: Vec<BlockRef> = s.outstanding.iter().map(|(r, _)| *r).collect();
     t.unregister_peer(key, &outstanding);
     match &result {
@@ -583,12 +629,17 @@ async fn session_loop(
         s.send(Message::Bitfield(Bytes::copy_from_slice(have.as_bytes())));
     }
     if s.extended {
-        let h = ExtHandshake {
+        let mut h = ExtHandshake {
             port: s.t.listen_addr().map(|a| a.port()),
             client: Some(concat!("btt ", env!("CARGO_PKG_VERSION")).into()),
             reqq: Some(MAX_UPLOAD_QUEUE as u32),
             ..Default::default()
         };
+        if let Some(hook) = &s.t.cfg.pay {
+            let name = crate::pay::proto::EXT_NAME.to_string();
+            h.m.insert(name.clone(), crate::pay::proto::LOCAL_EXT_ID);
+            h.extra.insert(name, hook.0.handshake());
+        }
         s.send(Message::Extended {
             id: 0,
             payload: Bytes::from(h.encode()),

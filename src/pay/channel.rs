@@ -185,6 +185,14 @@ impl Seller {
     /// Checks a payment; on success it becomes the best one. The caller persists it
     /// before serving more data.
     pub fn receive(&mut self, p: Payment) -> Result<(), PayError> {
+        self.verify(&p)?;
+        self.best = Some(p);
+        Ok(())
+    }
+
+    /// Every check of [`Seller::receive`], without taking the payment: the
+    /// seller verifies, persists, then calls [`Seller::record`].
+    pub fn verify(&self, p: &Payment) -> Result<(), PayError> {
         let last = self.total_msat();
         if p.total_msat <= last {
             return Err(PayError::NotIncreasing {
@@ -203,8 +211,13 @@ impl Seller {
         self.secp
             .verify_ecdsa(&msg, &p.signature.signature, &self.terms.buyer.inner)
             .map_err(|_| PayError::BadSignature)?;
-        self.best = Some(p);
         Ok(())
+    }
+
+    /// Takes a payment that passed [`Seller::verify`] and is persisted.
+    pub fn record(&mut self, p: Payment) {
+        debug_assert!(p.total_msat > self.total_msat());
+        self.best = Some(p);
     }
 
     /// The best commitment, co-signed and ready to broadcast.

@@ -19,8 +19,11 @@
 //!   the fee and having its funds locked until expiry if the seller vanishes; the
 //!   seller serves at most its configured credit beyond the last signed total.
 
+pub mod buyer;
 pub mod channel;
+pub mod proto;
 pub mod script;
+pub mod seller_node;
 pub mod tx;
 
 pub use bdk_wallet::bitcoin;

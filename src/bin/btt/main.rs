@@ -1,4 +1,6 @@
-//! `btt`: seed, create, demo (and later get, wallet, channels, status).
+//! `btt`: seed (and sell), create, demo, wallet, channels.
+
+mod money;
 
 use anyhow::{Context, Result};
 use btt::cli::{init_logging, PeerArgs};
@@ -16,6 +18,8 @@ struct Cli {
     /// More log detail.
     #[arg(short, long, global = true)]
     verbose: bool,
+    #[command(flatten)]
+    home: money::HomeArg,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -31,7 +35,15 @@ enum Cmd {
         data: PathBuf,
         #[command(flatten)]
         peers: PeerArgs,
+        #[command(flatten)]
+        sell: SellArgs,
     },
+    /// The on-chain wallet.
+    #[command(subcommand)]
+    Wallet(money::WalletCmd),
+    /// Payment channels, as buyer and seller.
+    #[command(subcommand)]
+    Channels(money::ChannelsCmd),
     /// Make a .torrent from a file or directory.
     Create {
         /// File or directory to share.
@@ -62,24 +74,65 @@ enum Cmd {
     },
 }
 
+#[derive(clap::Args, Debug)]
+struct SellArgs {
+    /// Sell: accept payment channels (btt_pay) from buyers, using the wallet in --home.
+    #[arg(long)]
+    sell: bool,
+    /// Price per piece, msat.
+    #[arg(long, default_value_t = 1000, requires = "sell")]
+    price_msat: u64,
+    /// Bytes served beyond what is paid.
+    #[arg(long, default_value = "4MiB", value_parser = btt::cli::parse_bytes, requires = "sell")]
+    credit: u64,
+    /// Seconds between checks for channels nearing expiry.
+    #[arg(long, default_value_t = 30, requires = "sell")]
+    watch_interval: u64,
+    /// Leave channels open on stop (default: close every paid channel).
+    #[arg(long, requires = "sell")]
+    keep_channels_open: bool,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.verbose, None);
+    let home = btt::config::Home::locate(cli.home.home.as_deref());
     match cli.cmd {
         Cmd::Seed {
             torrent,
             data,
             peers,
+            sell,
         } => {
+            let mut engine = peers.engine(false);
+            let seller = if sell.sell {
+                Some(money::start_selling(
+                    &home,
+                    sell.price_msat,
+                    sell.credit,
+                    std::time::Duration::from_secs(sell.watch_interval.max(1)),
+                )?)
+            } else {
+                None
+            };
+            if let Some(s) = &seller {
+                engine.pay = Some(btt::engine::PayHookRef(s.node.clone()));
+            }
             let cfg = btt::seed::SeedConfig {
                 torrent,
                 data,
-                engine: peers.engine(false),
+                engine,
             };
-            btt::seed::run(cfg, |addr, have, total| {
+            let res = btt::seed::run(cfg, |addr, have, total| {
                 eprintln!("seeding {have}/{total} pieces on {addr}");
-            })?;
+            });
+            if let Some(s) = seller {
+                s.stop(!sell.keep_channels_open);
+            }
+            res?;
         }
+        Cmd::Wallet(cmd) => money::wallet(&home, cmd)?,
+        Cmd::Channels(cmd) => money::channels(&home, cmd)?,
         Cmd::Create {
             path,
             output,

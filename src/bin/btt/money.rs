@@ -1,0 +1,351 @@
+//! `btt wallet …` and `btt channels …`.
+//!
+//! Output is one fact per line, `key: value` or a table, so scripts and tests
+//! can read it. Secrets are printed only by `wallet init` (the new mnemonic,
+//! once, on stdout) and never logged.
+
+use anyhow::{bail, Context, Result};
+use btt::chain::{self, fee_rate_or, ChainBackend};
+use btt::chanstore::{ChannelState, ChannelStore, Role};
+use btt::config::{BackendConfig, ChannelConfig, Config, Home};
+use btt::pay::bitcoin::{Address, Amount, FeeRate, OutPoint};
+use btt::pay::buyer::{self, OpenState, Session};
+use btt::pay::channel::Seller;
+use btt::pay::seller_node::close_channel;
+use btt::wallet::BttWallet;
+use clap::{Args, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Args, Debug, Clone)]
+pub struct HomeArg {
+    /// btt's data directory [default: $BTT_HOME or ~/.local/share/btt].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WalletCmd {
+    /// Create a wallet: a new BIP39 mnemonic (shown once) or an imported one.
+    Init {
+        /// bitcoin, testnet4, signet or regtest.
+        #[arg(long, default_value = "bitcoin")]
+        network: String,
+        /// Electrum server, tcp://host:port.
+        #[arg(long, conflicts_with = "rpc")]
+        electrum: Option<String>,
+        /// Bitcoin Core JSON-RPC URL, http://host:port.
+        #[arg(long)]
+        rpc: Option<String>,
+        #[arg(long, default_value = "")]
+        rpc_user: String,
+        #[arg(long, default_value = "")]
+        rpc_password: String,
+        #[arg(long)]
+        rpc_cookie: Option<PathBuf>,
+        /// Import the mnemonic from this file instead of generating one.
+        #[arg(long, value_name = "FILE")]
+        import: Option<PathBuf>,
+        /// Seller: largest unconfirmed channel funding accepted (sat).
+        #[arg(long, default_value_t = 0)]
+        zero_conf_limit: u64,
+        /// Seller: accepted channel lifetime from the tip, in blocks.
+        #[arg(long, default_value_t = ChannelConfig::default().min_expiry_blocks)]
+        min_expiry_blocks: u32,
+        #[arg(long, default_value_t = ChannelConfig::default().max_expiry_blocks)]
+        max_expiry_blocks: u32,
+        /// Seller: close this many blocks before a channel expires.
+        #[arg(long, default_value_t = ChannelConfig::default().close_margin_blocks)]
+        close_margin_blocks: u32,
+        /// Buyer: lifetime of new channels, in blocks.
+        #[arg(long, default_value_t = ChannelConfig::default().expiry_blocks)]
+        expiry_blocks: u32,
+    },
+    /// A new receive address.
+    Address,
+    /// Sync, then show the balance.
+    Balance,
+    /// Sync the wallet with the chain backend.
+    Sync,
+    /// Send AMOUNT sat to ADDRESS.
+    Send {
+        address: String,
+        /// Amount in sat.
+        amount: u64,
+        /// Fee rate in sat/vB [default: the backend's estimate].
+        #[arg(long)]
+        fee_rate: Option<u64>,
+    },
+    /// Print the public descriptors (watch-only; no private keys).
+    ExportDescriptor,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ChannelsCmd {
+    /// Every channel, as buyer and as seller.
+    List,
+    /// Open (fund) a channel with a seller reachable at ADDR.
+    Open {
+        addr: SocketAddr,
+        /// A torrent the seller serves (the BitTorrent handshake needs one).
+        #[arg(long)]
+        torrent: PathBuf,
+        /// Channel capacity in sat.
+        #[arg(long)]
+        capacity: u64,
+    },
+    /// Pay a seller ahead of time: COUNT payments of MSAT each.
+    Pay {
+        id: String,
+        #[arg(long)]
+        msat: u64,
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+    },
+    /// Close: a seller co-signs and broadcasts its best commitment; a buyer
+    /// asks its seller to.
+    Close { id: String },
+    /// Buyer: reclaim a channel's funds after its expiry height.
+    Refund { id: String },
+}
+
+fn backend(cfg: &Config) -> Result<Box<dyn ChainBackend>> {
+    Ok(chain::connect(cfg)?)
+}
+
+pub fn wallet(home: &Home, cmd: WalletCmd) -> Result<()> {
+    if let WalletCmd::Init {
+        network,
+        electrum,
+        rpc,
+        rpc_user,
+        rpc_password,
+        rpc_cookie,
+        import,
+        zero_conf_limit,
+        min_expiry_blocks,
+        max_expiry_blocks,
+        close_margin_blocks,
+        expiry_blocks,
+    } = cmd
+    {
+        let backend = match (electrum, rpc) {
+            (Some(url), None) => BackendConfig::Electrum { url },
+            (None, Some(url)) => BackendConfig::Rpc {
+                url,
+                user: rpc_user,
+                password: rpc_password,
+                cookie: rpc_cookie,
+            },
+            _ => {
+                bail!("give a chain backend: --electrum tcp://HOST:PORT or --rpc http://HOST:PORT")
+            }
+        };
+        let cfg = Config {
+            network,
+            backend,
+            channels: ChannelConfig {
+                zero_conf_limit_sat: zero_conf_limit,
+                min_expiry_blocks,
+                max_expiry_blocks,
+                close_margin_blocks,
+                expiry_blocks,
+                ..ChannelConfig::default()
+            },
+        };
+        let words = import
+            .map(|f| {
+                std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))
+            })
+            .transpose()?;
+        let (w, mnemonic) = BttWallet::init(home, cfg, words.as_deref())?;
+        println!("network: {}", w.network());
+        println!("home: {}", home.dir.display());
+        if words.is_none() {
+            println!("mnemonic: {mnemonic}");
+            eprintln!("Write these words down: they restore the wallet and every channel key.");
+        }
+        return Ok(());
+    }
+    let mut w = BttWallet::open(home)?;
+    match cmd {
+        WalletCmd::Init { .. } => unreachable!("handled above"),
+        WalletCmd::Address => println!("{}", w.address()?),
+        WalletCmd::Sync => {
+            let b = backend(&w.config)?;
+            w.sync(b.as_ref())?;
+            println!("synced to height {}", w.wallet.latest_checkpoint().height());
+        }
+        WalletCmd::Balance => {
+            let b = backend(&w.config)?;
+            w.sync(b.as_ref())?;
+            let bal = w.balance();
+            println!("confirmed: {}", bal.confirmed.to_sat());
+            println!(
+                "unconfirmed: {}",
+                (bal.trusted_pending + bal.untrusted_pending).to_sat()
+            );
+            println!("immature: {}", bal.immature.to_sat());
+            println!("total: {}", bal.total().to_sat());
+        }
+        WalletCmd::Send {
+            address,
+            amount,
+            fee_rate,
+        } => {
+            let to = w.check_address(
+                address
+                    .parse::<Address<_>>()
+                    .with_context(|| format!("{address:?} is not a bitcoin address"))?,
+            )?;
+            let b = backend(&w.config)?;
+            w.sync(b.as_ref())?;
+            let rate = match fee_rate {
+                Some(r) => FeeRate::from_sat_per_vb(r).context("fee rate too high")?,
+                None => fee_rate_or(b.as_ref(), 6, w.config.channels.fallback_fee_rate),
+            };
+            let txid = w.send(b.as_ref(), to, Amount::from_sat(amount), rate)?;
+            println!("{txid}");
+        }
+        WalletCmd::ExportDescriptor => {
+            let (ext, int) = w.public_descriptors();
+            println!("{ext}");
+            println!("{int}");
+        }
+    }
+    Ok(())
+}
+
+fn parse_id(id: &str) -> Result<OutPoint> {
+    id.parse::<OutPoint>()
+        .with_context(|| format!("{id:?} is not a channel id (TXID:VOUT)"))
+}
+
+pub fn channels(home: &Home, cmd: ChannelsCmd) -> Result<()> {
+    let mut store = ChannelStore::open(&home.channels_db())?;
+    match cmd {
+        ChannelsCmd::List => {
+            println!("role\tstate\ttotal_msat\tcapacity_sat\texpiry\tid\tclose_txid");
+            for r in store.list()? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    match r.role {
+                        Role::Buyer => "buyer",
+                        Role::Seller => "seller",
+                    },
+                    format!("{:?}", r.state).to_lowercase(),
+                    r.total_msat,
+                    r.terms.capacity_sat,
+                    r.terms.expiry_height,
+                    r.id,
+                    r.close_txid
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                );
+            }
+            return Ok(());
+        }
+        ChannelsCmd::Open {
+            addr,
+            torrent,
+            capacity,
+        } => {
+            let meta = btt::mount::load_torrent(&torrent)?;
+            let mut w = BttWallet::open(home)?;
+            let b = backend(&w.config)?;
+            w.sync(b.as_ref())?;
+            let o =
+                buyer::open_channel(&mut w, &store, b.as_ref(), addr, meta.info_hash.0, capacity)?;
+            println!("channel: {}", o.id);
+            match o.state {
+                OpenState::Ready => println!("state: ready"),
+                OpenState::Pending { have, need } => {
+                    println!("state: pending ({have}/{need} confirmations)")
+                }
+            }
+        }
+        ChannelsCmd::Pay { id, msat, count } => {
+            parse_id(&id)?;
+            let w = BttWallet::open(home)?;
+            let b = backend(&w.config)?;
+            let mut s = Session::resume(&w, &mut store, b.as_ref(), &id)?;
+            let total = s.pay(&mut store, msat, count, 16)?;
+            println!("total_msat: {total}");
+        }
+        ChannelsCmd::Close { id } => {
+            parse_id(&id)?;
+            let r = store.get(&id)?;
+            let w = BttWallet::open(home)?;
+            let b = backend(&w.config)?;
+            let txid = match r.role {
+                Role::Seller => {
+                    if !matches!(r.state, ChannelState::Open | ChannelState::Closing) {
+                        bail!("channel {id} is {:?}", r.state);
+                    }
+                    let p = r.payment();
+                    let seller = Seller::resume(r.terms, w.node_key(), p)?;
+                    close_channel(&store, b.as_ref(), &seller)?
+                }
+                Role::Buyer => Session::resume(&w, &mut store, b.as_ref(), &id)?.close(&store)?,
+            };
+            println!("close_txid: {txid}");
+        }
+        ChannelsCmd::Refund { id } => {
+            parse_id(&id)?;
+            let w = BttWallet::open(home)?;
+            let b = backend(&w.config)?;
+            let txid = buyer::refund(&w, &store, b.as_ref(), &id)?;
+            println!("refund_txid: {txid}");
+        }
+    }
+    Ok(())
+}
+
+/// A running seller: the node answering `btt_pay` and its expiry watcher.
+pub struct Selling {
+    pub node: std::sync::Arc<btt::pay::seller_node::SellerNode>,
+    stop: std::sync::mpsc::Sender<()>,
+    watcher: std::thread::JoinHandle<()>,
+}
+
+pub fn start_selling(
+    home: &Home,
+    price_msat: u64,
+    credit: u64,
+    interval: std::time::Duration,
+) -> Result<Selling> {
+    let w = BttWallet::open(home)?;
+    let b: std::sync::Arc<dyn ChainBackend> = std::sync::Arc::from(backend(&w.config)?);
+    let store = ChannelStore::open(&home.channels_db())?;
+    let node = std::sync::Arc::new(btt::pay::seller_node::SellerNode::new(
+        w, store, b, price_msat, credit,
+    )?);
+    let (stop, rx) = std::sync::mpsc::channel::<()>();
+    let n = node.clone();
+    let watcher = std::thread::spawn(move || loop {
+        if let Err(e) = n.close_expiring() {
+            tracing::warn!(error = %e, "expiry check failed");
+        }
+        match rx.recv_timeout(interval) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            _ => break,
+        }
+    });
+    eprintln!("selling as node {}", node.info().node_key);
+    Ok(Selling {
+        node,
+        stop,
+        watcher,
+    })
+}
+
+impl Selling {
+    pub fn stop(self, close: bool) {
+        let _ = self.stop.send(());
+        let _ = self.watcher.join();
+        if close {
+            let n = self.node.close_all();
+            eprintln!("closed {n} channel(s)");
+        }
+    }
+}

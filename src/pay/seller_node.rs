@@ -1,0 +1,427 @@
+//! The seller's side of `btt_pay`: answers buyers' messages, keeps every open
+//! channel, closes them on request, on stop and before expiry.
+//!
+//! Order of effects is the safety argument: a payment is verified, then
+//! committed to the channel store, and only then acknowledged (and, in the
+//! paid swarm, served past). A funding output is checked on chain (script,
+//! value, unspent, confirmations or the zero-conf limit) before the channel is
+//! stored. Chain calls block; callers run [`SellerNode::handle`] off the async
+//! runtime.
+
+use crate::chain::{ChainBackend, OutputStatus};
+use crate::chanstore::{channel_id, ChannelState, ChannelStore, Role, StoreError};
+use crate::config::ChannelConfig;
+use crate::pay::bitcoin::secp256k1::SecretKey;
+use crate::pay::bitcoin::{consensus::encode, Network, OutPoint, Transaction, Txid};
+use crate::pay::channel::{Payment, Seller, SellerPolicy};
+use crate::pay::proto::{ChannelTerms, Code, Msg, SellerInfo};
+use crate::pay::tx::Terms;
+use crate::pay::PayError;
+use crate::wallet::{public_key, BttWallet};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tracing::{info, info_span, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SellError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Chain(#[from] crate::chain::ChainError),
+    #[error(transparent)]
+    Pay(#[from] PayError),
+    #[error(transparent)]
+    Wallet(#[from] crate::wallet::WalletError),
+    #[error("channel {0} is not an open channel of ours")]
+    NotOpen(String),
+}
+
+pub struct SellerNode {
+    info: SellerInfo,
+    network: Network,
+    key: SecretKey,
+    policy: ChannelConfig,
+    store: Mutex<ChannelStore>,
+    chain: Arc<dyn ChainBackend>,
+    wallet: Mutex<BttWallet>,
+    channels: Mutex<HashMap<OutPoint, Seller>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SellerNode {
+    /// Loads every open seller channel from `store`.
+    pub fn new(
+        wallet: BttWallet,
+        store: ChannelStore,
+        chain: Arc<dyn ChainBackend>,
+        price_msat: u64,
+        credit: u64,
+    ) -> Result<SellerNode, SellError> {
+        let network = wallet.network();
+        let key = wallet.node_key();
+        let policy = wallet.config.channels.clone();
+        let info = SellerInfo {
+            network: network.to_core_arg().to_string(),
+            node_key: public_key(&key),
+            price_msat,
+            credit,
+            min_expiry_blocks: policy.min_expiry_blocks,
+            max_expiry_blocks: policy.max_expiry_blocks,
+            zero_conf_sat: policy.zero_conf_limit_sat,
+        };
+        let mut channels = HashMap::new();
+        for r in store.list()? {
+            if r.role == Role::Seller && r.state == ChannelState::Open {
+                let p = r.payment();
+                channels.insert(r.terms.funding, Seller::resume(r.terms, key, p)?);
+            }
+        }
+        info!(open = channels.len(), "seller channels resumed");
+        Ok(SellerNode {
+            info,
+            network,
+            key,
+            policy,
+            store: Mutex::new(store),
+            chain,
+            wallet: Mutex::new(wallet),
+            channels: Mutex::new(channels),
+        })
+    }
+
+    /// What we announce in the extension handshake.
+    pub fn info(&self) -> &SellerInfo {
+        &self.info
+    }
+
+    /// Handles one message from `peer`; returns the reply, if any.
+    pub fn handle(&self, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
+        let msg = match Msg::decode(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(%peer, error = %e, "bad btt_pay message");
+                return Some(Msg::error(None, Code::Malformed, e.to_string()).encode());
+            }
+        };
+        let reply = match msg {
+            Msg::Propose {
+                network,
+                capacity_sat,
+                expiry_height,
+            } => self.on_propose(&network, capacity_sat, expiry_height),
+            Msg::Funded { terms, tx } => self.on_funded(terms, &tx),
+            Msg::Pay {
+                channel,
+                total_msat,
+                signature,
+            } => self.on_pay(
+                channel,
+                Payment {
+                    total_msat,
+                    signature,
+                },
+            ),
+            Msg::Resume { channel } => self.on_resume(channel),
+            Msg::Close { channel } => match self.close(&channel) {
+                Ok(txid) => Msg::Closed { channel, txid },
+                Err(e) => Msg::error(Some(channel), code_of(&e), e.to_string()),
+            },
+            // Seller-to-buyer messages are not for us.
+            Msg::Accept { .. }
+            | Msg::Ready { .. }
+            | Msg::Pending { .. }
+            | Msg::Ack { .. }
+            | Msg::State { .. }
+            | Msg::Closed { .. } => Msg::error(None, Code::Malformed, "message is for the buyer"),
+            Msg::Error { code, message, .. } => {
+                warn!(%peer, %code, %message, "buyer reported an error");
+                return None;
+            }
+        };
+        Some(reply.encode())
+    }
+
+    fn policy(&self) -> SellerPolicy {
+        SellerPolicy {
+            network: self.network,
+            min_expiry_blocks: self.policy.min_expiry_blocks,
+            max_expiry_blocks: self.policy.max_expiry_blocks,
+        }
+    }
+
+    fn on_propose(&self, network: &str, capacity_sat: u64, expiry: u32) -> Msg {
+        if network != self.info.network {
+            return Msg::error(
+                None,
+                Code::WrongNetwork,
+                format!("seller is on {}, not {network}", self.info.network),
+            );
+        }
+        let tip = match self.chain.tip_height() {
+            Ok(t) => t,
+            Err(e) => return Msg::error(None, Code::Internal, e.to_string()),
+        };
+        let (min, max) = (
+            tip + self.policy.min_expiry_blocks,
+            tip + self.policy.max_expiry_blocks,
+        );
+        if expiry < min || expiry > max {
+            return Msg::error(
+                None,
+                Code::Policy,
+                PayError::ExpiryOutOfRange { expiry, min, max }.to_string(),
+            );
+        }
+        if capacity_sat <= crate::pay::DUST_SAT {
+            return Msg::error(None, Code::Policy, "capacity below dust");
+        }
+        match lock(&self.wallet).payout_script() {
+            Ok(spk) => Msg::Accept {
+                seller_key: self.info.node_key,
+                seller_payout: spk,
+            },
+            Err(e) => Msg::error(None, Code::Internal, e.to_string()),
+        }
+    }
+
+    fn on_funded(&self, t: ChannelTerms, raw_tx: &[u8]) -> Msg {
+        let ch = t.funding;
+        let span = info_span!("channel", id = %channel_id(&ch));
+        let _g = span.enter();
+        let err = |code, m: String| Msg::error(Some(ch), code, m);
+        if t.network != self.info.network {
+            return err(
+                Code::WrongNetwork,
+                format!("seller is on {}, not {}", self.info.network, t.network),
+            );
+        }
+        if t.seller_key != self.info.node_key {
+            return err(Code::Policy, "seller key is not this node's key".into());
+        }
+        if !lock(&self.wallet).wallet.is_mine(t.seller_payout.clone()) {
+            return err(Code::Policy, "seller payout script is not ours".into());
+        }
+        if let Ok(r) = lock(&self.store).get(&channel_id(&ch)) {
+            return if r.state == ChannelState::Open {
+                Msg::Ready { channel: ch }
+            } else {
+                err(Code::Closed, format!("channel is {:?}", r.state))
+            };
+        }
+        let terms = Terms {
+            network: self.network,
+            capacity_sat: t.capacity_sat,
+            fee_sat: t.fee_sat,
+            expiry_height: t.expiry_height,
+            buyer: t.buyer_key,
+            seller: t.seller_key,
+            buyer_payout: t.buyer_payout,
+            seller_payout: t.seller_payout,
+            funding: ch,
+        };
+        let tip = match self.chain.tip_height() {
+            Ok(t) => t,
+            Err(e) => return err(Code::Internal, e.to_string()),
+        };
+        let seller = match Seller::open(terms.clone(), self.key, &self.policy(), tip) {
+            Ok(s) => s,
+            Err(e) => return err(code_of_pay(&e), e.to_string()),
+        };
+        let tx: Transaction = match encode::deserialize(raw_tx) {
+            Ok(tx) => tx,
+            Err(e) => return err(Code::Malformed, format!("funding transaction: {e}")),
+        };
+        if let Err(e) = seller.check_funding(&tx) {
+            return err(Code::WrongFunding, e.to_string());
+        }
+        let spk = terms.funding_script_pubkey();
+        match self.chain.output_status(&ch, &spk) {
+            Ok(OutputStatus::Spent) => {
+                return err(Code::FundingSpent, "funding output is already spent".into())
+            }
+            Ok(OutputStatus::Unspent) => {}
+            Ok(OutputStatus::Unknown) => {
+                // The buyer may not have broadcast yet; try it ourselves.
+                if let Err(e) = self.chain.broadcast(&tx) {
+                    return err(Code::FundingUnknown, e.to_string());
+                }
+            }
+            Err(e) => return err(Code::Internal, e.to_string()),
+        }
+        let have = match self.chain.tx_status(&ch.txid, &spk) {
+            Ok(s) => s.confirmations(),
+            Err(e) => return err(Code::Internal, e.to_string()),
+        };
+        let need = self.policy.min_confirmations.max(1);
+        if have < need && terms.capacity_sat > self.policy.zero_conf_limit_sat {
+            info!(have, need, "funding needs confirmations");
+            return Msg::Pending {
+                channel: ch,
+                have,
+                need,
+            };
+        }
+        if let Err(e) = lock(&self.store).insert(Role::Seller, &terms) {
+            return err(Code::Internal, e.to_string());
+        }
+        info!(
+            capacity = terms.capacity_sat,
+            expiry = terms.expiry_height,
+            confirmations = have,
+            "channel open"
+        );
+        lock(&self.channels).insert(ch, seller);
+        Msg::Ready { channel: ch }
+    }
+
+    fn on_pay(&self, ch: OutPoint, p: Payment) -> Msg {
+        let mut channels = lock(&self.channels);
+        let Some(seller) = channels.get_mut(&ch) else {
+            return Msg::error(
+                Some(ch),
+                Code::UnknownChannel,
+                "no open channel with this id",
+            );
+        };
+        if let Err(e) = seller.verify(&p) {
+            return Msg::error(Some(ch), code_of_pay(&e), e.to_string());
+        }
+        // Durable before acknowledged.
+        if let Err(e) =
+            lock(&self.store).advance(&channel_id(&ch), p.total_msat, Some(&p.signature))
+        {
+            let code = match e {
+                StoreError::NotOpen(..) => Code::Closed,
+                _ => Code::Internal,
+            };
+            return Msg::error(Some(ch), code, e.to_string());
+        }
+        let total_msat = p.total_msat;
+        seller.record(p);
+        Msg::Ack {
+            channel: ch,
+            total_msat,
+        }
+    }
+
+    fn on_resume(&self, ch: OutPoint) -> Msg {
+        match lock(&self.store).get(&channel_id(&ch)) {
+            Ok(r) if r.role == Role::Seller => Msg::State {
+                channel: ch,
+                total_msat: r.total_msat,
+                open: r.state == ChannelState::Open,
+            },
+            _ => Msg::error(Some(ch), Code::UnknownChannel, "no channel with this id"),
+        }
+    }
+
+    /// Co-signs and broadcasts the best commitment of channel `ch`.
+    pub fn close(&self, ch: &OutPoint) -> Result<Txid, SellError> {
+        let mut channels = lock(&self.channels);
+        let seller = channels
+            .get(ch)
+            .ok_or_else(|| SellError::NotOpen(channel_id(ch)))?;
+        let txid = close_channel(&lock(&self.store), self.chain.as_ref(), seller)?;
+        channels.remove(ch);
+        Ok(txid)
+    }
+
+    /// Closes every channel whose expiry is within the safety margin; returns
+    /// how many were closed.
+    pub fn close_expiring(&self) -> Result<usize, SellError> {
+        let tip = self.chain.tip_height()?;
+        let due: Vec<OutPoint> = lock(&self.channels)
+            .iter()
+            .filter(|(_, s)| s.must_close(tip, self.policy.close_margin_blocks))
+            .map(|(o, _)| *o)
+            .collect();
+        let mut n = 0;
+        for ch in due {
+            match self.close(&ch) {
+                Ok(txid) => {
+                    info!(channel = %channel_id(&ch), %txid, tip, "closed before expiry");
+                    n += 1;
+                }
+                Err(SellError::Pay(PayError::NothingToClose | PayError::Dust { .. })) => {
+                    // Nothing worth claiming: the buyer refunds after expiry.
+                    lock(&self.store).set_state(&channel_id(&ch), ChannelState::Closed)?;
+                    lock(&self.channels).remove(&ch);
+                }
+                Err(e) => warn!(channel = %channel_id(&ch), error = %e, "close failed"),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Closes every channel that holds a payment (on shutdown).
+    pub fn close_all(&self) -> usize {
+        let all: Vec<OutPoint> = lock(&self.channels).keys().copied().collect();
+        let mut n = 0;
+        for ch in all {
+            match self.close(&ch) {
+                Ok(txid) => {
+                    info!(channel = %channel_id(&ch), %txid, "closed on stop");
+                    n += 1
+                }
+                Err(SellError::Pay(PayError::NothingToClose)) => {}
+                Err(e) => warn!(channel = %channel_id(&ch), error = %e, "close failed"),
+            }
+        }
+        n
+    }
+}
+
+/// Co-signs, broadcasts and records the close of `seller`'s channel.
+pub fn close_channel(
+    store: &ChannelStore,
+    chain: &dyn ChainBackend,
+    seller: &Seller,
+) -> Result<Txid, SellError> {
+    let tx = seller.close()?;
+    let id = channel_id(&seller.terms().funding);
+    let txid = tx.compute_txid();
+    // Record the intent first: if we crash after broadcasting, the state says
+    // closing and a rerun rebroadcasts the same transaction.
+    store.set_closing(&id, ChannelState::Closing, &txid)?;
+    chain.broadcast(&tx)?;
+    info!(channel = %id, %txid, total_msat = seller.total_msat(), "close broadcast");
+    Ok(txid)
+}
+
+fn code_of_pay(e: &PayError) -> Code {
+    match e {
+        PayError::BadSignature => Code::BadSignature,
+        PayError::NotIncreasing { .. } => Code::NotIncreasing,
+        PayError::OverCapacity { .. } => Code::OverCapacity,
+        PayError::WrongFundingScript
+        | PayError::WrongFundingValue { .. }
+        | PayError::NoSuchOutput(_) => Code::WrongFunding,
+        PayError::WrongNetwork { .. } => Code::WrongNetwork,
+        PayError::ExpiryOutOfRange { .. }
+        | PayError::FeeTooHigh { .. }
+        | PayError::Dust { .. }
+        | PayError::NothingToClose => Code::Policy,
+        PayError::TooEarly { .. } | PayError::Sign(_) => Code::Internal,
+    }
+}
+
+fn code_of(e: &SellError) -> Code {
+    match e {
+        SellError::Pay(p) => code_of_pay(p),
+        SellError::NotOpen(_) => Code::UnknownChannel,
+        _ => Code::Internal,
+    }
+}
+
+impl crate::engine::PayHook for SellerNode {
+    fn handshake(&self) -> bendy::value::Value<'static> {
+        self.info.to_value()
+    }
+    fn handle(&self, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
+        SellerNode::handle(self, peer, payload)
+    }
+}
