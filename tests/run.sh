@@ -19,6 +19,20 @@ fi
 [ -e /dev/fuse ] || { echo "no /dev/fuse: the end-to-end tests need FUSE" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "the end-to-end tests mount filesystems and run peers; run as root" >&2; exit 1; }
 
+# The regtest chain for the payment tests: bcoin (npm) and ElectrumX (PyPI).
+command -v node >/dev/null && command -v npm >/dev/null || {
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm build-essential python3 >/dev/null
+}
+if [ ! -e tests/regtest/node_modules/bcoin/package.json ]; then
+  (cd tests/regtest && npm_config_nodedir=/usr npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -x tests/regtest/.venv/bin/python3 ] || ! tests/regtest/.venv/bin/python3 -c 'import electrumx, plyvel' 2>/dev/null; then
+  python3 -m venv tests/regtest/.venv
+  tests/regtest/.venv/bin/pip install -q --disable-pip-version-check e-x==1.18.0 plyvel
+fi
+
 export RUST_BACKTRACE=0
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings

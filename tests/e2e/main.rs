@@ -6,6 +6,8 @@
 mod harness;
 
 mod bad_input;
+mod chain;
+mod payments;
 mod faults;
 mod peers;
 mod video;

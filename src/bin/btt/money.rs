@@ -101,6 +101,11 @@ pub enum ChannelsCmd {
         msat: u64,
         #[arg(long, default_value_t = 1)]
         count: u64,
+        /// Payments in flight before waiting for the seller's acks. After a
+        /// crash the buyer's stored total is at most this many payments ahead
+        /// of the seller's (and is re-sent on resume).
+        #[arg(long, default_value_t = 1)]
+        window: usize,
     },
     /// Close: a seller co-signs and broadcasts its best commitment; a buyer
     /// asks its seller to.
@@ -264,12 +269,17 @@ pub fn channels(home: &Home, cmd: ChannelsCmd) -> Result<()> {
                 }
             }
         }
-        ChannelsCmd::Pay { id, msat, count } => {
+        ChannelsCmd::Pay {
+            id,
+            msat,
+            count,
+            window,
+        } => {
             parse_id(&id)?;
             let w = BttWallet::open(home)?;
             let b = backend(&w.config)?;
             let mut s = Session::resume(&w, &mut store, b.as_ref(), &id)?;
-            let total = s.pay(&mut store, msat, count, 16)?;
+            let total = s.pay(&mut store, msat, count, window)?;
             println!("total_msat: {total}");
         }
         ChannelsCmd::Close { id } => {
