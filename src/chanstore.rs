@@ -121,6 +121,31 @@ pub fn channel_id(funding: &OutPoint) -> String {
     format!("{}:{}", funding.txid, funding.vout)
 }
 
+/// Why an update of `id` to `total_msat` matched no row.
+fn refusal(db: &Connection, id: &str, total_msat: u64) -> Result<StoreError, StoreError> {
+    let stored: Option<(i64, String)> = db
+        .query_row(
+            "SELECT total_msat, state FROM channels WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match stored {
+        None => StoreError::NotFound(id.into()),
+        Some((_, st)) if st != "open" => StoreError::NotOpen(
+            id.into(),
+            ChannelState::parse(&st)
+                .map(|s| s.as_str())
+                .unwrap_or("unknown"),
+        ),
+        Some((s, _)) => StoreError::NotIncreasing {
+            id: id.into(),
+            stored: s as u64,
+            got: total_msat,
+        },
+    })
+}
+
 pub struct ChannelStore {
     db: Connection,
 }
@@ -219,27 +244,28 @@ impl ChannelStore {
             params![id, total_msat as i64, signature.map(|s| s.to_vec())],
         )?;
         if n == 0 {
-            let stored: Option<(i64, String)> = tx
-                .query_row(
-                    "SELECT total_msat, state FROM channels WHERE id = ?1",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            return Err(match stored {
-                None => StoreError::NotFound(id.into()),
-                Some((_, st)) if st != "open" => StoreError::NotOpen(
-                    id.into(),
-                    ChannelState::parse(&st)
-                        .map(|s| s.as_str())
-                        .unwrap_or("unknown"),
-                ),
-                Some((s, _)) => StoreError::NotIncreasing {
-                    id: id.into(),
-                    stored: s as u64,
-                    got: total_msat,
-                },
-            });
+            return Err(refusal(&tx, id, total_msat)?);
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// [`ChannelStore::advance`] for several channels in one durable
+    /// transaction (group commit: one fsync for a burst of payments). All or
+    /// nothing.
+    pub fn advance_many(
+        &mut self,
+        updates: &[(String, u64, Option<ecdsa::Signature>)],
+    ) -> Result<(), StoreError> {
+        let tx = self.db.transaction()?;
+        for (id, total_msat, signature) in updates {
+            let n = tx.execute(
+                "UPDATE channels SET total_msat = ?2, signature = ?3 WHERE id = ?1 AND total_msat < ?2 AND state = 'open'",
+                params![id, *total_msat as i64, signature.map(|s| s.to_vec())],
+            )?;
+            if n == 0 {
+                return Err(refusal(&tx, id, *total_msat)?);
+            }
         }
         tx.commit()?;
         Ok(())

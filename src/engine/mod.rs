@@ -50,6 +50,14 @@ pub trait PayHook: Send + Sync {
     fn handshake(&self) -> bendy::value::Value<'static>;
     /// Handles one message (may block on disk and chain); returns the reply.
     fn handle(&self, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>>;
+    /// A burst of messages that arrived together, in order (lets payments
+    /// share one durable commit); one reply list for all.
+    fn handle_batch(&self, peer: SocketAddr, payloads: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        payloads
+            .iter()
+            .filter_map(|p| self.handle(peer, p))
+            .collect()
+    }
 }
 
 #[derive(Clone)]

@@ -554,14 +554,25 @@ async fn run(
             let (hook, out, id) = (hook.0.clone(), out_tx.clone(), their_pay_id.clone());
             let task = tokio::spawn(
                 async move {
-                    while let Some(msg) = rx.recv().await {
+                    while let Some(first) = rx.recv().await {
+                        // Whatever else is queued goes in the same batch.
+                        let mut batch = vec![first.to_vec()];
+                        while batch.len() < 256 {
+                            match rx.try_recv() {
+                                Ok(m) => batch.push(m.to_vec()),
+                                Err(_) => break,
+                            }
+                        }
                         let h = hook.clone();
-                        let reply = tokio::task::spawn_blocking(move || h.handle(addr, &msg))
-                            .await
-                            .ok()
-                            .flatten();
+                        let replies =
+                            tokio::task::spawn_blocking(move || h.handle_batch(addr, &batch))
+                                .await
+                                .unwrap_or_default();
                         let their = id.load(Ordering::Relaxed);
-                        if let (Some(r), true) = (reply, their != 0) {
+                        if their == 0 {
+                            continue;
+                        }
+                        for r in replies {
                             let _ = out.send(Out::Msg(Message::Extended {
                                 id: their,
                                 payload: Bytes::from(r),

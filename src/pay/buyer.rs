@@ -461,19 +461,28 @@ impl Session {
         let mut in_flight: VecDeque<u64> = VecDeque::new();
         let mut sent = 0;
         while sent < count || !in_flight.is_empty() {
-            if sent < count && in_flight.len() < window.max(1) {
-                let total = self.buyer.total_msat() + step_msat;
-                // On any error below the session is dropped, so the in-memory
-                // total running ahead of the store does not matter.
-                let p = self.buyer.pay(total)?;
-                store.advance(&self.id, total, None)?;
-                self.conn.send(&Msg::Pay {
-                    channel: self.funding,
-                    total_msat: total,
-                    signature: p.signature,
-                })?;
-                in_flight.push_back(total);
-                sent += 1;
+            let room = window.max(1) - in_flight.len();
+            if sent < count && room > 0 {
+                // Sign what fits in the window, store the newest total once
+                // (group commit), then send them all. On any error the session
+                // is dropped, so the in-memory total running ahead of the
+                // store does not matter.
+                let n = (room as u64).min(count - sent);
+                let mut signed = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let total = self.buyer.total_msat() + step_msat;
+                    signed.push(self.buyer.pay(total)?);
+                }
+                store.advance(&self.id, self.buyer.total_msat(), None)?;
+                for p in signed {
+                    self.conn.send(&Msg::Pay {
+                        channel: self.funding,
+                        total_msat: p.total_msat,
+                        signature: p.signature,
+                    })?;
+                    in_flight.push_back(p.total_msat);
+                }
+                sent += n;
                 continue;
             }
             match self.conn.recv()? {

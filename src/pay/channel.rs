@@ -193,7 +193,12 @@ impl Seller {
     /// Every check of [`Seller::receive`], without taking the payment: the
     /// seller verifies, persists, then calls [`Seller::record`].
     pub fn verify(&self, p: &Payment) -> Result<(), PayError> {
-        let last = self.total_msat();
+        self.verify_after(self.total_msat(), p)
+    }
+
+    /// [`Seller::verify`] against a total `last` already verified but not yet
+    /// recorded (a group of payments committed together).
+    pub fn verify_after(&self, last: u64, p: &Payment) -> Result<(), PayError> {
         if p.total_msat <= last {
             return Err(PayError::NotIncreasing {
                 last,

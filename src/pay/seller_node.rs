@@ -279,33 +279,49 @@ impl SellerNode {
     }
 
     fn on_pay(&self, ch: OutPoint, p: Payment) -> Msg {
+        let mut replies = self.on_pays(vec![(ch, p)]);
+        replies.pop().expect("one reply per payment")
+    }
+
+    fn on_pays(&self, batch: Vec<(OutPoint, Payment)>) -> Vec<Msg> {
         let mut channels = lock(&self.channels);
-        let Some(seller) = channels.get_mut(&ch) else {
-            return Msg::error(
-                Some(ch),
-                Code::UnknownChannel,
-                "no open channel with this id",
-            );
-        };
-        if let Err(e) = seller.verify(&p) {
-            return Msg::error(Some(ch), code_of_pay(&e), e.to_string());
+        accept_payments(&mut lock(&self.store), &mut channels, batch)
+    }
+
+    /// Handles a burst of messages from one peer in order; consecutive
+    /// payments are committed together (one fsync), then acknowledged.
+    pub fn handle_batch(&self, peer: SocketAddr, payloads: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut pays = Vec::new();
+        for p in payloads {
+            match Msg::decode(p) {
+                Ok(Msg::Pay {
+                    channel,
+                    total_msat,
+                    signature,
+                }) => pays.push((
+                    channel,
+                    Payment {
+                        total_msat,
+                        signature,
+                    },
+                )),
+                _ => {
+                    if !pays.is_empty() {
+                        out.extend(
+                            self.on_pays(std::mem::take(&mut pays))
+                                .iter()
+                                .map(Msg::encode),
+                        );
+                    }
+                    out.extend(self.handle(peer, p));
+                }
+            }
         }
-        // Durable before acknowledged.
-        if let Err(e) =
-            lock(&self.store).advance(&channel_id(&ch), p.total_msat, Some(&p.signature))
-        {
-            let code = match e {
-                StoreError::NotOpen(..) => Code::Closed,
-                _ => Code::Internal,
-            };
-            return Msg::error(Some(ch), code, e.to_string());
+        if !pays.is_empty() {
+            out.extend(self.on_pays(pays).iter().map(Msg::encode));
         }
-        let total_msat = p.total_msat;
-        seller.record(p);
-        Msg::Ack {
-            channel: ch,
-            total_msat,
-        }
+        out
     }
 
     fn on_resume(&self, ch: OutPoint) -> Msg {
@@ -375,6 +391,79 @@ impl SellerNode {
     }
 }
 
+/// Verifies a group of payments in order, commits the newest total of each
+/// channel in one durable transaction, and only then takes them: one reply
+/// per payment (an ack, or the error that refused it). If the commit fails,
+/// nothing is taken and every verified payment gets the error.
+pub fn accept_payments(
+    store: &mut ChannelStore,
+    channels: &mut HashMap<OutPoint, Seller>,
+    batch: Vec<(OutPoint, Payment)>,
+) -> Vec<Msg> {
+    let mut replies: Vec<Option<Msg>> = Vec::with_capacity(batch.len());
+    // Newest verified payment per channel, and (reply slot, total) of each
+    // verified payment waiting for the commit.
+    let mut newest: HashMap<OutPoint, Payment> = HashMap::new();
+    let mut waiting: Vec<(usize, OutPoint, u64)> = Vec::new();
+    for (ch, p) in batch {
+        let Some(seller) = channels.get(&ch) else {
+            replies.push(Some(Msg::error(
+                Some(ch),
+                Code::UnknownChannel,
+                "no open channel with this id",
+            )));
+            continue;
+        };
+        let last = newest
+            .get(&ch)
+            .map(|p| p.total_msat)
+            .unwrap_or_else(|| seller.total_msat());
+        match seller.verify_after(last, &p) {
+            Ok(()) => {
+                waiting.push((replies.len(), ch, p.total_msat));
+                replies.push(None);
+                newest.insert(ch, p);
+            }
+            Err(e) => replies.push(Some(Msg::error(Some(ch), code_of_pay(&e), e.to_string()))),
+        }
+    }
+    if !newest.is_empty() {
+        let updates: Vec<_> = newest
+            .iter()
+            .map(|(ch, p)| (channel_id(ch), p.total_msat, Some(p.signature)))
+            .collect();
+        // Durable before acknowledged.
+        match store.advance_many(&updates) {
+            Ok(()) => {
+                for (ch, p) in newest {
+                    if let Some(s) = channels.get_mut(&ch) {
+                        s.record(p);
+                    }
+                }
+                for (i, channel, total_msat) in waiting {
+                    replies[i] = Some(Msg::Ack {
+                        channel,
+                        total_msat,
+                    });
+                }
+            }
+            Err(e) => {
+                let code = match e {
+                    StoreError::NotOpen(..) => Code::Closed,
+                    _ => Code::Internal,
+                };
+                for (i, ch, _) in waiting {
+                    replies[i] = Some(Msg::error(Some(ch), code, e.to_string()));
+                }
+            }
+        }
+    }
+    replies
+        .into_iter()
+        .map(|r| r.expect("every payment has a reply"))
+        .collect()
+}
+
 /// Co-signs, broadcasts and records the close of `seller`'s channel.
 pub fn close_channel(
     store: &ChannelStore,
@@ -423,5 +512,8 @@ impl crate::engine::PayHook for SellerNode {
     }
     fn handle(&self, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
         SellerNode::handle(self, peer, payload)
+    }
+    fn handle_batch(&self, peer: SocketAddr, payloads: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        SellerNode::handle_batch(self, peer, payloads)
     }
 }

@@ -1,14 +1,18 @@
 //! Payments per second with crash safety intact: the buyer signs and persists
 //! its new total; the seller verifies and persists the payment (one fsync'd
-//! SQLite transaction each). Run: `cargo bench --bench pay`.
+//! SQLite transaction each). With group commit, a burst of payments shares one
+//! transaction and every ack still waits for it. Run: `cargo bench --bench pay`.
 
 use btt::chanstore::{ChannelStore, Role};
 use btt::pay::bitcoin::hashes::Hash;
 use btt::pay::bitcoin::secp256k1::{Secp256k1, SecretKey};
 use btt::pay::bitcoin::{Network, OutPoint, PublicKey, ScriptBuf, Txid};
-use btt::pay::channel::{Buyer, Seller};
+use btt::pay::channel::{Buyer, Payment, Seller};
+use btt::pay::proto::Msg;
+use btt::pay::seller_node::accept_payments;
 use btt::pay::tx::Terms;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::collections::HashMap;
 
 fn terms() -> (Terms, SecretKey, SecretKey) {
     let secp = Secp256k1::new();
@@ -43,9 +47,10 @@ fn payments(c: &mut Criterion) {
     let mut bdb = ChannelStore::open(&dir.path().join("buyer.sqlite")).unwrap();
     let mut sdb = ChannelStore::open(&dir.path().join("seller.sqlite")).unwrap();
     let bid = bdb.insert(Role::Buyer, &t).unwrap();
-    let sid = sdb.insert(Role::Seller, &t).unwrap();
+    sdb.insert(Role::Seller, &t).unwrap();
     let mut buyer = Buyer::new(t.clone(), bk, 0).unwrap();
-    let mut seller = Seller::resume(t, sk, None).unwrap();
+    let t_funding = t.funding;
+    let seller = Seller::resume(t, sk, None).unwrap();
     let mut g = c.benchmark_group("payment");
     g.throughput(Throughput::Elements(1));
     let mut total = 0u64;
@@ -57,20 +62,48 @@ fn payments(c: &mut Criterion) {
             std::hint::black_box(p);
         })
     });
-    // The seller verifies a fresh signature each time.
-    let mut pending: Vec<_> = (1..=20_000u64)
-        .map(|i| buyer.pay(total + i * 1_000).unwrap())
-        .collect();
-    pending.reverse();
-    g.bench_function("seller verify+persist", |b| {
+    g.throughput(Throughput::Elements(32));
+    g.bench_function("buyer sign+persist, 32 per commit", |b| {
         b.iter(|| {
-            // Verify, then persist before serving anything against it.
-            let p = pending.pop().expect("enough prepared payments");
-            let (total, sig) = (p.total_msat, p.signature);
-            seller.receive(p).unwrap();
-            sdb.advance(&sid, total, Some(&sig)).unwrap();
+            for _ in 0..32 {
+                total += 1_000;
+                std::hint::black_box(buyer.pay(total).unwrap());
+            }
+            bdb.advance(&bid, total, None).unwrap();
         })
     });
+    // The seller verifies a fresh signature each time (signed outside the
+    // measurement), then persists before acknowledging.
+    let funding = t_funding;
+    let mut channels = HashMap::new();
+    channels.insert(funding, seller);
+    let mut next = total;
+    let mut prepare = |n: u64| -> Vec<(OutPoint, Payment)> {
+        (0..n)
+            .map(|_| {
+                next += 1_000;
+                (funding, buyer.pay(next).unwrap())
+            })
+            .collect()
+    };
+    for group in [1u64, 32] {
+        g.throughput(Throughput::Elements(group));
+        let name = if group == 1 {
+            "seller verify+persist".to_string()
+        } else {
+            format!("seller verify+persist, {group} per commit")
+        };
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || prepare(group),
+                |batch| {
+                    let replies = accept_payments(&mut sdb, &mut channels, batch);
+                    assert!(replies.iter().all(|m| matches!(m, Msg::Ack { .. })));
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
     g.finish();
 }
 

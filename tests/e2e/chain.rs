@@ -57,9 +57,8 @@ impl Regtest {
             &dir.path().join("bcoin.log"),
         );
         let url = format!("http://127.0.0.1:{rpc_port}/");
-        let client =
-            bitcoincore_rpc::Client::new(&url, Auth::UserPass("x".into(), API_KEY.into()))
-                .expect("rpc client");
+        let client = bitcoincore_rpc::Client::new(&url, Auth::UserPass("x".into(), API_KEY.into()))
+            .expect("rpc client");
         assert!(
             wait_until(Duration::from_secs(30), || client
                 .call::<u64>("getblockcount", &[])

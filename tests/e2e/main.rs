@@ -7,7 +7,7 @@ mod harness;
 
 mod bad_input;
 mod chain;
-mod payments;
 mod faults;
+mod payments;
 mod peers;
 mod video;

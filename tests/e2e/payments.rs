@@ -46,8 +46,14 @@ fn consensus_ok(rt: &Regtest, txid: &str) {
         );
         let prev: Transaction = encode::deserialize_hex(&prev).unwrap();
         let out = &prev.output[input.previous_output.vout as usize];
-        bitcoinconsensus::verify(out.script_pubkey.as_bytes(), out.value.to_sat(), &raw, None, i)
-            .unwrap_or_else(|e| panic!("{txid} input {i} fails consensus: {e:?}"));
+        bitcoinconsensus::verify(
+            out.script_pubkey.as_bytes(),
+            out.value.to_sat(),
+            &raw,
+            None,
+            i,
+        )
+        .unwrap_or_else(|e| panic!("{txid} input {i} fails consensus: {e:?}"));
     }
 }
 
@@ -91,7 +97,10 @@ fn lifecycle(backend: Backend) {
 
     // A: zero-conf open under the limit, 10 000 payments, cooperative close.
     let (a, state) = buyer.open(port, &torrent, 100_000);
-    assert_eq!(state, "ready", "an unconfirmed channel under the zero-conf limit is accepted");
+    assert_eq!(
+        state, "ready",
+        "an unconfirmed channel under the zero-conf limit is accepted"
+    );
     assert_eq!(buyer.pay(&a, 1000, 10_000), 10_000_000);
     assert_eq!(seller.channel(&a).1, 10_000_000);
     let close = Party::field(&buyer.ok(&["channels", "close", &a]), "close_txid");
@@ -99,13 +108,23 @@ fn lifecycle(backend: Backend) {
     let funding_txid = a.split(':').next().unwrap();
     consensus_ok(&rt, funding_txid);
     let outs = outputs(&rt, &close);
-    assert!(outs.contains(&10_000), "seller output of 10 000 sat in {outs:?}");
+    assert!(
+        outs.contains(&10_000),
+        "seller output of 10 000 sat in {outs:?}"
+    );
     let fee_commit = 100_000 - outs.iter().sum::<u64>();
     assert!(fee_commit > 0 && fee_commit < 5_000);
-    assert_eq!(seller.balance(), (10_000, 0), "the seller's wallet holds what it was paid");
+    assert_eq!(
+        seller.balance(),
+        (10_000, 0),
+        "the seller's wallet holds what it was paid"
+    );
     let spent = before - buyer.balance().0;
     let funding_fee = spent - 10_000 - fee_commit;
-    assert!(funding_fee > 0 && funding_fee < 5_000, "buyer lost {spent} sat");
+    assert!(
+        funding_fee > 0 && funding_fee < 5_000,
+        "buyer lost {spent} sat"
+    );
 
     // B (never paid, refunded) and C (paid, left to the seller's watcher).
     let (b, _) = buyer.open(port, &torrent, 50_000);
@@ -135,7 +154,8 @@ fn lifecycle(backend: Backend) {
     }
     rt.mine_to(expiry - 5);
     assert!(
-        wait_until(Duration::from_secs(20), || seller.channel(&c).0 == "closing"),
+        wait_until(Duration::from_secs(20), || seller.channel(&c).0
+            == "closing"),
         "the seller did not close C before expiry:\n{}",
         sp.log_text()
     );
@@ -159,7 +179,11 @@ fn lifecycle(backend: Backend) {
     // Stopping the seller closes what it holds.
     sp.signal(libc::SIGTERM);
     assert!(sp.wait_exit(Duration::from_secs(30)).is_some());
-    assert!(sp.log_text().contains("closed 1 channel(s)"), "{}", sp.log_text());
+    assert!(
+        sp.log_text().contains("closed 1 channel(s)"),
+        "{}",
+        sp.log_text()
+    );
     let (st, _, on_stop) = seller.channel(&dch);
     assert_eq!(st, "closing");
     rt.wait_indexed();
@@ -183,7 +207,11 @@ fn channels_survive_kill_9() {
     let rt = Regtest::start(Backend::Rpc);
     let d = tmpdir();
     let buyer = Party::new(&rt, Backend::Rpc, &["--expiry-blocks", "40"]);
-    let seller = Party::new(&rt, Backend::Rpc, &["--zero-conf-limit", "1000000", "--min-expiry-blocks", "10"]);
+    let seller = Party::new(
+        &rt,
+        Backend::Rpc,
+        &["--zero-conf-limit", "1000000", "--min-expiry-blocks", "10"],
+    );
     fund(&rt, &buyer, 2);
     let (torrent, data) = content(d.path());
     let port = free_port();
@@ -194,11 +222,13 @@ fn channels_survive_kill_9() {
     let (a, _) = buyer.open(port, &torrent, 200_000);
     assert_eq!(buyer.pay(&a, 1000, 1000), 1_000_000);
     sp.signal(libc::SIGKILL);
-    sp.wait_exit(Duration::from_secs(10)).expect("seller killed");
+    sp.wait_exit(Duration::from_secs(10))
+        .expect("seller killed");
     let mut sp = seller.sell(&torrent, &data, port, &d.path().join("seller2.log"));
     assert_eq!(seller.channel(&a).1, 1_000_000);
     sp.signal(libc::SIGTERM);
-    sp.wait_exit(Duration::from_secs(30)).expect("seller stopped");
+    sp.wait_exit(Duration::from_secs(30))
+        .expect("seller stopped");
     let close = seller.channel(&a).2;
     mined(&rt, &close);
     assert!(outputs(&rt, &close).contains(&1_000), "closed with total N");
@@ -214,9 +244,12 @@ fn channels_survive_kill_9() {
             .args(["channels", "pay", &b, "--msat", "10000", "--count", "15000"]),
         &d.path().join("payer.log"),
     );
-    assert!(wait_until(Duration::from_secs(60), || seller.channel(&b).1 >= 1_000_000));
+    assert!(wait_until(Duration::from_secs(60), || seller.channel(&b).1
+        >= 1_000_000));
     payer.signal(libc::SIGKILL);
-    payer.wait_exit(Duration::from_secs(10)).expect("payer killed");
+    payer
+        .wait_exit(Duration::from_secs(10))
+        .expect("payer killed");
     let ours = buyer.channel(&b).1;
     let theirs = seller.channel(&b).1;
     assert!(
@@ -225,14 +258,21 @@ fn channels_survive_kill_9() {
     );
     // Resuming re-sends what the seller missed, then pays on.
     assert_eq!(buyer.pay(&b, 1000, 1), ours + 1000);
-    assert_eq!(seller.channel(&b).1, ours + 1000, "the seller got the missed payment too");
+    assert_eq!(
+        seller.channel(&b).1,
+        ours + 1000,
+        "the seller got the missed payment too"
+    );
     let close = Party::field(&buyer.ok(&["channels", "close", &b]), "close_txid");
     mined(&rt, &close);
     let outs = outputs(&rt, &close);
     let seller_sat = (ours + 1000) / 1000;
     assert!(outs.contains(&seller_sat), "{outs:?}");
     let fee = 200_000 - outs.iter().sum::<u64>();
-    assert!(fee < 5_000, "no funds lost beyond the fee fixed at open: {outs:?}");
+    assert!(
+        fee < 5_000,
+        "no funds lost beyond the fee fixed at open: {outs:?}"
+    );
     sp.signal(libc::SIGTERM);
     sp.wait_exit(Duration::from_secs(30));
 }
@@ -249,7 +289,18 @@ fn error_code(reply: Option<Vec<u8>>) -> String {
 fn seller_refuses_bad_channels_and_payments() {
     let rt = Regtest::start(Backend::Rpc);
     let buyer = Party::new(&rt, Backend::Rpc, &[]);
-    let seller = Party::new(&rt, Backend::Rpc, &["--zero-conf-limit", "1000000", "--min-expiry-blocks", "10", "--max-expiry-blocks", "100"]);
+    let seller = Party::new(
+        &rt,
+        Backend::Rpc,
+        &[
+            "--zero-conf-limit",
+            "1000000",
+            "--min-expiry-blocks",
+            "10",
+            "--max-expiry-blocks",
+            "100",
+        ],
+    );
     fund(&rt, &buyer, 2);
     let d = tmpdir();
     let shome = Home::locate(Some(&seller.home));
@@ -273,11 +324,27 @@ fn seller_refuses_bad_channels_and_payments() {
         capacity_sat: 100_000,
         expiry_height: exp,
     };
-    assert_eq!(error_code(node.handle(peer, &propose("bitcoin", tip + 50).encode())), "wrong_network");
-    assert_eq!(error_code(node.handle(peer, &propose("regtest", tip + 2).encode())), "policy");
-    assert_eq!(error_code(node.handle(peer, &propose("regtest", tip + 500).encode())), "policy");
-    let Msg::Accept { seller_key, seller_payout } =
-        Msg::decode(&node.handle(peer, &propose("regtest", tip + 50).encode()).unwrap()).unwrap()
+    assert_eq!(
+        error_code(node.handle(peer, &propose("bitcoin", tip + 50).encode())),
+        "wrong_network"
+    );
+    assert_eq!(
+        error_code(node.handle(peer, &propose("regtest", tip + 2).encode())),
+        "policy"
+    );
+    assert_eq!(
+        error_code(node.handle(peer, &propose("regtest", tip + 500).encode())),
+        "policy"
+    );
+    let Msg::Accept {
+        seller_key,
+        seller_payout,
+    } = Msg::decode(
+        &node
+            .handle(peer, &propose("regtest", tip + 50).encode())
+            .unwrap(),
+    )
+    .unwrap()
     else {
         panic!("no accept")
     };
@@ -285,11 +352,21 @@ fn seller_refuses_bad_channels_and_payments() {
     // Fund a channel for real.
     let key = bw.channel_key(0);
     let expiry = tip + 50;
-    let spk = funding_script_pubkey(&funding_witness_script(&public_key(&key), &seller_key, expiry));
+    let spk = funding_script_pubkey(&funding_witness_script(
+        &public_key(&key),
+        &seller_key,
+        expiry,
+    ));
     let rate = btt::pay::bitcoin::FeeRate::from_sat_per_vb(2).unwrap();
-    let tx = bw.build_payment(spk.clone(), Amount::from_sat(100_000), rate).unwrap();
+    let tx = bw
+        .build_payment(spk.clone(), Amount::from_sat(100_000), rate)
+        .unwrap();
     bw.broadcast(chain.as_ref(), tx.clone()).unwrap();
-    let vout = tx.output.iter().position(|o| o.script_pubkey == spk).unwrap() as u32;
+    let vout = tx
+        .output
+        .iter()
+        .position(|o| o.script_pubkey == spk)
+        .unwrap() as u32;
     let terms = ChannelTerms {
         network: "regtest".into(),
         capacity_sat: 100_000,
@@ -299,10 +376,19 @@ fn seller_refuses_bad_channels_and_payments() {
         seller_key,
         buyer_payout: bw.payout_script().unwrap(),
         seller_payout,
-        funding: OutPoint { txid: tx.compute_txid(), vout },
+        funding: OutPoint {
+            txid: tx.compute_txid(),
+            vout,
+        },
     };
     let raw = encode::serialize(&tx);
-    let funded = |t: &ChannelTerms| Msg::Funded { terms: t.clone(), tx: raw.clone() }.encode();
+    let funded = |t: &ChannelTerms| {
+        Msg::Funded {
+            terms: t.clone(),
+            tx: raw.clone(),
+        }
+        .encode()
+    };
     let store_a = ChannelStore::open(&d.path().join("a.sqlite")).unwrap();
 
     let mut t = terms.clone();
@@ -310,17 +396,36 @@ fn seller_refuses_bad_channels_and_payments() {
     assert_eq!(error_code(node.handle(peer, &funded(&t))), "wrong_network");
     let mut t = terms.clone();
     t.capacity_sat = 90_000;
-    assert_eq!(error_code(node.handle(peer, &funded(&t))), "wrong_funding", "wrong value");
+    assert_eq!(
+        error_code(node.handle(peer, &funded(&t))),
+        "wrong_funding",
+        "wrong value"
+    );
     let mut t = terms.clone();
     t.buyer_key = public_key(&bw.channel_key(1));
-    assert_eq!(error_code(node.handle(peer, &funded(&t))), "wrong_funding", "wrong script");
+    assert_eq!(
+        error_code(node.handle(peer, &funded(&t))),
+        "wrong_funding",
+        "wrong script"
+    );
     let mut t = terms.clone();
     t.expiry_height = tip + 3;
-    assert_eq!(error_code(node.handle(peer, &funded(&t))), "policy", "expiry too soon");
+    assert_eq!(
+        error_code(node.handle(peer, &funded(&t))),
+        "policy",
+        "expiry too soon"
+    );
     let mut t = terms.clone();
     t.expiry_height = tip + 400;
-    assert_eq!(error_code(node.handle(peer, &funded(&t))), "policy", "expiry too far");
-    assert!(store_a.list().unwrap().is_empty(), "no channel stored by a refused open");
+    assert_eq!(
+        error_code(node.handle(peer, &funded(&t))),
+        "policy",
+        "expiry too far"
+    );
+    assert!(
+        store_a.list().unwrap().is_empty(),
+        "no channel stored by a refused open"
+    );
     assert!(matches!(
         Msg::decode(&node.handle(peer, &funded(&terms)).unwrap()).unwrap(),
         Msg::Ready { .. }
@@ -332,11 +437,28 @@ fn seller_refuses_bad_channels_and_payments() {
     let mut good = Buyer::new(store_terms.clone(), key, 0).unwrap();
     let pay = |b: &mut Buyer, total: u64| {
         let p = b.pay(total).unwrap();
-        node.handle(peer, &Msg::Pay { channel: terms.funding, total_msat: total, signature: p.signature }.encode())
+        node.handle(
+            peer,
+            &Msg::Pay {
+                channel: terms.funding,
+                total_msat: total,
+                signature: p.signature,
+            }
+            .encode(),
+        )
     };
-    assert!(matches!(Msg::decode(&pay(&mut good, 600_000).unwrap()).unwrap(), Msg::Ack { total_msat: 600_000, .. }));
+    assert!(matches!(
+        Msg::decode(&pay(&mut good, 600_000).unwrap()).unwrap(),
+        Msg::Ack {
+            total_msat: 600_000,
+            ..
+        }
+    ));
     let mut forger = Buyer::new(
-        btt::pay::tx::Terms { buyer: public_key(&bw.channel_key(9)), ..store_terms.clone() },
+        btt::pay::tx::Terms {
+            buyer: public_key(&bw.channel_key(9)),
+            ..store_terms.clone()
+        },
         bw.channel_key(9),
         0,
     )
@@ -349,16 +471,30 @@ fn seller_refuses_bad_channels_and_payments() {
     let huge = Msg::Pay {
         channel: terms.funding,
         total_msat: 100_000_000,
-        signature: Buyer::new(store_terms.clone(), key, 0).unwrap().pay(99_500_000).unwrap().signature,
+        signature: Buyer::new(store_terms.clone(), key, 0)
+            .unwrap()
+            .pay(99_500_000)
+            .unwrap()
+            .signature,
     };
-    assert_eq!(error_code(node.handle(peer, &huge.encode())), "over_capacity");
-    assert_eq!(store_a.get(&id).unwrap().total_msat, 600_000, "refused payments change nothing");
+    assert_eq!(
+        error_code(node.handle(peer, &huge.encode())),
+        "over_capacity"
+    );
+    assert_eq!(
+        store_a.get(&id).unwrap().total_msat,
+        600_000,
+        "refused payments change nothing"
+    );
 
     // Funding already spent: close the channel, then offer it to a fresh seller store.
     let close = node.close(&terms.funding).unwrap();
     mined(&rt, &close.to_string());
     let fresh = node_for("b.sqlite");
-    assert_eq!(error_code(fresh.handle(peer, &funded(&terms))), "funding_spent");
+    assert_eq!(
+        error_code(fresh.handle(peer, &funded(&terms))),
+        "funding_spent"
+    );
     let store_b = ChannelStore::open(&d.path().join("b.sqlite")).unwrap();
     assert!(store_b.list().unwrap().is_empty());
     // A malformed message is an error, not a panic.
