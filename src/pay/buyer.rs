@@ -492,7 +492,7 @@ impl Session {
                 other => {
                     return Err(BuyError::Protocol(
                         self.conn.addr,
-                        format!("expected ack, got {other:?}"),
+                        format!("expected ack, got {}", other.kind()),
                     ))
                 }
             }

@@ -1,8 +1,10 @@
-//! The `btt_pay` BEP 10 extension messages (spec: `docs/btt_pay.md`).
+//! The `btt_pay` BEP 10 extension messages (spec: `src/pay/btt_pay.md`, included below).
 //!
 //! Sans-io: bencoded dicts in, typed messages out, and back. Every field is
 //! checked for type and size here, so the seller and buyer logic only ever see
 //! well-formed values; a malformed message is an error naming the field.
+//!
+#![doc = include_str!("btt_pay.md")]
 
 use crate::pay::bitcoin::hashes::Hash;
 use crate::pay::bitcoin::{ecdsa, OutPoint, PublicKey, ScriptBuf, Txid};
@@ -441,6 +443,25 @@ impl Msg {
             },
             other => return Err(ProtoError::UnknownType(other.to_string())),
         })
+    }
+
+    /// The message type, for logs and errors (never the fields: a `pay`
+    /// carries a signature).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Msg::Propose { .. } => "propose",
+            Msg::Accept { .. } => "accept",
+            Msg::Funded { .. } => "funded",
+            Msg::Ready { .. } => "ready",
+            Msg::Pending { .. } => "pending",
+            Msg::Pay { .. } => "pay",
+            Msg::Ack { .. } => "ack",
+            Msg::Resume { .. } => "resume",
+            Msg::State { .. } => "state",
+            Msg::Close { .. } => "close",
+            Msg::Closed { .. } => "closed",
+            Msg::Error { .. } => "error",
+        }
     }
 
     pub fn error(channel: Option<OutPoint>, code: Code, message: impl Into<String>) -> Msg {

@@ -214,7 +214,11 @@ impl Party {
         let dir = tmpdir();
         let home = dir.path().join("home");
         let mut args = vec!["wallet".to_string(), "init".into()];
-        args.extend(rt.init_args(backend));
+        let mut base = rt.init_args(backend);
+        if extra.contains(&"--network") {
+            base.drain(..2);
+        }
+        args.extend(base);
         args.extend(extra.iter().map(|s| s.to_string()));
         let p = Party { home, _dir: dir };
         p.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());

@@ -189,6 +189,56 @@ fn lifecycle(backend: Backend) {
     rt.wait_indexed();
     mined(&rt, &on_stop);
     assert!(outputs(&rt, &on_stop).contains(&1_000));
+
+    // Secrets never reach the logs.
+    let words = std::fs::read_to_string(seller.home.join("mnemonic")).unwrap();
+    let first_words: String = words
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(!sp.log_text().contains(&first_words));
+
+    // Plain wallet use: send, import, wrong networks refused.
+    let (seller_before, _) = seller.balance();
+    let to = seller.address();
+    let txid = buyer
+        .ok(&["wallet", "send", &to, "12345"])
+        .trim()
+        .to_string();
+    rt.wait_indexed();
+    mined(&rt, &txid);
+    assert_eq!(seller.balance().0, seller_before + 12_345);
+    let err = buyer.fails(&[
+        "wallet",
+        "send",
+        "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4",
+        "1000",
+    ]);
+    assert!(err.contains("not a regtest address"), "{err}");
+    let words_file = d.path().join("words");
+    std::fs::write(
+        &words_file,
+        std::fs::read_to_string(buyer.home.join("mnemonic")).unwrap(),
+    )
+    .unwrap();
+    let restored = Party::new(&rt, backend, &["--import", words_file.to_str().unwrap()]);
+    assert_eq!(
+        restored.balance().0,
+        buyer.balance().0,
+        "the mnemonic restores the wallet"
+    );
+    let other = Party::new(&rt, backend, &["--network", "testnet4"]);
+    let err = other.fails(&["wallet", "balance"]);
+    assert!(
+        err.contains("testnet4"),
+        "a backend on another network is refused: {err}"
+    );
+    let exported = buyer.ok(&["wallet", "export-descriptor"]);
+    assert!(
+        exported.starts_with("wpkh(") && !exported.contains("prv"),
+        "{exported}"
+    );
 }
 
 #[test]
