@@ -2,8 +2,9 @@
 //! `btt-mount`, `btt seed` and the generated man pages agree.
 
 use crate::engine::EngineConfig;
-use clap::Args;
+use clap::{Args, Parser};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A byte size such as `64MiB`, `1G` or `4096`.
@@ -43,6 +44,50 @@ impl PeerArgs {
             pay: None,
         }
     }
+}
+
+/// `btt-mount`'s command line (here so that `btt generate-docs` can render
+/// its man page and completions too).
+#[derive(Parser, Debug)]
+#[command(
+    name = "btt-mount",
+    version,
+    about = "Mount a torrent as a read-only filesystem; reads wait for verified pieces"
+)]
+pub struct MountCli {
+    /// The .torrent file.
+    pub torrent: PathBuf,
+    /// Where to mount it (an existing directory).
+    pub mountpoint: PathBuf,
+    /// Where downloaded pieces are kept [default: $XDG_DATA_HOME/btt].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Memory for hot pieces.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_bytes)]
+    pub cache_size: u64,
+    /// Delete the downloaded data when unmounting.
+    #[arg(long)]
+    pub no_keep: bool,
+    /// A read waiting longer than this fails with EIO (default: wait forever).
+    #[arg(long, value_name = "SECS")]
+    pub read_timeout: Option<f64>,
+    /// Download the whole torrent in the background, not only what is read.
+    #[arg(long)]
+    pub fetch_all: bool,
+    /// Stay in the foreground.
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// FUSE mount options, e.g. -o allow_other.
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    /// Log to this file (background mode logs nowhere otherwise).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// More log detail.
+    #[arg(short, long)]
+    pub verbose: bool,
+    #[command(flatten)]
+    pub peers: PeerArgs,
 }
 
 /// Sets up `tracing` output: `RUST_LOG` if set, else `info` (or `debug` with -v).

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=(aria2 transmission-daemon qbittorrent-nox opentracker ffmpeg vlc-bin vlc-plugin-base fuse3 psmisc)
+need=(aria2 transmission-daemon qbittorrent-nox opentracker ffmpeg vlc-bin vlc-plugin-base fuse3 psmisc lintian man-db dpkg-dev systemd)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,8 +34,11 @@ if [ ! -x tests/regtest/.venv/bin/python3 ] || ! tests/regtest/.venv/bin/python3
 fi
 
 export RUST_BACKTRACE=0
-cargo fmt --check
-cargo clippy --all-targets --quiet -- -D warnings
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 # Criterion benchmarks run once each in test mode (they take no --test-threads).
 cargo test --benches
-cargo test --lib --bins --tests -- --test-threads=2
+# The .deb the packaging test installs (release build, LTO).
+rm -rf target/deb
+bash packaging/build-deb.sh
+cargo test --workspace --lib --bins --tests -- --test-threads=2

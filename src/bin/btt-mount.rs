@@ -6,56 +6,13 @@
 //! and the exit status tells whether it worked.
 
 use anyhow::{bail, Context, Result};
-use btt::cli::{init_logging, parse_bytes, PeerArgs};
+use btt::cli::{init_logging, MountCli as Cli};
 use btt::mount::{default_data_dir, run, MountConfig};
 use clap::Parser;
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::time::Duration;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "btt-mount",
-    version,
-    about = "Mount a torrent as a read-only filesystem; reads wait for verified pieces"
-)]
-struct Cli {
-    /// The .torrent file.
-    torrent: PathBuf,
-    /// Where to mount it (an existing directory).
-    mountpoint: PathBuf,
-    /// Where downloaded pieces are kept [default: $XDG_DATA_HOME/btt].
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Memory for hot pieces.
-    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_bytes)]
-    cache_size: u64,
-    /// Delete the downloaded data when unmounting.
-    #[arg(long)]
-    no_keep: bool,
-    /// A read waiting longer than this fails with EIO (default: wait forever).
-    #[arg(long, value_name = "SECS")]
-    read_timeout: Option<f64>,
-    /// Download the whole torrent in the background, not only what is read.
-    #[arg(long)]
-    fetch_all: bool,
-    /// Stay in the foreground.
-    #[arg(short, long)]
-    foreground: bool,
-    /// FUSE mount options, e.g. -o allow_other.
-    #[arg(short = 'o', value_name = "OPTIONS")]
-    options: Vec<String>,
-    /// Log to this file (background mode logs nowhere otherwise).
-    #[arg(long, value_name = "FILE")]
-    log_file: Option<PathBuf>,
-    /// More log detail.
-    #[arg(short, long)]
-    verbose: bool,
-    #[command(flatten)]
-    peers: PeerArgs,
-}
 
 const READY_FD: &str = "BTT_MOUNT_READY_FD";
 

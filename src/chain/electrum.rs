@@ -140,26 +140,27 @@ impl ChainBackend for ElectrumBackend {
     }
 
     fn output_status(&self, outpoint: &OutPoint, spk: &Script) -> Result<OutputStatus, ChainError> {
-        let unspent = self
-            .client
-            .inner
-            .script_list_unspent(spk)
-            .map_err(|e| self.err(e))?;
-        if unspent
-            .iter()
-            .any(|u| u.tx_hash == outpoint.txid && u.tx_pos == outpoint.vout as usize)
-        {
-            return Ok(OutputStatus::Unspent);
-        }
+        // The script's history holds the creating transaction and any that
+        // spends from it; listunspent is not used, as ElectrumX's view of
+        // unconfirmed outputs can lag its history.
         let history = self
             .client
             .inner
             .script_get_history(spk)
             .map_err(|e| self.err(e))?;
-        if history.iter().any(|h| h.tx_hash == outpoint.txid) {
-            // Created under this script and no longer unspent: spent.
-            return Ok(OutputStatus::Spent);
+        if !history.iter().any(|h| h.tx_hash == outpoint.txid) {
+            return Ok(OutputStatus::Unknown);
         }
-        Ok(OutputStatus::Unknown)
+        for h in history.iter().filter(|h| h.tx_hash != outpoint.txid) {
+            let tx = self
+                .client
+                .inner
+                .transaction_get(&h.tx_hash)
+                .map_err(|e| self.err(e))?;
+            if tx.input.iter().any(|i| i.previous_output == *outpoint) {
+                return Ok(OutputStatus::Spent);
+            }
+        }
+        Ok(OutputStatus::Unspent)
     }
 }

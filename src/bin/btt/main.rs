@@ -63,6 +63,12 @@ enum Cmd {
         #[arg(long)]
         comment: Option<String>,
     },
+    /// Write man pages and shell completions for btt and btt-mount (packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Output directory (man/ and completions/ are created in it).
+        out: PathBuf,
+    },
     /// Generate a sample video, seed it on 127.0.0.1 and mount it.
     Demo {
         /// Working directory for the sample and torrent.
@@ -131,6 +137,7 @@ fn main() -> Result<()> {
             }
             res?;
         }
+        Cmd::GenerateDocs { out } => generate_docs(&out)?,
         Cmd::Wallet(cmd) => money::wallet(&home, cmd)?,
         Cmd::Channels(cmd) => money::channels(&home, cmd)?,
         Cmd::Create {
@@ -187,6 +194,43 @@ fn main() -> Result<()> {
             })?;
             drop(prep);
         }
+    }
+    Ok(())
+}
+
+/// Man pages (one per command and subcommand) and completions, rendered from
+/// the same clap definitions the binaries parse with.
+fn generate_docs(out: &std::path::Path) -> Result<()> {
+    use clap::CommandFactory;
+    let man = out.join("man");
+    let comp = out.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&comp)?;
+    for mut cmd in [Cli::command(), btt::cli::MountCli::command()] {
+        cmd.build();
+        write_man(&cmd, &man, cmd.get_name().to_string())?;
+        let name = cmd.get_name().to_string();
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            clap_complete::generate_to(shell, &mut cmd, &name, &comp)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_man(cmd: &clap::Command, dir: &std::path::Path, name: String) -> Result<()> {
+    if cmd.is_hide_set() || cmd.get_name() == "help" {
+        return Ok(());
+    }
+    let cmd = cmd.clone().name(name.clone());
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
+    std::fs::write(dir.join(format!("{name}.1")), buf)?;
+    for sub in cmd.get_subcommands() {
+        write_man(sub, dir, format!("{name}-{}", sub.get_name()))?;
     }
     Ok(())
 }
