@@ -50,6 +50,16 @@ pub trait PayHook: Send + Sync {
     fn handshake(&self) -> bendy::value::Value<'static>;
     /// Handles one message (may block on disk and chain); returns the reply.
     fn handle(&self, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>>;
+    /// Whether to upload `len` bytes to `peer` (`speaks_pay`: it announced
+    /// the extension). Refused requests get a BEP 6 reject.
+    fn may_upload(&self, peer: SocketAddr, speaks_pay: bool, len: u32) -> bool {
+        let _ = (peer, speaks_pay, len);
+        true
+    }
+    /// The connection to `peer` ended.
+    fn disconnected(&self, peer: SocketAddr) {
+        let _ = peer;
+    }
     /// A burst of messages that arrived together, in order (lets payments
     /// share one durable commit); one reply list for all.
     fn handle_batch(&self, peer: SocketAddr, payloads: &[Vec<u8>]) -> Vec<Vec<u8>> {

@@ -213,6 +213,7 @@ struct Session {
     /// Smoothed time from request to block.
     rtt: Duration,
     last_sent: Instant,
+    addr: SocketAddr,
     /// `btt_pay` messages go to a per-peer worker that answers them in order
     /// off the runtime (they block on fsync and chain calls).
     pay: Option<mpsc::UnboundedSender<Bytes>>,
@@ -510,7 +511,15 @@ impl Session {
             )
         };
         let queued = self.queued.load(Ordering::Relaxed);
-        if choking || !have || queued > MAX_UPLOAD_QUEUE {
+        let paid_ok = match &self.t.cfg.pay {
+            Some(hook) if !choking && have && queued <= MAX_UPLOAD_QUEUE => hook.0.may_upload(
+                self.addr,
+                self.their_pay_id.load(Ordering::Relaxed) != 0,
+                r.length,
+            ),
+            _ => true,
+        };
+        if choking || !have || queued > MAX_UPLOAD_QUEUE || !paid_ok {
             if self.fast {
                 self.send(Message::Reject(r));
             }
@@ -587,6 +596,7 @@ async fn run(
         None => (None, None),
     };
     let mut s = Session {
+        addr,
         pay: pay_tx,
         their_pay_id,
         key,
@@ -613,6 +623,9 @@ async fn run(
     writer_task.abort();
     if let Some(t) = pay_task {
         t.abort();
+    }
+    if let Some(hook) = &t.cfg.pay {
+        hook.0.disconnected(addr);
     }
     let outstanding: Vec<BlockRef> = s.outstanding.iter().map(|(r, _)| *r).collect();
     t.unregister_peer(key, &outstanding);

@@ -87,7 +87,7 @@ impl SellerConn {
                 node_key: public_key(
                     &crate::pay::bitcoin::secp256k1::SecretKey::from_slice(&[1; 32]).expect("key"),
                 ),
-                price_msat: 0,
+                msat_per_gib: 0,
                 credit: 0,
                 min_expiry_blocks: 0,
                 max_expiry_blocks: 0,
@@ -125,7 +125,7 @@ impl SellerConn {
         }
     }
 
-    fn send_wire(&mut self, m: Message) -> Result<(), BuyError> {
+    pub fn send_wire(&mut self, m: Message) -> Result<(), BuyError> {
         let mut out = BytesMut::new();
         m.encode(&mut out);
         let addr = self.addr;
@@ -134,7 +134,7 @@ impl SellerConn {
             .map_err(|source| BuyError::Io { addr, source })
     }
 
-    fn recv_wire(&mut self) -> Result<Message, BuyError> {
+    pub fn recv_wire(&mut self) -> Result<Message, BuyError> {
         let addr = self.addr;
         loop {
             if let Some(m) = wire::decode(&mut self.buf, 1 << 20)

@@ -21,6 +21,7 @@
 
 pub mod buyer;
 pub mod channel;
+pub mod price;
 pub mod proto;
 pub mod script;
 pub mod seller_node;

@@ -39,8 +39,8 @@ pub enum ProtoError {
 pub struct SellerInfo {
     pub network: String,
     pub node_key: PublicKey,
-    /// Price per piece, msat.
-    pub price_msat: u64,
+    /// Price in msat per GiB (see [`crate::pay::price`]).
+    pub msat_per_gib: u64,
     /// Bytes served beyond what is paid.
     pub credit: u64,
     pub min_expiry_blocks: u32,
@@ -231,7 +231,7 @@ impl SellerInfo {
         put(&mut d, "v", Value::Integer(VERSION));
         put(&mut d, "net", bytes(self.network.as_bytes()));
         put(&mut d, "node", bytes(self.node_key.to_bytes()));
-        put(&mut d, "price", int(self.price_msat));
+        put(&mut d, "price", int(self.msat_per_gib));
         put(&mut d, "credit", int(self.credit));
         put(&mut d, "minexp", int(self.min_expiry_blocks as u64));
         put(&mut d, "maxexp", int(self.max_expiry_blocks as u64));
@@ -250,7 +250,7 @@ impl SellerInfo {
         Ok(SellerInfo {
             network: r.str("net")?,
             node_key: r.key("node")?,
-            price_msat: r.uint("price")?,
+            msat_per_gib: r.uint("price")?,
             credit: r.uint("credit")?,
             min_expiry_blocks: r.u32("minexp")?,
             max_expiry_blocks: r.u32("maxexp")?,
@@ -564,7 +564,7 @@ mod tests {
         let info = SellerInfo {
             network: "regtest".into(),
             node_key: key(3),
-            price_msat: 1000,
+            msat_per_gib: 1000,
             credit: 1 << 20,
             min_expiry_blocks: 10,
             max_expiry_blocks: 100,

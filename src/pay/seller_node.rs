@@ -14,6 +14,7 @@ use crate::config::ChannelConfig;
 use crate::pay::bitcoin::secp256k1::SecretKey;
 use crate::pay::bitcoin::{consensus::encode, Network, OutPoint, Transaction, Txid};
 use crate::pay::channel::{Payment, Seller, SellerPolicy};
+use crate::pay::price::{Account, Price};
 use crate::pay::proto::{ChannelTerms, Code, Msg, SellerInfo};
 use crate::pay::tx::Terms;
 use crate::pay::PayError;
@@ -21,7 +22,7 @@ use crate::wallet::{public_key, BttWallet};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tracing::{info, info_span, warn};
+use tracing::{debug, info, info_span, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SellError {
@@ -46,6 +47,19 @@ pub struct SellerNode {
     chain: Arc<dyn ChainBackend>,
     wallet: Mutex<BttWallet>,
     channels: Mutex<HashMap<OutPoint, Seller>>,
+    price: Price,
+    free_peers: FreePeers,
+    /// Which channel pays for each data connection.
+    conns: Mutex<HashMap<SocketAddr, OutPoint>>,
+    /// Bytes served and msat recorded, per open channel.
+    accounts: Mutex<HashMap<OutPoint, Account>>,
+}
+
+/// What a seller does with peers that do not pay over `btt_pay`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FreePeers {
+    Serve,
+    Choke,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -58,8 +72,9 @@ impl SellerNode {
         wallet: BttWallet,
         store: ChannelStore,
         chain: Arc<dyn ChainBackend>,
-        price_msat: u64,
+        price: Price,
         credit: u64,
+        free_peers: FreePeers,
     ) -> Result<SellerNode, SellError> {
         let network = wallet.network();
         let key = wallet.node_key();
@@ -67,16 +82,18 @@ impl SellerNode {
         let info = SellerInfo {
             network: network.to_core_arg().to_string(),
             node_key: public_key(&key),
-            price_msat,
+            msat_per_gib: price.msat_per_gib,
             credit,
             min_expiry_blocks: policy.min_expiry_blocks,
             max_expiry_blocks: policy.max_expiry_blocks,
             zero_conf_sat: policy.zero_conf_limit_sat,
         };
         let mut channels = HashMap::new();
+        let mut accounts = HashMap::new();
         for r in store.list()? {
             if r.role == Role::Seller && r.state == ChannelState::Open {
                 let p = r.payment();
+                accounts.insert(r.terms.funding, Account::resumed(price, r.total_msat));
                 channels.insert(r.terms.funding, Seller::resume(r.terms, key, p)?);
             }
         }
@@ -90,6 +107,10 @@ impl SellerNode {
             chain,
             wallet: Mutex::new(wallet),
             channels: Mutex::new(channels),
+            price,
+            free_peers,
+            conns: Mutex::new(HashMap::new()),
+            accounts: Mutex::new(accounts),
         })
     }
 
@@ -142,7 +163,62 @@ impl SellerNode {
                 return None;
             }
         };
+        self.note_reply(peer, &reply);
         Some(reply.encode())
+    }
+
+    /// Binds the connection to the channel a reply confirms, and keeps the
+    /// channel's paid total for the credit rule.
+    fn note_reply(&self, peer: SocketAddr, reply: &Msg) {
+        let ch = match reply {
+            Msg::Ready { channel }
+            | Msg::State {
+                channel,
+                open: true,
+                ..
+            } => *channel,
+            Msg::Ack {
+                channel,
+                total_msat,
+            } => {
+                let mut acc = lock(&self.accounts);
+                let a = acc.entry(*channel).or_default();
+                a.paid_msat = a.paid_msat.max(*total_msat);
+                *channel
+            }
+            _ => return,
+        };
+        lock(&self.accounts).entry(ch).or_default();
+        lock(&self.conns).insert(peer, ch);
+    }
+
+    /// Whether to serve `len` bytes to `peer` now (the credit rule; see
+    /// `btt_pay.md` §7). `speaks_pay`: the peer announced `btt_pay`.
+    pub fn may_upload(&self, peer: SocketAddr, speaks_pay: bool, len: u32) -> bool {
+        let ch = lock(&self.conns).get(&peer).copied();
+        let Some(ch) = ch else {
+            return !speaks_pay && self.free_peers == FreePeers::Serve;
+        };
+        let mut acc = lock(&self.accounts);
+        let Some(a) = acc.get_mut(&ch) else {
+            return false;
+        };
+        if a.may_serve(self.price, self.info.credit, len as u64) {
+            a.served_bytes += len as u64;
+            true
+        } else {
+            debug!(%peer, channel = %channel_id(&ch), served = a.served_bytes, paid_msat = a.paid_msat, "credit exhausted: refusing");
+            false
+        }
+    }
+
+    pub fn disconnected(&self, peer: SocketAddr) {
+        lock(&self.conns).remove(&peer);
+    }
+
+    /// (bytes served, msat recorded) for a channel, for status output.
+    pub fn account(&self, ch: &OutPoint) -> Option<Account> {
+        lock(&self.accounts).get(ch).copied()
     }
 
     fn policy(&self) -> SellerPolicy {
@@ -283,6 +359,16 @@ impl SellerNode {
         replies.pop().expect("one reply per payment")
     }
 
+    fn noted(&self, peer: SocketAddr, replies: Vec<Msg>) -> Vec<Vec<u8>> {
+        replies
+            .iter()
+            .map(|r| {
+                self.note_reply(peer, r);
+                r.encode()
+            })
+            .collect()
+    }
+
     fn on_pays(&self, batch: Vec<(OutPoint, Payment)>) -> Vec<Msg> {
         let mut channels = lock(&self.channels);
         accept_payments(&mut lock(&self.store), &mut channels, batch)
@@ -308,18 +394,16 @@ impl SellerNode {
                 )),
                 _ => {
                     if !pays.is_empty() {
-                        out.extend(
-                            self.on_pays(std::mem::take(&mut pays))
-                                .iter()
-                                .map(Msg::encode),
-                        );
+                        let replies = self.on_pays(std::mem::take(&mut pays));
+                        out.extend(self.noted(peer, replies));
                     }
                     out.extend(self.handle(peer, p));
                 }
             }
         }
         if !pays.is_empty() {
-            out.extend(self.on_pays(pays).iter().map(Msg::encode));
+            let replies = self.on_pays(pays);
+            out.extend(self.noted(peer, replies));
         }
         out
     }
@@ -512,6 +596,12 @@ impl crate::engine::PayHook for SellerNode {
     }
     fn handle(&self, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
         SellerNode::handle(self, peer, payload)
+    }
+    fn may_upload(&self, peer: SocketAddr, speaks_pay: bool, len: u32) -> bool {
+        SellerNode::may_upload(self, peer, speaks_pay, len)
+    }
+    fn disconnected(&self, peer: SocketAddr) {
+        SellerNode::disconnected(self, peer)
     }
     fn handle_batch(&self, peer: SocketAddr, payloads: &[Vec<u8>]) -> Vec<Vec<u8>> {
         SellerNode::handle_batch(self, peer, payloads)

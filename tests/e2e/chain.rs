@@ -319,6 +319,17 @@ impl Party {
 
     /// `btt seed --sell` for `torrent` on `port`.
     pub fn sell(&self, torrent: &Path, data: &Path, port: u16, log: &Path) -> Proc {
+        self.sell_with(torrent, data, port, log, &[])
+    }
+
+    pub fn sell_with(
+        &self,
+        torrent: &Path,
+        data: &Path,
+        port: u16,
+        log: &Path,
+        extra: &[&str],
+    ) -> Proc {
         let p = Proc::spawn(
             "btt seed --sell",
             Command::new(BTT)
@@ -333,7 +344,8 @@ impl Party {
                     "--sell",
                     "--watch-interval",
                     "1",
-                ]),
+                ])
+                .args(extra),
             log,
         );
         wait_port(port, Duration::from_secs(20));

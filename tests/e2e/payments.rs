@@ -358,7 +358,15 @@ fn seller_refuses_bad_channels_and_payments() {
         let w = BttWallet::open(&shome).unwrap();
         let chain: Arc<dyn ChainBackend> = Arc::from(btt::chain::connect(&w.config).unwrap());
         let store = ChannelStore::open(&d.path().join(db)).unwrap();
-        SellerNode::new(w, store, chain, 1000, 1 << 20).unwrap()
+        SellerNode::new(
+            w,
+            store,
+            chain,
+            btt::pay::price::Price::msat_per_gib(1_000_000),
+            1 << 20,
+            btt::pay::seller_node::FreePeers::Serve,
+        )
+        .unwrap()
     };
     let node = node_for("a.sqlite");
     let peer = "127.0.0.1:1".parse().unwrap();
@@ -549,4 +557,98 @@ fn seller_refuses_bad_channels_and_payments() {
     assert!(store_b.list().unwrap().is_empty());
     // A malformed message is an error, not a panic.
     assert_eq!(error_code(node.handle(peer, b"d1:t3:paye")), "malformed");
+}
+
+/// Counts (pieces, rejects) for `n` block requests starting at block `first`.
+fn request_blocks(conn: &mut btt::pay::buyer::SellerConn, first: u32, n: u32) -> (u32, u32) {
+    use btt::wire::{BlockRef, Message};
+    for i in first..first + n {
+        conn.send_wire(Message::Request(BlockRef {
+            index: i,
+            begin: 0,
+            length: 16384,
+        }))
+        .unwrap();
+    }
+    let (mut pieces, mut rejects) = (0, 0);
+    while pieces + rejects < n {
+        match conn.recv_wire().unwrap() {
+            Message::Piece { .. } => pieces += 1,
+            Message::Reject(_) => rejects += 1,
+            _ => {}
+        }
+    }
+    (pieces, rejects)
+}
+
+/// A buyer that stops paying gets `credit` bytes beyond what it paid, then
+/// rejects; paying opens more. A peer announcing btt_pay without a channel,
+/// and (with --free-peers choke) one without the extension, get nothing.
+#[test]
+fn seller_serves_only_credit_beyond_payments() {
+    use btt::wire::Message;
+    let rt = Regtest::start(Backend::Rpc);
+    let d = tmpdir();
+    let buyer = Party::new(&rt, Backend::Rpc, &["--expiry-blocks", "40"]);
+    let seller = Party::new(
+        &rt,
+        Backend::Rpc,
+        &["--zero-conf-limit", "1000000", "--min-expiry-blocks", "10"],
+    );
+    fund(&rt, &buyer, 2);
+    let (torrent, data) = content(d.path());
+    let port = free_port();
+    // 1000 sat per MiB: a 16 KiB block costs 15 625 msat; credit is 4 blocks.
+    let _sp = seller.sell_with(
+        &torrent,
+        &data,
+        port,
+        &d.path().join("seller.log"),
+        &[
+            "--price",
+            "1000sat/MiB",
+            "--credit",
+            "64KiB",
+            "--free-peers",
+            "choke",
+        ],
+    );
+    let (ch, _) = buyer.open(port, &torrent, 100_000);
+    let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+
+    // Unbound: speaks btt_pay but names no channel.
+    let mut conn = btt::pay::buyer::SellerConn::connect(addr, meta.info_hash.0).unwrap();
+    conn.send_wire(Message::Interested).unwrap();
+    assert_eq!(request_blocks(&mut conn, 0, 2), (0, 2));
+
+    // Bound by `resume`, nothing paid: exactly the credit.
+    let channel: OutPoint = ch.parse().unwrap();
+    match conn.request(&Msg::Resume { channel }).unwrap() {
+        Msg::State {
+            total_msat: 0,
+            open: true,
+            ..
+        } => {}
+        other => panic!("{}", other.kind()),
+    }
+    assert_eq!(
+        request_blocks(&mut conn, 0, 10),
+        (4, 6),
+        "credit is 4 blocks"
+    );
+    // Paying for two blocks opens two more.
+    assert_eq!(buyer.pay(&ch, 31_250, 1), 31_250);
+    assert_eq!(
+        request_blocks(&mut conn, 4, 4),
+        (2, 2),
+        "paying two blocks opens two more"
+    );
+    drop(conn);
+
+    // A reconnect keeps the channel's account: still no more than paid + credit.
+    let mut conn = btt::pay::buyer::SellerConn::connect(addr, meta.info_hash.0).unwrap();
+    conn.send_wire(Message::Interested).unwrap();
+    conn.request(&Msg::Resume { channel }).unwrap();
+    assert_eq!(request_blocks(&mut conn, 8, 2), (0, 2));
 }

@@ -80,17 +80,27 @@ enum Cmd {
     },
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum FreePeersArg {
+    Serve,
+    Choke,
+}
+
 #[derive(clap::Args, Debug)]
 struct SellArgs {
-    /// Sell: accept payment channels (btt_pay) from buyers, using the wallet in --home.
+    /// Sell: accept payment channels (btt_pay) from buyers, using the wallet
+    /// in --home, at --price (default 1000sat/GiB).
     #[arg(long)]
     sell: bool,
-    /// Price per piece, msat.
-    #[arg(long, default_value_t = 1000, requires = "sell")]
-    price_msat: u64,
-    /// Bytes served beyond what is paid.
-    #[arg(long, default_value = "4MiB", value_parser = btt::cli::parse_bytes, requires = "sell")]
+    /// Sell at this price, e.g. 2000sat/GiB, 3sat/MiB, 500msat/MiB (implies --sell).
+    #[arg(long, value_name = "PRICE")]
+    price: Option<btt::pay::price::Price>,
+    /// Bytes served to a buyer beyond what it has paid for.
+    #[arg(long, default_value = "1MiB", value_parser = btt::cli::parse_bytes)]
     credit: u64,
+    /// Peers that do not pay (no btt_pay extension): serve them free, or choke them.
+    #[arg(long, value_enum, default_value = "serve")]
+    free_peers: FreePeersArg,
     /// Seconds between checks for channels nearing expiry.
     #[arg(long, default_value_t = 30, requires = "sell")]
     watch_interval: u64,
@@ -111,11 +121,16 @@ fn main() -> Result<()> {
             sell,
         } => {
             let mut engine = peers.engine(false);
-            let seller = if sell.sell {
+            let seller = if sell.sell || sell.price.is_some() {
                 Some(money::start_selling(
                     &home,
-                    sell.price_msat,
+                    sell.price
+                        .unwrap_or(btt::pay::price::Price::msat_per_gib(1_000_000)),
                     sell.credit,
+                    match sell.free_peers {
+                        FreePeersArg::Serve => btt::pay::seller_node::FreePeers::Serve,
+                        FreePeersArg::Choke => btt::pay::seller_node::FreePeers::Choke,
+                    },
                     std::time::Duration::from_secs(sell.watch_interval.max(1)),
                 )?)
             } else {

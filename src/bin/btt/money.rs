@@ -320,15 +320,16 @@ pub struct Selling {
 
 pub fn start_selling(
     home: &Home,
-    price_msat: u64,
+    price: btt::pay::price::Price,
     credit: u64,
+    free_peers: btt::pay::seller_node::FreePeers,
     interval: std::time::Duration,
 ) -> Result<Selling> {
     let w = BttWallet::open(home)?;
     let b: std::sync::Arc<dyn ChainBackend> = std::sync::Arc::from(backend(&w.config)?);
     let store = ChannelStore::open(&home.channels_db())?;
     let node = std::sync::Arc::new(btt::pay::seller_node::SellerNode::new(
-        w, store, b, price_msat, credit,
+        w, store, b, price, credit, free_peers,
     )?);
     let (stop, rx) = std::sync::mpsc::channel::<()>();
     let n = node.clone();
@@ -341,7 +342,10 @@ pub fn start_selling(
             _ => break,
         }
     });
-    eprintln!("selling as node {}", node.info().node_key);
+    eprintln!(
+        "selling at {price} (credit {credit} bytes) as node {}",
+        node.info().node_key
+    );
     Ok(Selling {
         node,
         stop,
