@@ -42,6 +42,7 @@ impl PeerArgs {
             upload_slots: self.upload_slots.max(1),
             announce_timeout: Duration::from_secs(10),
             pay: None,
+            buy: None,
         }
     }
 }
@@ -88,6 +89,19 @@ pub struct MountCli {
     pub verbose: bool,
     #[command(flatten)]
     pub peers: PeerArgs,
+    /// Buy pieces from btt sellers asking at most this, e.g. 2000sat/GiB
+    /// (default: the `[buy]` section of config.toml; without either, never buy).
+    #[arg(long, value_name = "PRICE")]
+    pub max_price: Option<crate::pay::price::Price>,
+    /// Pay at most this much in all, e.g. 20000sat [default: one channel].
+    #[arg(long, value_name = "SAT", value_parser = crate::pay::buying::parse_sat)]
+    pub budget: Option<u64>,
+    /// Capacity of channels opened with sellers, e.g. 100000sat.
+    #[arg(long, value_name = "SAT", value_parser = crate::pay::buying::parse_sat)]
+    pub channel_size: Option<u64>,
+    /// btt's wallet/channel directory [default: $BTT_HOME or ~/.local/share/btt].
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
 }
 
 /// Sets up `tracing` output: `RUST_LOG` if set, else `info` (or `debug` with -v).

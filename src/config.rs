@@ -86,6 +86,19 @@ impl Default for ChannelConfig {
     }
 }
 
+/// Buyer defaults for mounts and `btt get` (flags override them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BuyPrefs {
+    /// e.g. "2000sat/GiB"; unset: never buy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_price: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_sat: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel_size_sat: Option<u64>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     /// bitcoin, testnet4, signet or regtest.
@@ -93,6 +106,8 @@ pub struct Config {
     pub backend: BackendConfig,
     #[serde(default)]
     pub channels: ChannelConfig,
+    #[serde(default)]
+    pub buy: BuyPrefs,
 }
 
 impl Config {
@@ -242,6 +257,7 @@ mod tests {
                 url: "tcp://127.0.0.1:50001".into(),
             },
             channels: ChannelConfig::default(),
+            buy: BuyPrefs::default(),
         };
         home.save_config(&cfg).unwrap();
         assert_eq!(home.load_config().unwrap(), cfg);

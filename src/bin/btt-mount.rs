@@ -81,7 +81,23 @@ fn main() -> Result<()> {
             .read_timeout
             .filter(|s| *s > 0.0)
             .map(Duration::from_secs_f64),
-        engine: cli.peers.engine(cli.fetch_all),
+        engine: {
+            let mut e = cli.peers.engine(cli.fetch_all);
+            if let Some(b) = btt::pay::buying::buy_config(
+                cli.home.as_deref(),
+                cli.max_price,
+                cli.budget,
+                cli.channel_size,
+            )
+            .map_err(anyhow::Error::msg)?
+            {
+                tracing::info!(max_price = %b.max_price, budget_msat = b.budget_msat, "buying from sellers when free peers cannot deliver");
+                e.buy = Some(btt::engine::BuyHookRef(std::sync::Arc::new(
+                    btt::pay::buying::BuyerAgent::new(b),
+                )));
+            }
+            e
+        },
         fuse_options: cli.options.clone(),
     };
     let res = run(cfg, |m| {

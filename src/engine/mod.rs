@@ -73,6 +73,32 @@ pub trait PayHook: Send + Sync {
 #[derive(Clone)]
 pub struct PayHookRef(pub Arc<dyn PayHook>);
 
+/// The buyer's side, seen from the engine (implemented by
+/// `pay::buying::BuyerAgent`): which sellers to use, binding a connection to
+/// a channel, the budget, and paying for verified bytes.
+pub trait BuyHook: Send + Sync {
+    /// The peer announced `btt_pay` with `info`: use it as a paid seller?
+    fn consider(&self, peer: SocketAddr, info: &bendy::value::Value<'static>) -> bool;
+    /// Blocking: get a channel and return the message binding the connection.
+    fn bind(&self, peer: SocketAddr, info_hash: [u8; 20]) -> Result<Vec<u8>, String>;
+    /// Reserve budget for `bytes` about to be requested from `peer`.
+    fn reserve(&self, peer: SocketAddr, bytes: u64) -> bool;
+    /// A reservation that will not be paid (request dropped, data unused or bad).
+    fn release(&self, peer: SocketAddr, bytes: u64);
+    /// `bytes` from `peer` are part of a verified piece: pay for them.
+    fn verified(&self, peer: SocketAddr, bytes: u64);
+    fn disconnected(&self, peer: SocketAddr);
+}
+
+#[derive(Clone)]
+pub struct BuyHookRef(pub Arc<dyn BuyHook>);
+
+impl std::fmt::Debug for BuyHookRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BuyHook")
+    }
+}
+
 impl std::fmt::Debug for PayHookRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PayHook")
@@ -94,6 +120,8 @@ pub struct EngineConfig {
     pub announce_timeout: Duration,
     /// Sell over `btt_pay` (seller side).
     pub pay: Option<PayHookRef>,
+    /// Buy from `btt_pay` sellers (mount, `btt get`).
+    pub buy: Option<BuyHookRef>,
 }
 
 impl Default for EngineConfig {
@@ -107,6 +135,7 @@ impl Default for EngineConfig {
             upload_slots: 8,
             announce_timeout: Duration::from_secs(10),
             pay: None,
+            buy: None,
         }
     }
 }
@@ -410,13 +439,42 @@ impl Torrent {
                 .await
                 .unwrap_or((false, Vec::new()));
                 if ok {
+                    t.settle_paid(piece, &from, true);
                     t.piece_ok(piece, Bytes::from(data));
                 } else {
+                    t.settle_paid(piece, &from, false);
                     t.piece_bad(piece, from);
                 }
             }
             .instrument(self.span.clone()),
         );
+    }
+
+    /// Tells the buyer which peers sent the blocks of a checked piece: paid
+    /// for if it verified, released if not.
+    fn settle_paid(&self, piece: usize, from: &[PeerKey], ok: bool) {
+        let Some(buy) = &self.cfg.buy else {
+            return;
+        };
+        let size = self.meta.piece_size(piece);
+        let mut per: HashMap<SocketAddr, u64> = HashMap::new();
+        {
+            let st = self.lock();
+            for (b, k) in from.iter().enumerate() {
+                let begin = b as u64 * crate::wire::BLOCK_SIZE as u64;
+                let len = (size - begin).min(crate::wire::BLOCK_SIZE as u64);
+                if let Some(p) = st.peers.get(k) {
+                    *per.entry(p.addr).or_default() += len;
+                }
+            }
+        }
+        for (addr, bytes) in per {
+            if ok {
+                buy.0.verified(addr, bytes);
+            } else {
+                buy.0.release(addr, bytes);
+            }
+        }
     }
 
     fn piece_ok(self: &Arc<Self>, piece: usize, data: Bytes) {

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -214,6 +214,9 @@ struct Session {
     rtt: Duration,
     last_sent: Instant,
     addr: SocketAddr,
+    /// Buyer side: 0 a free peer, 1 a seller we are binding a channel to,
+    /// 2 a bound seller (paid requests allowed), 3 a seller we cannot use.
+    buy_state: Arc<std::sync::atomic::AtomicU8>,
     /// `btt_pay` messages go to a per-peer worker that answers them in order
     /// off the runtime (they block on fsync and chain calls).
     pay: Option<mpsc::UnboundedSender<Bytes>>,
@@ -254,10 +257,26 @@ impl Session {
         }
     }
 
+    fn is_seller(&self) -> bool {
+        self.buy_state.load(Ordering::Relaxed) != 0
+    }
+
+    /// Gives a paid request's budget back.
+    fn release_paid(&self, bytes: u64) {
+        if let (Some(buy), true) = (&self.t.cfg.buy, self.is_seller()) {
+            buy.0.release(self.addr, bytes);
+        }
+    }
+
     fn request_more(&mut self) {
         if self.they_choke && self.allowed_fast.is_empty() {
             return;
         }
+        let paid = match self.buy_state.load(Ordering::Relaxed) {
+            0 => false,
+            2 => true,
+            _ => return, // not bound yet, or unusable
+        };
         let want = self.depth().saturating_sub(self.outstanding.len());
         if want == 0 {
             return;
@@ -273,8 +292,21 @@ impl Session {
                 choked: self.they_choke,
                 allowed_fast: &self.allowed_fast,
                 slow,
+                paid,
             };
-            st.picker.pick(&view, want, now)
+            let mut picked = st.picker.pick(&view, want, now);
+            if let (true, Some(buy)) = (paid, &self.t.cfg.buy) {
+                // Budget first: what cannot be reserved is not asked for.
+                if let Some(cut) = picked
+                    .iter()
+                    .position(|r| !buy.0.reserve(self.addr, r.length as u64))
+                {
+                    for r in picked.drain(cut..) {
+                        st.picker.release(self.key, &r);
+                    }
+                }
+            }
+            picked
         };
         for r in picked {
             self.outstanding.push_back((r, now));
@@ -308,6 +340,7 @@ impl Session {
             self.snubbed = true;
         }
         for r in cancel {
+            self.release_paid(r.length as u64);
             self.send(Message::Cancel(r));
         }
     }
@@ -331,10 +364,55 @@ impl Session {
 
     /// A (possibly repeated) full availability set replaces what we knew. Some
     /// clients (aria2) send a bitfield again after have-none.
+    /// A peer announced `btt_pay`: if the buyer wants it, treat it as a paid
+    /// seller and bind a channel to this connection off the runtime.
+    fn seller_announced(&mut self, their_id: u8, info: &bendy::value::Value<'static>) {
+        let Some(buy) = self.t.cfg.buy.clone() else {
+            return;
+        };
+        if self.is_seller() || !buy.0.consider(self.addr, info) {
+            return;
+        }
+        self.buy_state.store(1, Ordering::Relaxed);
+        self.t.lock().picker.add_paid_pieces(&self.has);
+        let (addr, ih, out, state) = (
+            self.addr,
+            self.t.meta.info_hash.0,
+            self.out.clone(),
+            self.buy_state.clone(),
+        );
+        tokio::spawn(
+            async move {
+                let r = tokio::task::spawn_blocking(move || buy.0.bind(addr, ih)).await;
+                match r {
+                    Ok(Ok(payload)) => {
+                        let _ = out.send(Out::Msg(Message::Extended {
+                            id: their_id,
+                            payload: Bytes::from(payload),
+                        }));
+                    }
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "no channel with this seller; not buying from it");
+                        state.store(3, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "channel task failed");
+                        state.store(3, Ordering::Relaxed);
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
     fn on_bitfield(&mut self, bf: Bitfield) {
         let mut st = self.t.lock();
         st.picker.remove_peer_pieces(&self.has);
         st.picker.add_peer_pieces(&bf);
+        if self.is_seller() {
+            st.picker.remove_paid_pieces(&self.has);
+            st.picker.add_paid_pieces(&bf);
+        }
         if let Some(p) = st.peers.get_mut(&self.key) {
             p.has = bf.clone();
         }
@@ -376,6 +454,9 @@ impl Session {
                 if self.has.set(i as usize) {
                     let mut st = self.t.lock();
                     st.picker.add_have(i as usize);
+                    if self.is_seller() {
+                        st.picker.add_paid_have(i as usize);
+                    }
                     if let Some(p) = st.peers.get_mut(&self.key) {
                         p.has.set(i as usize);
                     }
@@ -421,6 +502,7 @@ impl Session {
                     .position(|(r, _)| r.index == index && r.begin == begin);
                 let Some(pos) = pos else {
                     self.t.stats.wasted.fetch_add(len, Ordering::Relaxed);
+                    self.release_paid(len);
                     return Ok(());
                 };
                 let (_, at) = self.outstanding.remove(pos).expect("position found");
@@ -435,6 +517,7 @@ impl Session {
                 match outcome {
                     BlockOutcome::Unwanted => {
                         self.t.stats.wasted.fetch_add(len, Ordering::Relaxed);
+                        self.release_paid(len);
                     }
                     BlockOutcome::Accepted => {}
                     BlockOutcome::Complete { data, from } => {
@@ -452,6 +535,7 @@ impl Session {
                 if let Some(pos) = self.outstanding.iter().position(|(o, _)| *o == r) {
                     self.outstanding.remove(pos);
                     self.t.lock().picker.release(self.key, &r);
+                    self.release_paid(r.length as u64);
                 }
             }
             Message::AllowedFast(i) => {
@@ -472,6 +556,9 @@ impl Session {
                     Ok(h) => {
                         if let Some(id) = h.m.get(crate::pay::proto::EXT_NAME) {
                             self.their_pay_id.store(*id, Ordering::Relaxed);
+                            if let Some(info) = h.extra.get(crate::pay::proto::EXT_NAME) {
+                                self.seller_announced(*id, info);
+                            }
                         }
                         if let Some(q) = h.reqq {
                             self.reqq = (q as usize).clamp(1, 2048);
@@ -484,6 +571,21 @@ impl Session {
             Message::Extended { id, payload } if id == crate::pay::proto::LOCAL_EXT_ID => {
                 if let Some(tx) = &self.pay {
                     let _ = tx.send(payload);
+                } else if self.is_seller() {
+                    use crate::pay::proto::Msg;
+                    match Msg::decode(&payload) {
+                        Ok(Msg::State { open: true, .. }) => {
+                            info!("bound to a paid channel");
+                            self.buy_state.store(2, Ordering::Relaxed);
+                            self.request_more();
+                        }
+                        Ok(Msg::Error { code, message, .. }) => {
+                            warn!(%code, %message, "seller refused; not buying from it");
+                            self.buy_state.store(3, Ordering::Relaxed);
+                        }
+                        Ok(_) => {}
+                        Err(e) => debug!(error = %e, "bad btt_pay message from a seller"),
+                    }
                 }
             }
             Message::Extended { .. } => {}
@@ -597,6 +699,7 @@ async fn run(
     };
     let mut s = Session {
         addr,
+        buy_state: Arc::new(std::sync::atomic::AtomicU8::new(0)),
         pay: pay_tx,
         their_pay_id,
         key,
@@ -626,6 +729,12 @@ async fn run(
     }
     if let Some(hook) = &t.cfg.pay {
         hook.0.disconnected(addr);
+    }
+    if let Some(buy) = &t.cfg.buy {
+        if s.is_seller() {
+            t.lock().picker.remove_paid_pieces(&s.has);
+        }
+        buy.0.disconnected(addr);
     }
     let outstanding: Vec<BlockRef> = s.outstanding.iter().map(|(r, _)| *r).collect();
     t.unregister_peer(key, &outstanding);
@@ -663,6 +772,11 @@ async fn session_loop(
             let name = crate::pay::proto::EXT_NAME.to_string();
             h.m.insert(name.clone(), crate::pay::proto::LOCAL_EXT_ID);
             h.extra.insert(name, hook.0.handshake());
+        } else if s.t.cfg.buy.is_some() {
+            h.m.insert(
+                crate::pay::proto::EXT_NAME.to_string(),
+                crate::pay::proto::LOCAL_EXT_ID,
+            );
         }
         s.send(Message::Extended {
             id: 0,

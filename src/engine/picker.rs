@@ -51,6 +51,9 @@ pub struct PeerView<'a> {
     pub allowed_fast: &'a [u32],
     /// Far slower than the best peer: kept off critical blocks while others can serve.
     pub slow: bool,
+    /// A seller we pay: only asked for what free peers cannot deliver (no
+    /// free peer has the piece, or a reader has waited on it `paid_after`).
+    pub paid: bool,
 }
 
 pub enum BlockOutcome {
@@ -69,12 +72,18 @@ pub struct Picker {
     total_length: u64,
     have: Bitfield,
     availability: Vec<u32>,
+    /// How many of `availability` are paid sellers.
+    paid_availability: Vec<u32>,
     active: HashMap<usize, Active>,
     /// Complete pieces being hashed: not picked again meanwhile.
     verifying: HashSet<usize>,
     critical: BTreeMap<usize, u32>,
+    /// When each critical piece became critical.
+    critical_since: HashMap<usize, Instant>,
     windows: HashMap<u64, Range<usize>>,
     pub fetch_all: bool,
+    /// A critical piece free peers have not delivered in this long may be bought.
+    pub paid_after: Duration,
     /// Read-ahead pieces, and separately background pieces, in progress at once
     /// (memory bound: each holds a piece-sized buffer).
     pub max_active_normal: usize,
@@ -90,11 +99,14 @@ impl Picker {
             total_length,
             have,
             availability: vec![0; n],
+            paid_availability: vec![0; n],
             active: HashMap::new(),
             verifying: HashSet::new(),
             critical: BTreeMap::new(),
+            critical_since: HashMap::new(),
             windows: HashMap::new(),
             fetch_all: false,
+            paid_after: Duration::from_millis(1500),
             max_active_normal: 16,
             dup_after: Duration::from_millis(300),
         }
@@ -139,16 +151,50 @@ impl Picker {
             *a += 1;
         }
     }
+    /// Marks pieces as (also) held by a paid seller; they stay in
+    /// `availability`, which counts every peer.
+    pub fn add_paid_pieces(&mut self, has: &Bitfield) {
+        for p in has.ones() {
+            self.paid_availability[p] += 1;
+        }
+    }
+    pub fn remove_paid_pieces(&mut self, has: &Bitfield) {
+        for p in has.ones() {
+            self.paid_availability[p] = self.paid_availability[p].saturating_sub(1);
+        }
+    }
+    pub fn add_paid_have(&mut self, p: usize) {
+        if let Some(a) = self.paid_availability.get_mut(p) {
+            *a += 1;
+        }
+    }
+    fn free_availability(&self, p: usize) -> u32 {
+        self.availability[p].saturating_sub(self.paid_availability[p])
+    }
+
+    /// Whether a paid seller may be asked for piece `p` of priority `prio`.
+    fn may_buy(&self, p: usize, prio: Priority, now: Instant) -> bool {
+        if self.free_availability(p) == 0 {
+            return prio != Priority::Normal || self.fetch_all;
+        }
+        prio == Priority::Critical
+            && self
+                .critical_since
+                .get(&p)
+                .is_some_and(|t| now.duration_since(*t) >= self.paid_after)
+    }
 
     // ---- priorities ----
     pub fn add_critical(&mut self, p: usize) {
         *self.critical.entry(p).or_default() += 1;
+        self.critical_since.entry(p).or_insert_with(Instant::now);
     }
     pub fn remove_critical(&mut self, p: usize) {
         if let Some(c) = self.critical.get_mut(&p) {
             *c -= 1;
             if *c == 0 {
                 self.critical.remove(&p);
+                self.critical_since.remove(&p);
             }
         }
     }
@@ -257,7 +303,7 @@ impl Picker {
             .count();
         // Pass 1: free blocks.
         for &(p, prio) in &cands {
-            if !self.can_ask(peer, p) {
+            if !self.can_ask(peer, p) || (peer.paid && !self.may_buy(p, prio, now)) {
                 continue;
             }
             if peer.slow && prio == Priority::Critical && self.availability[p] > 1 {
@@ -308,7 +354,10 @@ impl Picker {
         // Pass 2 (end-game for critical and read-ahead pieces): duplicate blocks that
         // another peer has held too long, at most two copies out at once.
         for &(p, prio) in &cands {
-            if prio == Priority::Normal || !self.can_ask(peer, p) {
+            if prio == Priority::Normal
+                || !self.can_ask(peer, p)
+                || (peer.paid && !self.may_buy(p, prio, now))
+            {
                 continue;
             }
             let Some(a) = self.active.get_mut(&p) else {
@@ -443,6 +492,7 @@ mod tests {
             choked: false,
             allowed_fast: &[],
             slow: false,
+            paid: false,
         }
     }
 
@@ -478,6 +528,7 @@ mod tests {
             choked: true,
             allowed_fast: &[2],
             slow: false,
+            paid: false,
         };
         let got = pk.pick(&v, 10, Instant::now());
         assert!(got.iter().all(|b| b.index == 2) && got.len() == 4);
@@ -537,6 +588,7 @@ mod tests {
             choked: false,
             allowed_fast: &[],
             slow: true,
+            paid: false,
         };
         assert!(pk.pick(&slow, 10, Instant::now()).is_empty());
         assert_eq!(pk.pick(&view(2, &all), 10, Instant::now()).len(), 4);

@@ -20,6 +20,7 @@
 //!   seller serves at most its configured credit beyond the last signed total.
 
 pub mod buyer;
+pub mod buying;
 pub mod channel;
 pub mod price;
 pub mod proto;

@@ -157,6 +157,7 @@ pub fn wallet(home: &Home, cmd: WalletCmd) -> Result<()> {
                 expiry_blocks,
                 ..ChannelConfig::default()
             },
+            buy: Default::default(),
         };
         let words = import
             .map(|f| {

@@ -1,0 +1,359 @@
+//! The buyer inside a mount or `btt get`: decides which sellers to use, gets
+//! a channel with each (reusing an open one with the same seller key), keeps
+//! the budget, and pays for verified bytes.
+//!
+//! Budget rule: bytes are *reserved* before they are requested from a seller
+//! (`reserve` refuses once `spent + cost(reserved) + cost(new)` would pass the
+//! budget), and paid only after the piece holding them verified. Paths that
+//! drop a request without paying release its reservation; any path missed only
+//! makes the agent more conservative, never pay more.
+//!
+//! Payments go over a separate `btt_pay` connection per channel, driven by a
+//! worker thread (blocking I/O, fsync'd store), so the data path never waits
+//! on them; the data connection is bound to the channel by `resume`.
+
+use crate::chain;
+use crate::chanstore::{ChannelState, ChannelStore, Role};
+use crate::config::Home;
+use crate::pay::bitcoin::PublicKey;
+use crate::pay::buyer::{self, OpenState, Session};
+use crate::pay::price::Price;
+use crate::pay::proto::{Msg, SellerInfo};
+use crate::wallet::BttWallet;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc, Mutex};
+use tracing::{info, warn};
+
+/// The buyer settings for a mount or `btt get`: flags first, then the
+/// `[buy]` section of config.toml. `None`: not buying (no price ceiling set).
+pub fn buy_config(
+    home: Option<&std::path::Path>,
+    max_price: Option<Price>,
+    budget_sat: Option<u64>,
+    channel_sat: Option<u64>,
+) -> Result<Option<BuyConfig>, String> {
+    let home = Home::locate(home);
+    let prefs = match home.load_config() {
+        Ok(c) => c.buy,
+        Err(crate::config::ConfigError::NoWallet(_)) if max_price.is_none() => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let max_price = match max_price {
+        Some(p) => p,
+        None => match prefs.max_price.as_deref() {
+            Some(p) => p
+                .parse()
+                .map_err(|e: crate::pay::price::PriceError| e.to_string())?,
+            None => return Ok(None),
+        },
+    };
+    let channel_sat = channel_sat.or(prefs.channel_size_sat).unwrap_or(100_000);
+    let budget_sat = budget_sat.or(prefs.budget_sat).unwrap_or(channel_sat);
+    Ok(Some(BuyConfig {
+        home,
+        max_price,
+        budget_msat: budget_sat.saturating_mul(1000),
+        channel_sat,
+    }))
+}
+
+#[derive(Clone, Debug)]
+pub struct BuyConfig {
+    pub home: Home,
+    /// Sellers asking more are never used.
+    pub max_price: Price,
+    /// Most msat this process pays in all.
+    pub budget_msat: u64,
+    /// Capacity of channels it opens.
+    pub channel_sat: u64,
+}
+
+struct Link {
+    price: Price,
+    node_key: PublicKey,
+    reserved_bytes: u64,
+    channel: Option<String>,
+}
+
+struct Worker {
+    /// (bytes, the msat reserved for them)
+    tx: mpsc::Sender<(u64, u64)>,
+}
+
+#[derive(Default)]
+struct State {
+    links: HashMap<SocketAddr, Link>,
+    workers: HashMap<String, Worker>,
+    budget_said: bool,
+}
+
+pub struct BuyerAgent {
+    cfg: BuyConfig,
+    state: Mutex<State>,
+    /// Serialises channel opening (one wallet, one store).
+    opening: Mutex<()>,
+    spent: Arc<std::sync::atomic::AtomicU64>,
+    /// msat of verified bytes handed to a worker but not yet paid.
+    in_flight: Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl BuyerAgent {
+    pub fn new(cfg: BuyConfig) -> BuyerAgent {
+        BuyerAgent {
+            cfg,
+            state: Mutex::new(State::default()),
+            opening: Mutex::new(()),
+            spent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            in_flight: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    /// msat paid so far by this process.
+    pub fn spent_msat(&self) -> u64 {
+        self.spent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn budget_msat(&self) -> u64 {
+        self.cfg.budget_msat
+    }
+
+    /// A peer announced `btt_pay`: whether we will buy from it.
+    pub fn consider(&self, peer: SocketAddr, info: &bendy::value::Value<'static>) -> bool {
+        let info = match SellerInfo::from_value(info) {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(%peer, error = %e, "ignoring a bad btt_pay announcement");
+                return false;
+            }
+        };
+        let price = Price::msat_per_gib(info.msat_per_gib);
+        if price > self.cfg.max_price {
+            info!(%peer, %price, max = %self.cfg.max_price, "seller above --max-price: not buying from it");
+            return false;
+        }
+        lock(&self.state).links.insert(
+            peer,
+            Link {
+                price,
+                node_key: info.node_key,
+                reserved_bytes: 0,
+                channel: None,
+            },
+        );
+        true
+    }
+
+    /// Blocking: a channel with this seller (reused or opened) and the
+    /// `resume` message that binds the data connection to it.
+    pub fn bind(&self, peer: SocketAddr, info_hash: [u8; 20]) -> Result<Vec<u8>, String> {
+        let node_key = lock(&self.state)
+            .links
+            .get(&peer)
+            .map(|l| l.node_key)
+            .ok_or("unknown seller")?;
+        let _one = lock(&self.opening);
+        let home = &self.cfg.home;
+        let mut wallet = BttWallet::open(home).map_err(|e| e.to_string())?;
+        let mut store = ChannelStore::open(&home.channels_db()).map_err(|e| e.to_string())?;
+        let chain = chain::connect(&wallet.config).map_err(|e| e.to_string())?;
+        let reuse = store
+            .list()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|r| {
+                r.role == Role::Buyer
+                    && r.state == ChannelState::Open
+                    && r.terms.seller == node_key
+                    && r.total_msat < r.terms.max_total_msat() / 2
+            });
+        let id = match reuse {
+            Some(r) => r.id,
+            None => {
+                wallet.sync(chain.as_ref()).map_err(|e| e.to_string())?;
+                let o = buyer::open_channel(
+                    &mut wallet,
+                    &store,
+                    chain.as_ref(),
+                    peer,
+                    info_hash,
+                    self.cfg.channel_sat,
+                )
+                .map_err(|e| e.to_string())?;
+                if let OpenState::Pending { have, need } = o.state {
+                    return Err(format!(
+                        "channel {} waits for {need} confirmation(s), has {have}",
+                        o.id
+                    ));
+                }
+                info!(%peer, channel = %o.id, capacity = self.cfg.channel_sat, "opened a channel");
+                o.id
+            }
+        };
+        let channel: crate::pay::bitcoin::OutPoint =
+            id.parse().map_err(|_| format!("bad channel id {id}"))?;
+        {
+            let mut st = lock(&self.state);
+            if !st.workers.contains_key(&id) {
+                let session = Session::resume(&wallet, &mut store, chain.as_ref(), &id)
+                    .map_err(|e| e.to_string())?;
+                let (tx, rx) = mpsc::channel();
+                let price = st.links.get(&peer).map(|l| l.price).unwrap_or_default();
+                let (spent, in_flight) = (self.spent.clone(), self.in_flight.clone());
+                let cid = id.clone();
+                std::thread::spawn(move || {
+                    pay_worker(session, store, rx, price, spent, in_flight, cid)
+                });
+                st.workers.insert(id.clone(), Worker { tx });
+            }
+            if let Some(l) = st.links.get_mut(&peer) {
+                l.channel = Some(id.clone());
+            }
+        }
+        Ok(Msg::Resume { channel }.encode())
+    }
+
+    /// Reserves `bytes` from `peer` against the budget; false once it is spent.
+    pub fn reserve(&self, peer: SocketAddr, bytes: u64) -> bool {
+        let mut st = lock(&self.state);
+        let spent = self.spent_msat() + self.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+        let committed: u64 = st
+            .links
+            .values()
+            .map(|l| l.price.cost_msat(l.reserved_bytes) + 1)
+            .sum();
+        let Some(link) = st.links.get(&peer) else {
+            return false;
+        };
+        let new = link.price.cost_msat(bytes) + 1;
+        if spent + committed + new > self.cfg.budget_msat {
+            if !st.budget_said {
+                st.budget_said = true;
+                warn!(
+                    spent_msat = spent,
+                    budget_msat = self.cfg.budget_msat,
+                    "budget spent: no more buying; reads wait for free peers"
+                );
+            }
+            return false;
+        }
+        if let Some(l) = st.links.get_mut(&peer) {
+            l.reserved_bytes += bytes;
+        }
+        true
+    }
+
+    /// Drops a reservation that will not be paid.
+    pub fn release(&self, peer: SocketAddr, bytes: u64) {
+        if let Some(l) = lock(&self.state).links.get_mut(&peer) {
+            l.reserved_bytes = l.reserved_bytes.saturating_sub(bytes);
+        }
+    }
+
+    /// `bytes` from `peer` belong to a piece that verified: pay for them.
+    pub fn verified(&self, peer: SocketAddr, bytes: u64) {
+        let mut st = lock(&self.state);
+        let Some(l) = st.links.get_mut(&peer) else {
+            return;
+        };
+        l.reserved_bytes = l.reserved_bytes.saturating_sub(bytes);
+        let Some(ch) = l.channel.clone() else {
+            return;
+        };
+        let est = l.price.cost_msat(bytes) + 1;
+        if let Some(w) = st.workers.get(&ch) {
+            self.in_flight
+                .fetch_add(est, std::sync::atomic::Ordering::Relaxed);
+            let _ = w.tx.send((bytes, est));
+        }
+    }
+
+    pub fn disconnected(&self, peer: SocketAddr) {
+        lock(&self.state).links.remove(&peer);
+    }
+
+    /// Whether the budget is spent (for status and logs).
+    pub fn budget_spent(&self) -> bool {
+        lock(&self.state).budget_said
+    }
+}
+
+/// Pays for verified bytes on one channel, in order; the total is always
+/// `start + cost(bytes so far)`, so rounding never adds up.
+fn pay_worker(
+    mut session: Session,
+    mut store: ChannelStore,
+    rx: mpsc::Receiver<(u64, u64)>,
+    price: Price,
+    spent: Arc<std::sync::atomic::AtomicU64>,
+    in_flight: Arc<std::sync::atomic::AtomicU64>,
+    id: String,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let start = session.total_msat();
+    let mut bytes = 0u64;
+    while let Ok((b, mut est)) = rx.recv() {
+        bytes += b;
+        // Whatever else is queued goes into the same payment.
+        while let Ok((more, e)) = rx.try_recv() {
+            bytes += more;
+            est += e;
+        }
+        let target = start + price.cost_msat(bytes);
+        let step = target.saturating_sub(session.total_msat());
+        let result = if step == 0 {
+            Ok(0)
+        } else {
+            session.pay(&mut store, step, 1, 1)
+        };
+        spent.fetch_add(step, Relaxed);
+        in_flight.fetch_sub(est.min(in_flight.load(Relaxed)), Relaxed);
+        match result {
+            Ok(_) => {}
+            Err(e) => {
+                warn!(channel = %id, error = %e, "payment failed; the seller will stop serving");
+                return;
+            }
+        }
+    }
+}
+
+impl crate::engine::BuyHook for BuyerAgent {
+    fn consider(&self, peer: SocketAddr, info: &bendy::value::Value<'static>) -> bool {
+        BuyerAgent::consider(self, peer, info)
+    }
+    fn bind(&self, peer: SocketAddr, info_hash: [u8; 20]) -> Result<Vec<u8>, String> {
+        BuyerAgent::bind(self, peer, info_hash)
+    }
+    fn reserve(&self, peer: SocketAddr, bytes: u64) -> bool {
+        BuyerAgent::reserve(self, peer, bytes)
+    }
+    fn release(&self, peer: SocketAddr, bytes: u64) {
+        BuyerAgent::release(self, peer, bytes)
+    }
+    fn verified(&self, peer: SocketAddr, bytes: u64) {
+        BuyerAgent::verified(self, peer, bytes)
+    }
+    fn disconnected(&self, peer: SocketAddr) {
+        BuyerAgent::disconnected(self, peer)
+    }
+}
+
+/// Parses an amount of sat: `25000`, `25000sat`, `25ksat`.
+pub fn parse_sat(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("sat").unwrap_or(t).trim();
+    let (num, mul) = match t.strip_suffix('k') {
+        Some(n) => (n, 1000),
+        None => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| format!("{s:?} is not an amount in sat (e.g. 25000sat)"))
+}
