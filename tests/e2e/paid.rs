@@ -113,3 +113,199 @@ fn mount_buys_every_piece_from_a_paid_seller() {
         "the seller's close is mined"
     );
 }
+
+fn mount_args<'a>(peers: &'a [String], home: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["--no-trackers", "--home", home];
+    for p in peers {
+        a.push("--peer");
+        a.push(p);
+    }
+    a.extend_from_slice(extra);
+    a
+}
+
+fn buyer_channels(p: &Party) -> Vec<(String, u64)> {
+    p.ok(&["channels", "list"])
+        .lines()
+        .filter(|l| l.starts_with("buyer"))
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[5].to_string(), f[2].parse().unwrap())
+        })
+        .collect()
+}
+
+/// With a budget for 10 % of the file, no more is paid; reads past it fail
+/// under --read-timeout and the log says why.
+#[test]
+fn budget_is_never_exceeded() {
+    let s = swarm(1_500_000);
+    let port = free_port();
+    let _sp = s.seller.sell_with(
+        &s.torrent,
+        &s.data,
+        port,
+        &s.d.path().join("seller.log"),
+        &["--price", PRICE],
+    );
+    let budget_sat = cost(s.size) / 1000 / 10;
+    let md = s.d.path().join("m");
+    std::fs::create_dir_all(&md).unwrap();
+    let peers = vec![format!("127.0.0.1:{port}")];
+    let home = s.buyer.home.to_str().unwrap().to_string();
+    let budget = format!("{budget_sat}sat");
+    let m = Mount::start(
+        &md,
+        &s.torrent,
+        &mount_args(
+            &peers,
+            &home,
+            &[
+                "--max-price",
+                PRICE,
+                "--budget",
+                &budget,
+                "--read-timeout",
+                "4",
+            ],
+        ),
+    );
+    let r = read_file_timeout(&m.mnt.join("film.bin"), Duration::from_secs(30));
+    assert!(
+        r.is_err(),
+        "the whole file cannot be bought with 10 % of its price"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let paid: u64 = buyer_channels(&s.buyer).iter().map(|(_, t)| t).sum();
+    assert!(paid > 0, "something was bought");
+    assert!(
+        paid <= budget_sat * 1000,
+        "paid {paid} msat, budget {budget_sat} sat"
+    );
+    assert!(m.log().contains("budget spent"), "{}", m.log());
+    // What was bought is readable.
+    let part = std::fs::File::open(m.mnt.join("film.bin")).unwrap();
+    let mut buf = vec![0u8; 65536];
+    use std::os::unix::fs::FileExt;
+    part.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(
+        buf,
+        std::fs::read(s.data.join("film.bin")).unwrap()[..65536]
+    );
+}
+
+/// A seller above --max-price is never paid; a cheaper one is used.
+#[test]
+fn price_ceiling_picks_the_cheaper_seller() {
+    let s = swarm(800_000);
+    let dear = Party::new(
+        &s.rt,
+        Backend::Rpc,
+        &["--zero-conf-limit", "1000000", "--min-expiry-blocks", "10"],
+    );
+    let (p1, p2) = (free_port(), free_port());
+    let _cheap = s.seller.sell_with(
+        &s.torrent,
+        &s.data,
+        p1,
+        &s.d.path().join("cheap.log"),
+        &["--price", PRICE],
+    );
+    let _dear = dear.sell_with(
+        &s.torrent,
+        &s.data,
+        p2,
+        &s.d.path().join("dear.log"),
+        &["--price", "5000sat/MiB"],
+    );
+    let md = s.d.path().join("m");
+    std::fs::create_dir_all(&md).unwrap();
+    let peers = vec![format!("127.0.0.1:{p2}"), format!("127.0.0.1:{p1}")];
+    let home = s.buyer.home.to_str().unwrap().to_string();
+    let m = Mount::start(
+        &md,
+        &s.torrent,
+        &mount_args(
+            &peers,
+            &home,
+            &["--max-price", "2000sat/MiB", "--read-timeout", "60"],
+        ),
+    );
+    let got = read_file_timeout(&m.mnt.join("film.bin"), Duration::from_secs(60)).unwrap();
+    assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
+    assert!(m.log().contains("above --max-price"), "{}", m.log());
+    let out = dear.ok(&["channels", "list"]);
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "the dear seller has no channel:\n{out}"
+    );
+    let chans = buyer_channels(&s.buyer);
+    assert_eq!(chans.len(), 1);
+    let want = cost(s.size);
+    assert!(wait_until(Duration::from_secs(20), || s
+        .seller
+        .channel(&chans[0].0)
+        .1
+        >= want));
+}
+
+/// aria2c seeds half the pieces free; a paid seller has all. Reading the whole
+/// file pays only for the pieces aria2c lacks (give or take pieces in flight).
+#[test]
+fn mixed_swarm_buys_only_what_free_peers_lack() {
+    let s = swarm(2_097_152);
+    let piece = 65536usize;
+    let n = s.size as usize / piece;
+    // aria2c's copy: every odd piece zeroed, so it verifies only the even ones.
+    let partial = s.d.path().join("partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    let mut bytes = std::fs::read(s.data.join("film.bin")).unwrap();
+    for p in (1..n).step_by(2) {
+        bytes[p * piece..(p + 1) * piece].fill(0);
+    }
+    std::fs::write(partial.join("film.bin"), &bytes).unwrap();
+    let (pa, ps) = (free_port(), free_port());
+    let _aria = aria2_seed(
+        &s.torrent,
+        &partial,
+        pa,
+        &s.d.path().join("aria.log"),
+        false,
+    );
+    let _sp = s.seller.sell_with(
+        &s.torrent,
+        &s.data,
+        ps,
+        &s.d.path().join("seller.log"),
+        &["--price", PRICE, "--free-peers", "choke"],
+    );
+    let md = s.d.path().join("m");
+    std::fs::create_dir_all(&md).unwrap();
+    let peers = vec![format!("127.0.0.1:{pa}"), format!("127.0.0.1:{ps}")];
+    let home = s.buyer.home.to_str().unwrap().to_string();
+    let m = Mount::start(
+        &md,
+        &s.torrent,
+        &mount_args(
+            &peers,
+            &home,
+            &["--max-price", PRICE, "--read-timeout", "60"],
+        ),
+    );
+    let got = read_file_timeout(&m.mnt.join("film.bin"), Duration::from_secs(90)).unwrap();
+    assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
+    std::thread::sleep(Duration::from_secs(2));
+    let paid: u64 = buyer_channels(&s.buyer).iter().map(|(_, t)| t).sum();
+    let missing = (n / 2) as u64;
+    let paid_pieces = paid as f64 / cost(piece as u64) as f64;
+    println!("mixed swarm: paid for {paid_pieces:.1} pieces; aria2c lacked {missing} of {n}");
+    assert!(
+        paid >= cost(missing * piece as u64) - 1,
+        "every missing piece is bought"
+    );
+    assert!(
+        paid_pieces <= missing as f64 + 4.0,
+        "paid for {paid_pieces:.1} pieces, aria2c lacked only {missing}"
+    );
+}
