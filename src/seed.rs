@@ -17,6 +17,8 @@ pub struct SeedConfig {
     /// Directory holding the torrent's content (`DIR/<name>…`), as other clients lay it out.
     pub data: PathBuf,
     pub engine: EngineConfig,
+    /// Serve without hashing the data first (`--seed-unverified`).
+    pub unverified: bool,
 }
 
 /// Verifies the data, then serves until SIGINT/SIGTERM. `on_ready` gets the listen
@@ -31,7 +33,12 @@ pub fn run(
         .join(format!("{}.bitfield", meta.info_hash.hex()));
     let store = Arc::new(Store::open(meta.clone(), &cfg.data, &state, 32 << 20)?);
     let started = std::time::Instant::now();
-    let have = store.recheck();
+    let have = if cfg.unverified {
+        warn!("serving without verifying the data (--seed-unverified)");
+        store.assume_complete()
+    } else {
+        store.recheck()
+    };
     info!(
         verified = have.count(),
         of = meta.num_pieces(),

@@ -309,3 +309,115 @@ fn mixed_swarm_buys_only_what_free_peers_lack() {
         "paid for {paid_pieces:.1} pieces, aria2c lacked only {missing}"
     );
 }
+
+/// A seller sending bad data is detected, not paid and dropped; the file comes
+/// whole from an honest seller.
+#[test]
+fn cheating_seller_is_not_paid() {
+    let s = swarm(1_000_000);
+    let cheat = Party::new(
+        &s.rt,
+        Backend::Rpc,
+        &["--zero-conf-limit", "1000000", "--min-expiry-blocks", "10"],
+    );
+    let bad = s.d.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    let mut bytes = std::fs::read(s.data.join("film.bin")).unwrap();
+    bytes.iter_mut().for_each(|b| *b ^= 0x5a);
+    std::fs::write(bad.join("film.bin"), &bytes).unwrap();
+    let (pc, ph) = (free_port(), free_port());
+    let _c = cheat.sell_with(
+        &s.torrent,
+        &bad,
+        pc,
+        &s.d.path().join("cheat.log"),
+        &["--price", "500sat/MiB", "--seed-unverified"],
+    );
+    let md = s.d.path().join("m");
+    std::fs::create_dir_all(&md).unwrap();
+    let peers = vec![format!("127.0.0.1:{pc}"), format!("127.0.0.1:{ph}")];
+    let home = s.buyer.home.to_str().unwrap().to_string();
+    let m = Mount::start(
+        &md,
+        &s.torrent,
+        &mount_args(
+            &peers,
+            &home,
+            &["--max-price", PRICE, "--read-timeout", "60"],
+        ),
+    );
+    // Only the cheat is up at first; the honest seller comes once it is caught.
+    let file = m.mnt.join("film.bin");
+    let reader = std::thread::spawn(move || read_file_timeout(&file, Duration::from_secs(90)));
+    assert!(
+        wait_until(Duration::from_secs(30), || m
+            .log()
+            .contains("failed the hash check")),
+        "{}",
+        m.log()
+    );
+    let _h = s.seller.sell_with(
+        &s.torrent,
+        &s.data,
+        ph,
+        &s.d.path().join("honest.log"),
+        &["--price", PRICE],
+    );
+    let got = reader.join().unwrap().unwrap();
+    assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
+    assert!(m.log().contains("failed the hash check"), "{}", m.log());
+    std::thread::sleep(Duration::from_secs(1));
+    let cheat_out = cheat.ok(&["channels", "list"]);
+    for row in cheat_out.lines().skip(1) {
+        let total: u64 = row.split('\t').nth(2).unwrap().parse().unwrap();
+        assert_eq!(total, 0, "the cheating seller was paid: {row}");
+    }
+}
+
+/// Two buyers on one seller at once, each paying for what it read.
+#[test]
+fn two_buyers_on_one_seller() {
+    let s = swarm(700_000);
+    let other = Party::new(&s.rt, Backend::Rpc, &["--expiry-blocks", "40"]);
+    fund(&s.rt, &other, 2);
+    let port = free_port();
+    let _sp = s.seller.sell_with(
+        &s.torrent,
+        &s.data,
+        port,
+        &s.d.path().join("seller.log"),
+        &["--price", PRICE],
+    );
+    let peers = vec![format!("127.0.0.1:{port}")];
+    let (h1, h2) = (
+        s.buyer.home.to_str().unwrap().to_string(),
+        other.home.to_str().unwrap().to_string(),
+    );
+    let (d1, d2) = (s.d.path().join("m1"), s.d.path().join("m2"));
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::create_dir_all(&d2).unwrap();
+    let args = ["--max-price", PRICE, "--read-timeout", "60"];
+    let m1 = Mount::start(&d1, &s.torrent, &mount_args(&peers, &h1, &args));
+    let m2 = Mount::start(&d2, &s.torrent, &mount_args(&peers, &h2, &args));
+    let want = std::fs::read(s.data.join("film.bin")).unwrap();
+    let (p1, p2) = (m1.mnt.join("film.bin"), m2.mnt.join("film.bin"));
+    let t1 = std::thread::spawn(move || read_file_timeout(&p1, Duration::from_secs(60)));
+    let t2 = std::thread::spawn(move || read_file_timeout(&p2, Duration::from_secs(60)));
+    assert_eq!(t1.join().unwrap().unwrap(), want);
+    assert_eq!(t2.join().unwrap().unwrap(), want);
+    let full = cost(s.size);
+    for b in [&s.buyer, &other] {
+        assert!(wait_until(Duration::from_secs(20), || {
+            buyer_channels(b).iter().map(|(_, t)| t).sum::<u64>() == full
+        }));
+    }
+    let seller_rows = s.seller.ok(&["channels", "list"]);
+    assert_eq!(
+        seller_rows
+            .lines()
+            .filter(|l| l.starts_with("seller"))
+            .count(),
+        2,
+        "{seller_rows}"
+    );
+}

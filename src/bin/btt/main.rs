@@ -37,6 +37,9 @@ enum Cmd {
         peers: PeerArgs,
         #[command(flatten)]
         sell: SellArgs,
+        /// Serve the data without hashing it first (you vouch for it).
+        #[arg(long)]
+        seed_unverified: bool,
     },
     /// The on-chain wallet.
     #[command(subcommand)]
@@ -119,6 +122,7 @@ fn main() -> Result<()> {
             data,
             peers,
             sell,
+            seed_unverified,
         } => {
             let mut engine = peers.engine(false);
             let seller = if sell.sell || sell.price.is_some() {
@@ -143,6 +147,7 @@ fn main() -> Result<()> {
                 torrent,
                 data,
                 engine,
+                unverified: seed_unverified,
             };
             let res = btt::seed::run(cfg, |addr, have, total| {
                 eprintln!("seeding {have}/{total} pieces on {addr}");
