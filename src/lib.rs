@@ -16,6 +16,7 @@ pub mod demo;
 pub mod engine;
 pub mod fs;
 pub mod fuse;
+pub mod get;
 pub mod metainfo;
 pub mod mount;
 pub mod pay;

@@ -422,7 +422,13 @@ impl Torrent {
         }
         let _ = self.shutdown.send(true);
         let store = self.store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.flush()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.write_pending() {
+                warn!(error = %e, "writing verified pieces on shutdown failed");
+            }
+            store.flush()
+        })
+        .await;
         info!(parent: &self.span, "engine stopped");
     }
 

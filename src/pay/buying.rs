@@ -276,6 +276,16 @@ impl BuyerAgent {
         lock(&self.state).links.remove(&peer);
     }
 
+    /// Waits up to `t` for payments of verified bytes still in flight.
+    pub fn settle(&self, t: std::time::Duration) {
+        let end = std::time::Instant::now() + t;
+        while self.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0
+            && std::time::Instant::now() < end
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Whether the budget is spent (for status and logs).
     pub fn budget_spent(&self) -> bool {
         lock(&self.state).budget_said

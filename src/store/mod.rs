@@ -170,6 +170,19 @@ impl Store {
         self.pending.lock().expect("lock").insert(piece, data);
     }
 
+    /// Writes every verified piece still only in memory (on shutdown, so that
+    /// the following flush records all of them).
+    pub fn write_pending(&self) -> Result<(), StoreError> {
+        let waiting: Vec<usize> = self.pending.lock().expect("lock").keys().copied().collect();
+        for p in waiting {
+            match self.write(p) {
+                Ok(()) | Err(StoreError::Missing(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Writes a verified piece (already in `pending`) to its files.
     pub fn write(&self, piece: usize) -> Result<(), StoreError> {
         let data = self

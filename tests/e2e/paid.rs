@@ -421,3 +421,116 @@ fn two_buyers_on_one_seller() {
         "{seller_rows}"
     );
 }
+
+/// `btt get` restores a multi-file torrent byte-exact: interrupted midway with
+/// SIGINT, resumed, never paying twice; with too small a budget it stops with
+/// a clear error.
+#[test]
+fn get_restores_a_backup_resumably_without_paying_twice() {
+    let rt = Regtest::start(Backend::Rpc);
+    let d = tmpdir();
+    let buyer = Party::new(&rt, Backend::Rpc, &["--expiry-blocks", "40"]);
+    let seller = Party::new(
+        &rt,
+        Backend::Rpc,
+        &["--zero-conf-limit", "1000000", "--min-expiry-blocks", "10"],
+    );
+    fund(&rt, &buyer, 2);
+    let full = d.path().join("full");
+    let backup = full.join("backup");
+    make_tree(
+        &backup,
+        &[
+            ("a/one.bin", 900_000),
+            ("b/two.bin", 650_000),
+            ("c.txt", 1000),
+        ],
+    );
+    let torrent = make_torrent(&backup, 65536, &[]);
+    let total: u64 = 900_000 + 650_000 + 1000;
+    // The first seller holds only the first file's pieces (the rest fail its check).
+    let half = d.path().join("half");
+    make_tree(&half.join("backup"), &[("a/one.bin", 0)]);
+    std::fs::copy(backup.join("a/one.bin"), half.join("backup/a/one.bin")).unwrap();
+    let port = free_port();
+    let mut sp = seller.sell_with(
+        &torrent,
+        &half,
+        port,
+        &d.path().join("s1.log"),
+        &["--price", PRICE],
+    );
+    let out = d.path().join("restore");
+    let get = |extra: &[&str]| {
+        let mut c = std::process::Command::new(BTT);
+        c.arg("--home")
+            .arg(&buyer.home)
+            .args(["get", torrent.to_str().unwrap(), out.to_str().unwrap()])
+            .args([
+                "--peer",
+                &format!("127.0.0.1:{port}"),
+                "--no-trackers",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--max-price", PRICE, "--quiet"])
+            .args(extra);
+        c
+    };
+    let mut first = Proc::spawn("btt get", &mut get(&[]), &d.path().join("get1.log"));
+    // It holds 13 whole pieces (piece 13 spans into the missing file).
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            buyer_channels(&buyer).iter().map(|(_, t)| t).sum::<u64>() >= cost(13 * 65536)
+        }),
+        "{}",
+        first.log_text()
+    );
+    first.signal(libc::SIGINT);
+    let st = first
+        .wait_exit(Duration::from_secs(20))
+        .expect("btt get stops on SIGINT");
+    assert!(!st.success());
+    assert!(
+        first
+            .log_text()
+            .contains("run the same command again to resume"),
+        "{}",
+        first.log_text()
+    );
+    let paid_first: u64 = buyer_channels(&buyer).iter().map(|(_, t)| t).sum();
+    sp.signal(libc::SIGKILL);
+    sp.wait_exit(Duration::from_secs(5));
+
+    // Too small a budget: a clear error, non-zero exit.
+    let _sp = seller.sell_with(
+        &torrent,
+        &full,
+        port,
+        &d.path().join("s2.log"),
+        &["--price", PRICE],
+    );
+    let o = get(&["--budget", "1sat", "--give-up-after", "2"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("budget of 1 sat spent"), "{err}");
+
+    // Resumed with enough budget: complete, byte-exact, each byte paid once.
+    let o = get(&["--budget", "5000sat"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_tree_eq(&out.join("backup"), &backup);
+    std::thread::sleep(Duration::from_secs(1));
+    let paid: u64 = buyer_channels(&buyer).iter().map(|(_, t)| t).sum();
+    assert!(
+        paid_first >= cost(13 * 65536),
+        "first run paid {paid_first}"
+    );
+    assert!(
+        paid <= cost(total) + 2,
+        "paid {paid} msat in all for {total} bytes (price {} msat): something was paid twice",
+        cost(total)
+    );
+    assert!(paid >= cost(total) - 2);
+}

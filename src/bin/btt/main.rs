@@ -41,6 +41,30 @@ enum Cmd {
         #[arg(long)]
         seed_unverified: bool,
     },
+    /// Fetch a whole torrent into DIR (resumable), buying from sellers when
+    /// free peers cannot deliver.
+    Get {
+        torrent: PathBuf,
+        /// Where the content goes (DIR/<name>…).
+        dir: PathBuf,
+        #[command(flatten)]
+        peers: PeerArgs,
+        /// Buy from sellers asking at most this, e.g. 2000sat/GiB.
+        #[arg(long, value_name = "PRICE")]
+        max_price: Option<btt::pay::price::Price>,
+        /// Pay at most this much, e.g. 20000sat.
+        #[arg(long, value_name = "SAT", value_parser = btt::pay::buying::parse_sat)]
+        budget: Option<u64>,
+        /// Capacity of channels opened with sellers.
+        #[arg(long, value_name = "SAT", value_parser = btt::pay::buying::parse_sat)]
+        channel_size: Option<u64>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        /// Once the budget is spent, give up after this many seconds without progress.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        give_up_after: u64,
+    },
     /// The on-chain wallet.
     #[command(subcommand)]
     Wallet(money::WalletCmd),
@@ -158,6 +182,24 @@ fn main() -> Result<()> {
             res?;
         }
         Cmd::GenerateDocs { out } => generate_docs(&out)?,
+        Cmd::Get {
+            torrent,
+            dir,
+            peers,
+            max_price,
+            budget,
+            channel_size,
+            quiet,
+            give_up_after,
+        } => get(
+            &home,
+            torrent,
+            dir,
+            peers,
+            (max_price, budget, channel_size),
+            quiet,
+            give_up_after,
+        )?,
         Cmd::Wallet(cmd) => money::wallet(&home, cmd)?,
         Cmd::Channels(cmd) => money::channels(&home, cmd)?,
         Cmd::Create {
@@ -252,5 +294,46 @@ fn write_man(cmd: &clap::Command, dir: &std::path::Path, name: String) -> Result
     for sub in cmd.get_subcommands() {
         write_man(sub, dir, format!("{name}-{}", sub.get_name()))?;
     }
+    Ok(())
+}
+
+type BuyFlags = (Option<btt::pay::price::Price>, Option<u64>, Option<u64>);
+
+fn get(
+    home: &btt::config::Home,
+    torrent: PathBuf,
+    dir: PathBuf,
+    peers: PeerArgs,
+    (max_price, budget, channel_size): BuyFlags,
+    quiet: bool,
+    give_up_after: u64,
+) -> Result<()> {
+    let buyer = btt::pay::buying::buy_config(Some(&home.dir), max_price, budget, channel_size)
+        .map_err(anyhow::Error::msg)?
+        .map(|c| std::sync::Arc::new(btt::pay::buying::BuyerAgent::new(c)));
+    let bar = indicatif::ProgressBar::new(0);
+    if quiet {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+        )
+        .expect("template"),
+    );
+    let cfg = btt::get::GetConfig {
+        torrent,
+        dir,
+        engine: peers.engine(true),
+        buyer,
+        stall: std::time::Duration::from_secs(give_up_after),
+    };
+    let r = btt::get::run(cfg, |p| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+        bar.set_message(format!("{} sat spent", p.spent_msat.div_ceil(1000)));
+    });
+    bar.finish();
+    r?;
     Ok(())
 }

@@ -1,0 +1,119 @@
+//! `btt get`: fetch a whole torrent into a directory (backup retrieval),
+//! from free peers and, when they cannot deliver, paid sellers.
+//!
+//! Resumable: verified pieces are recorded next to the content
+//! (`DIR/.btt-<info-hash>.bitfield`, written only after the data is synced),
+//! so an interrupted run continues where it stopped and never fetches — or
+//! pays for — a piece twice. The budget is the buyer agent's; when it is spent
+//! and nothing else arrives for `stall` the run ends with [`GetError::Budget`].
+
+use crate::engine::{BuyHookRef, EngineConfig, Torrent};
+use crate::mount::{load_torrent, MountError};
+use crate::pay::buying::BuyerAgent;
+use crate::store::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::info;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error("interrupted with {done} of {total} bytes; run the same command again to resume")]
+    Interrupted { done: u64, total: u64 },
+    #[error("budget of {budget_sat} sat spent with {done} of {total} bytes and no free peer delivering the rest; raise --budget and run again to resume")]
+    Budget {
+        budget_sat: u64,
+        done: u64,
+        total: u64,
+    },
+}
+
+pub struct GetConfig {
+    pub torrent: PathBuf,
+    pub dir: PathBuf,
+    pub engine: EngineConfig,
+    pub buyer: Option<Arc<BuyerAgent>>,
+    /// With the budget spent, give up after this long without progress.
+    pub stall: Duration,
+}
+
+/// What the progress display gets, about four times a second.
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    pub spent_msat: u64,
+}
+
+pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<(), GetError> {
+    let meta = Arc::new(load_torrent(&cfg.torrent)?);
+    let state = cfg
+        .dir
+        .join(format!(".btt-{}.bitfield", meta.info_hash.hex()));
+    let store =
+        Arc::new(Store::open(meta.clone(), &cfg.dir, &state, 32 << 20).map_err(MountError::from)?);
+    cfg.engine.fetch_all = true;
+    if let Some(b) = &cfg.buyer {
+        cfg.engine.buy = Some(BuyHookRef(b.clone()));
+    }
+    let total = meta.total_length;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(MountError::Runtime)?;
+    let result = rt.block_on(async {
+        let t = Torrent::start(meta.clone(), store.clone(), cfg.engine.clone())
+            .await
+            .map_err(MountError::from)?;
+        let done_bytes = |t: &Torrent| -> u64 {
+            t.have().ones().map(|p| meta.piece_size(p)).sum()
+        };
+        info!(have = done_bytes(&t), total, "fetching");
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut sigint = signal(SignalKind::interrupt()).map_err(MountError::Runtime)?;
+        let mut sigterm = signal(SignalKind::terminate()).map_err(MountError::Runtime)?;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let complete = t.wait_complete();
+        tokio::pin!(complete);
+        let mut last = (done_bytes(&t), Instant::now());
+        let outcome = loop {
+            tokio::select! {
+                r = &mut complete => break r.map_err(|e| GetError::Mount(e.into())),
+                _ = sigint.recv() => break Err(GetError::Interrupted { done: done_bytes(&t), total }),
+                _ = sigterm.recv() => break Err(GetError::Interrupted { done: done_bytes(&t), total }),
+                _ = tick.tick() => {
+                    let done = done_bytes(&t);
+                    let spent_msat = cfg.buyer.as_ref().map(|b| b.spent_msat()).unwrap_or(0);
+                    progress(&Progress { done, total, spent_msat });
+                    if done != last.0 {
+                        last = (done, Instant::now());
+                    } else if let Some(b) = &cfg.buyer {
+                        if b.budget_spent() && last.1.elapsed() >= cfg.stall {
+                            break Err(GetError::Budget {
+                                budget_sat: b.budget_msat() / 1000,
+                                done,
+                                total,
+                            });
+                        }
+                    }
+                }
+            }
+        };
+        let spent_msat = cfg.buyer.as_ref().map(|b| b.spent_msat()).unwrap_or(0);
+        progress(&Progress {
+            done: done_bytes(&t),
+            total,
+            spent_msat,
+        });
+        // Flushes the store: what verified is on disk and recorded.
+        t.shutdown().await;
+        outcome
+    });
+    if let Some(b) = &cfg.buyer {
+        // Let payments for pieces already verified go out.
+        b.settle(Duration::from_secs(5));
+    }
+    rt.shutdown_timeout(Duration::from_millis(200));
+    result
+}
