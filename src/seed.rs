@@ -13,55 +13,69 @@ use tracing::{info, warn};
 
 #[derive(Clone, Debug)]
 pub struct SeedConfig {
-    pub torrent: PathBuf,
-    /// Directory holding the torrent's content (`DIR/<name>…`), as other clients lay it out.
+    /// One or more torrents, served by one process (and, when selling, one
+    /// seller node: a buyer's channel pays for all of them).
+    pub torrents: Vec<PathBuf>,
+    /// Directory holding the content (`DIR/<name>…`), as other clients lay it out.
     pub data: PathBuf,
+    /// The first torrent listens on `engine.listen`; the next ones on the
+    /// following ports (or any free port when it is 0).
     pub engine: EngineConfig,
     /// Serve without hashing the data first (`--seed-unverified`).
     pub unverified: bool,
 }
 
-/// Verifies the data, then serves until SIGINT/SIGTERM. `on_ready` gets the listen
-/// address and how many pieces verified.
+/// Verifies the data, then serves until SIGINT/SIGTERM. `on_ready` gets, per
+/// torrent, the listen address and how many pieces verified.
 pub fn run(
     cfg: SeedConfig,
-    on_ready: impl FnOnce(std::net::SocketAddr, usize, usize),
+    mut on_ready: impl FnMut(std::net::SocketAddr, usize, usize),
 ) -> Result<(), MountError> {
-    let meta = Arc::new(load_torrent(&cfg.torrent)?);
-    let state = default_data_dir()
-        .join("seed")
-        .join(format!("{}.bitfield", meta.info_hash.hex()));
-    let store = Arc::new(Store::open(meta.clone(), &cfg.data, &state, 32 << 20)?);
-    let started = std::time::Instant::now();
-    let have = if cfg.unverified {
-        warn!("serving without verifying the data (--seed-unverified)");
-        store.assume_complete()
-    } else {
-        store.recheck()
-    };
-    info!(
-        verified = have.count(),
-        of = meta.num_pieces(),
-        secs = started.elapsed().as_secs_f32(),
-        "checked existing data"
-    );
-    if !have.is_complete() {
-        warn!(
-            missing = meta.num_pieces() - have.count(),
-            "data is incomplete; serving the pieces that verified"
+    let mut prepared = Vec::new();
+    for path in &cfg.torrents {
+        let meta = Arc::new(load_torrent(path)?);
+        let state = default_data_dir()
+            .join("seed")
+            .join(format!("{}.bitfield", meta.info_hash.hex()));
+        let store = Arc::new(Store::open(meta.clone(), &cfg.data, &state, 32 << 20)?);
+        let started = std::time::Instant::now();
+        let have = if cfg.unverified {
+            warn!("serving without verifying the data (--seed-unverified)");
+            store.assume_complete()
+        } else {
+            store.recheck()
+        };
+        info!(
+            torrent = %meta.name,
+            verified = have.count(),
+            of = meta.num_pieces(),
+            secs = started.elapsed().as_secs_f32(),
+            "checked existing data"
         );
+        if !have.is_complete() {
+            warn!(
+                torrent = %meta.name,
+                missing = meta.num_pieces() - have.count(),
+                "data is incomplete; serving the pieces that verified"
+            );
+        }
+        prepared.push((meta, store, have.count()));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(MountError::Runtime)?;
     rt.block_on(async {
-        let t = Torrent::start(meta.clone(), store, cfg.engine.clone()).await?;
-        on_ready(
-            t.listen_addr().expect("bound"),
-            have.count(),
-            meta.num_pieces(),
-        );
+        let mut running = Vec::new();
+        for (i, (meta, store, have)) in prepared.into_iter().enumerate() {
+            let mut engine = cfg.engine.clone();
+            if engine.listen.port() != 0 {
+                engine.listen.set_port(engine.listen.port() + i as u16);
+            }
+            let t = Torrent::start(meta.clone(), store, engine).await?;
+            on_ready(t.listen_addr().expect("bound"), have, meta.num_pieces());
+            running.push(t);
+        }
         use tokio::signal::unix::{signal, SignalKind};
         let mut sigint = signal(SignalKind::interrupt()).map_err(MountError::Runtime)?;
         let mut sigterm = signal(SignalKind::terminate()).map_err(MountError::Runtime)?;
@@ -69,7 +83,9 @@ pub fn run(
             _ = sigint.recv() => {},
             _ = sigterm.recv() => {},
         }
-        t.shutdown().await;
+        for t in &running {
+            t.shutdown().await;
+        }
         Ok::<_, MountError>(())
     })?;
     rt.shutdown_timeout(Duration::from_millis(200));

@@ -331,6 +331,7 @@ fn send_funded(conn: &mut SellerConn, t: &Terms, raw: &[u8]) -> Result<OpenState
 pub struct Session {
     conn: SellerConn,
     buyer: Buyer,
+    key: crate::pay::bitcoin::secp256k1::SecretKey,
     id: String,
     funding: OutPoint,
 }
@@ -440,6 +441,7 @@ impl Session {
         Ok(Session {
             conn,
             buyer,
+            key: wallet.channel_key(idx),
             id: id.into(),
             funding,
         })
@@ -498,6 +500,43 @@ impl Session {
             }
         }
         Ok(self.buyer.total_msat())
+    }
+
+    /// Adds `delta_msat` to whatever the channel's stored total is now, so that
+    /// several processes (two mounts of one buyer) can pay on one channel: the
+    /// new total is stored first (retrying if another process moved it), then
+    /// signed and sent. A seller that already holds more (another process's
+    /// payment overtook ours and covers it) is fine.
+    pub fn pay_increment(
+        &mut self,
+        store: &mut ChannelStore,
+        delta_msat: u64,
+    ) -> Result<u64, BuyError> {
+        let total = loop {
+            let cur = store.get(&self.id)?.total_msat;
+            let next = cur + delta_msat;
+            match store.advance(&self.id, next, None) {
+                Ok(()) => break next,
+                Err(StoreError::NotIncreasing { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let mut b = Buyer::new(self.buyer.terms().clone(), self.key, total - delta_msat)?;
+        let p = b.pay(total)?;
+        self.buyer = b;
+        match self.conn.request(&Msg::Pay {
+            channel: self.funding,
+            total_msat: total,
+            signature: p.signature,
+        }) {
+            Ok(Msg::Ack { .. }) => Ok(total),
+            Err(BuyError::Refused { code, .. }) if code == "not_increasing" => Ok(total),
+            Ok(other) => Err(BuyError::Protocol(
+                self.conn.addr,
+                format!("expected ack, got {}", other.kind()),
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// Asks the seller to co-sign and broadcast the best commitment.

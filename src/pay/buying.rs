@@ -304,8 +304,11 @@ fn pay_worker(
     id: String,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
-    let start = session.total_msat();
+    // Payments are increments of cost(all bytes so far) − what this worker
+    // paid already, so rounding happens once, and other processes paying on
+    // the same channel add their own increments.
     let mut bytes = 0u64;
+    let mut paid = 0u64;
     while let Ok((b, mut est)) = rx.recv() {
         bytes += b;
         // Whatever else is queued goes into the same payment.
@@ -313,13 +316,13 @@ fn pay_worker(
             bytes += more;
             est += e;
         }
-        let target = start + price.cost_msat(bytes);
-        let step = target.saturating_sub(session.total_msat());
+        let step = price.cost_msat(bytes).saturating_sub(paid);
         let result = if step == 0 {
             Ok(0)
         } else {
-            session.pay(&mut store, step, 1, 1)
+            session.pay_increment(&mut store, step)
         };
+        paid += step;
         spent.fetch_add(step, Relaxed);
         in_flight.fetch_sub(est.min(in_flight.load(Relaxed)), Relaxed);
         match result {

@@ -534,3 +534,61 @@ fn get_restores_a_backup_resumably_without_paying_twice() {
     );
     assert!(paid >= cost(total) - 2);
 }
+
+/// One buyer reading two torrents of the same seller at once, over one channel.
+#[test]
+fn two_torrents_one_channel() {
+    let s = swarm(600_000);
+    make_tree(&s.data, &[("other.bin", 500_000)]);
+    let t2 = make_torrent(&s.data.join("other.bin"), 65536, &[]);
+    let port = free_port();
+    let _sp = Proc::spawn(
+        "btt seed (two torrents)",
+        std::process::Command::new(BTT)
+            .arg("--home")
+            .arg(&s.seller.home)
+            .arg("seed")
+            .arg(&s.torrent)
+            .arg(&t2)
+            .arg("--data")
+            .arg(&s.data)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--no-trackers",
+                "--price",
+                PRICE,
+            ]),
+        &s.d.path().join("seller.log"),
+    );
+    wait_port(port, Duration::from_secs(20));
+    wait_port(port + 1, Duration::from_secs(20));
+    let home = s.buyer.home.to_str().unwrap().to_string();
+    let args = ["--max-price", PRICE, "--read-timeout", "60"];
+    // The first mount opens the channel; the second finds and reuses it.
+    let (d1, d2) = (s.d.path().join("m1"), s.d.path().join("m2"));
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::create_dir_all(&d2).unwrap();
+    let p1 = vec![format!("127.0.0.1:{port}")];
+    let m1 = Mount::start(&d1, &s.torrent, &mount_args(&p1, &home, &args));
+    let a = read_file_timeout(&m1.mnt.join("film.bin"), Duration::from_secs(60)).unwrap();
+    let p2 = vec![format!("127.0.0.1:{}", port + 1)];
+    let m2 = Mount::start(&d2, &t2, &mount_args(&p2, &home, &args));
+    let (f1, f2) = (m1.mnt.join("film.bin"), m2.mnt.join("other.bin"));
+    let r1 = std::thread::spawn(move || read_file_timeout(&f1, Duration::from_secs(60)));
+    let b = read_file_timeout(&f2, Duration::from_secs(60)).unwrap();
+    assert_eq!(r1.join().unwrap().unwrap(), a);
+    assert_eq!(a, std::fs::read(s.data.join("film.bin")).unwrap());
+    assert_eq!(b, std::fs::read(s.data.join("other.bin")).unwrap());
+    let want = cost(600_000) + cost(500_000);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let c = buyer_channels(&s.buyer);
+            c.len() == 1 && c[0].1 == want
+        }),
+        "channels: {:?}, want one with {want} msat\n{}\n{}",
+        buyer_channels(&s.buyer),
+        m1.log(),
+        m2.log()
+    );
+}

@@ -26,10 +26,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Serve a torrent's data to any peer.
+    /// Serve torrents' data to peers (free, or sold with --price).
     Seed {
-        /// The .torrent file.
-        torrent: PathBuf,
+        /// The .torrent file(s); each listens on the next port after --listen.
+        #[arg(required = true)]
+        torrents: Vec<PathBuf>,
         /// Directory holding the content (DIR/<name>…).
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
@@ -142,7 +143,7 @@ fn main() -> Result<()> {
     let home = btt::config::Home::locate(cli.home.home.as_deref());
     match cli.cmd {
         Cmd::Seed {
-            torrent,
+            torrents,
             data,
             peers,
             sell,
@@ -168,7 +169,7 @@ fn main() -> Result<()> {
                 engine.pay = Some(btt::engine::PayHookRef(s.node.clone()));
             }
             let cfg = btt::seed::SeedConfig {
-                torrent,
+                torrents,
                 data,
                 engine,
                 unverified: seed_unverified,
