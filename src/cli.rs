@@ -43,6 +43,7 @@ impl PeerArgs {
             announce_timeout: Duration::from_secs(10),
             pay: None,
             buy: None,
+            role: String::new(),
         }
     }
 }

@@ -83,6 +83,7 @@ fn main() -> Result<()> {
             .map(Duration::from_secs_f64),
         engine: {
             let mut e = cli.peers.engine(cli.fetch_all);
+            e.role = format!("mount {}", cli.mountpoint.display());
             if let Some(b) = btt::pay::buying::buy_config(
                 cli.home.as_deref(),
                 cli.max_price,

@@ -10,6 +10,7 @@
 pub mod choke;
 mod peer;
 pub mod picker;
+pub mod status;
 
 use crate::bitfield::Bitfield;
 use crate::metainfo::Metainfo;
@@ -60,6 +61,10 @@ pub trait PayHook: Send + Sync {
     fn disconnected(&self, peer: SocketAddr) {
         let _ = peer;
     }
+    /// Earnings, for `btt status`.
+    fn money(&self) -> status::Money {
+        status::Money::default()
+    }
     /// A burst of messages that arrived together, in order (lets payments
     /// share one durable commit); one reply list for all.
     fn handle_batch(&self, peer: SocketAddr, payloads: &[Vec<u8>]) -> Vec<Vec<u8>> {
@@ -88,6 +93,9 @@ pub trait BuyHook: Send + Sync {
     /// `bytes` from `peer` are part of a verified piece: pay for them.
     fn verified(&self, peer: SocketAddr, bytes: u64);
     fn disconnected(&self, peer: SocketAddr);
+    fn money(&self) -> status::Money;
+    /// Sellers in use.
+    fn paid_peers(&self) -> usize;
 }
 
 #[derive(Clone)]
@@ -120,6 +128,8 @@ pub struct EngineConfig {
     pub announce_timeout: Duration,
     /// Sell over `btt_pay` (seller side).
     pub pay: Option<PayHookRef>,
+    /// Shown by `btt status` ("mount /mnt/x", "seed", "get DIR"); empty: no status file.
+    pub role: String,
     /// Buy from `btt_pay` sellers (mount, `btt get`).
     pub buy: Option<BuyHookRef>,
 }
@@ -136,6 +146,7 @@ impl Default for EngineConfig {
             announce_timeout: Duration::from_secs(10),
             pay: None,
             buy: None,
+            role: String::new(),
         }
     }
 }
@@ -278,6 +289,9 @@ impl Torrent {
         tokio::spawn(t.clone().connector().instrument(t.span.clone()));
         tokio::spawn(t.clone().choker().instrument(t.span.clone()));
         tokio::spawn(t.clone().flusher().instrument(t.span.clone()));
+        if !t.cfg.role.is_empty() {
+            tokio::spawn(t.clone().status_loop().instrument(t.span.clone()));
+        }
         if t.cfg.use_trackers && !t.meta.trackers.is_empty() {
             tokio::spawn(t.clone().tracker_loop().instrument(t.span.clone()));
         }
@@ -294,6 +308,56 @@ impl Torrent {
 
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// Rewrites this torrent's status file once a second (see [`status`]).
+    async fn status_loop(self: Arc<Self>) {
+        let hex = self.meta.info_hash.hex();
+        let mut stop = self.shutdown_signal();
+        let mut iv = tokio::time::interval(Duration::from_secs(1));
+        let mut last = (0u64, 0u64, Instant::now());
+        loop {
+            tokio::select! {
+                _ = iv.tick() => {}
+                _ = stop.changed() => break,
+            }
+            let (down, up) = (
+                self.stats.downloaded.load(Ordering::Relaxed),
+                self.stats.uploaded.load(Ordering::Relaxed),
+            );
+            let dt = last.2.elapsed().as_secs_f64().max(1e-3);
+            let mut money = status::Money::default();
+            let mut paid_peers = 0;
+            if let Some(b) = &self.cfg.buy {
+                money = b.0.money();
+                paid_peers = b.0.paid_peers();
+            }
+            if let Some(p) = &self.cfg.pay {
+                let m = p.0.money();
+                money.earned_msat = m.earned_msat;
+                money.channels += m.channels;
+            }
+            let r = status::Report {
+                pid: std::process::id(),
+                role: self.cfg.role.clone(),
+                torrent: self.meta.name.clone(),
+                info_hash: hex.clone(),
+                pieces_have: self.have().count(),
+                pieces_total: self.meta.num_pieces(),
+                peers: self.lock().peers.len(),
+                paid_peers,
+                down_bytes_per_sec: (down - last.0) as f64 / dt,
+                up_bytes_per_sec: (up - last.1) as f64 / dt,
+                downloaded: down,
+                uploaded: up,
+                money,
+            };
+            last = (down, up, Instant::now());
+            if let Err(e) = status::write(&r) {
+                debug!(parent: &self.span, error = %e, "writing the status file failed");
+            }
+        }
+        status::remove(&hex);
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {

@@ -354,6 +354,19 @@ impl crate::engine::BuyHook for BuyerAgent {
     fn disconnected(&self, peer: SocketAddr) {
         BuyerAgent::disconnected(self, peer)
     }
+    fn money(&self) -> crate::engine::status::Money {
+        let st = lock(&self.state);
+        crate::engine::status::Money {
+            spent_msat: self.spent_msat(),
+            budget_msat: Some(self.cfg.budget_msat),
+            budget_spent: st.budget_said,
+            earned_msat: 0,
+            channels: st.workers.len(),
+        }
+    }
+    fn paid_peers(&self) -> usize {
+        lock(&self.state).links.len()
+    }
 }
 
 /// Parses an amount of sat: `25000`, `25000sat`, `25ksat`.

@@ -603,6 +603,14 @@ impl crate::engine::PayHook for SellerNode {
     fn disconnected(&self, peer: SocketAddr) {
         SellerNode::disconnected(self, peer)
     }
+    fn money(&self) -> crate::engine::status::Money {
+        let acc = lock(&self.accounts);
+        crate::engine::status::Money {
+            earned_msat: acc.values().map(|a| a.paid_msat).sum(),
+            channels: lock(&self.channels).len(),
+            ..Default::default()
+        }
+    }
     fn handle_batch(&self, peer: SocketAddr, payloads: &[Vec<u8>]) -> Vec<Vec<u8>> {
         SellerNode::handle_batch(self, peer, payloads)
     }

@@ -183,6 +183,22 @@ fn budget_is_never_exceeded() {
         "paid {paid} msat, budget {budget_sat} sat"
     );
     assert!(m.log().contains("budget spent"), "{}", m.log());
+    // `btt status` says so too, and shows the seller's earnings.
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = s.buyer.ok(&["status"]);
+    let line = st
+        .lines()
+        .find(|l| l.starts_with("mount ") && l.contains("film.bin"))
+        .unwrap_or_else(|| panic!("{st}"));
+    assert!(
+        line.contains("budget spent: not buying") && line.contains("1 paid"),
+        "{line}"
+    );
+    assert!(
+        st.lines()
+            .any(|l| l.starts_with("sell ") && l.contains("earned")),
+        "{st}"
+    );
     // What was bought is readable.
     let part = std::fs::File::open(m.mnt.join("film.bin")).unwrap();
     let mut buf = vec![0u8; 65536];

@@ -66,6 +66,8 @@ enum Cmd {
         #[arg(long, value_name = "SECS", default_value_t = 10)]
         give_up_after: u64,
     },
+    /// What every running mount, seller and `btt get` is doing.
+    Status,
     /// The on-chain wallet.
     #[command(subcommand)]
     Wallet(money::WalletCmd),
@@ -150,6 +152,11 @@ fn main() -> Result<()> {
             seed_unverified,
         } => {
             let mut engine = peers.engine(false);
+            engine.role = if sell.sell || sell.price.is_some() {
+                "sell".into()
+            } else {
+                "seed".into()
+            };
             let seller = if sell.sell || sell.price.is_some() {
                 Some(money::start_selling(
                     &home,
@@ -201,6 +208,7 @@ fn main() -> Result<()> {
             quiet,
             give_up_after,
         )?,
+        Cmd::Status => status(),
         Cmd::Wallet(cmd) => money::wallet(&home, cmd)?,
         Cmd::Channels(cmd) => money::channels(&home, cmd)?,
         Cmd::Create {
@@ -324,8 +332,12 @@ fn get(
     );
     let cfg = btt::get::GetConfig {
         torrent,
-        dir,
-        engine: peers.engine(true),
+        dir: dir.clone(),
+        engine: {
+            let mut e = peers.engine(true);
+            e.role = format!("get {}", dir.display());
+            e
+        },
         buyer,
         stall: std::time::Duration::from_secs(give_up_after),
     };
@@ -337,4 +349,48 @@ fn get(
     bar.finish();
     r?;
     Ok(())
+}
+
+fn status() {
+    let reports = btt::engine::status::read_all();
+    if reports.is_empty() {
+        println!("nothing running");
+        return;
+    }
+    for r in reports {
+        let m = &r.money;
+        let mut money = Vec::new();
+        if let Some(b) = m.budget_msat {
+            money.push(format!(
+                "spent {} of {} sat{}",
+                m.spent_msat.div_ceil(1000),
+                b / 1000,
+                if m.budget_spent {
+                    " (budget spent: not buying)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if m.earned_msat > 0 || r.role == "sell" {
+            money.push(format!("earned {} sat", m.earned_msat / 1000));
+        }
+        if m.channels > 0 {
+            money.push(format!("{} channel(s)", m.channels));
+        }
+        println!(
+            "{} [pid {}] {}: {}/{} pieces, {} peers ({} paid), down {:.1} MB/s, up {:.1} MB/s{}{}",
+            r.role,
+            r.pid,
+            r.torrent,
+            r.pieces_have,
+            r.pieces_total,
+            r.peers,
+            r.paid_peers,
+            r.down_bytes_per_sec / 1e6,
+            r.up_bytes_per_sec / 1e6,
+            if money.is_empty() { "" } else { ", " },
+            money.join(", ")
+        );
+    }
 }

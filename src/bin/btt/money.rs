@@ -232,7 +232,12 @@ pub fn channels(home: &Home, cmd: ChannelsCmd) -> Result<()> {
     match cmd {
         ChannelsCmd::List => {
             println!("role\tstate\ttotal_msat\tcapacity_sat\texpiry\tid\tclose_txid");
+            let (mut earned, mut spent) = (0u64, 0u64);
             for r in store.list()? {
+                match r.role {
+                    Role::Buyer => spent += r.total_msat,
+                    Role::Seller => earned += r.total_msat,
+                }
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     match r.role {
@@ -249,6 +254,11 @@ pub fn channels(home: &Home, cmd: ChannelsCmd) -> Result<()> {
                         .unwrap_or_else(|| "-".into()),
                 );
             }
+            eprintln!(
+                "earned {} sat as seller, paid {} sat as buyer (all channels)",
+                earned / 1000,
+                spent.div_ceil(1000)
+            );
             return Ok(());
         }
         ChannelsCmd::Open {
