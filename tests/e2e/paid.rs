@@ -608,3 +608,114 @@ fn two_torrents_one_channel() {
         m2.log()
     );
 }
+
+/// A video mounted from a paid seller only: ffprobe and a full decode through
+/// the mount; sats paid = price × bytes delivered; the seller's close is mined.
+#[test]
+fn video_from_a_paid_seller_only() {
+    let rt = Regtest::start(Backend::Rpc);
+    let d = tmpdir();
+    let buyer = Party::new(&rt, Backend::Rpc, &["--expiry-blocks", "40"]);
+    let seller = Party::new(
+        &rt,
+        Backend::Rpc,
+        &["--zero-conf-limit", "1000000", "--min-expiry-blocks", "10"],
+    );
+    fund(&rt, &buyer, 2);
+    let data = d.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    btt::demo::generate_video(&data.join("clip.mp4"), 12, 10).unwrap();
+    let size = std::fs::metadata(data.join("clip.mp4")).unwrap().len();
+    let torrent = make_torrent(&data.join("clip.mp4"), 256 * 1024, &[]);
+    let port = free_port();
+    let mut sp = seller.sell_with(
+        &torrent,
+        &data,
+        port,
+        &d.path().join("seller.log"),
+        &["--price", PRICE],
+    );
+    let md = d.path().join("m");
+    std::fs::create_dir_all(&md).unwrap();
+    let peers = vec![format!("127.0.0.1:{port}")];
+    let home = buyer.home.to_str().unwrap().to_string();
+    let m = Mount::start(
+        &md,
+        &torrent,
+        &mount_args(
+            &peers,
+            &home,
+            &["--max-price", PRICE, "--budget", "20000sat"],
+        ),
+    );
+    let f = m.mnt.join("clip.mp4");
+    let probe = std::process::Command::new("timeout")
+        .args([
+            "60",
+            "ffprobe",
+            "-hide_banner",
+            "-show_format",
+            "-show_streams",
+        ])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&probe.stdout).to_string()
+        + &String::from_utf8_lossy(&probe.stderr);
+    assert!(
+        probe.status.success() && text.contains("1920x1080"),
+        "{text}\n{}",
+        m.log()
+    );
+    let dec = std::process::Command::new("timeout")
+        .args([
+            "120",
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-xerror",
+            "-i",
+        ])
+        .arg(&f)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        dec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dec.stderr)
+    );
+    // Everything was read, so everything was bought, once.
+    let want = cost(size);
+    let ch = buyer_channels(&buyer);
+    assert_eq!(ch.len(), 1);
+    assert!(
+        wait_until(Duration::from_secs(20), || buyer_channels(&buyer)[0].1
+            == want),
+        "paid {:?}, want {want} msat for {size} bytes",
+        buyer_channels(&buyer)
+    );
+    assert_eq!(seller.channel(&ch[0].0).1, want);
+    drop(m);
+    sp.signal(libc::SIGTERM);
+    sp.wait_exit(Duration::from_secs(30)).expect("seller stops");
+    let close = seller.channel(&ch[0].0).2;
+    mined_ok(&rt, &close);
+    let seller_out = want / 1000;
+    let outs: Vec<u64> = rt.tx(&close)["vout"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["value"].as_f64().unwrap() * 1e8).round() as u64)
+        .collect();
+    assert!(
+        outs.contains(&seller_out),
+        "close pays the seller {seller_out} sat: {outs:?}"
+    );
+}
+
+fn mined_ok(rt: &Regtest, txid: &str) {
+    rt.mine(1, BURN);
+    assert!(rt.confirmations(txid) >= 1, "{txid} not mined");
+}
