@@ -215,7 +215,8 @@ struct Session {
     last_sent: Instant,
     addr: SocketAddr,
     /// Buyer side: 0 a free peer, 1 a seller we are binding a channel to,
-    /// 2 a bound seller (paid requests allowed), 3 a seller we cannot use.
+    /// 2 a bound seller (paid requests allowed), 3 a seller we cannot use,
+    /// 4 a seller we may use but do not need yet (no channel until we do).
     buy_state: Arc<std::sync::atomic::AtomicU8>,
     /// `btt_pay` messages go to a per-peer worker that answers them in order
     /// off the runtime (they block on fsync and chain calls).
@@ -275,7 +276,25 @@ impl Session {
         let paid = match self.buy_state.load(Ordering::Relaxed) {
             0 => false,
             2 => true,
-            _ => return, // not bound yet, or unusable
+            4 => {
+                let needed = {
+                    let st = self.t.lock();
+                    let view = PeerView {
+                        key: self.key,
+                        has: &self.has,
+                        choked: self.they_choke,
+                        allowed_fast: &self.allowed_fast,
+                        slow: false,
+                        paid: true,
+                    };
+                    st.picker.would_buy(&view, Instant::now())
+                };
+                if needed {
+                    self.bind_channel();
+                }
+                return;
+            }
+            _ => return, // binding, or unusable
         };
         let want = self.depth().saturating_sub(self.outstanding.len());
         if want == 0 {
@@ -373,8 +392,21 @@ impl Session {
         if self.is_seller() || !buy.0.consider(self.addr, info) {
             return;
         }
-        self.buy_state.store(1, Ordering::Relaxed);
+        self.buy_state.store(4, Ordering::Relaxed);
+        self.their_pay_id.store(their_id, Ordering::Relaxed);
         self.t.lock().picker.add_paid_pieces(&self.has);
+        self.request_more();
+    }
+
+    /// Gets a channel for this seller off the runtime, then binds this
+    /// connection to it with `resume`.
+    fn bind_channel(&mut self) {
+        let Some(buy) = self.t.cfg.buy.clone() else {
+            return;
+        };
+        self.buy_state.store(1, Ordering::Relaxed);
+        info!("free peers cannot deliver: getting a channel with this seller");
+        let their_id = self.their_pay_id.load(Ordering::Relaxed);
         let (addr, ih, out, state) = (
             self.addr,
             self.t.meta.info_hash.0,

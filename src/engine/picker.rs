@@ -281,6 +281,14 @@ impl Picker {
             && (!peer.choked || peer.allowed_fast.contains(&(p as u32)))
     }
 
+    /// Whether a paid seller holding `peer.has` would be given anything now
+    /// (the buyer opens a channel only once it needs one).
+    pub fn would_buy(&self, peer: &PeerView, now: Instant) -> bool {
+        self.candidates()
+            .into_iter()
+            .any(|(p, prio)| self.can_ask(peer, p) && self.may_buy(p, prio, now))
+    }
+
     /// Up to `want` blocks for this peer.
     pub fn pick(&mut self, peer: &PeerView, want: usize, now: Instant) -> Vec<BlockRef> {
         let mut out = Vec::new();

@@ -719,3 +719,30 @@ fn mined_ok(rt: &Regtest, txid: &str) {
     rt.mine(1, BURN);
     assert!(rt.confirmations(txid) >= 1, "{txid} not mined");
 }
+
+/// While free peers deliver, no channel is opened and nothing is paid.
+#[test]
+fn no_channel_while_free_peers_deliver() {
+    let s = swarm(1_000_000);
+    let (pa, ps) = (free_port(), free_port());
+    let _aria = aria2_seed(&s.torrent, &s.data, pa, &s.d.path().join("aria.log"), false);
+    let _sp = s.seller.sell_with(
+        &s.torrent,
+        &s.data,
+        ps,
+        &s.d.path().join("seller.log"),
+        &["--price", PRICE],
+    );
+    let md = s.d.path().join("m");
+    std::fs::create_dir_all(&md).unwrap();
+    let peers = vec![format!("127.0.0.1:{pa}"), format!("127.0.0.1:{ps}")];
+    let home = s.buyer.home.to_str().unwrap().to_string();
+    let m = Mount::start(
+        &md,
+        &s.torrent,
+        &mount_args(&peers, &home, &["--max-price", PRICE]),
+    );
+    let got = read_file_timeout(&m.mnt.join("film.bin"), Duration::from_secs(60)).unwrap();
+    assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
+    assert!(buyer_channels(&s.buyer).is_empty(), "{}", m.log());
+}
