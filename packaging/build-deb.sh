@@ -3,6 +3,8 @@
 # binaries (LTO, stripped), the mount helper, man pages and completions
 # generated from the clap definitions, the systemd seller unit and examples.
 # Needs dpkg-dev (dpkg-deb, dpkg-shlibdeps). Usage: packaging/build-deb.sh
+# BTT_DEB_PROFILE=dev packages the (stripped) dev build instead: the test
+# suite does that to reuse what it has just compiled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -12,12 +14,15 @@ out=$root/target/deb
 stage=$out/stage
 rm -rf "$stage" && mkdir -p "$stage/DEBIAN"
 
-cargo build --release --workspace --locked --bins
-rel=${CARGO_TARGET_DIR:-$root/target}/release
+profile=${BTT_DEB_PROFILE:-release}
+cargo build --profile "$profile" --workspace --locked --bins
+sub=$profile; [ "$profile" = dev ] && sub=debug
+rel=${CARGO_TARGET_DIR:-$root/target}/$sub
 
 install -D -m 0755 "$rel/btt" "$stage/usr/bin/btt"
 install -D -m 0755 "$rel/btt-mount" "$stage/usr/bin/btt-mount"
 install -D -m 0755 "$rel/mount-btt" "$stage/usr/sbin/mount.btt"
+strip --strip-unneeded "$stage/usr/bin/btt" "$stage/usr/bin/btt-mount" "$stage/usr/sbin/mount.btt"
 
 docs=$out/docs
 rm -rf "$docs"

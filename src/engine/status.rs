@@ -22,6 +22,11 @@ pub struct Money {
     pub earned_msat: u64,
     /// Channels in use (buyer: with sellers it buys from; seller: open).
     pub channels: usize,
+    /// Buyer: payments sent, and bytes their connections carried both ways.
+    #[serde(default)]
+    pub payments: u64,
+    #[serde(default)]
+    pub pay_wire_bytes: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

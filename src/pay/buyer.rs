@@ -64,6 +64,8 @@ pub enum BuyError {
 pub struct SellerConn {
     addr: SocketAddr,
     stream: TcpStream,
+    /// Bytes written and read on this connection (payment overhead figures).
+    pub wire_bytes: u64,
     buf: BytesMut,
     their_id: u8,
     pub info: SellerInfo,
@@ -80,6 +82,7 @@ impl SellerConn {
         let mut c = SellerConn {
             addr,
             stream,
+            wire_bytes: 0,
             buf: BytesMut::new(),
             their_id: 0,
             info: SellerInfo {
@@ -129,6 +132,7 @@ impl SellerConn {
         let mut out = BytesMut::new();
         m.encode(&mut out);
         let addr = self.addr;
+        self.wire_bytes += out.len() as u64;
         self.stream
             .write_all(&out)
             .map_err(|source| BuyError::Io { addr, source })
@@ -153,6 +157,7 @@ impl SellerConn {
                     source: std::io::ErrorKind::UnexpectedEof.into(),
                 });
             }
+            self.wire_bytes += n as u64;
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
@@ -449,6 +454,11 @@ impl Session {
 
     pub fn total_msat(&self) -> u64 {
         self.buyer.total_msat()
+    }
+
+    /// Bytes this session has put on and read from the wire.
+    pub fn wire_bytes(&self) -> u64 {
+        self.conn.wire_bytes
     }
 
     /// Pays `count` times `step_msat`, up to `window` payments in flight; each

@@ -96,6 +96,8 @@ pub struct BuyerAgent {
     spent: Arc<std::sync::atomic::AtomicU64>,
     /// msat of verified bytes handed to a worker but not yet paid.
     in_flight: Arc<std::sync::atomic::AtomicU64>,
+    /// (payments sent, bytes on their connections), for figures.
+    wire: Arc<Mutex<(u64, u64)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -110,6 +112,7 @@ impl BuyerAgent {
             opening: Mutex::new(()),
             spent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             in_flight: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            wire: Arc::new(Mutex::new((0, 0))),
         }
     }
 
@@ -204,10 +207,14 @@ impl BuyerAgent {
                 let (tx, rx) = mpsc::channel();
                 let price = st.links.get(&peer).map(|l| l.price).unwrap_or_default();
                 let (spent, in_flight) = (self.spent.clone(), self.in_flight.clone());
+                let wire = self.wire.clone();
                 let cid = id.clone();
-                std::thread::spawn(move || {
-                    pay_worker(session, store, rx, price, spent, in_flight, cid)
-                });
+                std::thread::Builder::new()
+                    .name("btt-pay".into())
+                    .spawn(move || {
+                        pay_worker(session, store, rx, price, (spent, in_flight, wire), cid)
+                    })
+                    .map_err(|e| e.to_string())?;
                 st.workers.insert(id.clone(), Worker { tx });
             }
             if let Some(l) = st.links.get_mut(&peer) {
@@ -299,10 +306,14 @@ fn pay_worker(
     mut store: ChannelStore,
     rx: mpsc::Receiver<(u64, u64)>,
     price: Price,
-    spent: Arc<std::sync::atomic::AtomicU64>,
-    in_flight: Arc<std::sync::atomic::AtomicU64>,
+    (spent, in_flight, wire): (
+        Arc<std::sync::atomic::AtomicU64>,
+        Arc<std::sync::atomic::AtomicU64>,
+        Arc<Mutex<(u64, u64)>>,
+    ),
     id: String,
 ) {
+    let mut last_wire = session.wire_bytes();
     use std::sync::atomic::Ordering::Relaxed;
     // Payments are increments of cost(all bytes so far) − what this worker
     // paid already, so rounding happens once, and other processes paying on
@@ -323,6 +334,12 @@ fn pay_worker(
             session.pay_increment(&mut store, step)
         };
         paid += step;
+        {
+            let mut w = lock(&wire);
+            w.0 += (step > 0) as u64;
+            w.1 += session.wire_bytes() - last_wire;
+            last_wire = session.wire_bytes();
+        }
         spent.fetch_add(step, Relaxed);
         in_flight.fetch_sub(est.min(in_flight.load(Relaxed)), Relaxed);
         match result {
@@ -355,6 +372,7 @@ impl crate::engine::BuyHook for BuyerAgent {
         BuyerAgent::disconnected(self, peer)
     }
     fn money(&self) -> crate::engine::status::Money {
+        let wire = *lock(&self.wire);
         let st = lock(&self.state);
         crate::engine::status::Money {
             spent_msat: self.spent_msat(),
@@ -362,6 +380,8 @@ impl crate::engine::BuyHook for BuyerAgent {
             budget_spent: st.budget_said,
             earned_msat: 0,
             channels: st.workers.len(),
+            payments: wire.0,
+            pay_wire_bytes: wire.1,
         }
     }
     fn paid_peers(&self) -> usize {

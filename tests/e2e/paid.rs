@@ -720,18 +720,18 @@ fn mined_ok(rt: &Regtest, txid: &str) {
     assert!(rt.confirmations(txid) >= 1, "{txid} not mined");
 }
 
-/// While free peers deliver, no channel is opened and nothing is paid.
+/// While free peers deliver, no channel is opened and nothing is paid (the
+/// free peer is a plain `btt seed`).
 #[test]
 fn no_channel_while_free_peers_deliver() {
     let s = swarm(1_000_000);
     let (pa, ps) = (free_port(), free_port());
-    let _aria = aria2_seed(&s.torrent, &s.data, pa, &s.d.path().join("aria.log"), false);
-    let _sp = s.seller.sell_with(
+    let _free = btt_seed(
         &s.torrent,
         &s.data,
-        ps,
-        &s.d.path().join("seller.log"),
-        &["--price", PRICE],
+        pa,
+        &s.d.path().join("free.log"),
+        &["--no-trackers"],
     );
     let md = s.d.path().join("m");
     std::fs::create_dir_all(&md).unwrap();
@@ -741,6 +741,24 @@ fn no_channel_while_free_peers_deliver() {
         &md,
         &s.torrent,
         &mount_args(&peers, &home, &["--max-price", PRICE]),
+    );
+    // aria2c serves (the first bytes come from it); then the seller appears.
+    let f = std::fs::File::open(m.mnt.join("film.bin")).unwrap();
+    let mut head = vec![0u8; 65536];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0).unwrap();
+    let _sp = s.seller.sell_with(
+        &s.torrent,
+        &s.data,
+        ps,
+        &s.d.path().join("seller.log"),
+        &["--price", PRICE],
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || m
+            .log()
+            .contains("client=Some(\"btt")),
+        "{}",
+        m.log()
     );
     let got = read_file_timeout(&m.mnt.join("film.bin"), Duration::from_secs(60)).unwrap();
     assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
