@@ -299,6 +299,13 @@ impl BuyerAgent {
     }
 }
 
+/// (msat spent, msat in flight, (payments, wire bytes)) shared with the agent.
+type Counters = (
+    Arc<std::sync::atomic::AtomicU64>,
+    Arc<std::sync::atomic::AtomicU64>,
+    Arc<Mutex<(u64, u64)>>,
+);
+
 /// Pays for verified bytes on one channel, in order; the total is always
 /// `start + cost(bytes so far)`, so rounding never adds up.
 fn pay_worker(
@@ -306,11 +313,7 @@ fn pay_worker(
     mut store: ChannelStore,
     rx: mpsc::Receiver<(u64, u64)>,
     price: Price,
-    (spent, in_flight, wire): (
-        Arc<std::sync::atomic::AtomicU64>,
-        Arc<std::sync::atomic::AtomicU64>,
-        Arc<Mutex<(u64, u64)>>,
-    ),
+    (spent, in_flight, wire): Counters,
     id: String,
 ) {
     let mut last_wire = session.wire_bytes();
