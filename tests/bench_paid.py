@@ -128,6 +128,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--credit", default="4MiB", help="the seller's --credit")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="btt-bench-paid-")
@@ -164,7 +165,7 @@ def main():
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         seller_p = subprocess.Popen([BTT, "--home", seller, "seed", torrent, "--data", content,
                                      "--listen", f"127.0.0.1:{paid_port}", "--no-trackers",
-                                     "--price", "1000sat/GiB", "--credit", "4MiB"],
+                                     "--price", "1000sat/GiB", "--credit", a.credit],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(seller_p)
         wait_port(free_port_)
@@ -182,6 +183,7 @@ def main():
             r["money"].get("payments", 0) / (r["bytes"] / (1 << 30)) for r in paid)
         summary = {
             "size_mib": a.size_mib,
+            "credit": a.credit,
             "runs": a.runs,
             "first_64k_s": {"free": med("free", "first_64k_s"), "paid": med("paid", "first_64k_s")},
             "seq_mb_s": {"free": med("free", "seq_mb_s"), "paid": med("paid", "seq_mb_s")},
