@@ -1,0 +1,158 @@
+//! Micro-benchmarks of the hot paths that do not need the kernel or a
+//! network: wire decode/encode, picker decisions, SHA-1 piece verification,
+//! and the store's in-memory read path (the LRU hit / pending piece).
+//! Run: `cargo bench --bench core`.
+
+use btt::bitfield::Bitfield;
+use btt::engine::picker::{PeerView, Picker};
+use btt::wire::{self, BlockRef, Message};
+use bytes::{Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use sha1::{Digest, Sha1};
+use std::time::Instant;
+
+fn wire_codec(c: &mut Criterion) {
+    let block = Bytes::from(vec![7u8; 16384]);
+    let mut frames = BytesMut::new();
+    for i in 0..64u32 {
+        Message::Piece {
+            index: i,
+            begin: 0,
+            data: block.clone(),
+        }
+        .encode(&mut frames);
+        Message::Request(BlockRef {
+            index: i,
+            begin: 16384,
+            length: 16384,
+        })
+        .encode(&mut frames);
+        Message::Have(i).encode(&mut frames);
+    }
+    let mut g = c.benchmark_group("wire");
+    g.throughput(Throughput::Bytes(frames.len() as u64));
+    g.bench_function("decode 64 pieces + 128 small messages", |b| {
+        b.iter_batched(
+            || frames.clone(),
+            |mut buf| {
+                let mut n = 0;
+                while let Some(m) = wire::decode(&mut buf, 1 << 20).unwrap() {
+                    std::hint::black_box(&m);
+                    n += 1;
+                }
+                assert_eq!(n, 192);
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("encode the same", |b| {
+        b.iter(|| {
+            let mut out = BytesMut::with_capacity(frames.len());
+            for i in 0..64u32 {
+                Message::Piece {
+                    index: i,
+                    begin: 0,
+                    data: block.clone(),
+                }
+                .encode(&mut out);
+                Message::Request(BlockRef {
+                    index: i,
+                    begin: 16384,
+                    length: 16384,
+                })
+                .encode(&mut out);
+                Message::Have(i).encode(&mut out);
+            }
+            std::hint::black_box(out)
+        })
+    });
+    g.finish();
+}
+
+fn picker(c: &mut Criterion) {
+    // A 4 GiB torrent of 1 MiB pieces, 40 peers, a reader waiting on a few
+    // pieces and background fetching on: one `pick` of 64 blocks for a peer.
+    let n = 4096;
+    let piece = 1u64 << 20;
+    let mut g = c.benchmark_group("picker");
+    g.bench_function("pick 64 blocks (4096 pieces, 40 peers, fetch-all)", |b| {
+        b.iter_batched(
+            || {
+                let mut p = Picker::new(piece, piece * n as u64, Bitfield::new(n));
+                p.fetch_all = true;
+                for k in 0..40 {
+                    let mut has = Bitfield::new(n);
+                    for i in (k % 3..n).step_by(2) {
+                        has.set(i);
+                    }
+                    p.add_peer_pieces(&has);
+                }
+                for i in [10, 11, 2000] {
+                    p.add_critical(i);
+                }
+                p
+            },
+            |mut p| {
+                let has = Bitfield::full(n);
+                let view = PeerView {
+                    key: 1,
+                    has: &has,
+                    choked: false,
+                    allowed_fast: &[],
+                    slow: false,
+                    paid: false,
+                };
+                std::hint::black_box(p.pick(&view, 64, Instant::now()))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn sha1_verify(c: &mut Criterion) {
+    let data = vec![0x5au8; 1 << 20];
+    let mut g = c.benchmark_group("verify");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("SHA-1 of a 1 MiB piece", |b| {
+        b.iter(|| std::hint::black_box(<[u8; 20]>::from(Sha1::digest(&data))))
+    });
+    g.finish();
+}
+
+fn store_hit(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.bin");
+    std::fs::write(&file, vec![1u8; 8 << 20]).unwrap();
+    let opts = btt::create::CreateOptions {
+        piece_length: Some(1 << 20),
+        trackers: vec![],
+        private: false,
+        comment: None,
+    };
+    let meta = std::sync::Arc::new(
+        btt::metainfo::Metainfo::from_bytes(&btt::create::create_torrent(&file, &opts).unwrap())
+            .unwrap(),
+    );
+    let store = btt::store::Store::open(
+        meta,
+        &dir.path().join("data"),
+        &dir.path().join("state"),
+        16 << 20,
+    )
+    .unwrap();
+    store.put_pending(3, Bytes::from(vec![2u8; 1 << 20]));
+    let mut g = c.benchmark_group("store");
+    g.throughput(Throughput::Bytes(128 << 10));
+    g.bench_function("read 128 KiB of a piece held in memory", |b| {
+        b.iter(|| std::hint::black_box(store.read_range((3 << 20) + 4096, 128 << 10).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(300));
+    targets = wire_codec, picker, sha1_verify, store_hit
+}
+criterion_main!(benches);
