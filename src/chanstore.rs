@@ -153,20 +153,10 @@ pub struct ChannelStore {
 impl ChannelStore {
     /// Opens (creating, mode 0600) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let io = |source| StoreError::Io {
+        crate::config::touch_private(path).map_err(|source| StoreError::Io {
             path: path.display().to_string(),
             source,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
+        })?;
         let db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;

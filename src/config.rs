@@ -189,21 +189,27 @@ impl Home {
     }
 }
 
+/// Creates `path`'s parent directory (0700) if missing.
+fn private_parent(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match path.parent() {
+        Some(dir) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir),
+        None => Ok(()),
+    }
+}
+
 /// Creates the directory (0700) and writes `path` with mode 0600, durably.
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), ConfigError> {
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| ConfigError::Io {
         path: path.display().to_string(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io)?;
-    }
+    private_parent(path).map_err(io)?;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -220,25 +226,14 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), ConfigError> {
 
 /// Creates an empty file with mode 0600 if it does not exist (so SQLite never
 /// creates it with the umask's mode).
-pub fn touch_private(path: &Path) -> Result<(), ConfigError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let io = |source| ConfigError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io)?;
-    }
+pub fn touch_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    private_parent(path)?;
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(path)
-        .map_err(io)?;
+        .open(path)?;
     Ok(())
 }
 

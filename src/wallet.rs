@@ -97,7 +97,10 @@ impl BttWallet {
         let seed = mnemonic.to_seed("");
         let xprv =
             Xpriv::new_master(network, &seed).map_err(|e| WalletError::Mnemonic(e.to_string()))?;
-        touch_private(&home.wallet_db())?;
+        touch_private(&home.wallet_db()).map_err(|source| ConfigError::Io {
+            path: home.wallet_db().display().to_string(),
+            source,
+        })?;
         let mut conn =
             Connection::open(home.wallet_db()).map_err(|e| WalletError::Db(e.to_string()))?;
         let loaded = Wallet::load()

@@ -452,10 +452,6 @@ impl Session {
         })
     }
 
-    pub fn total_msat(&self) -> u64 {
-        self.buyer.total_msat()
-    }
-
     /// Bytes this session has put on and read from the wire.
     pub fn wire_bytes(&self) -> u64 {
         self.conn.wire_bytes

@@ -216,11 +216,6 @@ impl SellerNode {
         lock(&self.conns).remove(&peer);
     }
 
-    /// (bytes served, msat recorded) for a channel, for status output.
-    pub fn account(&self, ch: &OutPoint) -> Option<Account> {
-        lock(&self.accounts).get(ch).copied()
-    }
-
     fn policy(&self) -> SellerPolicy {
         SellerPolicy {
             network: self.network,

@@ -12,6 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// `btt wallet init` policy for sellers in tests: any unconfirmed funding up
+/// to 0.01 BTC, channels from 10 blocks.
+pub const SELLER: &[&str] = &["--zero-conf-limit", "1000000", "--min-expiry-blocks", "10"];
+/// Buyers ask for 40-block channels.
+pub const BUYER: &[&str] = &["--expiry-blocks", "40"];
+
 /// Never spendable: coinbase rewards we do not want land here.
 pub const BURN: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 

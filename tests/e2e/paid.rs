@@ -25,12 +25,8 @@ struct Swarm {
 fn swarm(size: usize) -> Swarm {
     let rt = Regtest::start(Backend::Rpc);
     let d = tmpdir();
-    let buyer = Party::new(&rt, Backend::Rpc, &["--expiry-blocks", "40"]);
-    let seller = Party::new(
-        &rt,
-        Backend::Rpc,
-        &["--zero-conf-limit", "1000000", "--min-expiry-blocks", "10"],
-    );
+    let buyer = Party::new(&rt, Backend::Rpc, BUYER);
+    let seller = Party::new(&rt, Backend::Rpc, SELLER);
     fund(&rt, &buyer, 2);
     let data = d.path().join("data");
     make_tree(&data, &[("film.bin", size)]);
@@ -214,11 +210,7 @@ fn budget_is_never_exceeded() {
 #[test]
 fn price_ceiling_picks_the_cheaper_seller() {
     let s = swarm(800_000);
-    let dear = Party::new(
-        &s.rt,
-        Backend::Rpc,
-        &["--zero-conf-limit", "1000000", "--min-expiry-blocks", "10"],
-    );
+    let dear = Party::new(&s.rt, Backend::Rpc, SELLER);
     let (p1, p2) = (free_port(), free_port());
     let _cheap = s.seller.sell_with(
         &s.torrent,
@@ -331,11 +323,7 @@ fn mixed_swarm_buys_only_what_free_peers_lack() {
 #[test]
 fn cheating_seller_is_not_paid() {
     let s = swarm(1_000_000);
-    let cheat = Party::new(
-        &s.rt,
-        Backend::Rpc,
-        &["--zero-conf-limit", "1000000", "--min-expiry-blocks", "10"],
-    );
+    let cheat = Party::new(&s.rt, Backend::Rpc, SELLER);
     let bad = s.d.path().join("bad");
     std::fs::create_dir_all(&bad).unwrap();
     let mut bytes = std::fs::read(s.data.join("film.bin")).unwrap();
@@ -394,7 +382,7 @@ fn cheating_seller_is_not_paid() {
 #[test]
 fn two_buyers_on_one_seller() {
     let s = swarm(700_000);
-    let other = Party::new(&s.rt, Backend::Rpc, &["--expiry-blocks", "40"]);
+    let other = Party::new(&s.rt, Backend::Rpc, BUYER);
     fund(&s.rt, &other, 2);
     let port = free_port();
     let _sp = s.seller.sell_with(
@@ -445,12 +433,8 @@ fn two_buyers_on_one_seller() {
 fn get_restores_a_backup_resumably_without_paying_twice() {
     let rt = Regtest::start(Backend::Rpc);
     let d = tmpdir();
-    let buyer = Party::new(&rt, Backend::Rpc, &["--expiry-blocks", "40"]);
-    let seller = Party::new(
-        &rt,
-        Backend::Rpc,
-        &["--zero-conf-limit", "1000000", "--min-expiry-blocks", "10"],
-    );
+    let buyer = Party::new(&rt, Backend::Rpc, BUYER);
+    let seller = Party::new(&rt, Backend::Rpc, SELLER);
     fund(&rt, &buyer, 2);
     let full = d.path().join("full");
     let backup = full.join("backup");
@@ -615,12 +599,8 @@ fn two_torrents_one_channel() {
 fn video_from_a_paid_seller_only() {
     let rt = Regtest::start(Backend::Rpc);
     let d = tmpdir();
-    let buyer = Party::new(&rt, Backend::Rpc, &["--expiry-blocks", "40"]);
-    let seller = Party::new(
-        &rt,
-        Backend::Rpc,
-        &["--zero-conf-limit", "1000000", "--min-expiry-blocks", "10"],
-    );
+    let buyer = Party::new(&rt, Backend::Rpc, BUYER);
+    let seller = Party::new(&rt, Backend::Rpc, SELLER);
     fund(&rt, &buyer, 2);
     let data = d.path().join("data");
     std::fs::create_dir_all(&data).unwrap();

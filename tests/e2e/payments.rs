@@ -86,7 +86,7 @@ fn seller_args() -> Vec<&'static str> {
 fn lifecycle(backend: Backend) {
     let rt = Regtest::start(backend);
     let d = tmpdir();
-    let buyer = Party::new(&rt, backend, &["--expiry-blocks", "40"]);
+    let buyer = Party::new(&rt, backend, BUYER);
     let seller = Party::new(&rt, backend, &seller_args());
     fund(&rt, &buyer, 3);
     let before = buyer.balance().0;
@@ -256,12 +256,8 @@ fn channels_over_rpc() {
 fn channels_survive_kill_9() {
     let rt = Regtest::start(Backend::Rpc);
     let d = tmpdir();
-    let buyer = Party::new(&rt, Backend::Rpc, &["--expiry-blocks", "40"]);
-    let seller = Party::new(
-        &rt,
-        Backend::Rpc,
-        &["--zero-conf-limit", "1000000", "--min-expiry-blocks", "10"],
-    );
+    let buyer = Party::new(&rt, Backend::Rpc, BUYER);
+    let seller = Party::new(&rt, Backend::Rpc, SELLER);
     fund(&rt, &buyer, 2);
     let (torrent, data) = content(d.path());
     let port = free_port();
@@ -589,12 +585,8 @@ fn seller_serves_only_credit_beyond_payments() {
     use btt::wire::Message;
     let rt = Regtest::start(Backend::Rpc);
     let d = tmpdir();
-    let buyer = Party::new(&rt, Backend::Rpc, &["--expiry-blocks", "40"]);
-    let seller = Party::new(
-        &rt,
-        Backend::Rpc,
-        &["--zero-conf-limit", "1000000", "--min-expiry-blocks", "10"],
-    );
+    let buyer = Party::new(&rt, Backend::Rpc, BUYER);
+    let seller = Party::new(&rt, Backend::Rpc, SELLER);
     fund(&rt, &buyer, 2);
     let (torrent, data) = content(d.path());
     let port = free_port();
