@@ -1,189 +1,537 @@
 #!/usr/bin/env python3
-"""End-to-end benchmark: btt-mount vs btfs on one loopback swarm seeded by aria2c.
+"""End-to-end benchmark: btt-mount (free, paid, own seeder) vs btfs vs aria2c.
 
-Run on demand (not part of the test suite), as root:  python3 tests/bench.py [--runs N]
-Everything runs inside a network namespace that has only loopback, so neither
-btfs (libtorrent, DHT on by default) nor anything else can reach the outside.
-Prints a markdown table and writes target/bench/results.json.
+Run on demand as root (not part of the test suite):
+
+    python3 tests/bench.py [--runs 5] [--quick]
+
+Installs what it needs (tests/setup.sh btfs), builds release, makes content
+(a 256 MiB random file and a 1080p H.264 video, cached in target/bench/content)
+and starts, inside a network namespace that has only loopback:
+opentracker, one aria2c seeder per torrent (separate folders of hard links:
+aria2c will not seed one file from two torrents), `btt seed` (free, our own
+ceiling) and `btt seed --price` with a regtest bcoin node (the paid seller).
+
+Filesystems, each on fresh mounts and data dirs with the page cache dropped:
+  btt       btt-mount, swarm = tracker + aria2c (what btfs gets)
+  btt-paid  btt-mount, the paid `btt seed` as its only peer
+  btt-own   btt-mount, the free `btt seed` as its only peer
+  btfs      btfs (libtorrent), swarm = tracker + aria2c
+and aria2c's own download of the 256 MiB torrent (the swarm's ceiling).
+
+Per run and filesystem: mount → first 64 KiB; sequential MB/s; re-read MB/s
+with the page cache warm and dropped; 20 random 64 KiB reads on a fresh mount
+(median, p90); on a fresh mount of the video: ffprobe, then seek to 60 s and
+decode one frame; peak RSS and CPU seconds of the mount process.
+
+Readers run in child processes with time-outs; a reader stuck in a FUSE read
+gets the connection aborted through /sys/fs/fuse/connections/N/abort.
+Writes target/bench/e2e.json and target/bench/e2e.md (the README table).
 """
-import argparse, json, os, random, shutil, signal, statistics, subprocess, sys, time
+import argparse
+import base64
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
 
-NS = "bttbench"
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 OUT = os.path.join(ROOT, "target", "bench")
+REL = os.path.join(ROOT, "target", "release")
+BTT, MOUNT = os.path.join(REL, "btt"), os.path.join(REL, "btt-mount")
+NS = "bttbench"
 W = "/tmp/btt-bench"
-SIZE = 256 << 20
-# libtorrent (btfs) bans the IP of a connection to itself; on loopback the tracker
-# hands it its own 127.0.0.1 address, so the seeder lives on 127.0.0.2.
+BIG, BIG_SIZE = "big.bin", 256 << 20
+VIDEO = "video.mp4"
+# libtorrent (btfs) keeps one connection per IP and bans its own address: the
+# aria2c seeders live on 127.0.0.2, high ports; mounts use 127.0.0.1.
 SEED_IP = "127.0.0.2"
+# `btt seed T1 T2` listens on port, port+1 (one listener per torrent).
+TRACKER_PORT, ARIA_PORT, OWN_PORT, PAID_PORT, RPC_PORT = 16969, 40000, 30010, 30020, 30030
+RPC_KEY = "bench"
+BURN = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+READ_TIMEOUT = 600
+
+
+# ---------------------------------------------------------------- helpers
+
+def ns(cmd):
+    """Run in the benchmark's network namespace only: `ip netns exec` would
+    also give the command a private mount namespace and hide FUSE mounts."""
+    return ["nsenter", f"--net=/var/run/netns/{NS}", *cmd]
 
 
 def sh(cmd, **kw):
-    return subprocess.run(cmd, shell=True, check=True, **kw)
-
-
-def ns(cmd):
-    # nsenter joins only the network namespace: `ip netns exec` would also give
-    # each command a private mount namespace, hiding the FUSE mounts.
-    return f"nsenter --net=/var/run/netns/{NS} {cmd}"
+    return subprocess.run(cmd, shell=isinstance(cmd, str), check=True, **kw)
 
 
 def spawn(cmd, log):
-    return subprocess.Popen(ns(cmd), shell=True, stdout=open(log, "w"), stderr=subprocess.STDOUT, preexec_fn=os.setsid)
+    return subprocess.Popen(ns(cmd), stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            preexec_fn=os.setsid)
 
 
-def kill(p):
-    if p and p.poll() is None:
-        os.killpg(p.pid, signal.SIGKILL)
+def stop(p, sig=signal.SIGTERM, t=30):
+    if p is None or p.poll() is not None:
+        return
+    try:
+        os.killpg(p.pid, sig)
+        p.wait(t)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         p.wait()
 
 
-def wait_port(port, t=30, ip="127.0.0.1"):
+def wait_port(port, ip="127.0.0.1", t=120):
     end = time.time() + t
     while time.time() < end:
-        if subprocess.run(ns(f"bash -c 'exec 3<>/dev/tcp/{ip}/{port}'"), shell=True, stderr=subprocess.DEVNULL).returncode == 0:
+        probe = ns(["bash", "-c", f"exec 3<>/dev/tcp/{ip}/{port}"])
+        if subprocess.run(probe, stderr=subprocess.DEVNULL).returncode == 0:
             return
         time.sleep(0.1)
-    raise RuntimeError(f"port {port} not listening")
+    raise RuntimeError(f"{ip}:{port} never listened")
 
 
 def drop_caches():
     sh("sync; echo 3 > /proc/sys/vm/drop_caches")
 
 
+def fuse_conn(mnt):
+    """The FUSE connection number (device minor) of the mount at `mnt`, from
+    mountinfo: stat() on a stuck mount could block."""
+    for line in open("/proc/self/mountinfo"):
+        f = line.split()
+        if f[4] == mnt:
+            return int(f[2].split(":")[1])
+    return None
+
+
+def abort_mount(mnt):
+    n = fuse_conn(mnt)
+    if n is not None and os.path.exists(f"/sys/fs/fuse/connections/{n}/abort"):
+        open(f"/sys/fs/fuse/connections/{n}/abort", "w").write("1")
+
+
 def umount(mnt):
-    subprocess.run(f"fusermount3 -u -z {mnt} 2>/dev/null || umount -l {mnt} 2>/dev/null", shell=True)
+    subprocess.run(["fusermount3", "-u", "-z", mnt], stderr=subprocess.DEVNULL)
+    if fuse_conn(mnt) is not None:
+        subprocess.run(["umount", "-l", mnt], stderr=subprocess.DEVNULL)
 
 
-def timed(cmd):
+def child(cmd, mnt, timeout=READ_TIMEOUT):
+    """Runs a reader; on time-out aborts the FUSE connection so that neither it
+    nor later readers hang in uninterruptible sleep. Returns (seconds, stdout)."""
     t = time.perf_counter()
-    sh(ns(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        abort_mount(mnt)
+        p.kill()
+        p.communicate(timeout=30)
+        raise RuntimeError(f"{' '.join(cmd[:3])} timed out after {timeout} s on {mnt}")
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {err[-500:]}")
+    return time.perf_counter() - t, out + err
 
 
-def pid_of(pattern):
-    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
-    return int(out[0]) if out else None
+def reader(*args):
+    """This script as a reader child (timings measured inside the child)."""
+    return [sys.executable, os.path.abspath(__file__), "--reader", *map(str, args)]
 
 
-def rss_and_cpu(pid):
-    if not pid:
+def seq_read(m):
+    """MB/s of one pass of dd over the file (dd: a Python loop tops out below
+    the page cache's speed)."""
+    s, out = child(["dd", f"if={m.path}", "of=/dev/null", "bs=1M"], m.mnt)
+    n = int(out.strip().splitlines()[-1].split()[0])
+    assert n == BIG_SIZE, out
+    return BIG_SIZE / s / 1e6
+
+
+def run_reader(argv):
+    kind, path = argv[0], argv[1]
+    if kind == "first":
+        # Started before the mount (so its own start-up is not counted): waits
+        # for the file to appear, reads 64 KiB, prints the wall clock.
+        end = time.time() + 120
+        while not os.path.exists(path) and time.time() < end:
+            time.sleep(0.001)
+        fd = os.open(path, os.O_RDONLY)
+        n = len(os.pread(fd, 65536, 0))
+        print(json.dumps({"end": time.time(), "bytes": n}))
+    elif kind == "random":
+        size, seed = int(argv[2]), int(argv[3])
+        rnd = random.Random(seed)
+        fd = os.open(path, os.O_RDONLY)
+        lat = []
+        for _ in range(20):
+            off = rnd.randrange(0, size - 65536) // 4096 * 4096
+            t = time.perf_counter()
+            assert len(os.pread(fd, 65536, off)) == 65536
+            lat.append(time.perf_counter() - t)
+        print(json.dumps({"lat": lat}))
+
+
+def proc_figures(pid):
+    """(peak RSS MiB, CPU seconds) of a process and its threads."""
+    try:
+        st = open(f"/proc/{pid}/status").read()
+        hwm = int([l for l in st.splitlines() if l.startswith("VmHWM")][0].split()[1]) / 1024
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return hwm, (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError):
         return None, None
-    st = open(f"/proc/{pid}/status").read()
-    hwm = int([l for l in st.splitlines() if l.startswith("VmHWM")][0].split()[1]) / 1024
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    cpu = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-    return hwm, cpu
 
 
-def measure(kind, torrent, seeder_port, run):
-    mnt = f"{W}/mnt-{kind}-{run}"
-    data = f"{W}/data-{kind}-{run}"
-    os.makedirs(mnt, exist_ok=True)
-    shutil.rmtree(data, ignore_errors=True)
-    os.makedirs(data)
+def rpc(method, params):
+    """A JSON-RPC call to the regtest node, from inside the namespace."""
+    auth = "Basic " + base64.b64encode(f"x:{RPC_KEY}".encode()).decode()
+    code = ("import sys,urllib.request as u;print(u.urlopen(u.Request(sys.argv[1],"
+            "data=sys.argv[2].encode(),headers={'Authorization':sys.argv[3]})).read().decode())")
+    body = json.dumps({"method": method, "params": params})
+    out = sh(ns([sys.executable, "-c", code, f"http://127.0.0.1:{RPC_PORT}/", body, auth]),
+             capture_output=True, text=True).stdout
+    return json.loads(out)["result"]
+
+
+def btt(home, *args):
+    return sh(ns([BTT, "--home", home, *args]), capture_output=True, text=True).stdout
+
+
+# ---------------------------------------------------------------- setup
+
+def make_content():
+    content = os.path.join(OUT, "content")
+    os.makedirs(content, exist_ok=True)
+    big = os.path.join(content, BIG)
+    if not os.path.exists(big) or os.path.getsize(big) != BIG_SIZE:
+        with open(big + ".tmp", "wb") as f:
+            for _ in range(BIG_SIZE >> 20):
+                f.write(os.urandom(1 << 20))
+        os.rename(big + ".tmp", big)
+    video = os.path.join(content, VIDEO)
+    if not os.path.exists(video):
+        # 1080p H.264 + AAC, 2 min, index (moov) at the end as a camera or a
+        # non-faststart mux leaves it: the player must read the tail first.
+        sh(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=24:duration=120",
+            "-f", "lavfi", "-i", "sine=frequency=440:duration=120",
+            "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "8M", "-maxrate", "8M",
+            "-bufsize", "16M", "-pix_fmt", "yuv420p", "-g", "48", "-c:a", "aac", "-shortest",
+            video + ".tmp.mp4"])
+        os.rename(video + ".tmp.mp4", video)
+    return content
+
+
+class Swarm:
+    def __init__(self, content):
+        self.procs = []
+        self.content = content
+
+    def start(self):
+        subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
+        sh(["ip", "netns", "add", NS])
+        sh(ns(["ip", "link", "set", "lo", "up"]))
+        shutil.rmtree(W, ignore_errors=True)
+        os.makedirs(W)
+        os.chmod(W, 0o755)
+        self.torrents = {}
+        for name in (BIG, VIDEO):
+            t = f"{W}/{name}.torrent"
+            ih = sh([BTT, "create", os.path.join(self.content, name), "-o", t, "-t",
+                     f"http://127.0.0.1:{TRACKER_PORT}/announce"],
+                    capture_output=True, text=True).stdout.split()[0]
+            self.torrents[name] = (t, ih)
+        os.makedirs(f"{W}/ot")
+        with open(f"{W}/ot/whitelist", "w") as f:
+            f.write("".join(ih + "\n" for _, ih in self.torrents.values()))
+        for p in (f"{W}/ot", f"{W}/ot/whitelist"):
+            os.chmod(p, 0o755)
+        self.procs.append(spawn(["opentracker", "-i", "127.0.0.1", "-p", str(TRACKER_PORT), "-P",
+                                 str(TRACKER_PORT), "-w", f"{W}/ot/whitelist"], f"{W}/ot.log"))
+        wait_port(TRACKER_PORT)
+        for i, name in enumerate((BIG, VIDEO)):
+            d = f"{W}/aria-seed-{i}"
+            os.makedirs(d)
+            os.link(os.path.join(self.content, name), f"{d}/{name}")
+            self.procs.append(spawn(
+                ["aria2c", self.torrents[name][0], f"--dir={d}", "--seed-ratio=0.0",
+                 "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false",
+                 "--enable-peer-exchange=false", f"--interface={SEED_IP}",
+                 f"--bt-external-ip={SEED_IP}", "--check-integrity=true",
+                 f"--listen-port={ARIA_PORT + i}", "--summary-interval=0",
+                 "--console-log-level=warn"], f"{W}/aria-seed-{i}.log"))
+        for i in range(2):
+            wait_port(ARIA_PORT + i, SEED_IP)
+        torrents = [t for t, _ in self.torrents.values()]
+        self.procs.append(spawn([BTT, "seed", *torrents, "--data", self.content, "--listen",
+                                 f"127.0.0.1:{OWN_PORT}", "--no-trackers"], f"{W}/own-seed.log"))
+        wait_port(OWN_PORT)
+        # The paid seller: a regtest chain and two wallets.
+        node = os.path.join(ROOT, "tests/regtest/bcoin-node.js")
+        self.procs.append(spawn(["node", node, "--http-host=127.0.0.1", f"--http-port={RPC_PORT}",
+                                 f"--api-key={RPC_KEY}", "--no-wallet=true", "--index-tx=true"],
+                                f"{W}/bcoin.log"))
+        wait_port(RPC_PORT)
+        time.sleep(0.5)
+        rpc("generatetoaddress", [440, BURN])
+        init = ["wallet", "init", "--network", "regtest", "--rpc", f"http://127.0.0.1:{RPC_PORT}",
+                "--rpc-user", "x", "--rpc-password", RPC_KEY]
+        self.buyer, seller = f"{W}/buyer", f"{W}/seller"
+        btt(self.buyer, *init, "--expiry-blocks", "100")
+        btt(seller, *init, "--zero-conf-limit", "10000000", "--min-expiry-blocks", "10")
+        rpc("generatetoaddress", [3, btt(self.buyer, "wallet", "address").strip()])
+        rpc("generatetoaddress", [100, BURN])
+        self.procs.append(spawn([BTT, "--home", seller, "seed", *torrents, "--data", self.content,
+                                 "--listen", f"127.0.0.1:{PAID_PORT}", "--no-trackers",
+                                 "--price", "1000sat/GiB"], f"{W}/paid-seed.log"))
+        wait_port(PAID_PORT)
+        time.sleep(2)  # aria2c seeders announce
+
+    def stop(self):
+        for p in reversed(self.procs):
+            stop(p)
+        subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------- one mount
+
+class Mount:
+    """One fresh mount of `name` by filesystem `kind` on a fresh data dir."""
+
+    def __init__(self, swarm, kind, name, tag, first_reader=False):
+        self.kind, self.swarm = kind, swarm
+        self.mnt = f"{W}/mnt-{tag}"
+        self.data = f"{W}/data-{tag}"
+        for d in (self.mnt, self.data):
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
+        self.path = f"{self.mnt}/{name}"
+        torrent = swarm.torrents[name][0]
+        port_of = (OWN_PORT if kind == "btt-own" else PAID_PORT) + (name == VIDEO)
+        if kind == "btfs":
+            cmd = ["btfs", "-f", f"--data-directory={self.data}", "--min-port=20000",
+                   "--max-port=20100", torrent, self.mnt]
+        else:
+            cmd = [MOUNT, torrent, self.mnt, "--foreground", "--data-dir", self.data,
+                   "--listen", "127.0.0.1:0"]
+            if kind == "btt-own":
+                cmd += ["--peer", f"127.0.0.1:{port_of}", "--no-trackers"]
+            elif kind == "btt-paid":
+                cmd += ["--peer", f"127.0.0.1:{port_of}", "--no-trackers",
+                        "--home", swarm.buyer, "--max-price", "2000sat/GiB",
+                        "--budget", "90000sat", "--channel-size", "100000sat"]
+        drop_caches()
+        self.log = f"{W}/{tag}.log"
+        self.first = None
+        if first_reader:
+            self.first = subprocess.Popen(reader("first", self.path), stdout=subprocess.PIPE,
+                                          text=True)
+            time.sleep(0.5)
+        self.t0 = time.time()
+        self.p = spawn(cmd, self.log)
+        end = time.time() + 120
+        # btfs fills in its tree shortly after mounting: part of first byte.
+        while not os.path.exists(self.path):
+            if self.p.poll() is not None or time.time() > end:
+                raise RuntimeError(f"{kind} did not mount; see {self.log}")
+            time.sleep(0.002)
+
+    def first_byte(self):
+        """Seconds from starting the mount to the first 64 KiB read."""
+        try:
+            out, _ = self.first.communicate(timeout=READ_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            abort_mount(self.mnt)
+            self.first.kill()
+            self.first.communicate(timeout=30)
+            raise RuntimeError(f"first read timed out on {self.mnt}")
+        j = json.loads(out)
+        assert j["bytes"] == 65536, j
+        return j["end"] - self.t0
+
+    def figures(self):
+        return proc_figures(self.p.pid)
+
+    def close(self):
+        if self.first is not None and self.first.poll() is None:
+            abort_mount(self.mnt)
+            self.first.kill()
+        umount(self.mnt)
+        stop(self.p, signal.SIGTERM, 30)
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+def measure_stream(swarm, kind, run):
+    r = {}
+    m = Mount(swarm, kind, BIG, f"{kind}-{run}-a", first_reader=True)
+    try:
+        r["first_64k_s"] = m.first_byte()
+        r["seq_MBps"] = seq_read(m)
+        r["rss_MiB"], r["cpu_s"] = m.figures()
+        r["reread_warm_MBps"] = seq_read(m)
+        drop_caches()
+        r["reread_cold_MBps"] = seq_read(m)
+        rss, _ = m.figures()
+        r["rss_MiB"] = max(r["rss_MiB"] or 0, rss or 0)
+    finally:
+        m.close()
+    m = Mount(swarm, kind, BIG, f"{kind}-{run}-b")
+    try:
+        child(reader("first", m.path), m.mnt)
+        _, out = child(reader("random", m.path, BIG_SIZE, run), m.mnt)
+        lat = sorted(json.loads(out)["lat"])
+        r["random_median_ms"] = statistics.median(lat) * 1e3
+        r["random_p90_ms"] = lat[17] * 1e3  # 18th of 20
+        rss, _ = m.figures()
+        r["rss_MiB"] = max(r["rss_MiB"], rss or 0)
+    finally:
+        m.close()
+    m = Mount(swarm, kind, VIDEO, f"{kind}-{run}-v")
+    try:
+        # A player's open: probe (reads the head and the moov at the tail),
+        # then a seek into the middle and one decoded frame.
+        r["ffprobe_s"], _ = child(["ffprobe", "-v", "error", "-show_format", "-show_streams",
+                                   m.path], m.mnt)
+        r["seek_decode_s"], _ = child(["ffmpeg", "-v", "error", "-ss", "60", "-i", m.path,
+                                       "-frames:v", "1", "-f", "null", "-"], m.mnt)
+        rss, _ = m.figures()
+        r["rss_MiB"] = max(r["rss_MiB"], rss or 0)
+    finally:
+        m.close()
+    return r
+
+
+def aria2c_download(swarm, run):
+    d = f"{W}/aria-dl-{run}"
+    shutil.rmtree(d, ignore_errors=True)
     drop_caches()
-    f = f"{mnt}/big.bin"
-    t0 = time.perf_counter()
-    if kind == "btt":
-        # btt dials the seeder directly and also uses the tracker.
-        sh(ns(f"{ROOT}/target/release/btt-mount {torrent} {mnt} --data-dir {data} --peer {SEED_IP}:{seeder_port} --listen 127.0.0.1:0"))
-        pattern = f"btt-mount {torrent} {mnt}"
-    else:
-        sh(ns(f"btfs --data-directory={data} --min-port=20000 --max-port=20100 {torrent} {mnt}"))
-        pattern = f"btfs --data-directory={data}"
-    # btfs fills in its tree shortly after mounting; that wait is part of first byte.
-    end = time.time() + 60
-    while not os.path.exists(f) and time.time() < end:
-        time.sleep(0.01)
-    sh(ns(f"head -c 65536 {f}"), stdout=subprocess.DEVNULL)
-    first = time.perf_counter() - t0
-    seq = timed(f"dd if={f} of=/dev/null bs=1M")
-    drop_caches()
-    reread = timed(f"dd if={f} of=/dev/null bs=1M")
-    rss, cpu = rss_and_cpu(pid_of(pattern))
-    umount(mnt)
-    time.sleep(1)
-    # Random reads on a fresh mount (nothing local yet).
-    shutil.rmtree(data, ignore_errors=True)
-    os.makedirs(data)
-    drop_caches()
-    if kind == "btt":
-        sh(ns(f"{ROOT}/target/release/btt-mount {torrent} {mnt} --data-dir {data} --peer {SEED_IP}:{seeder_port} --listen 127.0.0.1:0"))
-    else:
-        sh(ns(f"btfs --data-directory={data} --min-port=20000 --max-port=20100 {torrent} {mnt}"))
-    end = time.time() + 60
-    while not os.path.exists(f) and time.time() < end:
-        time.sleep(0.01)
-    sh(ns(f"head -c 1 {f}"), stdout=subprocess.DEVNULL)
-    rnd = random.Random(run)
-    lat = []
-    for _ in range(20):
-        off = rnd.randrange(0, SIZE - 65536) // 4096 * 4096
-        lat.append(timed(f"dd if={f} of=/dev/null bs=65536 count=1 iflag=skip_bytes skip={off}"))
-    rss2, _ = rss_and_cpu(pid_of(pattern))
-    umount(mnt)
-    time.sleep(1)
-    lat.sort()
-    return {
-        "first_64k_s": first,
-        "seq_MBps": SIZE / seq / 1e6,
-        "reread_MBps": SIZE / reread / 1e6,
-        "random_median_ms": statistics.median(lat) * 1e3,
-        "random_p90_ms": lat[int(len(lat) * 0.9) - 1] * 1e3,
-        "peak_rss_MiB": max(x for x in (rss, rss2) if x is not None) if (rss or rss2) else None,
-        "cpu_s": cpu,
+    t = time.perf_counter()
+    sh(ns(["aria2c", swarm.torrents[BIG][0], f"--dir={d}", "--seed-time=0", "--enable-dht=false",
+           "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
+           f"--listen-port={ARIA_PORT + 10 + run}", "--summary-interval=0",
+           "--console-log-level=warn", "--file-allocation=none"]), stdout=subprocess.DEVNULL)
+    s = time.perf_counter() - t
+    shutil.rmtree(d, ignore_errors=True)
+    return {"seq_MBps": BIG_SIZE / s / 1e6}
+
+
+# ---------------------------------------------------------------- report
+
+METRICS = [
+    ("first_64k_s", "mount → first 64 KiB (s)", 3),
+    ("seq_MBps", "sequential read (MB/s)", 0),
+    ("reread_warm_MBps", "re-read, page cache warm (MB/s)", 0),
+    ("reread_cold_MBps", "re-read, page cache dropped (MB/s)", 0),
+    ("random_median_ms", "20 random 64 KiB reads, median (ms)", 1),
+    ("random_p90_ms", "20 random 64 KiB reads, p90 (ms)", 1),
+    ("ffprobe_s", "ffprobe of the 1080p mp4 (s)", 2),
+    ("seek_decode_s", "then seek to 60 s + decode a frame (s)", 2),
+    ("rss_MiB", "peak RSS (MiB)", 0),
+    ("cpu_s", "CPU for mount + sequential read (s)", 2),
+]
+KINDS = ["btt", "btt-paid", "btt-own", "btfs"]
+
+
+def stats(rows, key):
+    xs = [r[key] for r in rows if r.get(key) is not None]
+    if not xs:
+        return None
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def fmt(x, d):
+    return "–" if x is None else f"{x:.{d}f}"
+
+
+def report(results, meta):
+    s = {k: {m: stats(results[k], m) for m, _, _ in METRICS} for k in KINDS}
+    s["aria2c"] = {"seq_MBps": stats(results["aria2c"], "seq_MBps")}
+    lines = [f"| metric | {' | '.join(KINDS)} | btt/btfs |", "|---|" + "---|" * (len(KINDS) + 1)]
+    for m, label, d in METRICS:
+        cells = []
+        for k in KINDS:
+            v = s[k][m]
+            cells.append("–" if v is None else f"{fmt(v['median'], d)} ({fmt(v['min'], d)}–{fmt(v['max'], d)})")
+        a, b = s["btt"][m], s["btfs"][m]
+        ratio = f"{a['median'] / b['median']:.2f}" if a and b and b["median"] else "–"
+        lines.append(f"| {label} | {' | '.join(cells)} | {ratio} |")
+    ar = s["aria2c"]["seq_MBps"]
+    lines.append(f"| aria2c's own download of the same torrent (MB/s) | {fmt(ar['median'], 0)} "
+                 f"({fmt(ar['min'], 0)}–{fmt(ar['max'], 0)}) | | | | |")
+    def ratio(a, b):
+        x = s[a]["seq_MBps"] if a in s else None
+        y = s[b]["seq_MBps"] if b != "aria2c" else ar
+        return x["median"] / y["median"] if x and y and y["median"] else None
+    ratios = {
+        "btt_seq_over_aria2c": ratio("btt", "aria2c"),
+        "btt_seq_over_btfs": ratio("btt", "btfs"),
+        "paid_seq_over_own_free": ratio("btt-paid", "btt-own"),
     }
+    lines.append("")
+    lines.append(f"Sequential, ratios of medians: btt / aria2c's download "
+                 f"{fmt(ratios['btt_seq_over_aria2c'], 2)}; btt / btfs "
+                 f"{fmt(ratios['btt_seq_over_btfs'], 1)}; paid / free from a btt seeder "
+                 f"{fmt(ratios['paid_seq_over_own_free'], 2)}.")
+    md = "\n".join(lines)
+    json.dump({"meta": meta, "summary": s, "ratios": ratios, "runs": results},
+              open(f"{OUT}/e2e.json", "w"), indent=1)
+    open(f"{OUT}/e2e.md", "w").write(md + "\n")
+    print(md)
+
+
+def machine():
+    cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")]
+    mem = int(open("/proc/meminfo").readline().split()[1]) // (1 << 20)
+    return {"cpu": cpu[0] if cpu else platform.processor(), "cores": os.cpu_count(),
+            "mem_GiB": mem, "kernel": platform.release(),
+            "date": time.strftime("%Y-%m-%d"),
+            "btfs": subprocess.run(["dpkg-query", "-W", "-f=${Version}", "btfs"],
+                                   capture_output=True, text=True).stdout,
+            "aria2c": subprocess.run(["dpkg-query", "-W", "-f=${Version}", "aria2"],
+                                     capture_output=True, text=True).stdout}
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=1)
-    args = ap.parse_args()
-    sh(f"cd {ROOT} && cargo build --release --quiet")
-    subprocess.run(f"ip netns del {NS}", shell=True, stderr=subprocess.DEVNULL)
-    sh(f"ip netns add {NS} && ip netns exec {NS} ip link set lo up")
-    shutil.rmtree(W, ignore_errors=True)
-    os.makedirs(f"{W}/seed")
+    if len(sys.argv) > 1 and sys.argv[1] == "--reader":
+        return run_reader(sys.argv[2:])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset")
+    ap.add_argument("--quick", action="store_true", help="skip setup and the release build")
+    a = ap.parse_args()
+    if os.getuid() != 0:
+        sys.exit("run as root: mounts, network namespace, drop_caches")
+    if not a.quick:
+        sh(["bash", os.path.join(ROOT, "tests/setup.sh"), "btfs"])
+        sh(["cargo", "build", "--release", "--bins", "--quiet"], cwd=ROOT)
     os.makedirs(OUT, exist_ok=True)
-    sh(f"head -c {SIZE} /dev/urandom > {W}/seed/big.bin")
-    tport, sport = 16969, 40000
-    sh(f"{ROOT}/target/release/btt create {W}/seed/big.bin -o {W}/big.torrent -t http://127.0.0.1:{tport}/announce > {W}/hash")
-    ih = open(f"{W}/hash").read().split()[0]
-    os.makedirs(f"{W}/ot")
-    open(f"{W}/ot/whitelist", "w").write(ih + "\n")
-    os.chmod(W, 0o755); os.chmod(f"{W}/ot", 0o755); os.chmod(f"{W}/ot/whitelist", 0o644)
-    procs = []
+    content = make_content()
+    swarm = Swarm(content)
+    kinds = a.kinds.split(",")
+    results = {k: [] for k in KINDS + ["aria2c"]}
     try:
-        procs.append(spawn(f"opentracker -i 127.0.0.1 -p {tport} -P {tport} -w {W}/ot/whitelist", f"{W}/ot.log"))
-        wait_port(tport)
-        procs.append(spawn(f"aria2c {W}/big.torrent --dir={W}/seed --seed-ratio=0.0 --enable-dht=false --enable-dht6=false "
-                           f"--bt-enable-lpd=false --enable-peer-exchange=false --interface={SEED_IP} --bt-external-ip={SEED_IP} --check-integrity=true "
-                           f"--listen-port={sport} --summary-interval=0 --console-log-level=warn", f"{W}/aria2-seed.log"))
-        wait_port(sport, 120, SEED_IP)
-        time.sleep(2)
-        results = {"aria2c": [], "btt": [], "btfs": []}
-        for run in range(args.runs):
-            shutil.rmtree(f"{W}/dl", ignore_errors=True)
-            t = timed(f"aria2c {W}/big.torrent --dir={W}/dl --seed-time=0 --enable-dht=false --enable-dht6=false --bt-enable-lpd=false "
-                      f"--enable-peer-exchange=false --listen-port={sport+1+run} --summary-interval=0 --console-log-level=warn --file-allocation=none")
-            results["aria2c"].append({"seq_MBps": SIZE / t / 1e6})
-            for kind in ("btt", "btfs"):
-                results[kind].append(measure(kind, f"{W}/big.torrent", sport, run))
-                print(kind, results[kind][-1], flush=True)
-        json.dump(results, open(f"{OUT}/results.json", "w"), indent=1)
-        med = lambda k, m: statistics.median(r[m] for r in results[k]) if results[k] and results[k][0].get(m) is not None else float("nan")
-        print("\n| metric | btt-mount | btfs | btt/btfs |\n|---|---|---|---|")
-        for m in ("first_64k_s", "seq_MBps", "reread_MBps", "random_median_ms", "random_p90_ms", "peak_rss_MiB", "cpu_s"):
-            a, b = med("btt", m), med("btfs", m)
-            print(f"| {m} | {a:.3f} | {b:.3f} | {a / b if b else float('nan'):.2f} |")
-        print(f"| aria2c plain download MB/s | {med('aria2c', 'seq_MBps'):.1f} | | |")
-        print(f"\nbtt sequential / aria2c: {med('btt', 'seq_MBps') / med('aria2c', 'seq_MBps'):.2f}")
+        swarm.start()
+        for run in range(a.runs):
+            results["aria2c"].append(aria2c_download(swarm, run))
+            print(f"run {run + 1}: aria2c {results['aria2c'][-1]['seq_MBps']:.0f} MB/s", flush=True)
+            for k in kinds:
+                results[k].append(measure_stream(swarm, k, run))
+                print(f"run {run + 1}: {k} " + json.dumps(
+                    {m: round(v, 3) for m, v in results[k][-1].items() if v is not None}), flush=True)
     finally:
-        for p in procs:
-            kill(p)
-        subprocess.run(f"ip netns del {NS}", shell=True)
+        swarm.stop()
+    report(results, machine())
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

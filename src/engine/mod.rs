@@ -83,7 +83,16 @@ pub struct PayHookRef(pub Arc<dyn PayHook>);
 /// a channel, the budget, and paying for verified bytes.
 pub trait BuyHook: Send + Sync {
     /// The peer announced `btt_pay` with `info`: use it as a paid seller?
-    fn consider(&self, peer: SocketAddr, info: &bendy::value::Value<'static>) -> bool;
+    /// `wake` is notified when a payment frees credit for more requests.
+    fn consider(
+        &self,
+        peer: SocketAddr,
+        info: &bendy::value::Value<'static>,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> bool;
+    /// Bytes that may still be requested from `peer` without going beyond
+    /// the seller's credit (requested or verified but not yet paid for).
+    fn room(&self, peer: SocketAddr) -> u64;
     /// Blocking: get a channel and return the message binding the connection.
     fn bind(&self, peer: SocketAddr, info_hash: [u8; 20]) -> Result<Vec<u8>, String>;
     /// Reserve budget for `bytes` about to be requested from `peer`.
@@ -453,6 +462,9 @@ impl Torrent {
         }
         let pieces = self.meta.pieces_for_range(offset, len);
         self.wait_pieces(pieces).await?;
+        if let Some(b) = self.store.read_range_memory(offset, len) {
+            return Ok(b);
+        }
         let store = self.store.clone();
         Ok(
             tokio::task::spawn_blocking(move || store.read_range(offset, len))

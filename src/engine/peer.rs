@@ -223,6 +223,8 @@ struct Session {
     pay: Option<mpsc::UnboundedSender<Bytes>>,
     /// The id the peer wants `btt_pay` replies on (0: not announced).
     their_pay_id: Arc<std::sync::atomic::AtomicU8>,
+    /// Wakes this session (new pieces wanted, credit freed by a payment).
+    wake: Arc<Notify>,
 }
 
 impl Session {
@@ -278,7 +280,7 @@ impl Session {
             2 => true,
             4 => {
                 let needed = {
-                    let st = self.t.lock();
+                    let mut st = self.t.lock();
                     let view = PeerView {
                         key: self.key,
                         has: &self.has,
@@ -296,7 +298,12 @@ impl Session {
             }
             _ => return, // binding, or unusable
         };
-        let want = self.depth().saturating_sub(self.outstanding.len());
+        let mut want = self.depth().saturating_sub(self.outstanding.len());
+        if let (true, Some(buy)) = (paid, &self.t.cfg.buy) {
+            // A seller serves `credit` bytes beyond what is paid: asking for
+            // more only earns rejects. Payments free room and wake us.
+            want = want.min((buy.0.room(self.addr) / wire::BLOCK_SIZE as u64) as usize);
+        }
         if want == 0 {
             return;
         }
@@ -381,15 +388,13 @@ impl Session {
         self.up_last = up;
     }
 
-    /// A (possibly repeated) full availability set replaces what we knew. Some
-    /// clients (aria2) send a bitfield again after have-none.
     /// A peer announced `btt_pay`: if the buyer wants it, treat it as a paid
     /// seller and bind a channel to this connection off the runtime.
     fn seller_announced(&mut self, their_id: u8, info: &bendy::value::Value<'static>) {
         let Some(buy) = self.t.cfg.buy.clone() else {
             return;
         };
-        if self.is_seller() || !buy.0.consider(self.addr, info) {
+        if self.is_seller() || !buy.0.consider(self.addr, info, self.wake.clone()) {
             return;
         }
         self.buy_state.store(4, Ordering::Relaxed);
@@ -437,6 +442,8 @@ impl Session {
         );
     }
 
+    /// A (possibly repeated) full availability set replaces what we knew. Some
+    /// clients (aria2) send a bitfield again after have-none.
     fn on_bitfield(&mut self, bf: Bitfield) {
         let mut st = self.t.lock();
         st.picker.remove_peer_pieces(&self.has);
@@ -734,6 +741,7 @@ async fn run(
         buy_state: Arc::new(std::sync::atomic::AtomicU8::new(0)),
         pay: pay_tx,
         their_pay_id,
+        wake: wake.clone(),
         key,
         out: out_tx,
         cancelled,

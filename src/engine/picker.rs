@@ -89,6 +89,11 @@ pub struct Picker {
     pub max_active_normal: usize,
     /// How long a block may be out before another peer is asked too (end-game).
     pub dup_after: Duration,
+    /// Every piece ordered rarest first, `(availability, index)`, kept across
+    /// picks (sorting thousands of pieces per pick dominated `pick`): a HAVE
+    /// moves one entry, a bitfield drops the order to be rebuilt on next use.
+    /// Pieces we have stay in it and are skipped.
+    rarest: Option<Vec<usize>>,
 }
 
 impl Picker {
@@ -109,6 +114,7 @@ impl Picker {
             paid_after: Duration::from_millis(1500),
             max_active_normal: 16,
             dup_after: Duration::from_millis(300),
+            rarest: None,
         }
     }
 
@@ -140,15 +146,30 @@ impl Picker {
         for p in has.ones() {
             self.availability[p] += 1;
         }
+        self.rarest = None;
     }
     pub fn remove_peer_pieces(&mut self, has: &Bitfield) {
         for p in has.ones() {
             self.availability[p] = self.availability[p].saturating_sub(1);
         }
+        self.rarest = None;
     }
     pub fn add_have(&mut self, p: usize) {
-        if let Some(a) = self.availability.get_mut(p) {
-            *a += 1;
+        let Some(&a) = self.availability.get(p) else {
+            return;
+        };
+        self.availability[p] = a + 1;
+        let avail = &self.availability;
+        if let Some(order) = &mut self.rarest {
+            // Move p from (a, p) to (a + 1, p); the rest keeps its order.
+            let key = |q: &usize| (if *q == p { a } else { avail[*q] }, *q);
+            if let Ok(i) = order.binary_search_by_key(&(a, p), key) {
+                order.remove(i);
+                let j = order.partition_point(|q| (avail[*q], *q) < (a + 1, p));
+                order.insert(j, p);
+            } else {
+                self.rarest = None;
+            }
         }
     }
     /// Marks pieces as (also) held by a paid seller; they stay in
@@ -236,8 +257,10 @@ impl Picker {
     }
 
     /// Candidate pieces in order: critical, then high (windows interleaved by
-    /// distance from their readers), then started normal pieces, then rarest first.
-    fn candidates(&self) -> Vec<(usize, Priority)> {
+    /// distance from their readers), then started normal pieces; with
+    /// `fetch_all`, then every other missing piece rarest first (lazily, see
+    /// [`Picker::rarest_order`]). Returns the list and the pieces in it.
+    fn candidates(&self) -> (Vec<(usize, Priority)>, HashSet<usize>) {
         let mut out: Vec<(usize, Priority)> = Vec::new();
         let mut seen = HashSet::new();
         for &p in self.critical.keys() {
@@ -265,14 +288,42 @@ impl Picker {
             seen.insert(p);
             out.push((p, Priority::Normal));
         }
-        if self.fetch_all {
-            let mut rest: Vec<usize> = (0..self.have.len())
-                .filter(|&p| !self.have.get(p) && !seen.contains(&p))
-                .collect();
-            rest.sort_by_key(|&p| (self.availability[p], p));
-            out.extend(rest.into_iter().map(|p| (p, Priority::Normal)));
+        (out, seen)
+    }
+
+    /// Every piece, rarest first (built once, then kept up to date).
+    fn rarest_order(&mut self) -> Vec<usize> {
+        match self.rarest.take() {
+            Some(o) => o,
+            None => {
+                let mut o: Vec<usize> = (0..self.have.len()).collect();
+                o.sort_unstable_by_key(|&p| (self.availability[p], p));
+                o
+            }
         }
-        out
+    }
+
+    /// The candidates, then (with `fetch_all`) the missing pieces not among
+    /// them, rarest first, calling `f` on each until it returns false.
+    fn for_each_candidate(&mut self, mut f: impl FnMut(&mut Self, usize, Priority) -> bool) {
+        let (cands, seen) = self.candidates();
+        for &(p, prio) in &cands {
+            if !f(self, p, prio) {
+                return;
+            }
+        }
+        if !self.fetch_all {
+            return;
+        }
+        let order = self.rarest_order();
+        for &p in &order {
+            if !self.have.get(p) && !seen.contains(&p) && !f(self, p, Priority::Normal) {
+                break;
+            }
+        }
+        if self.rarest.is_none() {
+            self.rarest = Some(order);
+        }
     }
 
     fn can_ask(&self, peer: &PeerView, p: usize) -> bool {
@@ -283,10 +334,13 @@ impl Picker {
 
     /// Whether a paid seller holding `peer.has` would be given anything now
     /// (the buyer opens a channel only once it needs one).
-    pub fn would_buy(&self, peer: &PeerView, now: Instant) -> bool {
-        self.candidates()
-            .into_iter()
-            .any(|(p, prio)| self.can_ask(peer, p) && self.may_buy(p, prio, now))
+    pub fn would_buy(&mut self, peer: &PeerView, now: Instant) -> bool {
+        let mut found = false;
+        self.for_each_candidate(|s, p, prio| {
+            found = s.can_ask(peer, p) && s.may_buy(p, prio, now);
+            !found
+        });
+        found
     }
 
     /// Up to `want` blocks for this peer.
@@ -295,7 +349,6 @@ impl Picker {
         if want == 0 {
             return out;
         }
-        let cands = self.candidates();
         let active_normal = self
             .active
             .keys()
@@ -310,34 +363,34 @@ impl Picker {
             .filter(|&&p| self.windows.values().any(|w| w.contains(&p)))
             .count();
         // Pass 1: free blocks.
-        for &(p, prio) in &cands {
-            if !self.can_ask(peer, p) || (peer.paid && !self.may_buy(p, prio, now)) {
-                continue;
+        self.for_each_candidate(|s, p, prio| {
+            if !s.can_ask(peer, p) || (peer.paid && !s.may_buy(p, prio, now)) {
+                return true;
             }
-            if peer.slow && prio == Priority::Critical && self.availability[p] > 1 {
-                continue; // leave it to faster peers that have it
+            if peer.slow && prio == Priority::Critical && s.availability[p] > 1 {
+                return true; // leave it to faster peers that have it
             }
-            if !self.active.contains_key(&p) {
+            if !s.active.contains_key(&p) {
                 // Each started piece holds a full piece buffer: bound read-ahead and
                 // background pieces in progress; critical pieces are never held back.
                 match prio {
                     Priority::Normal => {
-                        if active_normal + new_normal >= self.max_active_normal {
-                            continue;
+                        if active_normal + new_normal >= s.max_active_normal {
+                            return true;
                         }
                         new_normal += 1;
                     }
                     Priority::High => {
-                        if active_high >= self.max_active_normal {
-                            continue;
+                        if active_high >= s.max_active_normal {
+                            return true;
                         }
                         active_high += 1;
                     }
                     Priority::Critical => {}
                 }
-                let nb = self.num_blocks(p);
-                let size = self.piece_size(p) as usize;
-                self.active.insert(
+                let nb = s.num_blocks(p);
+                let size = s.piece_size(p) as usize;
+                s.active.insert(
                     p,
                     Active {
                         blocks: vec![Block::Free; nb],
@@ -347,20 +400,26 @@ impl Picker {
                     },
                 );
             }
-            let nb = self.num_blocks(p);
+            let nb = s.num_blocks(p);
             for b in 0..nb {
-                let a = self.active.get_mut(&p).expect("inserted above");
+                let a = s.active.get_mut(&p).expect("inserted above");
                 if a.blocks[b] == Block::Free {
                     a.blocks[b] = Block::Asked(vec![(peer.key, now)]);
-                    out.push(self.block_ref(p, b));
+                    out.push(s.block_ref(p, b));
                     if out.len() >= want {
-                        return out;
+                        return false;
                     }
                 }
             }
+            true
+        });
+        if out.len() >= want {
+            return out;
         }
         // Pass 2 (end-game for critical and read-ahead pieces): duplicate blocks that
-        // another peer has held too long, at most two copies out at once.
+        // another peer has held too long, at most two copies out at once. Only
+        // critical and high candidates qualify; pass 1 did not change them.
+        let (cands, _) = self.candidates();
         for &(p, prio) in &cands {
             if prio == Priority::Normal
                 || !self.can_ask(peer, p)
@@ -654,5 +713,46 @@ mod tests {
             vec![5, 5, 5, 5, 0, 0, 0, 0],
             "rarest first, at most 2 pieces started"
         );
+    }
+
+    /// The rarest-first order kept between picks follows HAVEs (moved one
+    /// entry at a time) and bitfields (rebuilt) exactly like a fresh sort.
+    #[test]
+    fn rarest_order_follows_haves_and_bitfields() {
+        let n = 64;
+        let mut pk = Picker::new(PL, n as u64 * PL, Bitfield::new(n));
+        pk.fetch_all = true;
+        pk.max_active_normal = 1;
+        let mut rng = 7u64;
+        let mut next = || {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng >> 33) as usize
+        };
+        let all = Bitfield::full(n);
+        for step in 0..300 {
+            if step % 50 == 0 {
+                let mut bf = Bitfield::new(n);
+                for _ in 0..n / 2 {
+                    bf.set(next() % n);
+                }
+                pk.add_peer_pieces(&bf);
+            } else {
+                pk.add_have(next() % n);
+            }
+            // The piece a fresh sort says is rarest is the one picked.
+            let rarest = (0..n).min_by_key(|&p| (pk.availability[p], p)).unwrap();
+            let got = pk.pick(&view(1, &all), 1, Instant::now());
+            assert_eq!(got[0].index as usize, rarest, "step {step}");
+            pk.release(1, &got[0]);
+            pk.active.clear();
+            let fresh = {
+                let mut o: Vec<usize> = (0..n).collect();
+                o.sort_by_key(|&p| (pk.availability[p], p));
+                o
+            };
+            assert_eq!(pk.rarest.as_ref().unwrap(), &fresh, "step {step}");
+        }
     }
 }

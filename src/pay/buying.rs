@@ -23,6 +23,7 @@ use crate::wallet::BttWallet;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc, Mutex};
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 /// The buyer settings for a mount or `btt get`: flags first, then the
@@ -72,13 +73,48 @@ pub struct BuyConfig {
 struct Link {
     price: Price,
     node_key: PublicKey,
+    /// Requested from this seller and not yet verified (or given back).
     reserved_bytes: u64,
+    /// What the seller serves beyond payments (its announcement).
+    credit: u64,
+    wake: Arc<Notify>,
     channel: Option<String>,
 }
 
 struct Worker {
     /// (bytes, the msat reserved for them)
     tx: mpsc::Sender<(u64, u64)>,
+    flow: Arc<Flow>,
+}
+
+/// Credit flow of one channel: verified bytes whose payment the seller has not
+/// acknowledged yet, and the sessions to wake when an acknowledgement frees
+/// room under the seller's credit.
+#[derive(Default)]
+struct Flow {
+    paying_bytes: std::sync::atomic::AtomicU64,
+    wakers: Mutex<Vec<std::sync::Weak<Notify>>>,
+}
+
+impl Flow {
+    fn add_waker(&self, w: &Arc<Notify>) {
+        let mut ws = lock(&self.wakers);
+        ws.retain(|x| x.strong_count() > 0);
+        if !ws.iter().any(|x| std::ptr::eq(x.as_ptr(), Arc::as_ptr(w))) {
+            ws.push(Arc::downgrade(w));
+        }
+    }
+
+    /// The seller acknowledged payment for `bytes`.
+    fn paid(&self, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = self
+            .paying_bytes
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(bytes)));
+        for w in lock(&self.wakers).iter().filter_map(|w| w.upgrade()) {
+            w.notify_one();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -125,8 +161,14 @@ impl BuyerAgent {
         self.cfg.budget_msat
     }
 
-    /// A peer announced `btt_pay`: whether we will buy from it.
-    pub fn consider(&self, peer: SocketAddr, info: &bendy::value::Value<'static>) -> bool {
+    /// A peer announced `btt_pay`: whether we will buy from it. `wake` is
+    /// notified whenever a payment on its channel frees credit.
+    pub fn consider(
+        &self,
+        peer: SocketAddr,
+        info: &bendy::value::Value<'static>,
+        wake: Arc<Notify>,
+    ) -> bool {
         let info = match SellerInfo::from_value(info) {
             Ok(i) => i,
             Err(e) => {
@@ -145,6 +187,8 @@ impl BuyerAgent {
                 price,
                 node_key: info.node_key,
                 reserved_bytes: 0,
+                credit: info.credit,
+                wake,
                 channel: None,
             },
         );
@@ -208,20 +252,54 @@ impl BuyerAgent {
                 let price = st.links.get(&peer).map(|l| l.price).unwrap_or_default();
                 let (spent, in_flight) = (self.spent.clone(), self.in_flight.clone());
                 let wire = self.wire.clone();
-                let cid = id.clone();
+                let flow = Arc::new(Flow::default());
+                let (cid, wflow) = (id.clone(), flow.clone());
                 std::thread::Builder::new()
                     .name("btt-pay".into())
                     .spawn(move || {
-                        pay_worker(session, store, rx, price, (spent, in_flight, wire), cid)
+                        let counters = (spent, in_flight, wire);
+                        pay_worker(session, store, rx, price, counters, wflow, cid)
                     })
                     .map_err(|e| e.to_string())?;
-                st.workers.insert(id.clone(), Worker { tx });
+                st.workers.insert(id.clone(), Worker { tx, flow });
             }
-            if let Some(l) = st.links.get_mut(&peer) {
+            let State { links, workers, .. } = &mut *st;
+            if let Some(l) = links.get_mut(&peer) {
                 l.channel = Some(id.clone());
+                if let Some(w) = workers.get(&id) {
+                    w.flow.add_waker(&l.wake);
+                }
             }
         }
         Ok(Msg::Resume { channel }.encode())
+    }
+
+    /// Bytes that may be requested from `peer` now: its credit less what is
+    /// requested, or verified and unacknowledged, on its channel (all
+    /// connections bound to a channel share the seller's credit). One block
+    /// of margin covers blocks the seller sent after we gave up on them.
+    pub fn room(&self, peer: SocketAddr) -> u64 {
+        let st = lock(&self.state);
+        let Some(link) = st.links.get(&peer) else {
+            return 0;
+        };
+        let Some(ch) = &link.channel else {
+            return 0;
+        };
+        let requested: u64 = st
+            .links
+            .values()
+            .filter(|l| l.channel.as_ref() == Some(ch))
+            .map(|l| l.reserved_bytes)
+            .sum();
+        let paying = st.workers.get(ch).map_or(0, |w| {
+            w.flow
+                .paying_bytes
+                .load(std::sync::atomic::Ordering::Relaxed)
+        });
+        let block = crate::wire::BLOCK_SIZE as u64;
+        let margin = if link.credit >= 4 * block { block } else { 0 };
+        link.credit.saturating_sub(requested + paying + margin)
     }
 
     /// Reserves `bytes` from `peer` against the budget; false once it is spent.
@@ -273,6 +351,9 @@ impl BuyerAgent {
         };
         let est = l.price.cost_msat(bytes) + 1;
         if let Some(w) = st.workers.get(&ch) {
+            w.flow
+                .paying_bytes
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
             self.in_flight
                 .fetch_add(est, std::sync::atomic::Ordering::Relaxed);
             let _ = w.tx.send((bytes, est));
@@ -314,6 +395,7 @@ fn pay_worker(
     rx: mpsc::Receiver<(u64, u64)>,
     price: Price,
     (spent, in_flight, wire): Counters,
+    flow: Arc<Flow>,
     id: String,
 ) {
     let mut last_wire = session.wire_bytes();
@@ -324,12 +406,13 @@ fn pay_worker(
     let mut bytes = 0u64;
     let mut paid = 0u64;
     while let Ok((b, mut est)) = rx.recv() {
-        bytes += b;
+        let mut batch = b;
         // Whatever else is queued goes into the same payment.
         while let Ok((more, e)) = rx.try_recv() {
-            bytes += more;
+            batch += more;
             est += e;
         }
+        bytes += batch;
         let step = price.cost_msat(bytes).saturating_sub(paid);
         let result = if step == 0 {
             Ok(0)
@@ -346,7 +429,7 @@ fn pay_worker(
         spent.fetch_add(step, Relaxed);
         in_flight.fetch_sub(est.min(in_flight.load(Relaxed)), Relaxed);
         match result {
-            Ok(_) => {}
+            Ok(_) => flow.paid(batch),
             Err(e) => {
                 warn!(channel = %id, error = %e, "payment failed; the seller will stop serving");
                 return;
@@ -356,8 +439,16 @@ fn pay_worker(
 }
 
 impl crate::engine::BuyHook for BuyerAgent {
-    fn consider(&self, peer: SocketAddr, info: &bendy::value::Value<'static>) -> bool {
-        BuyerAgent::consider(self, peer, info)
+    fn consider(
+        &self,
+        peer: SocketAddr,
+        info: &bendy::value::Value<'static>,
+        wake: Arc<Notify>,
+    ) -> bool {
+        BuyerAgent::consider(self, peer, info, wake)
+    }
+    fn room(&self, peer: SocketAddr) -> u64 {
+        BuyerAgent::room(self, peer)
     }
     fn bind(&self, peer: SocketAddr, info_hash: [u8; 20]) -> Result<Vec<u8>, String> {
         BuyerAgent::bind(self, peer, info_hash)

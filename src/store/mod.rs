@@ -225,6 +225,28 @@ impl Store {
         self.cache.lock().expect("lock").get(&piece).cloned()
     }
 
+    /// Torrent bytes `[offset, offset+len)` if every piece under them is in
+    /// memory (zero-copy within one piece); `None` if any part needs the disk.
+    /// Lets the engine answer cache hits without a trip to the blocking pool.
+    pub fn read_range_memory(&self, offset: u64, len: u64) -> Option<Bytes> {
+        let pieces = self.meta.pieces_for_range(offset, len);
+        let mut out: Option<bytes::BytesMut> = None;
+        let single = pieces.len() == 1;
+        for p in pieces {
+            let base = self.meta.piece_offset(p);
+            let from = offset.max(base);
+            let to = (offset + len).min(base + self.meta.piece_size(p));
+            let data = self.in_memory(p)?;
+            let (a, b) = ((from - base) as usize, (to - base) as usize);
+            if single {
+                return Some(data.slice(a..b));
+            }
+            out.get_or_insert_with(|| bytes::BytesMut::with_capacity(len as usize))
+                .extend_from_slice(&data[a..b]);
+        }
+        out.map(|b| b.freeze())
+    }
+
     /// Torrent bytes `[offset, offset+len)` of verified pieces, in one call: from
     /// memory where the piece is there (pending or cached, zero-copy for a single
     /// piece), else only the requested range straight from the files — not cached

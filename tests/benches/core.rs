@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the hot paths that do not need the kernel or a
 //! network: wire decode/encode, picker decisions, SHA-1 piece verification,
-//! and the store's in-memory read path (the LRU hit / pending piece).
+//! the store's in-memory read path (the LRU hit / pending piece), and the
+//! filesystem read path over complete content (no kernel).
 //! Run: `cargo bench --bench core`.
 
 use btt::bitfield::Bitfield;
@@ -150,9 +151,71 @@ fn store_hit(c: &mut Criterion) {
     g.finish();
 }
 
+/// The filesystem's read path without the kernel: `Fs::read` (handle lookup,
+/// read-ahead window, waiter bookkeeping, engine wait, store read) on a
+/// complete 8 MiB torrent whose file sits in the page cache.
+fn fs_read(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.bin");
+    std::fs::write(&file, vec![3u8; 8 << 20]).unwrap();
+    let opts = btt::create::CreateOptions {
+        piece_length: Some(256 << 10),
+        ..Default::default()
+    };
+    let meta = std::sync::Arc::new(
+        btt::metainfo::Metainfo::from_bytes(&btt::create::create_torrent(&file, &opts).unwrap())
+            .unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = std::sync::Arc::new(
+        btt::store::Store::open(meta.clone(), dir.path(), &dir.path().join("state"), 1 << 20)
+            .unwrap(),
+    );
+    assert!(store.recheck().is_complete());
+    let cfg = btt::engine::EngineConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        use_trackers: false,
+        ..Default::default()
+    };
+    let torrent = rt
+        .block_on(btt::engine::Torrent::start(meta, store.clone(), cfg))
+        .unwrap();
+    // Piece 1 in the store's LRU (as a piece just verified or read whole).
+    store.read_piece(1).unwrap();
+    let fs = btt::fs::Fs::new(torrent.clone(), None);
+    let ino = fs.lookup(btt::fs::ROOT_INO, "x.bin").unwrap().ino;
+    let fh = fs.open(ino, false).unwrap();
+    let pid = std::process::id();
+    let mut g = c.benchmark_group("fs");
+    g.throughput(Throughput::Bytes(128 << 10));
+    // The same 128 KiB again and again: the piece stays in the store's LRU.
+    g.bench_function("read 128 KiB, piece in memory", |b| {
+        b.iter(|| {
+            let d = rt.block_on(fs.read(fh, 256 << 10, 128 << 10, pid)).unwrap();
+            assert_eq!(d.len(), 128 << 10);
+        })
+    });
+    // Sequential 128 KiB reads (the kernel's FUSE read size) over the file:
+    // the cache holds 4 pieces, so most reads go to the (page-cached) file.
+    let mut off = 0u64;
+    g.bench_function("sequential 128 KiB reads, from the file", |b| {
+        b.iter(|| {
+            let d = rt.block_on(fs.read(fh, off, 128 << 10, pid)).unwrap();
+            assert_eq!(d.len(), 128 << 10);
+            off = (off + (128 << 10)) % (8 << 20);
+        })
+    });
+    g.finish();
+    rt.block_on(torrent.shutdown());
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(300));
-    targets = wire_codec, picker, sha1_verify, store_hit
+    targets = wire_codec, picker, sha1_verify, store_hit, fs_read
 }
 criterion_main!(benches);

@@ -125,8 +125,10 @@ struct SellArgs {
     /// Sell at this price, e.g. 2000sat/GiB, 3sat/MiB, 500msat/MiB (implies --sell).
     #[arg(long, value_name = "PRICE")]
     price: Option<btt::pay::price::Price>,
-    /// Bytes served to a buyer beyond what it has paid for.
-    #[arg(long, default_value = "1MiB", value_parser = btt::cli::parse_bytes)]
+    /// Bytes served to a buyer beyond what it has paid for (the seller's
+    /// risk; at 1000sat/GiB, 4 MiB is 4 sat). Less credit, less throughput:
+    /// a buyer keeps at most this much requested-but-unpaid.
+    #[arg(long, default_value = "4MiB", value_parser = btt::cli::parse_bytes)]
     credit: u64,
     /// Peers that do not pay (no btt_pay extension): serve them free, or choke them.
     #[arg(long, value_enum, default_value = "serve")]
