@@ -72,8 +72,9 @@ def sh(cmd, **kw):
 
 
 def spawn(cmd, log):
+    env = dict(os.environ, BTT_STATUS_DIR=f"{W}/status")
     return subprocess.Popen(ns(cmd), stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            preexec_fn=os.setsid)
+                            preexec_fn=os.setsid, env=env)
 
 
 def stop(p, sig=signal.SIGTERM, t=30):
@@ -362,6 +363,14 @@ class Mount:
     def figures(self):
         return proc_figures(self.p.pid)
 
+    def status(self):
+        """This mount's `btt status` report (written once a second)."""
+        d = f"{W}/status"
+        for fn in os.listdir(d) if os.path.isdir(d) else []:
+            if fn.startswith(f"{self.p.pid}-") and fn.endswith(".json"):
+                return json.load(open(os.path.join(d, fn)))
+        return None
+
     def close(self):
         if self.first is not None and self.first.poll() is None:
             abort_mount(self.mnt)
@@ -378,6 +387,14 @@ def measure_stream(swarm, kind, run):
         r["first_64k_s"] = m.first_byte()
         r["seq_MBps"] = seq_read(m)
         r["rss_MiB"], r["cpu_s"] = m.figures()
+        if kind == "btt-paid":
+            time.sleep(1.5)  # the last payments, and a status write
+            st = m.status() or {"money": {}}
+            gib = BIG_SIZE / (1 << 30)
+            r["paid_sat_per_GiB"] = st["money"].get("spent_msat", 0) / 1000 / gib
+            r["payments_per_GiB"] = st["money"].get("payments", 0) / gib
+            r["pay_wire_bytes_per_GiB"] = st["money"].get("pay_wire_bytes", 0) / gib
+            r["rejected"] = st.get("rejected", 0)
         r["reread_warm_MBps"] = seq_read(m)
         drop_caches()
         r["reread_cold_MBps"] = seq_read(m)
@@ -438,6 +455,10 @@ METRICS = [
     ("seek_decode_s", "then seek to 60 s + decode a frame (s)", 2),
     ("rss_MiB", "peak RSS (MiB)", 0),
     ("cpu_s", "CPU for mount + sequential read (s)", 2),
+    ("paid_sat_per_GiB", "paid: sat per GiB read (price 1000 sat/GiB)", 0),
+    ("payments_per_GiB", "paid: payments per GiB", 0),
+    ("pay_wire_bytes_per_GiB", "paid: payment bytes on the wire per GiB", 0),
+    ("rejected", "paid: requests the seller rejected", 0),
 ]
 KINDS = ["btt", "btt-paid", "btt-own", "btfs"]
 

@@ -168,6 +168,9 @@ pub struct Stats {
     /// Bytes received that were not used (duplicates, unrequested, failed hashes).
     pub wasted: AtomicU64,
     pub hash_failures: AtomicU64,
+    /// Our requests that peers rejected (BEP 6); from a paid seller, a sign
+    /// the buyer asked beyond its credit.
+    pub rejected: AtomicU64,
 }
 
 pub(crate) enum PeerCmd {
@@ -359,6 +362,7 @@ impl Torrent {
                 up_bytes_per_sec: (up - last.1) as f64 / dt,
                 downloaded: down,
                 uploaded: up,
+                rejected: self.stats.rejected.load(Ordering::Relaxed),
                 money,
             };
             last = (down, up, Instant::now());

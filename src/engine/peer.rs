@@ -571,6 +571,7 @@ impl Session {
                         "reject without the fast extension".into(),
                     ));
                 }
+                self.t.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 if let Some(pos) = self.outstanding.iter().position(|(o, _)| *o == r) {
                     self.outstanding.remove(pos);
                     self.t.lock().picker.release(self.key, &r);

@@ -44,6 +44,9 @@ pub struct Report {
     pub up_bytes_per_sec: f64,
     pub downloaded: u64,
     pub uploaded: u64,
+    /// Requests peers rejected.
+    #[serde(default)]
+    pub rejected: u64,
     pub money: Money,
 }
 

@@ -276,8 +276,11 @@ impl BuyerAgent {
 
     /// Bytes that may be requested from `peer` now: its credit less what is
     /// requested, or verified and unacknowledged, on its channel (all
-    /// connections bound to a channel share the seller's credit). One block
-    /// of margin covers blocks the seller sent after we gave up on them.
+    /// connections bound to a channel share the seller's credit). No margin:
+    /// the buyer pays only for verified pieces, so a credit of exactly one
+    /// piece must still let a whole piece be asked for; the seller's rule,
+    /// cost(served) ≤ paid + cost(credit), holds at the boundary because
+    /// ceil(a + b) ≤ ceil(a) + ceil(b).
     pub fn room(&self, peer: SocketAddr) -> u64 {
         let st = lock(&self.state);
         let Some(link) = st.links.get(&peer) else {
@@ -297,9 +300,7 @@ impl BuyerAgent {
                 .paying_bytes
                 .load(std::sync::atomic::Ordering::Relaxed)
         });
-        let block = crate::wire::BLOCK_SIZE as u64;
-        let margin = if link.credit >= 4 * block { block } else { 0 };
-        link.credit.saturating_sub(requested + paying + margin)
+        link.credit.saturating_sub(requested + paying)
     }
 
     /// Reserves `bytes` from `peer` against the budget; false once it is spent.

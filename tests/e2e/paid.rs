@@ -613,7 +613,8 @@ fn video_from_a_paid_seller_only() {
         &data,
         port,
         &d.path().join("seller.log"),
-        &["--price", PRICE],
+        // A small credit: a buyer that asked beyond it would be rejected.
+        &["--price", PRICE, "--credit", "256KiB"],
     );
     let md = d.path().join("m");
     std::fs::create_dir_all(&md).unwrap();
@@ -677,6 +678,14 @@ fn video_from_a_paid_seller_only() {
         buyer_channels(&buyer)
     );
     assert_eq!(seller.channel(&ch[0].0).1, want);
+    // The buyer kept its requests within the seller's credit: no rejects.
+    std::thread::sleep(Duration::from_millis(1200));
+    let st = buyer.ok(&["status"]);
+    let line = st
+        .lines()
+        .find(|l| l.starts_with("mount ") && l.contains("clip.mp4"))
+        .unwrap_or_else(|| panic!("{st}"));
+    assert!(!line.contains("rejected"), "{line}");
     drop(m);
     sp.signal(libc::SIGTERM);
     sp.wait_exit(Duration::from_secs(30)).expect("seller stops");

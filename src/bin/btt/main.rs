@@ -125,10 +125,12 @@ struct SellArgs {
     /// Sell at this price, e.g. 2000sat/GiB, 3sat/MiB, 500msat/MiB (implies --sell).
     #[arg(long, value_name = "PRICE")]
     price: Option<btt::pay::price::Price>,
-    /// Bytes served to a buyer beyond what it has paid for (the seller's
-    /// risk; at 1000sat/GiB, 4 MiB is 4 sat). Less credit, less throughput:
-    /// a buyer keeps at most this much requested-but-unpaid.
-    #[arg(long, default_value = "4MiB", value_parser = btt::cli::parse_bytes)]
+    /// Bytes served to a buyer beyond what it has paid for: the seller's
+    /// risk per channel (16 MiB at 1000sat/GiB is 16 sat, less than the fee
+    /// of the funding a cheater must pay for each new channel). A buyer keeps
+    /// at most this much requested-but-unpaid, so less credit means less
+    /// throughput: it must cover the payment round trip at full speed.
+    #[arg(long, default_value = "16MiB", value_parser = btt::cli::parse_bytes)]
     credit: u64,
     /// Peers that do not pay (no btt_pay extension): serve them free, or choke them.
     #[arg(long, value_enum, default_value = "serve")]
@@ -142,6 +144,7 @@ struct SellArgs {
 }
 
 fn main() -> Result<()> {
+    btt::memory::tune_allocator();
     let cli = Cli::parse();
     init_logging(cli.verbose, None);
     let home = btt::config::Home::locate(cli.home.home.as_deref());
@@ -379,6 +382,9 @@ fn status() {
         }
         if m.channels > 0 {
             money.push(format!("{} channel(s)", m.channels));
+        }
+        if r.rejected > 0 {
+            money.push(format!("{} requests rejected", r.rejected));
         }
         println!(
             "{} [pid {}] {}: {}/{} pieces, {} peers ({} paid), down {:.1} MB/s, up {:.1} MB/s{}{}",
