@@ -9,9 +9,13 @@
 //! across arenas. Measured on a 256 MiB sequential read through a mount:
 //! peak RSS 59–80 MiB with the default, 36–39 MiB with the threshold pinned at
 //! 128 KiB (which also turns the dynamic adjustment off); throughput within
-//! run-to-run noise. See README, Performance.
+//! run-to-run noise. Used by btt-mount and `btt get`; `btt seed` keeps the
+//! defaults (its upload path allocates a piece per read, and with the pinned
+//! threshold each became a fresh mapping: more CPU, a slower seeder). See
+//! README, Performance.
 
-/// Pins glibc's mmap threshold (no-op elsewhere). Call first thing in main.
+/// Pins glibc's mmap threshold (no-op elsewhere). Call first thing in main,
+/// before other threads exist.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before other

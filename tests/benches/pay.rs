@@ -1,7 +1,8 @@
 //! Payments per second with crash safety intact: the buyer signs and persists
 //! its new total; the seller verifies and persists the payment (one fsync'd
 //! SQLite transaction each). With group commit, a burst of payments shares one
-//! transaction and every ack still waits for it. Run: `cargo bench --bench pay`.
+//! transaction and every ack still waits for it. The signature and its check
+//! alone are measured too. Run: `cargo bench --bench pay`.
 
 use btt::chanstore::{ChannelStore, Role};
 use btt::pay::bitcoin::hashes::Hash;
@@ -54,6 +55,13 @@ fn payments(c: &mut Criterion) {
     let mut g = c.benchmark_group("payment");
     g.throughput(Throughput::Elements(1));
     let mut total = 0u64;
+    // The signature alone (commitment transaction + ECDSA), then with the store.
+    g.bench_function("buyer sign", |b| {
+        b.iter(|| {
+            total += 1_000;
+            std::hint::black_box(buyer.pay(total).unwrap());
+        })
+    });
     g.bench_function("buyer sign+persist", |b| {
         b.iter(|| {
             total += 1_000;
@@ -75,6 +83,12 @@ fn payments(c: &mut Criterion) {
     // The seller verifies a fresh signature each time (signed outside the
     // measurement), then persists before acknowledging.
     let funding = t_funding;
+    let signed = buyer.pay(total + 1_000).unwrap();
+    total += 1_000;
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("seller verify", |b| {
+        b.iter(|| seller.verify_after(total - 1_000, &signed).unwrap())
+    });
     let mut channels = HashMap::new();
     channels.insert(funding, seller);
     let mut next = total;

@@ -144,8 +144,12 @@ struct SellArgs {
 }
 
 fn main() -> Result<()> {
-    btt::memory::tune_allocator();
     let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::Get { .. }) {
+        // A download, like a mount (see `btt::memory`); a seeder reads whole
+        // pieces for upload and is faster with glibc's defaults.
+        btt::memory::tune_allocator();
+    }
     init_logging(cli.verbose, None);
     let home = btt::config::Home::locate(cli.home.home.as_deref());
     match cli.cmd {
