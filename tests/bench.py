@@ -127,21 +127,28 @@ def umount(mnt):
         subprocess.run(["umount", "-l", mnt], stderr=subprocess.DEVNULL)
 
 
-def child(cmd, mnt, timeout=READ_TIMEOUT):
-    """Runs a reader; on time-out aborts the FUSE connection so that neither it
-    nor later readers hang in uninterruptible sleep. Returns (seconds, stdout)."""
-    t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def wait_reader(p, mnt, timeout=READ_TIMEOUT):
+    """Waits for a reader process; on time-out aborts the FUSE connection so
+    that neither it nor later readers hang in uninterruptible sleep. Returns
+    stdout + stderr."""
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         abort_mount(mnt)
         p.kill()
         p.communicate(timeout=30)
-        raise RuntimeError(f"{' '.join(cmd[:3])} timed out after {timeout} s on {mnt}")
+        raise RuntimeError(f"{' '.join(p.args[:3])} timed out after {timeout} s on {mnt}")
     if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {err[-500:]}")
-    return time.perf_counter() - t, out + err
+        raise RuntimeError(f"{' '.join(p.args)} failed ({p.returncode}): {(err or '')[-500:]}")
+    return out + (err or "")
+
+
+def child(cmd, mnt):
+    """Runs a reader to its end. Returns (seconds, its output)."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = wait_reader(p, mnt)
+    return time.perf_counter() - t, out
 
 
 def reader(*args):
@@ -349,14 +356,7 @@ class Mount:
 
     def first_byte(self):
         """Seconds from starting the mount to the first 64 KiB read."""
-        try:
-            out, _ = self.first.communicate(timeout=READ_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            abort_mount(self.mnt)
-            self.first.kill()
-            self.first.communicate(timeout=30)
-            raise RuntimeError(f"first read timed out on {self.mnt}")
-        j = json.loads(out)
+        j = json.loads(wait_reader(self.first, self.mnt))
         assert j["bytes"] == 65536, j
         return j["end"] - self.t0
 

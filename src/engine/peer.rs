@@ -191,6 +191,20 @@ async fn writer(
     Ok(())
 }
 
+/// What a peer is to the buyer (`Session::buy_state`).
+mod seller {
+    /// A free peer.
+    pub const NO: u8 = 0;
+    /// A seller we are getting a channel with.
+    pub const BINDING: u8 = 1;
+    /// A seller bound to a channel: paid requests allowed.
+    pub const BOUND: u8 = 2;
+    /// A seller we cannot use (no channel, or it refused).
+    pub const UNUSABLE: u8 = 3;
+    /// A seller we may use but do not need yet (no channel until we do).
+    pub const IDLE: u8 = 4;
+}
+
 struct Session {
     t: Arc<Torrent>,
     key: PeerKey,
@@ -214,9 +228,8 @@ struct Session {
     rtt: Duration,
     last_sent: Instant,
     addr: SocketAddr,
-    /// Buyer side: 0 a free peer, 1 a seller we are binding a channel to,
-    /// 2 a bound seller (paid requests allowed), 3 a seller we cannot use,
-    /// 4 a seller we may use but do not need yet (no channel until we do).
+    /// Buyer side: one of [`seller`]'s states (shared with the task that
+    /// binds a channel).
     buy_state: Arc<std::sync::atomic::AtomicU8>,
     /// `btt_pay` messages go to a per-peer worker that answers them in order
     /// off the runtime (they block on fsync and chain calls).
@@ -261,7 +274,7 @@ impl Session {
     }
 
     fn is_seller(&self) -> bool {
-        self.buy_state.load(Ordering::Relaxed) != 0
+        self.buy_state.load(Ordering::Relaxed) != seller::NO
     }
 
     /// Gives a paid request's budget back.
@@ -276,9 +289,9 @@ impl Session {
             return;
         }
         let paid = match self.buy_state.load(Ordering::Relaxed) {
-            0 => false,
-            2 => true,
-            4 => {
+            seller::NO => false,
+            seller::BOUND => true,
+            seller::IDLE => {
                 let needed = {
                     let mut st = self.t.lock();
                     let view = PeerView {
@@ -397,7 +410,7 @@ impl Session {
         if self.is_seller() || !buy.0.consider(self.addr, info, self.wake.clone()) {
             return;
         }
-        self.buy_state.store(4, Ordering::Relaxed);
+        self.buy_state.store(seller::IDLE, Ordering::Relaxed);
         self.their_pay_id.store(their_id, Ordering::Relaxed);
         self.t.lock().picker.add_paid_pieces(&self.has);
         self.request_more();
@@ -409,7 +422,7 @@ impl Session {
         let Some(buy) = self.t.cfg.buy.clone() else {
             return;
         };
-        self.buy_state.store(1, Ordering::Relaxed);
+        self.buy_state.store(seller::BINDING, Ordering::Relaxed);
         info!("free peers cannot deliver: getting a channel with this seller");
         let their_id = self.their_pay_id.load(Ordering::Relaxed);
         let (addr, ih, out, state) = (
@@ -430,11 +443,11 @@ impl Session {
                     }
                     Ok(Err(e)) => {
                         warn!(error = %e, "no channel with this seller; not buying from it");
-                        state.store(3, Ordering::Relaxed);
+                        state.store(seller::UNUSABLE, Ordering::Relaxed);
                     }
                     Err(e) => {
                         warn!(error = %e, "channel task failed");
-                        state.store(3, Ordering::Relaxed);
+                        state.store(seller::UNUSABLE, Ordering::Relaxed);
                     }
                 }
             }
@@ -616,12 +629,12 @@ impl Session {
                     match Msg::decode(&payload) {
                         Ok(Msg::State { open: true, .. }) => {
                             info!("bound to a paid channel");
-                            self.buy_state.store(2, Ordering::Relaxed);
+                            self.buy_state.store(seller::BOUND, Ordering::Relaxed);
                             self.request_more();
                         }
                         Ok(Msg::Error { code, message, .. }) => {
                             warn!(%code, %message, "seller refused; not buying from it");
-                            self.buy_state.store(3, Ordering::Relaxed);
+                            self.buy_state.store(seller::UNUSABLE, Ordering::Relaxed);
                         }
                         Ok(_) => {}
                         Err(e) => debug!(error = %e, "bad btt_pay message from a seller"),
@@ -739,7 +752,7 @@ async fn run(
     };
     let mut s = Session {
         addr,
-        buy_state: Arc::new(std::sync::atomic::AtomicU8::new(0)),
+        buy_state: Arc::new(std::sync::atomic::AtomicU8::new(seller::NO)),
         pay: pay_tx,
         their_pay_id,
         wake: wake.clone(),

@@ -257,9 +257,8 @@ impl Picker {
     }
 
     /// Candidate pieces in order: critical, then high (windows interleaved by
-    /// distance from their readers), then started normal pieces; with
-    /// `fetch_all`, then every other missing piece rarest first (lazily, see
-    /// [`Picker::rarest_order`]). Returns the list and the pieces in it.
+    /// distance from their readers), then started normal pieces. Returns the
+    /// list and the pieces in it; [`Picker::for_each_candidate`] adds the rest.
     fn candidates(&self) -> (Vec<(usize, Priority)>, HashSet<usize>) {
         let mut out: Vec<(usize, Priority)> = Vec::new();
         let mut seen = HashSet::new();
@@ -321,9 +320,7 @@ impl Picker {
                 break;
             }
         }
-        if self.rarest.is_none() {
-            self.rarest = Some(order);
-        }
+        self.rarest = Some(order);
     }
 
     fn can_ask(&self, peer: &PeerView, p: usize) -> bool {

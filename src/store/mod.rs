@@ -229,22 +229,7 @@ impl Store {
     /// memory (zero-copy within one piece); `None` if any part needs the disk.
     /// Lets the engine answer cache hits without a trip to the blocking pool.
     pub fn read_range_memory(&self, offset: u64, len: u64) -> Option<Bytes> {
-        let pieces = self.meta.pieces_for_range(offset, len);
-        let mut out: Option<bytes::BytesMut> = None;
-        let single = pieces.len() == 1;
-        for p in pieces {
-            let base = self.meta.piece_offset(p);
-            let from = offset.max(base);
-            let to = (offset + len).min(base + self.meta.piece_size(p));
-            let data = self.in_memory(p)?;
-            let (a, b) = ((from - base) as usize, (to - base) as usize);
-            if single {
-                return Some(data.slice(a..b));
-            }
-            out.get_or_insert_with(|| bytes::BytesMut::with_capacity(len as usize))
-                .extend_from_slice(&data[a..b]);
-        }
-        out.map(|b| b.freeze())
+        self.read_range_from(offset, len, false).ok().flatten()
     }
 
     /// Torrent bytes `[offset, offset+len)` of verified pieces, in one call: from
@@ -252,9 +237,21 @@ impl Store {
     /// piece), else only the requested range straight from the files — not cached
     /// here, since the kernel's page cache already keeps it.
     pub fn read_range(&self, offset: u64, len: u64) -> Result<Bytes, StoreError> {
+        Ok(self
+            .read_range_from(offset, len, true)?
+            .expect("the disk may be read"))
+    }
+
+    /// [`Store::read_range`]; without `disk`, `None` at the first piece not in memory.
+    fn read_range_from(
+        &self,
+        offset: u64,
+        len: u64,
+        disk: bool,
+    ) -> Result<Option<Bytes>, StoreError> {
         let pieces = self.meta.pieces_for_range(offset, len);
         let single = pieces.len() == 1;
-        let mut out = bytes::BytesMut::with_capacity(len as usize);
+        let mut out = bytes::BytesMut::new();
         for p in pieces {
             let base = self.meta.piece_offset(p);
             let from = offset.max(base);
@@ -262,10 +259,19 @@ impl Store {
             let (a, b) = ((from - base) as usize, (to - base) as usize);
             if let Some(data) = self.in_memory(p) {
                 if single {
-                    return Ok(data.slice(a..b));
+                    return Ok(Some(data.slice(a..b)));
+                }
+                if out.capacity() == 0 {
+                    out.reserve(len as usize);
                 }
                 out.extend_from_slice(&data[a..b]);
                 continue;
+            }
+            if !disk {
+                return Ok(None);
+            }
+            if out.capacity() == 0 {
+                out.reserve(len as usize);
             }
             let start = out.len();
             out.resize(start + (to - from) as usize, 0);
@@ -279,7 +285,7 @@ impl Store {
                     .map_err(io_err(&self.path_of(sl.file)))?;
             }
         }
-        Ok(out.freeze())
+        Ok(Some(out.freeze()))
     }
 
     /// Reads a piece from disk without touching the cache.
@@ -323,10 +329,7 @@ impl Store {
     /// --seed-unverified`, like aria2c's option of that name): for data the
     /// operator vouches for, and for tests of peers that send bad data.
     pub fn assume_complete(&self) -> Bitfield {
-        let mut bf = Bitfield::new(self.meta.num_pieces());
-        for p in 0..self.meta.num_pieces() {
-            bf.set(p);
-        }
+        let bf = Bitfield::full(self.meta.num_pieces());
         *self.on_disk.lock().expect("lock") = bf.clone();
         bf
     }

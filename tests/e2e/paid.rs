@@ -3,6 +3,7 @@
 
 use crate::chain::*;
 use crate::harness::*;
+use std::path::Path;
 use std::time::Duration;
 
 const PRICE: &str = "1000sat/MiB";
@@ -53,19 +54,12 @@ fn mount_buys_every_piece_from_a_paid_seller() {
         &s.d.path().join("seller.log"),
         &["--price", PRICE, "--credit", "256KiB"],
     );
-    let md = s.d.path().join("m");
-    std::fs::create_dir_all(&md).unwrap();
-    let peer = format!("127.0.0.1:{port}");
-    let home = s.buyer.home.to_str().unwrap().to_string();
-    let m = Mount::start(
-        &md,
+    let m = buy_mount(
+        &s.d.path().join("m"),
         &s.torrent,
+        &s.buyer,
+        &[port],
         &[
-            "--peer",
-            &peer,
-            "--no-trackers",
-            "--home",
-            &home,
             "--max-price",
             "2000sat/MiB",
             "--budget",
@@ -110,14 +104,17 @@ fn mount_buys_every_piece_from_a_paid_seller() {
     );
 }
 
-fn mount_args<'a>(peers: &'a [String], home: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec!["--no-trackers", "--home", home];
-    for p in peers {
+/// `buyer`'s mount in `dir` (mount point `dir/mnt`) dialing only 127.0.0.1
+/// at `ports`, no trackers, with `extra` flags.
+fn buy_mount(dir: &Path, torrent: &Path, buyer: &Party, ports: &[u16], extra: &[&str]) -> Mount {
+    let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut a = vec!["--no-trackers", "--home", buyer.home.to_str().unwrap()];
+    for p in &peers {
         a.push("--peer");
         a.push(p);
     }
     a.extend_from_slice(extra);
-    a
+    Mount::start(dir, torrent, &a)
 }
 
 fn buyer_channels(p: &Party) -> Vec<(String, u64)> {
@@ -145,26 +142,20 @@ fn budget_is_never_exceeded() {
         &["--price", PRICE],
     );
     let budget_sat = cost(s.size) / 1000 / 10;
-    let md = s.d.path().join("m");
-    std::fs::create_dir_all(&md).unwrap();
-    let peers = vec![format!("127.0.0.1:{port}")];
-    let home = s.buyer.home.to_str().unwrap().to_string();
     let budget = format!("{budget_sat}sat");
-    let m = Mount::start(
-        &md,
+    let m = buy_mount(
+        &s.d.path().join("m"),
         &s.torrent,
-        &mount_args(
-            &peers,
-            &home,
-            &[
-                "--max-price",
-                PRICE,
-                "--budget",
-                &budget,
-                "--read-timeout",
-                "4",
-            ],
-        ),
+        &s.buyer,
+        &[port],
+        &[
+            "--max-price",
+            PRICE,
+            "--budget",
+            &budget,
+            "--read-timeout",
+            "4",
+        ],
     );
     let r = read_file_timeout(&m.mnt.join("film.bin"), Duration::from_secs(30));
     assert!(
@@ -226,18 +217,12 @@ fn price_ceiling_picks_the_cheaper_seller() {
         &s.d.path().join("dear.log"),
         &["--price", "5000sat/MiB"],
     );
-    let md = s.d.path().join("m");
-    std::fs::create_dir_all(&md).unwrap();
-    let peers = vec![format!("127.0.0.1:{p2}"), format!("127.0.0.1:{p1}")];
-    let home = s.buyer.home.to_str().unwrap().to_string();
-    let m = Mount::start(
-        &md,
+    let m = buy_mount(
+        &s.d.path().join("m"),
         &s.torrent,
-        &mount_args(
-            &peers,
-            &home,
-            &["--max-price", "2000sat/MiB", "--read-timeout", "60"],
-        ),
+        &s.buyer,
+        &[p2, p1],
+        &["--max-price", "2000sat/MiB", "--read-timeout", "60"],
     );
     let got = read_file_timeout(&m.mnt.join("film.bin"), Duration::from_secs(60)).unwrap();
     assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
@@ -288,18 +273,12 @@ fn mixed_swarm_buys_only_what_free_peers_lack() {
         &s.d.path().join("seller.log"),
         &["--price", PRICE, "--free-peers", "choke"],
     );
-    let md = s.d.path().join("m");
-    std::fs::create_dir_all(&md).unwrap();
-    let peers = vec![format!("127.0.0.1:{pa}"), format!("127.0.0.1:{ps}")];
-    let home = s.buyer.home.to_str().unwrap().to_string();
-    let m = Mount::start(
-        &md,
+    let m = buy_mount(
+        &s.d.path().join("m"),
         &s.torrent,
-        &mount_args(
-            &peers,
-            &home,
-            &["--max-price", PRICE, "--read-timeout", "60"],
-        ),
+        &s.buyer,
+        &[pa, ps],
+        &["--max-price", PRICE, "--read-timeout", "60"],
     );
     let got = read_file_timeout(&m.mnt.join("film.bin"), Duration::from_secs(90)).unwrap();
     assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
@@ -337,18 +316,12 @@ fn cheating_seller_is_not_paid() {
         &s.d.path().join("cheat.log"),
         &["--price", "500sat/MiB", "--seed-unverified"],
     );
-    let md = s.d.path().join("m");
-    std::fs::create_dir_all(&md).unwrap();
-    let peers = vec![format!("127.0.0.1:{pc}"), format!("127.0.0.1:{ph}")];
-    let home = s.buyer.home.to_str().unwrap().to_string();
-    let m = Mount::start(
-        &md,
+    let m = buy_mount(
+        &s.d.path().join("m"),
         &s.torrent,
-        &mount_args(
-            &peers,
-            &home,
-            &["--max-price", PRICE, "--read-timeout", "60"],
-        ),
+        &s.buyer,
+        &[pc, ph],
+        &["--max-price", PRICE, "--read-timeout", "60"],
     );
     // Only the cheat is up at first; the honest seller comes once it is caught.
     let file = m.mnt.join("film.bin");
@@ -392,17 +365,10 @@ fn two_buyers_on_one_seller() {
         &s.d.path().join("seller.log"),
         &["--price", PRICE],
     );
-    let peers = vec![format!("127.0.0.1:{port}")];
-    let (h1, h2) = (
-        s.buyer.home.to_str().unwrap().to_string(),
-        other.home.to_str().unwrap().to_string(),
-    );
     let (d1, d2) = (s.d.path().join("m1"), s.d.path().join("m2"));
-    std::fs::create_dir_all(&d1).unwrap();
-    std::fs::create_dir_all(&d2).unwrap();
     let args = ["--max-price", PRICE, "--read-timeout", "60"];
-    let m1 = Mount::start(&d1, &s.torrent, &mount_args(&peers, &h1, &args));
-    let m2 = Mount::start(&d2, &s.torrent, &mount_args(&peers, &h2, &args));
+    let m1 = buy_mount(&d1, &s.torrent, &s.buyer, &[port], &args);
+    let m2 = buy_mount(&d2, &s.torrent, &other, &[port], &args);
     let want = std::fs::read(s.data.join("film.bin")).unwrap();
     let (p1, p2) = (m1.mnt.join("film.bin"), m2.mnt.join("film.bin"));
     let t1 = std::thread::spawn(move || read_file_timeout(&p1, Duration::from_secs(60)));
@@ -563,17 +529,12 @@ fn two_torrents_one_channel() {
     );
     wait_port(port, Duration::from_secs(20));
     wait_port(port + 1, Duration::from_secs(20));
-    let home = s.buyer.home.to_str().unwrap().to_string();
     let args = ["--max-price", PRICE, "--read-timeout", "60"];
     // The first mount opens the channel; the second finds and reuses it.
     let (d1, d2) = (s.d.path().join("m1"), s.d.path().join("m2"));
-    std::fs::create_dir_all(&d1).unwrap();
-    std::fs::create_dir_all(&d2).unwrap();
-    let p1 = vec![format!("127.0.0.1:{port}")];
-    let m1 = Mount::start(&d1, &s.torrent, &mount_args(&p1, &home, &args));
+    let m1 = buy_mount(&d1, &s.torrent, &s.buyer, &[port], &args);
     let a = read_file_timeout(&m1.mnt.join("film.bin"), Duration::from_secs(60)).unwrap();
-    let p2 = vec![format!("127.0.0.1:{}", port + 1)];
-    let m2 = Mount::start(&d2, &t2, &mount_args(&p2, &home, &args));
+    let m2 = buy_mount(&d2, &t2, &s.buyer, &[port + 1], &args);
     let (f1, f2) = (m1.mnt.join("film.bin"), m2.mnt.join("other.bin"));
     let r1 = std::thread::spawn(move || read_file_timeout(&f1, Duration::from_secs(60)));
     let b = read_file_timeout(&f2, Duration::from_secs(60)).unwrap();
@@ -616,18 +577,12 @@ fn video_from_a_paid_seller_only() {
         // A small credit: a buyer that asked beyond it would be rejected.
         &["--price", PRICE, "--credit", "256KiB"],
     );
-    let md = d.path().join("m");
-    std::fs::create_dir_all(&md).unwrap();
-    let peers = vec![format!("127.0.0.1:{port}")];
-    let home = buyer.home.to_str().unwrap().to_string();
-    let m = Mount::start(
-        &md,
+    let m = buy_mount(
+        &d.path().join("m"),
         &torrent,
-        &mount_args(
-            &peers,
-            &home,
-            &["--max-price", PRICE, "--budget", "20000sat"],
-        ),
+        &buyer,
+        &[port],
+        &["--max-price", PRICE, "--budget", "20000sat"],
     );
     let f = m.mnt.join("clip.mp4");
     let probe = std::process::Command::new("timeout")
@@ -722,14 +677,12 @@ fn no_channel_while_free_peers_deliver() {
         &s.d.path().join("free.log"),
         &["--no-trackers"],
     );
-    let md = s.d.path().join("m");
-    std::fs::create_dir_all(&md).unwrap();
-    let peers = vec![format!("127.0.0.1:{pa}"), format!("127.0.0.1:{ps}")];
-    let home = s.buyer.home.to_str().unwrap().to_string();
-    let m = Mount::start(
-        &md,
+    let m = buy_mount(
+        &s.d.path().join("m"),
         &s.torrent,
-        &mount_args(&peers, &home, &["--max-price", PRICE]),
+        &s.buyer,
+        &[pa, ps],
+        &["--max-price", PRICE],
     );
     // aria2c serves (the first bytes come from it); then the seller appears.
     let f = std::fs::File::open(m.mnt.join("film.bin")).unwrap();
