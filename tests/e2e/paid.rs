@@ -266,13 +266,6 @@ fn mixed_swarm_buys_only_what_free_peers_lack() {
         &s.d.path().join("aria.log"),
         false,
     );
-    let _sp = s.seller.sell_with(
-        &s.torrent,
-        &s.data,
-        ps,
-        &s.d.path().join("seller.log"),
-        &["--price", PRICE, "--free-peers", "choke"],
-    );
     let m = buy_mount(
         &s.d.path().join("m"),
         &s.torrent,
@@ -280,7 +273,32 @@ fn mixed_swarm_buys_only_what_free_peers_lack() {
         &[pa, ps],
         &["--max-price", PRICE, "--read-timeout", "60"],
     );
-    let got = read_file_timeout(&m.mnt.join("film.bin"), Duration::from_secs(90)).unwrap();
+    // aria2c must be serving before the seller appears (a listening aria2c
+    // may still drop peers while it checks its data; meanwhile a seller with
+    // a large credit would sell the whole file): the reader starts, and the
+    // seller only once `btt status` shows a piece came from aria2c.
+    let f = m.mnt.join("film.bin");
+    let reader = std::thread::spawn(move || read_file_timeout(&f, Duration::from_secs(90)));
+    let have = || {
+        let st = s.buyer.ok(&["status"]);
+        st.lines()
+            .find(|l| l.starts_with("mount ") && l.contains("film.bin"))
+            .and_then(|l| l.split(": ").nth(1)?.split('/').next()?.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || have() >= 1),
+        "aria2c never delivered\n{}",
+        m.log()
+    );
+    let _sp = s.seller.sell_with(
+        &s.torrent,
+        &s.data,
+        ps,
+        &s.d.path().join("seller.log"),
+        &["--price", PRICE, "--free-peers", "choke"],
+    );
+    let got = reader.join().unwrap().unwrap();
     assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
     std::thread::sleep(Duration::from_secs(2));
     let paid: u64 = buyer_channels(&s.buyer).iter().map(|(_, t)| t).sum();
