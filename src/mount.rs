@@ -238,6 +238,11 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, M
         torrent.shutdown().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     });
+    if let Some(buy) = &cfg.engine.buy {
+        // Pieces that verified are paid for before we go (the seller served
+        // them); bounded, so a seller that stopped answering cannot hold us.
+        buy.0.settle(Duration::from_secs(5));
+    }
     if ended == Ended::Signal {
         let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
             .expect("paths have no NUL");

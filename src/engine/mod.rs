@@ -57,6 +57,11 @@ pub trait PayHook: Send + Sync {
         let _ = (peer, speaks_pay, len);
         true
     }
+    /// `len` bytes allowed by `may_upload` were never sent (cancelled, or
+    /// still queued when the connection ended).
+    fn unserved(&self, peer: SocketAddr, len: u64) {
+        let _ = (peer, len);
+    }
     /// The connection to `peer` ended.
     fn disconnected(&self, peer: SocketAddr) {
         let _ = peer;
@@ -101,6 +106,13 @@ pub trait BuyHook: Send + Sync {
     fn release(&self, peer: SocketAddr, bytes: u64);
     /// `bytes` from `peer` are part of a verified piece: pay for them.
     fn verified(&self, peer: SocketAddr, bytes: u64);
+    /// The seller bound `peer`'s connection and counts `unpaid` bytes on the
+    /// channel that no payment covers: can it still serve a piece?
+    fn bound(&self, peer: SocketAddr, unpaid: u64, piece_len: u64) -> crate::pay::buying::Bound;
+    /// `bytes` from `peer` arrived and will never be paid for.
+    fn wasted(&self, peer: SocketAddr, bytes: u64);
+    /// Blocking: waits up to `t` for payments of verified bytes to go out.
+    fn settle(&self, t: std::time::Duration);
     fn disconnected(&self, peer: SocketAddr);
     fn money(&self) -> status::Money;
     /// Sellers in use.
@@ -559,6 +571,7 @@ impl Torrent {
                 buy.0.verified(addr, bytes);
             } else {
                 buy.0.release(addr, bytes);
+                buy.0.wasted(addr, bytes);
             }
         }
     }

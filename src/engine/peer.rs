@@ -134,13 +134,33 @@ enum Out {
     Upload(BlockRef),
 }
 
+/// Uploads accepted and not yet written: bounds the queue, and tells a
+/// paid seller what it counted but never sent when the connection ends.
+#[derive(Default)]
+struct UploadQueue {
+    blocks: AtomicUsize,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl UploadQueue {
+    fn push(&self, len: u32) {
+        self.blocks.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+    }
+    fn pop(&self, len: u32) {
+        self.blocks.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(len as u64, Ordering::Relaxed);
+    }
+}
+
 /// Sends queued messages, batching whatever is ready into one write.
 async fn writer(
     t: Arc<Torrent>,
+    addr: SocketAddr,
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Out>,
     cancelled: Arc<Mutex<HashSet<BlockRef>>>,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<UploadQueue>,
 ) -> Result<(), PeerError> {
     let mut buf = BytesMut::with_capacity(256 * 1024);
     let mut cached: Option<(usize, Bytes)> = None;
@@ -150,12 +170,15 @@ async fn writer(
             match out {
                 Out::Msg(m) => m.encode(&mut buf),
                 Out::Upload(r) => {
-                    queued.fetch_sub(1, Ordering::Relaxed);
+                    queued.pop(r.length);
                     if cancelled
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .remove(&r)
                     {
+                        if let Some(pay) = &t.cfg.pay {
+                            pay.0.unserved(addr, r.length as u64);
+                        }
                         continue;
                     }
                     let p = r.index as usize;
@@ -210,7 +233,7 @@ struct Session {
     key: PeerKey,
     out: mpsc::UnboundedSender<Out>,
     cancelled: Arc<Mutex<HashSet<BlockRef>>>,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<UploadQueue>,
     fast: bool,
     extended: bool,
     has: Bitfield,
@@ -281,6 +304,14 @@ impl Session {
     fn release_paid(&self, bytes: u64) {
         if let (Some(buy), true) = (&self.t.cfg.buy, self.is_seller()) {
             buy.0.release(self.addr, bytes);
+        }
+    }
+
+    /// A paid block arrived that will not be paid for: it still takes room
+    /// under the seller's credit.
+    fn waste_paid(&self, bytes: u64) {
+        if let (Some(buy), true) = (&self.t.cfg.buy, self.is_seller()) {
+            buy.0.wasted(self.addr, bytes);
         }
     }
 
@@ -455,6 +486,29 @@ impl Session {
         );
     }
 
+    /// The seller answered `resume`: buy, bind to another channel, or give up.
+    fn channel_bound(&mut self, unpaid: u64) {
+        use crate::pay::buying::Bound;
+        let Some(buy) = self.t.cfg.buy.clone() else {
+            return;
+        };
+        match buy.0.bound(self.addr, unpaid, self.t.meta.piece_length) {
+            Bound::Usable => {
+                info!(unpaid, "bound to a paid channel");
+                self.buy_state.store(seller::BOUND, Ordering::Relaxed);
+                self.request_more();
+            }
+            Bound::Exhausted => {
+                self.buy_state.store(seller::IDLE, Ordering::Relaxed);
+                self.request_more();
+            }
+            Bound::TooSmall => {
+                warn!("the seller's credit is smaller than a piece; not buying from it");
+                self.buy_state.store(seller::UNUSABLE, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// A (possibly repeated) full availability set replaces what we knew. Some
     /// clients (aria2) send a bitfield again after have-none.
     fn on_bitfield(&mut self, bf: Bitfield) {
@@ -553,8 +607,10 @@ impl Session {
                     .iter()
                     .position(|(r, _)| r.index == index && r.begin == begin);
                 let Some(pos) = pos else {
+                    // Cancelled or timed out earlier (its budget was given
+                    // back then); a seller still counts it.
                     self.t.stats.wasted.fetch_add(len, Ordering::Relaxed);
-                    self.release_paid(len);
+                    self.waste_paid(len);
                     return Ok(());
                 };
                 let (_, at) = self.outstanding.remove(pos).expect("position found");
@@ -570,6 +626,7 @@ impl Session {
                     BlockOutcome::Unwanted => {
                         self.t.stats.wasted.fetch_add(len, Ordering::Relaxed);
                         self.release_paid(len);
+                        self.waste_paid(len);
                     }
                     BlockOutcome::Accepted => {}
                     BlockOutcome::Complete { data, from } => {
@@ -627,11 +684,9 @@ impl Session {
                 } else if self.is_seller() {
                     use crate::pay::proto::Msg;
                     match Msg::decode(&payload) {
-                        Ok(Msg::State { open: true, .. }) => {
-                            info!("bound to a paid channel");
-                            self.buy_state.store(seller::BOUND, Ordering::Relaxed);
-                            self.request_more();
-                        }
+                        Ok(Msg::State {
+                            open: true, unpaid, ..
+                        }) => self.channel_bound(unpaid),
                         Ok(Msg::Error { code, message, .. }) => {
                             warn!(%code, %message, "seller refused; not buying from it");
                             self.buy_state.store(seller::UNUSABLE, Ordering::Relaxed);
@@ -665,7 +720,7 @@ impl Session {
                 st.picker.have().get(p),
             )
         };
-        let queued = self.queued.load(Ordering::Relaxed);
+        let queued = self.queued.blocks.load(Ordering::Relaxed);
         let paid_ok = match &self.t.cfg.pay {
             Some(hook) if !choking && have && queued <= MAX_UPLOAD_QUEUE => hook.0.may_upload(
                 self.addr,
@@ -684,7 +739,7 @@ impl Session {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&r);
-        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.queued.push(r.length);
         let _ = self.out.send(Out::Upload(r));
         Ok(())
     }
@@ -707,9 +762,17 @@ async fn run(
     let (mut rd, wr) = stream.into_split();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let cancelled = Arc::new(Mutex::new(HashSet::new()));
-    let queued = Arc::new(AtomicUsize::new(0));
+    let queued = Arc::new(UploadQueue::default());
     let writer_task = tokio::spawn(
-        writer(t.clone(), wr, out_rx, cancelled.clone(), queued.clone()).in_current_span(),
+        writer(
+            t.clone(),
+            addr,
+            wr,
+            out_rx,
+            cancelled.clone(),
+            queued.clone(),
+        )
+        .in_current_span(),
     );
     let their_pay_id = Arc::new(std::sync::atomic::AtomicU8::new(0));
     let (pay_tx, pay_task) = match &t.cfg.pay {
@@ -782,6 +845,10 @@ async fn run(
         t.abort();
     }
     if let Some(hook) = &t.cfg.pay {
+        let unsent = s.queued.bytes.load(Ordering::Relaxed);
+        if unsent > 0 {
+            hook.0.unserved(addr, unsent);
+        }
         hook.0.disconnected(addr);
     }
     if let Some(buy) = &t.cfg.buy {

@@ -452,6 +452,11 @@ impl Session {
         })
     }
 
+    /// The channel's total as this session last signed it.
+    pub fn total_msat(&self) -> u64 {
+        self.buyer.total_msat()
+    }
+
     /// Bytes this session has put on and read from the wire.
     pub fn wire_bytes(&self) -> u64 {
         self.conn.wire_bytes

@@ -17,11 +17,12 @@ use crate::chanstore::{ChannelState, ChannelStore, Role};
 use crate::config::Home;
 use crate::pay::bitcoin::PublicKey;
 use crate::pay::buyer::{self, OpenState, Session};
-use crate::pay::price::Price;
+use crate::pay::price::{self, Price};
 use crate::pay::proto::{Msg, SellerInfo};
 use crate::wallet::BttWallet;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::Notify;
 use tracing::{info, warn};
@@ -88,12 +89,31 @@ struct Worker {
 }
 
 /// Credit flow of one channel: verified bytes whose payment the seller has not
-/// acknowledged yet, and the sessions to wake when an acknowledgement frees
+/// acknowledged yet, bytes the seller counts that no payment will cover, the
+/// channel's total, and the sessions to wake when an acknowledgement frees
 /// room under the seller's credit.
 #[derive(Default)]
 struct Flow {
-    paying_bytes: std::sync::atomic::AtomicU64,
+    paying_bytes: AtomicU64,
+    /// Served by the seller and never to be paid for: what it reported when a
+    /// connection was bound, plus what this process wasted since.
+    unpaid: AtomicU64,
+    /// The channel's total as last paid (the waste allowance grows with it).
+    total_msat: AtomicU64,
     wakers: Mutex<Vec<std::sync::Weak<Notify>>>,
+}
+
+/// What binding a connection found out about its channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// Room for at least one piece: buy.
+    Usable,
+    /// Unpaid bytes from earlier sessions leave less than a piece of room:
+    /// bind again, to another channel.
+    Exhausted,
+    /// The seller's credit is below one piece: it cannot serve a buyer that
+    /// pays after verifying.
+    TooSmall,
 }
 
 impl Flow {
@@ -107,7 +127,6 @@ impl Flow {
 
     /// The seller acknowledged payment for `bytes`.
     fn paid(&self, bytes: u64) {
-        use std::sync::atomic::Ordering::Relaxed;
         let _ = self
             .paying_bytes
             .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(bytes)));
@@ -121,6 +140,8 @@ impl Flow {
 struct State {
     links: HashMap<SocketAddr, Link>,
     workers: HashMap<String, Worker>,
+    /// Channels left to themselves for this process (see [`Bound::Exhausted`]).
+    exhausted: std::collections::HashSet<String>,
     budget_said: bool,
 }
 
@@ -129,9 +150,9 @@ pub struct BuyerAgent {
     state: Mutex<State>,
     /// Serialises channel opening (one wallet, one store).
     opening: Mutex<()>,
-    spent: Arc<std::sync::atomic::AtomicU64>,
+    spent: Arc<AtomicU64>,
     /// msat of verified bytes handed to a worker but not yet paid.
-    in_flight: Arc<std::sync::atomic::AtomicU64>,
+    in_flight: Arc<AtomicU64>,
     /// (payments sent, bytes on their connections), for figures.
     wire: Arc<Mutex<(u64, u64)>>,
 }
@@ -140,21 +161,50 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// `peer`'s link and the flow of the channel it is bound to.
+fn channel_of(st: &State, peer: SocketAddr) -> Option<(&Link, &Flow)> {
+    let link = st.links.get(&peer)?;
+    let w = st.workers.get(link.channel.as_ref()?)?;
+    Some((link, &w.flow))
+}
+
+/// Requested, or verified and unacknowledged, on `link`'s channel (all
+/// connections bound to a channel share the seller's credit).
+fn outstanding(st: &State, link: &Link, flow: &Flow) -> u64 {
+    let requested: u64 = st
+        .links
+        .values()
+        .filter(|l| l.channel.is_some() && l.channel == link.channel)
+        .map(|l| l.reserved_bytes)
+        .sum();
+    requested + flow.paying_bytes.load(Relaxed)
+}
+
+/// Most bytes outstanding on `link`'s channel before the seller rejects.
+fn limit(link: &Link, flow: &Flow) -> u64 {
+    price::buyer_room(
+        link.price,
+        link.credit,
+        flow.total_msat.load(Relaxed),
+        flow.unpaid.load(Relaxed),
+    )
+}
+
 impl BuyerAgent {
     pub fn new(cfg: BuyConfig) -> BuyerAgent {
         BuyerAgent {
             cfg,
             state: Mutex::new(State::default()),
             opening: Mutex::new(()),
-            spent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-            in_flight: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            spent: Arc::new(AtomicU64::new(0)),
+            in_flight: Arc::new(AtomicU64::new(0)),
             wire: Arc::new(Mutex::new((0, 0))),
         }
     }
 
     /// msat paid so far by this process.
     pub fn spent_msat(&self) -> u64 {
-        self.spent.load(std::sync::atomic::Ordering::Relaxed)
+        self.spent.load(Relaxed)
     }
 
     pub fn budget_msat(&self) -> u64 {
@@ -208,6 +258,7 @@ impl BuyerAgent {
         let mut wallet = BttWallet::open(home).map_err(|e| e.to_string())?;
         let mut store = ChannelStore::open(&home.channels_db()).map_err(|e| e.to_string())?;
         let chain = chain::connect(&wallet.config).map_err(|e| e.to_string())?;
+        let exhausted = lock(&self.state).exhausted.clone();
         let reuse = store
             .list()
             .map_err(|e| e.to_string())?
@@ -217,6 +268,7 @@ impl BuyerAgent {
                     && r.state == ChannelState::Open
                     && r.terms.seller == node_key
                     && r.total_msat < r.terms.max_total_msat() / 2
+                    && !exhausted.contains(&r.id)
             });
         let id = match reuse {
             Some(r) => r.id,
@@ -253,6 +305,7 @@ impl BuyerAgent {
                 let (spent, in_flight) = (self.spent.clone(), self.in_flight.clone());
                 let wire = self.wire.clone();
                 let flow = Arc::new(Flow::default());
+                flow.total_msat.store(session.total_msat(), Relaxed);
                 let (cid, wflow) = (id.clone(), flow.clone());
                 std::thread::Builder::new()
                     .name("btt-pay".into())
@@ -283,30 +336,53 @@ impl BuyerAgent {
     /// ceil(a + b) ≤ ceil(a) + ceil(b).
     pub fn room(&self, peer: SocketAddr) -> u64 {
         let st = lock(&self.state);
-        let Some(link) = st.links.get(&peer) else {
+        let Some((link, flow)) = channel_of(&st, peer) else {
             return 0;
         };
-        let Some(ch) = &link.channel else {
-            return 0;
+        let outstanding = outstanding(&st, link, flow);
+        limit(link, flow).saturating_sub(outstanding)
+    }
+
+    /// The seller answered `resume` on `peer`'s connection: it counts `unpaid`
+    /// bytes on the channel that no payment covers. Whether the channel still
+    /// has room for a piece of `piece_len` bytes.
+    pub fn bound(&self, peer: SocketAddr, unpaid: u64, piece_len: u64) -> Bound {
+        let mut st = lock(&self.state);
+        let Some((link, flow)) = channel_of(&st, peer) else {
+            return Bound::TooSmall;
         };
-        let requested: u64 = st
-            .links
-            .values()
-            .filter(|l| l.channel.as_ref() == Some(ch))
-            .map(|l| l.reserved_bytes)
-            .sum();
-        let paying = st.workers.get(ch).map_or(0, |w| {
-            w.flow
-                .paying_bytes
-                .load(std::sync::atomic::Ordering::Relaxed)
-        });
-        link.credit.saturating_sub(requested + paying)
+        if link.credit < piece_len {
+            return Bound::TooSmall;
+        }
+        // What other connections have outstanding is in the seller's count too.
+        let mine = unpaid.saturating_sub(outstanding(&st, link, flow));
+        flow.unpaid.store(mine, Relaxed);
+        if limit(link, flow) >= piece_len {
+            return Bound::Usable;
+        }
+        let ch = link.channel.clone().unwrap_or_default();
+        warn!(%peer, channel = %ch, unpaid = mine, credit = link.credit, "the seller counts too many unpaid bytes on this channel: using another");
+        st.exhausted.insert(ch);
+        if let Some(l) = st.links.get_mut(&peer) {
+            l.channel = None;
+        }
+        Bound::Exhausted
+    }
+
+    /// `bytes` from `peer` arrived and will not be paid for (a duplicate
+    /// that lost, a block cancelled too late, a piece that failed): the seller
+    /// counted them, so they take room under its credit.
+    pub fn wasted(&self, peer: SocketAddr, bytes: u64) {
+        let st = lock(&self.state);
+        if let Some((_, flow)) = channel_of(&st, peer) {
+            flow.unpaid.fetch_add(bytes, Relaxed);
+        }
     }
 
     /// Reserves `bytes` from `peer` against the budget; false once it is spent.
     pub fn reserve(&self, peer: SocketAddr, bytes: u64) -> bool {
         let mut st = lock(&self.state);
-        let spent = self.spent_msat() + self.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+        let spent = self.spent_msat() + self.in_flight.load(Relaxed);
         let committed: u64 = st
             .links
             .values()
@@ -352,11 +428,8 @@ impl BuyerAgent {
         };
         let est = l.price.cost_msat(bytes) + 1;
         if let Some(w) = st.workers.get(&ch) {
-            w.flow
-                .paying_bytes
-                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-            self.in_flight
-                .fetch_add(est, std::sync::atomic::Ordering::Relaxed);
+            w.flow.paying_bytes.fetch_add(bytes, Relaxed);
+            self.in_flight.fetch_add(est, Relaxed);
             let _ = w.tx.send((bytes, est));
         }
     }
@@ -368,9 +441,7 @@ impl BuyerAgent {
     /// Waits up to `t` for payments of verified bytes still in flight.
     pub fn settle(&self, t: std::time::Duration) {
         let end = std::time::Instant::now() + t;
-        while self.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0
-            && std::time::Instant::now() < end
-        {
+        while self.in_flight.load(Relaxed) > 0 && std::time::Instant::now() < end {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
@@ -382,11 +453,7 @@ impl BuyerAgent {
 }
 
 /// (msat spent, msat in flight, (payments, wire bytes)) shared with the agent.
-type Counters = (
-    Arc<std::sync::atomic::AtomicU64>,
-    Arc<std::sync::atomic::AtomicU64>,
-    Arc<Mutex<(u64, u64)>>,
-);
+type Counters = (Arc<AtomicU64>, Arc<AtomicU64>, Arc<Mutex<(u64, u64)>>);
 
 /// Pays for verified bytes on one channel, in order; the total is always
 /// `start + cost(bytes so far)`, so rounding never adds up.
@@ -400,7 +467,6 @@ fn pay_worker(
     id: String,
 ) {
     let mut last_wire = session.wire_bytes();
-    use std::sync::atomic::Ordering::Relaxed;
     // Payments are increments of cost(all bytes so far) − what this worker
     // paid already, so rounding happens once, and other processes paying on
     // the same channel add their own increments.
@@ -430,7 +496,12 @@ fn pay_worker(
         spent.fetch_add(step, Relaxed);
         in_flight.fetch_sub(est.min(in_flight.load(Relaxed)), Relaxed);
         match result {
-            Ok(_) => flow.paid(batch),
+            Ok(total) => {
+                if total > 0 {
+                    flow.total_msat.fetch_max(total, Relaxed);
+                }
+                flow.paid(batch)
+            }
             Err(e) => {
                 warn!(channel = %id, error = %e, "payment failed; the seller will stop serving");
                 return;
@@ -462,6 +533,15 @@ impl crate::engine::BuyHook for BuyerAgent {
     }
     fn verified(&self, peer: SocketAddr, bytes: u64) {
         BuyerAgent::verified(self, peer, bytes)
+    }
+    fn bound(&self, peer: SocketAddr, unpaid: u64, piece_len: u64) -> Bound {
+        BuyerAgent::bound(self, peer, unpaid, piece_len)
+    }
+    fn wasted(&self, peer: SocketAddr, bytes: u64) {
+        BuyerAgent::wasted(self, peer, bytes)
+    }
+    fn settle(&self, t: std::time::Duration) {
+        BuyerAgent::settle(self, t)
     }
     fn disconnected(&self, peer: SocketAddr) {
         BuyerAgent::disconnected(self, peer)

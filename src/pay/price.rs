@@ -6,7 +6,12 @@
 //! count, so rounding never accumulates: after any number of pieces the buyer
 //! owes at most 1 msat more than the exact price. A seller serves a buyer while
 //! the cost of everything served on the channel, including the new block,
-//! stays within what is paid plus the cost of `credit` bytes.
+//! stays within what is paid plus the cost of `credit` bytes, plus a waste
+//! allowance of 1/32 of what is paid: a buyer legitimately receives bytes it
+//! never pays for (the losing copy of a block asked from two peers, a block it
+//! cancelled too late, a request in flight when it stopped), and without the
+//! allowance that waste would eat a long-lived channel's credit for good. The
+//! seller risks at most `credit` plus about 3 % of its revenue on the channel.
 
 use std::fmt;
 use std::str::FromStr;
@@ -97,11 +102,43 @@ impl Account {
         }
     }
 
-    /// Whether `len` more bytes stay within the paid total plus `credit` bytes.
+    /// Whether `len` more bytes stay within the paid total plus `credit`
+    /// bytes plus the waste allowance.
     pub fn may_serve(&self, price: Price, credit: u64, len: u64) -> bool {
         let owed = price.cost_msat(self.served_bytes.saturating_add(len));
-        owed <= self.paid_msat.saturating_add(price.cost_msat(credit))
+        owed <= self
+            .paid_msat
+            .saturating_add(price.cost_msat(credit))
+            .saturating_add(waste_allowance_msat(self.paid_msat))
     }
+
+    /// Served bytes no payment covers yet (what `state` reports as `unpaid`).
+    pub fn unpaid_bytes(&self, price: Price) -> u64 {
+        self.served_bytes
+            .saturating_sub(price.bytes_for(self.paid_msat))
+    }
+
+    /// `len` bytes counted by [`Account::may_serve`] were never sent (the
+    /// buyer cancelled them, or the connection closed first).
+    pub fn unserved(&mut self, len: u64) {
+        self.served_bytes = self.served_bytes.saturating_sub(len);
+    }
+}
+
+/// What a seller tolerates served and never paid for beyond its credit, once
+/// `paid_msat` is paid on the channel (`btt_pay.md` §7): 1/32 of it.
+pub fn waste_allowance_msat(paid_msat: u64) -> u64 {
+    paid_msat / 32
+}
+
+/// Bytes a buyer may have outstanding (requested, or verified and not yet
+/// acknowledged) on a channel holding `total_msat`, whose seller announced
+/// `credit` and reported `unpaid` bytes: the seller's rule seen from the
+/// buyer, rounded down.
+pub fn buyer_room(price: Price, credit: u64, total_msat: u64, unpaid: u64) -> u64 {
+    credit
+        .saturating_add(price.bytes_for(waste_allowance_msat(total_msat)))
+        .saturating_sub(unpaid)
 }
 
 #[cfg(test)]
@@ -144,8 +181,55 @@ mod tests {
         // Paying for the first MiB opens another.
         a.paid_msat = p.cost_msat(1 << 20);
         assert!(a.may_serve(p, credit, 1 << 20));
-        assert!(!a.may_serve(p, credit, (1 << 20) + 16384));
+        // Plus the waste allowance: 1/32 of 977 msat paid ≈ 31 KiB.
+        assert!(a.may_serve(p, credit, (1 << 20) + 16384));
+        assert!(!a.may_serve(p, credit, (1 << 20) + 65536));
         let r = Account::resumed(p, a.paid_msat);
         assert!(r.served_bytes >= 1 << 20 && p.cost_msat(r.served_bytes) <= a.paid_msat);
+        // Bytes counted but never sent come off again.
+        a.served_bytes = p.bytes_for(a.paid_msat) + 16384;
+        assert_eq!(a.unpaid_bytes(p), 16384);
+        a.unserved(16384);
+        assert_eq!(a.unpaid_bytes(p), 0);
+    }
+
+    #[test]
+    fn waste_allowance_keeps_a_long_channel_usable() {
+        let p: Price = "1000sat/GiB".parse().unwrap();
+        let credit = 16 << 20;
+        // 10 GiB paid, 200 MiB wasted over the channel's life (2 %).
+        let paid_bytes = 10u64 << 30;
+        let a = Account {
+            served_bytes: paid_bytes + (200 << 20),
+            paid_msat: p.cost_msat(paid_bytes),
+        };
+        assert!(a.may_serve(p, credit, credit));
+        assert_eq!(a.unpaid_bytes(p), 200 << 20);
+    }
+
+    proptest::proptest! {
+        /// Whatever the buyer keeps outstanding within `buyer_room`, the
+        /// seller's rule lets it be served: the two sides never disagree
+        /// into a reject.
+        #[test]
+        fn buyer_room_is_within_the_seller_rule(
+            msat_per_gib in 0u64..10_000_000_000,
+            credit in 0u64..(1 << 30),
+            paid_bytes in 0u64..(1 << 40),
+            unpaid in 0u64..(1 << 31),
+            frac in 0u64..=1000,
+        ) {
+            let p = Price::msat_per_gib(msat_per_gib);
+            let paid_msat = p.cost_msat(paid_bytes);
+            let room = buyer_room(p, credit, paid_msat, unpaid);
+            // A seller already past its rule (room 0 and more) rejects anything.
+            proptest::prop_assume!(room > 0);
+            let outstanding = room.min(1 << 40) / 1000 * frac;
+            let a = Account {
+                served_bytes: p.bytes_for(paid_msat).min(1 << 50) + unpaid,
+                paid_msat,
+            };
+            proptest::prop_assert!(a.may_serve(p, credit, outstanding));
+        }
     }
 }

@@ -132,11 +132,13 @@ pub enum Msg {
     Ack { channel: OutPoint, total_msat: u64 },
     /// Buyer → seller: what total do you hold?
     Resume { channel: OutPoint },
-    /// Seller → buyer: the total it holds and whether the channel is open.
+    /// Seller → buyer: the total it holds, whether the channel is open, and
+    /// the bytes it served on the channel that no payment covers yet.
     State {
         channel: OutPoint,
         total_msat: u64,
         open: bool,
+        unpaid: u64,
     },
     /// Buyer → seller: please co-sign and broadcast the best commitment.
     Close { channel: OutPoint },
@@ -338,10 +340,12 @@ impl Msg {
                 channel,
                 total_msat,
                 open,
+                unpaid,
             } => {
                 put(&mut d, "ch", bytes(outpoint_bytes(channel)));
                 put(&mut d, "total", int(*total_msat));
                 put(&mut d, "open", int(*open as u64));
+                put(&mut d, "unpaid", int(*unpaid));
                 "state"
             }
             Msg::Close { channel } => {
@@ -427,6 +431,11 @@ impl Msg {
                 channel: r.outpoint("ch")?,
                 total_msat: r.uint("total")?,
                 open: r.uint("open")? != 0,
+                // Optional: absent from sellers before it existed.
+                unpaid: match r.raw("unpaid") {
+                    None => 0,
+                    Some(_) => r.uint("unpaid")?,
+                },
             },
             "close" => Msg::Close {
                 channel: r.outpoint("ch")?,
@@ -547,6 +556,7 @@ mod tests {
                 channel: outpoint(),
                 total_msat: 7,
                 open: true,
+                unpaid: 1 << 20,
             },
             Msg::Close {
                 channel: outpoint(),
@@ -561,6 +571,25 @@ mod tests {
         for m in msgs {
             assert_eq!(Msg::decode(&m.encode()).unwrap(), m);
         }
+        // `unpaid` is optional in `state` (sellers before it existed).
+        let mut old = Msg::State {
+            channel: outpoint(),
+            total_msat: 7,
+            open: true,
+            unpaid: 0,
+        }
+        .encode();
+        let v = old.windows(10).position(|w| w == b"6:unpaidi0").unwrap();
+        old.drain(v..v + b"6:unpaidi0e".len());
+        assert_eq!(
+            Msg::decode(&old).unwrap(),
+            Msg::State {
+                channel: outpoint(),
+                total_msat: 7,
+                open: true,
+                unpaid: 0
+            }
+        );
         let info = SellerInfo {
             network: "regtest".into(),
             node_key: key(3),

@@ -212,6 +212,17 @@ impl SellerNode {
         }
     }
 
+    /// `len` bytes allowed by [`SellerNode::may_upload`] were not sent after
+    /// all (cancelled by the buyer, or the connection closed first).
+    pub fn unserved(&self, peer: SocketAddr, len: u64) {
+        let ch = lock(&self.conns).get(&peer).copied();
+        if let Some(ch) = ch {
+            if let Some(a) = lock(&self.accounts).get_mut(&ch) {
+                a.unserved(len);
+            }
+        }
+    }
+
     pub fn disconnected(&self, peer: SocketAddr) {
         lock(&self.conns).remove(&peer);
     }
@@ -404,11 +415,15 @@ impl SellerNode {
     }
 
     fn on_resume(&self, ch: OutPoint) -> Msg {
+        let unpaid = lock(&self.accounts)
+            .get(&ch)
+            .map_or(0, |a| a.unpaid_bytes(self.price));
         match lock(&self.store).get(&channel_id(&ch)) {
             Ok(r) if r.role == Role::Seller => Msg::State {
                 channel: ch,
                 total_msat: r.total_msat,
                 open: r.state == ChannelState::Open,
+                unpaid,
             },
             _ => Msg::error(Some(ch), Code::UnknownChannel, "no channel with this id"),
         }
@@ -594,6 +609,9 @@ impl crate::engine::PayHook for SellerNode {
     }
     fn may_upload(&self, peer: SocketAddr, speaks_pay: bool, len: u32) -> bool {
         SellerNode::may_upload(self, peer, speaks_pay, len)
+    }
+    fn unserved(&self, peer: SocketAddr, len: u64) {
+        SellerNode::unserved(self, peer, len)
     }
     fn disconnected(&self, peer: SocketAddr) {
         SellerNode::disconnected(self, peer)

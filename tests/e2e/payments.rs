@@ -556,7 +556,9 @@ fn seller_refuses_bad_channels_and_payments() {
 }
 
 /// Counts (pieces, rejects) for `n` block requests starting at block `first`.
-fn request_blocks(conn: &mut btt::pay::buyer::SellerConn, first: u32, n: u32) -> (u32, u32) {
+/// Requests block 0 of pieces `first..first + n` on a raw connection;
+/// (pieces received, rejects).
+pub fn request_blocks(conn: &mut btt::pay::buyer::SellerConn, first: u32, n: u32) -> (u32, u32) {
     use btt::wire::{BlockRef, Message};
     for i in first..first + n {
         conn.send_wire(Message::Request(BlockRef {
@@ -638,9 +640,17 @@ fn seller_serves_only_credit_beyond_payments() {
     );
     drop(conn);
 
-    // A reconnect keeps the channel's account: still no more than paid + credit.
+    // A reconnect keeps the channel's account, and `state` says what is
+    // unpaid (6 blocks served, 2 paid): still no more than paid + credit.
     let mut conn = btt::pay::buyer::SellerConn::connect(addr, meta.info_hash.0).unwrap();
     conn.send_wire(Message::Interested).unwrap();
-    conn.request(&Msg::Resume { channel }).unwrap();
+    match conn.request(&Msg::Resume { channel }).unwrap() {
+        Msg::State {
+            total_msat: 31_250,
+            unpaid,
+            ..
+        } => assert_eq!(unpaid, 4 * 16384, "4 blocks served and not paid"),
+        other => panic!("{}", other.kind()),
+    }
     assert_eq!(request_blocks(&mut conn, 8, 2), (0, 2));
 }
