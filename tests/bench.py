@@ -45,6 +45,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 OUT = os.path.join(ROOT, "target", "bench")
 REL = os.path.join(ROOT, "target", "release")
 BTT, MOUNT = os.path.join(REL, "btt"), os.path.join(REL, "btt-mount")
+PERF_DIR = os.path.join(ROOT, "target/bench/perf")
 NS = "bttbench"
 W = "/tmp/btt-bench"
 BIG, BIG_SIZE = "big.bin", 256 << 20
@@ -301,7 +302,10 @@ class Swarm:
         rpc("generatetoaddress", [100, BURN])
         self.procs.append(spawn([BTT, "--home", seller, "seed", *torrents, "--data", self.content,
                                  "--listen", f"127.0.0.1:{PAID_PORT}", "--no-trackers",
-                                 "--price", "1000sat/GiB"], f"{W}/paid-seed.log"))
+                                 "--price", "1000sat/GiB",
+                                 *(["--credit", os.environ["BTT_BENCH_CREDIT"]]
+                                   if os.environ.get("BTT_BENCH_CREDIT") else [])],
+                                f"{W}/paid-seed.log"))
         wait_port(PAID_PORT)
         time.sleep(2)  # aria2c seeders announce
 
@@ -380,12 +384,33 @@ class Mount:
         shutil.rmtree(self.data, ignore_errors=True)
 
 
+def profile_start(tag):
+    """With BTT_BENCH_PERF=1, a system-wide `perf record -g` (every process:
+    mount, seeders, kernel) around one sequential read, for `perf report`."""
+    if not os.environ.get("BTT_BENCH_PERF"):
+        return None
+    os.makedirs(PERF_DIR, exist_ok=True)
+    p = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "999", "-o",
+                          f"{PERF_DIR}/{tag}.data"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return p
+
+
+def profile_stop(p):
+    if p is not None:
+        p.send_signal(signal.SIGINT)
+        p.wait(60)
+
+
 def measure_stream(swarm, kind, run):
     r = {}
     m = Mount(swarm, kind, BIG, f"{kind}-{run}-a", first_reader=True)
     try:
         r["first_64k_s"] = m.first_byte()
+        prof = profile_start(f"{kind}-{run}")
         r["seq_MBps"] = seq_read(m)
+        profile_stop(prof)
         r["rss_MiB"], r["cpu_s"] = m.figures()
         if kind == "btt-paid":
             time.sleep(1.5)  # the last payments, and a status write
