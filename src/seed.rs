@@ -18,8 +18,8 @@ pub struct SeedConfig {
     pub torrents: Vec<PathBuf>,
     /// Directory holding the content (`DIR/<name>…`), as other clients lay it out.
     pub data: PathBuf,
-    /// The first torrent listens on `engine.listen`; the next ones on the
-    /// following ports (or any free port when it is 0).
+    /// All torrents share one listener on `engine.listen`; a peer reaches
+    /// the torrent its handshake names.
     pub engine: EngineConfig,
     /// Serve without hashing the data first (`--seed-unverified`).
     pub unverified: bool,
@@ -66,15 +66,14 @@ pub fn run(
         .build()
         .map_err(MountError::Runtime)?;
     rt.block_on(async {
-        let mut running = Vec::new();
-        for (i, (meta, store, have)) in prepared.into_iter().enumerate() {
-            let mut engine = cfg.engine.clone();
-            if engine.listen.port() != 0 {
-                engine.listen.set_port(engine.listen.port() + i as u16);
-            }
-            let t = Torrent::start(meta.clone(), store, engine).await?;
-            on_ready(t.listen_addr().expect("bound"), have, meta.num_pieces());
-            running.push(t);
+        let counts: Vec<(usize, usize)> = prepared
+            .iter()
+            .map(|(meta, _, have)| (*have, meta.num_pieces()))
+            .collect();
+        let items = prepared.into_iter().map(|(m, s, _)| (m, s)).collect();
+        let running = Torrent::start_many(items, cfg.engine.clone()).await?;
+        for (t, (have, n)) in running.iter().zip(counts) {
+            on_ready(t.listen_addr().expect("bound"), have, n);
         }
         use tokio::signal::unix::{signal, SignalKind};
         let mut sigint = signal(SignalKind::interrupt()).map_err(MountError::Runtime)?;

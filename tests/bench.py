@@ -53,7 +53,6 @@ VIDEO = "video.mp4"
 # libtorrent (btfs) keeps one connection per IP and bans its own address: the
 # aria2c seeders live on 127.0.0.2, high ports; mounts use 127.0.0.1.
 SEED_IP = "127.0.0.2"
-# `btt seed T1 T2` listens on port, port+1 (one listener per torrent).
 TRACKER_PORT, ARIA_PORT, OWN_PORT, PAID_PORT, RPC_PORT = 16969, 40000, 30010, 30020, 30030
 RPC_KEY = "bench"
 BURN = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
@@ -329,7 +328,7 @@ class Mount:
             os.makedirs(d)
         self.path = f"{self.mnt}/{name}"
         torrent = swarm.torrents[name][0]
-        port_of = (OWN_PORT if kind == "btt-own" else PAID_PORT) + (name == VIDEO)
+        port_of = OWN_PORT if kind == "btt-own" else PAID_PORT
         if kind == "btfs":
             cmd = ["btfs", "-f", f"--data-directory={self.data}", "--min-port=20000",
                    "--max-port=20100", torrent, self.mnt]

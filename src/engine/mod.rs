@@ -254,6 +254,13 @@ impl Drop for CriticalGuard<'_> {
     }
 }
 
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), EngineError> {
+    let listen = |source| EngineError::Listen { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen)?;
+    let local = listener.local_addr().map_err(listen)?;
+    Ok((listener, local))
+}
+
 impl Torrent {
     /// Starts the engine: binds the listener and spawns the background tasks.
     /// Must be called inside a tokio runtime.
@@ -262,23 +269,40 @@ impl Torrent {
         store: Arc<Store>,
         cfg: EngineConfig,
     ) -> Result<Arc<Torrent>, EngineError> {
+        let (listener, local) = bind(cfg.listen).await?;
+        let t = Torrent::build(meta, store, cfg, local);
+        tokio::spawn(peer::accept_loop(t.clone(), listener).instrument(t.span.clone()));
+        Ok(t)
+    }
+
+    /// Starts one engine per torrent behind a single listener on
+    /// `cfg.listen`: an incoming peer goes to the torrent its handshake names
+    /// (as other clients serve many torrents on one port).
+    pub async fn start_many(
+        torrents: Vec<(Arc<Metainfo>, Arc<Store>)>,
+        cfg: EngineConfig,
+    ) -> Result<Vec<Arc<Torrent>>, EngineError> {
+        let (listener, local) = bind(cfg.listen).await?;
+        let all: Vec<Arc<Torrent>> = torrents
+            .into_iter()
+            .map(|(meta, store)| Torrent::build(meta, store, cfg.clone(), local))
+            .collect();
+        tokio::spawn(peer::accept_shared(all.clone(), listener));
+        Ok(all)
+    }
+
+    /// The torrent's state and background tasks, listening at `local`.
+    fn build(
+        meta: Arc<Metainfo>,
+        store: Arc<Store>,
+        cfg: EngineConfig,
+        local: SocketAddr,
+    ) -> Arc<Torrent> {
         let have = store.on_disk();
         let mut picker = Picker::new(meta.piece_length, meta.total_length, have);
         picker.fetch_all = cfg.fetch_all;
         picker.max_active_normal = ((8u64 << 20) / meta.piece_length.max(1)).clamp(4, 64) as usize;
         let span = tracing::info_span!("torrent", ih = %&meta.info_hash.hex()[..8]);
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|source| EngineError::Listen {
-                addr: cfg.listen,
-                source,
-            })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| EngineError::Listen {
-                addr: cfg.listen,
-                source,
-            })?;
         let (shutdown, _) = watch::channel(false);
         let t = Arc::new(Torrent {
             peer_id: crate::new_peer_id(),
@@ -309,7 +333,6 @@ impl Torrent {
         for p in t.cfg.peers.clone() {
             t.add_peer(p);
         }
-        tokio::spawn(peer::accept_loop(t.clone(), listener).instrument(t.span.clone()));
         tokio::spawn(t.clone().connector().instrument(t.span.clone()));
         tokio::spawn(t.clone().choker().instrument(t.span.clone()));
         tokio::spawn(t.clone().flusher().instrument(t.span.clone()));
@@ -319,7 +342,7 @@ impl Torrent {
         if t.cfg.use_trackers && !t.meta.trackers.is_empty() {
             tokio::spawn(t.clone().tracker_loop().instrument(t.span.clone()));
         }
-        Ok(t)
+        t
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {

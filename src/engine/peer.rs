@@ -53,7 +53,7 @@ pub(crate) async fn accept_loop(t: Arc<Torrent>, listener: TcpListener) {
                     let t = t.clone();
                     let span = tracing::info_span!("peer", %addr, dir = "in");
                     tokio::spawn(async move {
-                        match incoming(t, stream, addr).await {
+                        match incoming(t, stream, addr, None).await {
                             Err(e @ PeerError::WrongInfoHash(_)) => info!(error = %e, "incoming peer refused"),
                             Err(e) => debug!(error = %e, "incoming peer closed"),
                             Ok(()) => {}
@@ -69,15 +69,60 @@ pub(crate) async fn accept_loop(t: Arc<Torrent>, listener: TcpListener) {
     }
 }
 
+/// One listener for several torrents (`btt seed T1 T2`): each incoming
+/// peer is handed to the torrent its handshake asks for.
+pub(crate) async fn accept_shared(torrents: Vec<Arc<Torrent>>, listener: TcpListener) {
+    let Some(first) = torrents.first() else {
+        return;
+    };
+    // They are stopped together; the first one's signal ends the loop.
+    let mut stop = first.shutdown_signal();
+    let torrents = Arc::new(torrents);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            r = listener.accept() => match r {
+                Ok((mut stream, addr)) => {
+                    let torrents = torrents.clone();
+                    tokio::spawn(async move {
+                        let theirs = match read_handshake(&mut stream).await {
+                            Ok(h) => h,
+                            Err(e) => return debug!(%addr, error = %e, "incoming peer closed"),
+                        };
+                        let Some(t) = torrents.iter().find(|t| t.meta.info_hash.0 == theirs.info_hash) else {
+                            let ih = data_encoding::HEXLOWER.encode(&theirs.info_hash);
+                            return info!(%addr, error = %PeerError::WrongInfoHash(ih), "incoming peer refused");
+                        };
+                        let span = tracing::info_span!(parent: &t.span, "peer", %addr, dir = "in");
+                        if let Err(e) = incoming(t.clone(), stream, addr, Some(theirs)).instrument(span.clone()).await {
+                            debug!(parent: &span, error = %e, "incoming peer closed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// An accepted connection: `theirs` is the handshake when a shared
+/// listener has read it already.
 async fn incoming(
     t: Arc<Torrent>,
     mut stream: TcpStream,
     addr: SocketAddr,
+    theirs: Option<Handshake>,
 ) -> Result<(), PeerError> {
     if t.is_banned(&addr) {
         return Err(PeerError::Refused("banned".into()));
     }
-    let theirs = their_handshake(&t, &mut stream).await?;
+    let theirs = match theirs {
+        Some(h) => h,
+        None => their_handshake(&t, &mut stream).await?,
+    };
     stream
         .write_all(&Handshake::new(t.meta.info_hash.0, t.peer_id).encode())
         .await?;
@@ -114,13 +159,18 @@ pub(crate) async fn dial(t: Arc<Torrent>, addr: SocketAddr) {
     .await
 }
 
-/// Reads the peer's handshake (bounded in time) and checks it is for our torrent.
-async fn their_handshake(t: &Torrent, stream: &mut TcpStream) -> Result<Handshake, PeerError> {
+/// Reads a peer's handshake, bounded in time.
+async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, PeerError> {
     let mut buf = [0u8; wire::HANDSHAKE_LEN];
     tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf))
         .await
         .map_err(|_| PeerError::HandshakeTimeout)??;
-    let theirs = Handshake::decode(&buf)?;
+    Ok(Handshake::decode(&buf)?)
+}
+
+/// Reads the peer's handshake (bounded in time) and checks it is for our torrent.
+async fn their_handshake(t: &Torrent, stream: &mut TcpStream) -> Result<Handshake, PeerError> {
+    let theirs = read_handshake(stream).await?;
     if theirs.info_hash != t.meta.info_hash.0 {
         return Err(PeerError::WrongInfoHash(
             data_encoding::HEXLOWER.encode(&theirs.info_hash),

@@ -649,14 +649,29 @@ fn two_torrents_one_channel() {
             ]),
         &s.d.path().join("seller.log"),
     );
+    // One listener for both torrents.
     wait_port(port, Duration::from_secs(20));
-    wait_port(port + 1, Duration::from_secs(20));
+    {
+        // A peer for a torrent this seller does not serve is dropped
+        // without a handshake.
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        c.write_all(&btt::wire::Handshake::new([9; 20], [7; 20]).encode())
+            .unwrap();
+        let mut buf = [0u8; 68];
+        match c.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("expected the connection closed, got {other:?}"),
+        }
+    }
     let args = ["--max-price", PRICE, "--read-timeout", "60"];
     // The first mount opens the channel; the second finds and reuses it.
     let (d1, d2) = (s.d.path().join("m1"), s.d.path().join("m2"));
     let m1 = buy_mount(&d1, &s.torrent, &s.buyer, &[port], &args);
     let a = read_file_timeout(&m1.mnt.join("film.bin"), Duration::from_secs(60)).unwrap();
-    let m2 = buy_mount(&d2, &t2, &s.buyer, &[port + 1], &args);
+    let m2 = buy_mount(&d2, &t2, &s.buyer, &[port], &args);
     let (f1, f2) = (m1.mnt.join("film.bin"), m2.mnt.join("other.bin"));
     let r1 = std::thread::spawn(move || read_file_timeout(&f1, Duration::from_secs(60)));
     let b = read_file_timeout(&f2, Duration::from_secs(60)).unwrap();

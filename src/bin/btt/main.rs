@@ -28,7 +28,7 @@ struct Cli {
 enum Cmd {
     /// Serve torrents' data to peers (free, or sold with --price).
     Seed {
-        /// The .torrent file(s); each listens on the next port after --listen.
+        /// The .torrent file(s), all served on the one --listen port.
         #[arg(required = true)]
         torrents: Vec<PathBuf>,
         /// Directory holding the content (DIR/<name>…).
