@@ -553,7 +553,7 @@ impl Session {
                 self.request_more();
             }
             Bound::TooSmall => {
-                warn!("the seller's credit is smaller than a piece; not buying from it");
+                info!("not buying from this seller");
                 self.buy_state.store(seller::UNUSABLE, Ordering::Relaxed);
             }
         }

@@ -142,6 +142,8 @@ struct State {
     workers: HashMap<String, Worker>,
     /// Channels left to themselves for this process (see [`Bound::Exhausted`]).
     exhausted: std::collections::HashSet<String>,
+    /// Channels this process opened.
+    opened: std::collections::HashSet<String>,
     budget_said: bool,
 }
 
@@ -290,6 +292,7 @@ impl BuyerAgent {
                     ));
                 }
                 info!(%peer, channel = %o.id, capacity = self.cfg.channel_sat, "opened a channel");
+                lock(&self.state).opened.insert(o.id.clone());
                 o.id
             }
         };
@@ -331,13 +334,14 @@ impl BuyerAgent {
         Ok(Msg::Resume { channel }.encode())
     }
 
-    /// Bytes that may be requested from `peer` now: its credit less what is
-    /// requested, or verified and unacknowledged, on its channel (all
-    /// connections bound to a channel share the seller's credit). No margin:
-    /// the buyer pays only for verified pieces, so a credit of exactly one
-    /// piece must still let a whole piece be asked for; the seller's rule,
-    /// cost(served) ≤ paid + cost(credit), holds at the boundary because
-    /// ceil(a + b) ≤ ceil(a) + ceil(b).
+    /// Bytes that may be requested from `peer` now: its credit plus the
+    /// waste allowance, less the channel's unpaid bytes and what is
+    /// requested, or verified and unacknowledged, on it (all connections
+    /// bound to a channel share the seller's credit). No margin: the buyer
+    /// pays only for verified pieces, so a credit of exactly one piece must
+    /// still let a whole piece be asked for; the seller's rule holds at the
+    /// boundary because ceil(a + b) ≤ ceil(a) + ceil(b) (property-tested in
+    /// `price`).
     pub fn room(&self, peer: SocketAddr) -> u64 {
         let st = lock(&self.state);
         let Some((link, flow)) = channel_of(&st, peer) else {
@@ -356,6 +360,7 @@ impl BuyerAgent {
             return Bound::TooSmall;
         };
         if link.credit < piece_len {
+            warn!(%peer, credit = link.credit, piece_len, "the seller's credit is smaller than a piece: it cannot serve a buyer that pays after verifying");
             return Bound::TooSmall;
         }
         // What other connections have outstanding is in the seller's count too.
@@ -365,6 +370,12 @@ impl BuyerAgent {
             return Bound::Usable;
         }
         let ch = link.channel.clone().unwrap_or_default();
+        if st.opened.contains(&ch) {
+            // Nothing was bought on it before this process: a seller saying
+            // otherwise would have us open channel after channel.
+            warn!(%peer, channel = %ch, unpaid, "the seller claims unpaid bytes on a channel we just opened; not buying from it");
+            return Bound::TooSmall;
+        }
         warn!(%peer, channel = %ch, unpaid = mine, credit = link.credit, "the seller counts too many unpaid bytes on this channel: using another");
         st.exhausted.insert(ch);
         if let Some(l) = st.links.get_mut(&peer) {

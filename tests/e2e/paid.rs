@@ -23,6 +23,19 @@ struct Swarm {
     size: u64,
 }
 
+impl Swarm {
+    /// `btt seed` of the swarm's torrent by its seller on `port`, with `args`.
+    fn sell(&self, port: u16, log: &str, args: &[&str]) -> Proc {
+        self.seller.sell_with(
+            &self.torrent,
+            &self.data,
+            port,
+            &self.d.path().join(log),
+            args,
+        )
+    }
+}
+
 fn swarm(size: usize) -> Swarm {
     let rt = Regtest::start(Backend::Rpc);
     let d = tmpdir();
@@ -47,11 +60,9 @@ fn swarm(size: usize) -> Swarm {
 fn mount_buys_every_piece_from_a_paid_seller() {
     let s = swarm(1_500_000);
     let port = free_port();
-    let mut sp = s.seller.sell_with(
-        &s.torrent,
-        &s.data,
+    let mut sp = s.sell(
         port,
-        &s.d.path().join("seller.log"),
+        "seller.log",
         &["--price", PRICE, "--credit", "256KiB"],
     );
     let m = buy_mount(
@@ -150,12 +161,10 @@ fn unpaid_bytes_at_the_seller_are_respected() {
     use btt::wire::Message;
     let s = swarm(1_500_000);
     let port = free_port();
-    let mut sp = s.seller.sell_with(
-        &s.torrent,
-        &s.data,
+    // Two 64 KiB pieces of credit.
+    let mut sp = s.sell(
         port,
-        &s.d.path().join("seller.log"),
-        // Two 64 KiB pieces of credit.
+        "seller.log",
         &["--price", PRICE, "--credit", "128KiB"],
     );
     let (ch, _) = s.buyer.open(port, &s.torrent, 100_000);
@@ -238,13 +247,7 @@ fn unpaid_bytes_at_the_seller_are_respected() {
 fn budget_is_never_exceeded() {
     let s = swarm(1_500_000);
     let port = free_port();
-    let _sp = s.seller.sell_with(
-        &s.torrent,
-        &s.data,
-        port,
-        &s.d.path().join("seller.log"),
-        &["--price", PRICE],
-    );
+    let _sp = s.sell(port, "seller.log", &["--price", PRICE]);
     let budget_sat = cost(s.size) / 1000 / 10;
     let budget = format!("{budget_sat}sat");
     let m = buy_mount(
@@ -307,13 +310,7 @@ fn price_ceiling_picks_the_cheaper_seller() {
     let s = swarm(800_000);
     let dear = Party::new(&s.rt, Backend::Rpc, SELLER);
     let (p1, p2) = (free_port(), free_port());
-    let _cheap = s.seller.sell_with(
-        &s.torrent,
-        &s.data,
-        p1,
-        &s.d.path().join("cheap.log"),
-        &["--price", PRICE],
-    );
+    let _cheap = s.sell(p1, "cheap.log", &["--price", PRICE]);
     let _dear = dear.sell_with(
         &s.torrent,
         &s.data,
@@ -395,11 +392,9 @@ fn mixed_swarm_buys_only_what_free_peers_lack() {
         "aria2c never delivered\n{}",
         m.log()
     );
-    let _sp = s.seller.sell_with(
-        &s.torrent,
-        &s.data,
+    let _sp = s.sell(
         ps,
-        &s.d.path().join("seller.log"),
+        "seller.log",
         &["--price", PRICE, "--free-peers", "choke"],
     );
     let got = reader.join().unwrap().unwrap();
@@ -455,13 +450,7 @@ fn cheating_seller_is_not_paid() {
         "{}",
         m.log()
     );
-    let _h = s.seller.sell_with(
-        &s.torrent,
-        &s.data,
-        ph,
-        &s.d.path().join("honest.log"),
-        &["--price", PRICE],
-    );
+    let _h = s.sell(ph, "honest.log", &["--price", PRICE]);
     let got = reader.join().unwrap().unwrap();
     assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
     assert!(m.log().contains("failed the hash check"), "{}", m.log());
@@ -480,13 +469,7 @@ fn two_buyers_on_one_seller() {
     let other = Party::new(&s.rt, Backend::Rpc, BUYER);
     fund(&s.rt, &other, 2);
     let port = free_port();
-    let _sp = s.seller.sell_with(
-        &s.torrent,
-        &s.data,
-        port,
-        &s.d.path().join("seller.log"),
-        &["--price", PRICE],
-    );
+    let _sp = s.sell(port, "seller.log", &["--price", PRICE]);
     let (d1, d2) = (s.d.path().join("m1"), s.d.path().join("m2"));
     let args = ["--max-price", PRICE, "--read-timeout", "60"];
     let m1 = buy_mount(&d1, &s.torrent, &s.buyer, &[port], &args);
@@ -819,13 +802,7 @@ fn no_channel_while_free_peers_deliver() {
     let f = std::fs::File::open(m.mnt.join("film.bin")).unwrap();
     let mut head = vec![0u8; 65536];
     std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0).unwrap();
-    let _sp = s.seller.sell_with(
-        &s.torrent,
-        &s.data,
-        ps,
-        &s.d.path().join("seller.log"),
-        &["--price", PRICE],
-    );
+    let _sp = s.sell(ps, "seller.log", &["--price", PRICE]);
     assert!(
         wait_until(Duration::from_secs(30), || m
             .log()
