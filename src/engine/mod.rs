@@ -455,7 +455,6 @@ impl Torrent {
     pub fn clear_window(&self, handle: u64) {
         let mut st = self.lock();
         st.picker.clear_window(handle);
-        st.picker.prune_unwanted();
     }
 
     /// Waits until every piece in `pieces` is verified (they are critical meanwhile).

@@ -196,7 +196,11 @@ impl Picker {
     /// Whether a paid seller may be asked for piece `p` of priority `prio`.
     fn may_buy(&self, p: usize, prio: Priority, now: Instant) -> bool {
         if self.free_availability(p) == 0 {
-            return prio != Priority::Normal || self.fetch_all;
+            // A started piece no reader wants any more (a seek moved its
+            // window) is still finished: its bought blocks are paid for only
+            // once it verifies, and left half-done they would hold the
+            // seller's credit for good.
+            return prio != Priority::Normal || self.fetch_all || self.active.contains_key(&p);
         }
         prio == Priority::Critical
             && self
@@ -222,6 +226,9 @@ impl Picker {
     pub fn set_window(&mut self, handle: u64, pieces: Range<usize>) {
         self.windows.insert(handle, pieces);
     }
+    /// Pieces the window started stay active and are finished (at normal
+    /// priority): their requested blocks are on the way, and for a paid
+    /// seller they are paid for only once the piece verifies.
     pub fn clear_window(&mut self, handle: u64) {
         self.windows.remove(&handle);
     }
@@ -524,20 +531,6 @@ impl Picker {
         self.active.remove(&p);
     }
 
-    /// Drops a piece in progress that no one wants any more (reader gone), freeing memory.
-    pub fn prune_unwanted(&mut self) {
-        let keep: Vec<usize> = self
-            .active
-            .keys()
-            .copied()
-            .filter(|&p| self.priority(p).is_some())
-            .collect();
-        if keep.len() != self.active.len() && !self.fetch_all {
-            self.active
-                .retain(|p, a| keep.contains(p) || a.remaining < a.blocks.len());
-        }
-    }
-
     pub fn active_count(&self) -> usize {
         self.active.len()
     }
@@ -578,6 +571,46 @@ mod tests {
             .map(|b| b.index)
             .collect();
         assert_eq!(got, vec![8, 8, 8, 8, 5, 5, 5, 5, 6, 6, 6, 6]);
+    }
+
+    #[test]
+    fn paid_peer_gets_what_free_peers_lack_and_finishes_what_it_started() {
+        let all = Bitfield::full(4);
+        let mut only3 = Bitfield::new(4);
+        only3.set(3);
+        let mut pk = Picker::new(PL, 4 * PL, Bitfield::new(4));
+        pk.add_peer_pieces(&all);
+        pk.add_paid_pieces(&all);
+        pk.add_peer_pieces(&only3); // a free peer has piece 3
+        let seller = PeerView {
+            paid: true,
+            ..view(1, &all)
+        };
+        let now = Instant::now();
+        pk.set_window(9, 1..4);
+        let got = pk.pick(&seller, 6, now);
+        let idx: Vec<u32> = got.iter().map(|b| b.index).collect();
+        assert_eq!(
+            idx,
+            vec![1, 1, 1, 1, 2, 2],
+            "piece 3 is left to the free peer"
+        );
+        // One block of piece 2 arrives, then the reader goes away.
+        assert!(matches!(
+            pk.on_block(1, 2, 0, &[0; BLOCK_SIZE as usize]),
+            BlockOutcome::Accepted
+        ));
+        pk.clear_window(9);
+        let rest: Vec<(u32, u32)> = pk
+            .pick(&seller, 10, now)
+            .iter()
+            .map(|b| (b.index, b.begin / BLOCK_SIZE))
+            .collect();
+        assert_eq!(rest, vec![(2, 2), (2, 3)], "the started piece is finished");
+        assert!(
+            pk.pick(&seller, 10, now).is_empty(),
+            "nothing new is bought"
+        );
     }
 
     #[test]
