@@ -24,6 +24,27 @@ struct Swarm {
 }
 
 impl Swarm {
+    /// A buyer's mount in `dir` (see [`buy_mount`]) from which film.bin
+    /// reads byte-exact.
+    fn buy_and_read(&self, dir: &str, ports: &[u16], extra: &[&str]) -> Mount {
+        let m = buy_mount(
+            &self.d.path().join(dir),
+            &self.torrent,
+            &self.buyer,
+            ports,
+            extra,
+        );
+        self.reads_whole(&m);
+        m
+    }
+
+    /// film.bin reads byte-exact from `m`.
+    fn reads_whole(&self, m: &Mount) {
+        let got = read_file_timeout(&m.mnt.join("film.bin"), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+        assert_eq!(got, std::fs::read(self.data.join("film.bin")).unwrap());
+    }
+
     /// `btt seed` of the swarm's torrent by its seller on `port`, with `args`.
     fn sell(&self, port: u16, log: &str, args: &[&str]) -> Proc {
         self.seller.sell_with(
@@ -81,9 +102,7 @@ fn mount_buys_every_piece_from_a_paid_seller() {
             "60",
         ],
     );
-    let got = read_file_timeout(&m.mnt.join("film.bin"), Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
-    assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
+    s.reads_whole(&m);
     // Payments follow verification asynchronously.
     let want = cost(s.size);
     let ch = {
@@ -186,16 +205,11 @@ fn unpaid_bytes_at_the_seller_are_respected() {
 
     // 48 KiB unpaid leave 80 KiB of the 128: enough for a piece, so the
     // mount buys on this channel, keeping its requests within the 80.
-    let m = buy_mount(
-        &s.d.path().join("m1"),
-        &s.torrent,
-        &s.buyer,
+    let m = s.buy_and_read(
+        "m1",
         &[port],
         &["--max-price", PRICE, "--budget", "5000sat"],
     );
-    let got = read_file_timeout(&m.mnt.join("film.bin"), Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
-    assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
     assert!(
         m.log().contains("bound to a paid channel unpaid=49152"),
         "{}",
@@ -214,16 +228,11 @@ fn unpaid_bytes_at_the_seller_are_respected() {
     // Now 7 more blocks: 160 KiB unpaid, beyond what credit plus the waste
     // allowance (1/32 of what is paid) leave for a piece. A new channel.
     assert_eq!(take_unpaid(3, 7), 3 * 16384);
-    let m = buy_mount(
-        &s.d.path().join("m2"),
-        &s.torrent,
-        &s.buyer,
+    let m = s.buy_and_read(
+        "m2",
         &[port],
         &["--max-price", PRICE, "--budget", "5000sat"],
     );
-    let got = read_file_timeout(&m.mnt.join("film.bin"), Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
-    assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
     assert!(m.log().contains("using another"), "{}", m.log());
     assert_no_rejects(&s.buyer, "film.bin", &m);
     let chans = buyer_channels(&s.buyer);
@@ -318,15 +327,11 @@ fn price_ceiling_picks_the_cheaper_seller() {
         &s.d.path().join("dear.log"),
         &["--price", "5000sat/MiB"],
     );
-    let m = buy_mount(
-        &s.d.path().join("m"),
-        &s.torrent,
-        &s.buyer,
+    let m = s.buy_and_read(
+        "m",
         &[p2, p1],
         &["--max-price", "2000sat/MiB", "--read-timeout", "60"],
     );
-    let got = read_file_timeout(&m.mnt.join("film.bin"), Duration::from_secs(60)).unwrap();
-    assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
     assert!(m.log().contains("above --max-price"), "{}", m.log());
     let out = dear.ok(&["channels", "list"]);
     assert_eq!(
@@ -810,7 +815,6 @@ fn no_channel_while_free_peers_deliver() {
         "{}",
         m.log()
     );
-    let got = read_file_timeout(&m.mnt.join("film.bin"), Duration::from_secs(60)).unwrap();
-    assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
+    s.reads_whole(&m);
     assert!(buyer_channels(&s.buyer).is_empty(), "{}", m.log());
 }
