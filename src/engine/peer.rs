@@ -587,10 +587,17 @@ impl Session {
                 self.they_choke = true;
                 // BEP 6 peers reject explicitly, but releasing now is always safe: a
                 // late block is still accepted if we have not re-requested it.
-                let mut st = self.t.lock();
-                for (r, _) in self.outstanding.drain(..) {
-                    st.picker.release(self.key, &r);
+                let mut dropped = 0u64;
+                {
+                    let mut st = self.t.lock();
+                    for (r, _) in self.outstanding.drain(..) {
+                        st.picker.release(self.key, &r);
+                        dropped += r.length as u64;
+                    }
                 }
+                // Their budget comes back now; a block that still arrives
+                // counts as waste (see `Message::Piece`).
+                self.release_paid(dropped);
             }
             Message::Unchoke => {
                 self.they_choke = false;
