@@ -456,7 +456,10 @@ fn cheating_seller_is_not_paid() {
         m.log()
     );
     let _h = s.sell(ph, "honest.log", &["--price", PRICE]);
-    let got = reader.join().unwrap().unwrap();
+    let got = reader
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
     assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
     assert!(m.log().contains("failed the hash check"), "{}", m.log());
     std::thread::sleep(Duration::from_secs(1));
