@@ -647,6 +647,7 @@ impl Torrent {
             if sole || strikes >= 2 {
                 warn!(parent: &self.span, %addr, piece, "peer sent data that failed the hash check; dropping and banning it");
                 st.banned_addrs.insert(addr);
+                st.picker.discard_from(k);
                 if let Some(p) = st.peers.get(&k) {
                     let _ = p.cmd.send(PeerCmd::Close("sent corrupt data".into()));
                 }

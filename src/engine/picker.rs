@@ -520,6 +520,21 @@ impl Picker {
         }
     }
 
+    /// `peer` was caught sending corrupt data: the blocks it delivered to
+    /// pieces still in progress are fetched again from others (kept, they
+    /// would fail those pieces too and cast suspicion on whoever completes
+    /// them).
+    pub fn discard_from(&mut self, peer: PeerKey) {
+        for a in self.active.values_mut() {
+            for b in 0..a.blocks.len() {
+                if a.blocks[b] == Block::Done && a.from[b] == peer {
+                    a.blocks[b] = Block::Free;
+                    a.remaining += 1;
+                }
+            }
+        }
+    }
+
     pub fn piece_verified(&mut self, p: usize) {
         self.verifying.remove(&p);
         self.have.set(p);
@@ -611,6 +626,25 @@ mod tests {
             pk.pick(&seller, 10, now).is_empty(),
             "nothing new is bought"
         );
+    }
+
+    #[test]
+    fn blocks_of_a_banned_peer_are_fetched_again() {
+        let all = Bitfield::full(2);
+        let mut pk = Picker::new(PL, 2 * PL, Bitfield::new(2));
+        pk.add_critical(1);
+        let now = Instant::now();
+        assert_eq!(pk.pick(&view(1, &all), 2, now).len(), 2);
+        for b in 0..2 {
+            pk.on_block(1, 1, b * BLOCK_SIZE, &[0; BLOCK_SIZE as usize]);
+        }
+        pk.discard_from(1);
+        let again: Vec<u32> = pk
+            .pick(&view(2, &all), 10, now)
+            .iter()
+            .map(|b| b.begin / BLOCK_SIZE)
+            .collect();
+        assert_eq!(again, vec![0, 1, 2, 3], "peer 1's blocks are asked again");
     }
 
     #[test]
