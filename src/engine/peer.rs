@@ -678,7 +678,16 @@ impl Session {
                     (self.rtt * 7 + rtt) / 8
                 };
                 self.snubbed = false;
-                let outcome = self.t.lock().picker.on_block(self.key, index, begin, &data);
+                let outcome = {
+                    let mut st = self.t.lock();
+                    if st.banned_addrs.contains(&self.addr) {
+                        // Banned for corrupt data, not yet closed: whatever
+                        // it still sends must not go into a piece.
+                        BlockOutcome::Unwanted
+                    } else {
+                        st.picker.on_block(self.key, index, begin, &data)
+                    }
+                };
                 match outcome {
                     BlockOutcome::Unwanted => {
                         self.t.stats.wasted.fetch_add(len, Ordering::Relaxed);
