@@ -23,6 +23,8 @@ pub struct SeedConfig {
     pub engine: EngineConfig,
     /// Serve without hashing the data first (`--seed-unverified`).
     pub unverified: bool,
+    /// When selling: bytes a buyer gets beyond what it paid (`--credit`).
+    pub credit: Option<u64>,
 }
 
 /// Verifies the data, then serves until SIGINT/SIGTERM. `on_ready` gets, per
@@ -34,6 +36,15 @@ pub fn run(
     let mut prepared = Vec::new();
     for path in &cfg.torrents {
         let meta = Arc::new(load_torrent(path)?);
+        if cfg.credit.is_some_and(|c| c < meta.piece_length) {
+            // A buyer pays after a piece verifies: it needs a piece on credit.
+            warn!(
+                torrent = %meta.name,
+                credit = cfg.credit,
+                piece_length = meta.piece_length,
+                "--credit is below the piece length: buyers cannot buy this torrent"
+            );
+        }
         let state = default_data_dir()
             .join("seed")
             .join(format!("{}.bitfield", meta.info_hash.hex()));

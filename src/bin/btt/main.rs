@@ -183,25 +183,13 @@ fn main() -> Result<()> {
             };
             if let Some(s) = &seller {
                 engine.pay = Some(btt::engine::PayHookRef(s.node.clone()));
-                for t in &torrents {
-                    // A buyer pays after a piece verifies: it needs a piece on credit.
-                    if let Ok(m) = btt::mount::load_torrent(t) {
-                        if sell.credit < m.piece_length {
-                            tracing::warn!(
-                                torrent = %m.name,
-                                credit = sell.credit,
-                                piece_length = m.piece_length,
-                                "--credit is below the piece length: buyers cannot buy this torrent"
-                            );
-                        }
-                    }
-                }
             }
             let cfg = btt::seed::SeedConfig {
                 torrents,
                 data,
                 engine,
                 unverified: seed_unverified,
+                credit: seller.as_ref().map(|_| sell.credit),
             };
             let res = btt::seed::run(cfg, |addr, have, total| {
                 eprintln!("seeding {have}/{total} pieces on {addr}");
