@@ -271,7 +271,7 @@ impl Torrent {
     ) -> Result<Arc<Torrent>, EngineError> {
         let (listener, local) = bind(cfg.listen).await?;
         let t = Torrent::build(meta, store, cfg, local);
-        tokio::spawn(peer::accept_loop(t.clone(), listener).instrument(t.span.clone()));
+        tokio::spawn(peer::accept_loop(vec![t.clone()], listener));
         Ok(t)
     }
 
@@ -287,7 +287,7 @@ impl Torrent {
             .into_iter()
             .map(|(meta, store)| Torrent::build(meta, store, cfg.clone(), local))
             .collect();
-        tokio::spawn(peer::accept_shared(all.clone(), listener));
+        tokio::spawn(peer::accept_loop(all.clone(), listener));
         Ok(all)
     }
 

@@ -43,35 +43,9 @@ const MAX_UPLOAD_QUEUE: usize = 512;
 /// Largest block we serve (most clients ask for 16 KiB; some up to 128 KiB).
 const MAX_SERVE_BLOCK: u32 = 128 * 1024;
 
-pub(crate) async fn accept_loop(t: Arc<Torrent>, listener: TcpListener) {
-    let mut stop = t.shutdown_signal();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            r = listener.accept() => match r {
-                Ok((stream, addr)) => {
-                    let t = t.clone();
-                    let span = tracing::info_span!("peer", %addr, dir = "in");
-                    tokio::spawn(async move {
-                        match incoming(t, stream, addr, None).await {
-                            Err(e @ PeerError::WrongInfoHash(_)) => info!(error = %e, "incoming peer refused"),
-                            Err(e) => debug!(error = %e, "incoming peer closed"),
-                            Ok(()) => {}
-                        }
-                    }.instrument(span));
-                }
-                Err(e) => {
-                    debug!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-}
-
-/// One listener for several torrents (`btt seed T1 T2`): each incoming
-/// peer is handed to the torrent its handshake asks for.
-pub(crate) async fn accept_shared(torrents: Vec<Arc<Torrent>>, listener: TcpListener) {
+/// Accepts peers for one or several torrents (`btt seed T1 T2` shares a
+/// port): each incoming peer is handed to the torrent its handshake asks for.
+pub(crate) async fn accept_loop(torrents: Vec<Arc<Torrent>>, listener: TcpListener) {
     let Some(first) = torrents.first() else {
         return;
     };
@@ -94,7 +68,7 @@ pub(crate) async fn accept_shared(torrents: Vec<Arc<Torrent>>, listener: TcpList
                             return info!(%addr, error = %PeerError::WrongInfoHash(ih), "incoming peer refused");
                         };
                         let span = tracing::info_span!(parent: &t.span, "peer", %addr, dir = "in");
-                        if let Err(e) = incoming(t.clone(), stream, addr, Some(theirs)).instrument(span.clone()).await {
+                        if let Err(e) = incoming(t.clone(), stream, addr, theirs).instrument(span.clone()).await {
                             debug!(parent: &span, error = %e, "incoming peer closed");
                         }
                     });
@@ -108,21 +82,16 @@ pub(crate) async fn accept_shared(torrents: Vec<Arc<Torrent>>, listener: TcpList
     }
 }
 
-/// An accepted connection: `theirs` is the handshake when a shared
-/// listener has read it already.
+/// An accepted connection whose handshake `theirs` named this torrent.
 async fn incoming(
     t: Arc<Torrent>,
     mut stream: TcpStream,
     addr: SocketAddr,
-    theirs: Option<Handshake>,
+    theirs: Handshake,
 ) -> Result<(), PeerError> {
     if t.is_banned(&addr) {
         return Err(PeerError::Refused("banned".into()));
     }
-    let theirs = match theirs {
-        Some(h) => h,
-        None => their_handshake(&t, &mut stream).await?,
-    };
     stream
         .write_all(&Handshake::new(t.meta.info_hash.0, t.peer_id).encode())
         .await?;
