@@ -17,7 +17,8 @@ use crate::metainfo::Metainfo;
 use crate::store::{Store, StoreError};
 use crate::tracker::{AnnounceRequest, Event, TrackerSet};
 use bytes::Bytes;
-use picker::{PeerKey, Picker};
+pub use picker::PeerKey;
+use picker::Picker;
 use sha1::{Digest, Sha1};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -83,37 +84,63 @@ pub trait PayHook: Send + Sync {
 #[derive(Clone)]
 pub struct PayHookRef(pub Arc<dyn PayHook>);
 
+/// What binding a connection to a paid channel found out (the buyer's
+/// answer to the seller's `state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// Room for at least one piece: buy.
+    Usable,
+    /// Unpaid bytes from earlier sessions leave less than a piece of room:
+    /// bind again, to another channel.
+    Exhausted,
+    /// The seller's credit is below one piece: it cannot serve a buyer that
+    /// pays after verifying.
+    TooSmall,
+}
+
 /// The buyer's side, seen from the engine (implemented by
 /// `pay::buying::BuyerAgent`): which sellers to use, binding a connection to
 /// a channel, the budget, and paying for verified bytes.
+///
+/// Connections are named by their [`PeerKey`], unique for the life of the
+/// process: a seller that disconnects while blocks it sent sit in pieces in
+/// progress is still paid for them when those pieces verify.
 pub trait BuyHook: Send + Sync {
-    /// The peer announced `btt_pay` with `info`: use it as a paid seller?
-    /// `wake` is notified when a payment frees credit for more requests.
+    /// The peer at `addr` announced `btt_pay` with `info`: use it as a paid
+    /// seller? `wake` is notified when a payment frees credit for more
+    /// requests.
     fn consider(
         &self,
-        peer: SocketAddr,
+        conn: PeerKey,
+        addr: SocketAddr,
         info: &bendy::value::Value<'static>,
         wake: Arc<tokio::sync::Notify>,
     ) -> bool;
-    /// Bytes that may still be requested from `peer` without going beyond
-    /// the seller's credit (requested or verified but not yet paid for).
-    fn room(&self, peer: SocketAddr) -> u64;
+    /// Bytes that may still be requested on `conn` without going beyond
+    /// the seller's credit (requested or verified but not yet paid for);
+    /// `None`: its channel can no longer be used (closed), bind again.
+    fn room(&self, conn: PeerKey) -> Option<u64>;
     /// Blocking: get a channel and return the message binding the connection.
-    fn bind(&self, peer: SocketAddr, info_hash: [u8; 20]) -> Result<Vec<u8>, String>;
-    /// Reserve budget for `bytes` about to be requested from `peer`.
-    fn reserve(&self, peer: SocketAddr, bytes: u64) -> bool;
+    fn bind(&self, conn: PeerKey, info_hash: [u8; 20]) -> Result<Vec<u8>, String>;
+    /// Reserve budget for `bytes` about to be requested on `conn`.
+    fn reserve(&self, conn: PeerKey, bytes: u64) -> bool;
     /// A reservation that will not be paid (request dropped, data unused or bad).
-    fn release(&self, peer: SocketAddr, bytes: u64);
-    /// `bytes` from `peer` are part of a verified piece: pay for them.
-    fn verified(&self, peer: SocketAddr, bytes: u64);
-    /// The seller bound `peer`'s connection and counts `unpaid` bytes on the
-    /// channel that no payment covers: can it still serve a piece?
-    fn bound(&self, peer: SocketAddr, unpaid: u64, piece_len: u64) -> crate::pay::buying::Bound;
-    /// `bytes` from `peer` arrived and will never be paid for.
-    fn wasted(&self, peer: SocketAddr, bytes: u64);
+    fn release(&self, conn: PeerKey, bytes: u64);
+    /// Whether bytes from `conn` are paid for (it is bound to a channel):
+    /// their piece is then made durable before [`BuyHook::verified`].
+    fn pays(&self, conn: PeerKey) -> bool;
+    /// `bytes` from `conn` are part of a verified piece held on disk: pay.
+    fn verified(&self, conn: PeerKey, bytes: u64);
+    /// The seller answered `conn`'s `resume`: the channel is `open` (else
+    /// it closed it) and it counts `unpaid` bytes on it that no payment
+    /// covers. Can it still serve a piece?
+    fn bound(&self, conn: PeerKey, open: bool, unpaid: u64, piece_len: u64) -> Bound;
+    /// `bytes` from `conn` arrived and will never be paid for.
+    fn wasted(&self, conn: PeerKey, bytes: u64);
     /// Blocking: waits up to `t` for payments of verified bytes to go out.
     fn settle(&self, t: std::time::Duration);
-    fn disconnected(&self, peer: SocketAddr);
+    /// The connection ended; what it delivered may still be paid.
+    fn disconnected(&self, conn: PeerKey);
     fn money(&self) -> status::Money;
     /// Sellers in use.
     fn paid_peers(&self) -> usize;
@@ -219,7 +246,6 @@ pub(crate) struct State {
     strikes: HashMap<SocketAddr, u32>,
     banned: HashSet<IpAddr>,
     banned_addrs: HashSet<SocketAddr>,
-    next_key: PeerKey,
     closed: bool,
     optimistic: Option<PeerKey>,
     choke_round: u64,
@@ -237,6 +263,8 @@ pub struct Torrent {
     choker_wake: Notify,
     listen_addr: Mutex<Option<SocketAddr>>,
     span: tracing::Span,
+    /// Bought pieces being made durable before they are paid for.
+    paying: std::sync::atomic::AtomicUsize,
 }
 
 /// Removes the critical mark of a waiting read when the read ends or is dropped.
@@ -314,7 +342,6 @@ impl Torrent {
                 strikes: HashMap::new(),
                 banned: HashSet::new(),
                 banned_addrs: HashSet::new(),
-                next_key: 1,
                 closed: false,
                 optimistic: None,
                 choke_round: 0,
@@ -325,6 +352,7 @@ impl Torrent {
             choker_wake: Notify::new(),
             listen_addr: Mutex::new(Some(local)),
             span,
+            paying: Default::default(),
             meta,
             store,
             cfg,
@@ -535,6 +563,12 @@ impl Torrent {
             }
         }
         let _ = self.shutdown.send(true);
+        // Bought pieces still being stored are paid for before we go (the
+        // seller served them); bounded, a stuck disk cannot hold us.
+        let end = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.paying.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || {
             if let Err(e) = store.write_pending() {
@@ -559,8 +593,7 @@ impl Torrent {
                 .await
                 .unwrap_or((false, Vec::new()));
                 if ok {
-                    t.settle_paid(piece, &from, true);
-                    t.piece_ok(piece, Bytes::from(data));
+                    t.piece_ok(piece, Bytes::from(data), from);
                 } else {
                     t.settle_paid(piece, &from, false);
                     t.piece_bad(piece, from);
@@ -570,37 +603,38 @@ impl Torrent {
         );
     }
 
-    /// Tells the buyer which peers sent the blocks of a checked piece: paid
-    /// for if it verified, released if not.
+    /// Tells the buyer which connections sent the blocks of a checked piece:
+    /// paid for if it verified (and is held), released if not.
     fn settle_paid(&self, piece: usize, from: &[PeerKey], ok: bool) {
         let Some(buy) = &self.cfg.buy else {
             return;
         };
         let size = self.meta.piece_size(piece);
-        let mut per: HashMap<SocketAddr, u64> = HashMap::new();
-        {
-            let st = self.lock();
-            for (b, k) in from.iter().enumerate() {
-                let begin = b as u64 * crate::wire::BLOCK_SIZE as u64;
-                let len = (size - begin).min(crate::wire::BLOCK_SIZE as u64);
-                if let Some(p) = st.peers.get(k) {
-                    *per.entry(p.addr).or_default() += len;
-                }
-            }
+        let mut per: HashMap<PeerKey, u64> = HashMap::new();
+        for (b, k) in from.iter().enumerate() {
+            let begin = b as u64 * crate::wire::BLOCK_SIZE as u64;
+            let len = (size - begin).min(crate::wire::BLOCK_SIZE as u64);
+            *per.entry(*k).or_default() += len;
         }
-        for (addr, bytes) in per {
+        for (conn, bytes) in per {
             if ok {
-                buy.0.verified(addr, bytes);
+                buy.0.verified(conn, bytes);
             } else {
-                buy.0.release(addr, bytes);
-                buy.0.wasted(addr, bytes);
+                buy.0.release(conn, bytes);
+                buy.0.wasted(conn, bytes);
             }
         }
     }
 
-    fn piece_ok(self: &Arc<Self>, piece: usize, data: Bytes) {
+    /// A piece passed its hash check: readable at once, written to disk, and
+    /// — if a seller sent part of it — paid for only once it is durably
+    /// held (synced and recorded), so a crash never pays twice.
+    fn piece_ok(self: &Arc<Self>, piece: usize, data: Bytes, from: Vec<PeerKey>) {
         if self.lock().picker.have().get(piece) {
-            return; // a duplicate that raced the first copy
+            // A duplicate that raced the first copy: held already, and not
+            // paid a second time.
+            self.settle_paid(piece, &from, false);
+            return;
         }
         self.store.put_pending(piece, data);
         {
@@ -615,12 +649,34 @@ impl Torrent {
                 let _ = p.cmd.send(PeerCmd::Have(piece as u32));
             }
         }
+        let paid = self
+            .cfg
+            .buy
+            .as_ref()
+            .is_some_and(|b| from.iter().any(|k| b.0.pays(*k)));
         let store = self.store.clone();
         let span = self.span.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.write(piece) {
-                warn!(parent: &span, piece, error = %e, "writing piece failed; it stays readable from memory");
+        if !paid {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = store.write(piece) {
+                    warn!(parent: &span, piece, error = %e, "writing piece failed; it stays readable from memory");
+                }
+            });
+            return;
+        }
+        self.paying.fetch_add(1, Ordering::SeqCst);
+        let t = self.clone();
+        tokio::spawn(async move {
+            let r = tokio::task::spawn_blocking(move || store.write_durable(piece)).await;
+            match r {
+                Ok(Ok(())) => t.settle_paid(piece, &from, true),
+                Ok(Err(e)) => {
+                    warn!(parent: &span, piece, error = %e, "a bought piece could not be stored; not paying for it");
+                    t.settle_paid(piece, &from, false);
+                }
+                Err(_) => t.settle_paid(piece, &from, false),
             }
+            t.paying.fetch_sub(1, Ordering::SeqCst);
         });
     }
 
@@ -686,8 +742,10 @@ impl Torrent {
         if st.peers.len() >= self.cfg.max_peers {
             return Err("too many peers".into());
         }
-        let key = st.next_key;
-        st.next_key += 1;
+        // Unique in the process, not only in this torrent: one buyer agent
+        // may serve several torrents and names connections by their key.
+        static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
         let n = self.meta.num_pieces();
         st.peers.insert(
             key,

@@ -322,7 +322,7 @@ impl Session {
     /// Gives a paid request's budget back.
     fn release_paid(&self, bytes: u64) {
         if let (Some(buy), true) = (&self.t.cfg.buy, self.is_seller()) {
-            buy.0.release(self.addr, bytes);
+            buy.0.release(self.key, bytes);
         }
     }
 
@@ -330,7 +330,7 @@ impl Session {
     /// under the seller's credit.
     fn waste_paid(&self, bytes: u64) {
         if let (Some(buy), true) = (&self.t.cfg.buy, self.is_seller()) {
-            buy.0.wasted(self.addr, bytes);
+            buy.0.wasted(self.key, bytes);
         }
     }
 
@@ -365,7 +365,15 @@ impl Session {
         if let (true, Some(buy)) = (paid, &self.t.cfg.buy) {
             // A seller serves `credit` bytes beyond what is paid: asking for
             // more only earns rejects. Payments free room and wake us.
-            want = want.min((buy.0.room(self.addr) / wire::BLOCK_SIZE as u64) as usize);
+            match buy.0.room(self.key) {
+                Some(room) => want = want.min((room / wire::BLOCK_SIZE as u64) as usize),
+                None => {
+                    // The channel closed under us: bind again when needed.
+                    info!("the paid channel can no longer be used; binding again when needed");
+                    self.buy_state.store(seller::IDLE, Ordering::Relaxed);
+                    return;
+                }
+            }
         }
         if want == 0 {
             return;
@@ -388,7 +396,7 @@ impl Session {
                 // Budget first: what cannot be reserved is not asked for.
                 if let Some(cut) = picked
                     .iter()
-                    .position(|r| !buy.0.reserve(self.addr, r.length as u64))
+                    .position(|r| !buy.0.reserve(self.key, r.length as u64))
                 {
                     for r in picked.drain(cut..) {
                         st.picker.release(self.key, &r);
@@ -457,7 +465,7 @@ impl Session {
         let Some(buy) = self.t.cfg.buy.clone() else {
             return;
         };
-        if self.is_seller() || !buy.0.consider(self.addr, info, self.wake.clone()) {
+        if self.is_seller() || !buy.0.consider(self.key, self.addr, info, self.wake.clone()) {
             return;
         }
         self.buy_state.store(seller::IDLE, Ordering::Relaxed);
@@ -475,15 +483,15 @@ impl Session {
         self.buy_state.store(seller::BINDING, Ordering::Relaxed);
         info!("free peers cannot deliver: getting a channel with this seller");
         let their_id = self.their_pay_id.load(Ordering::Relaxed);
-        let (addr, ih, out, state) = (
-            self.addr,
+        let (conn, ih, out, state) = (
+            self.key,
             self.t.meta.info_hash.0,
             self.out.clone(),
             self.buy_state.clone(),
         );
         tokio::spawn(
             async move {
-                let r = tokio::task::spawn_blocking(move || buy.0.bind(addr, ih)).await;
+                let r = tokio::task::spawn_blocking(move || buy.0.bind(conn, ih)).await;
                 match r {
                     Ok(Ok(payload)) => {
                         let _ = out.send(Out::Msg(Message::Extended {
@@ -506,12 +514,15 @@ impl Session {
     }
 
     /// The seller answered `resume`: buy, bind to another channel, or give up.
-    fn channel_bound(&mut self, unpaid: u64) {
-        use crate::pay::buying::Bound;
+    fn channel_bound(&mut self, open: bool, unpaid: u64) {
+        use super::Bound;
         let Some(buy) = self.t.cfg.buy.clone() else {
             return;
         };
-        match buy.0.bound(self.addr, unpaid, self.t.meta.piece_length) {
+        match buy
+            .0
+            .bound(self.key, open, unpaid, self.t.meta.piece_length)
+        {
             Bound::Usable => {
                 info!(unpaid, "bound to a paid channel");
                 self.buy_state.store(seller::BOUND, Ordering::Relaxed);
@@ -714,14 +725,20 @@ impl Session {
                 }
             }
             Message::Extended { id, payload } if id == crate::pay::proto::LOCAL_EXT_ID => {
-                if let Some(tx) = &self.pay {
+                use crate::pay::proto::Msg;
+                // A node that sells and buys gets both directions on one
+                // connection: a seller's answer to our `resume` is ours, a
+                // buyer's message goes to the seller hook.
+                let for_buyer = self.is_seller()
+                    && matches!(
+                        Msg::decode(&payload),
+                        Ok(Msg::State { .. } | Msg::Error { .. } | Msg::Ack { .. })
+                    );
+                if let (Some(tx), false) = (&self.pay, for_buyer) {
                     let _ = tx.send(payload);
                 } else if self.is_seller() {
-                    use crate::pay::proto::Msg;
                     match Msg::decode(&payload) {
-                        Ok(Msg::State {
-                            open: true, unpaid, ..
-                        }) => self.channel_bound(unpaid),
+                        Ok(Msg::State { open, unpaid, .. }) => self.channel_bound(open, unpaid),
                         Ok(Msg::Error { code, message, .. }) => {
                             warn!(%code, %message, "seller refused; not buying from it");
                             self.buy_state.store(seller::UNUSABLE, Ordering::Relaxed);
@@ -889,8 +906,12 @@ async fn run(
     if let Some(buy) = &t.cfg.buy {
         if s.is_seller() {
             t.lock().picker.remove_paid_pieces(&s.has);
+            // Requests never answered are not paid; blocks it delivered
+            // into pieces in progress are, once those verify.
+            let asked: u64 = s.outstanding.iter().map(|(r, _)| r.length as u64).sum();
+            s.release_paid(asked);
         }
-        buy.0.disconnected(addr);
+        buy.0.disconnected(key);
     }
     let outstanding: Vec<BlockRef> = s.outstanding.iter().map(|(r, _)| *r).collect();
     t.unregister_peer(key, &outstanding);

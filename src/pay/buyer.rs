@@ -60,6 +60,18 @@ pub enum BuyError {
     Chain(#[from] crate::chain::ChainError),
 }
 
+impl BuyError {
+    /// Whether a payment that failed with this error had already been stored
+    /// (it failed on the way to the seller, not before): the buyer owes it
+    /// and resumes by re-sending it, never by paying it again.
+    pub fn stored(&self) -> bool {
+        !matches!(
+            self,
+            BuyError::Store(_) | BuyError::Pay(_) | BuyError::NotOpen { .. }
+        )
+    }
+}
+
 /// A BitTorrent connection to a seller, used only for `btt_pay`.
 pub struct SellerConn {
     addr: SocketAddr,
@@ -515,25 +527,27 @@ impl Session {
 
     /// Adds `delta_msat` to whatever the channel's stored total is now, so that
     /// several processes (two mounts of one buyer) can pay on one channel: the
-    /// new total is stored first (retrying if another process moved it), then
-    /// signed and sent. A seller that already holds more (another process's
-    /// payment overtook ours and covers it) is fine.
+    /// new total is signed (which checks it fits the channel), stored
+    /// (retrying if another process moved it), then sent. A seller that
+    /// already holds more (another process's payment overtook ours and covers
+    /// it) is fine. An error for which [`BuyError::stored`] holds came after
+    /// the total was stored: [`Session::resume`] re-sends it.
     pub fn pay_increment(
         &mut self,
         store: &mut ChannelStore,
         delta_msat: u64,
     ) -> Result<u64, BuyError> {
-        let total = loop {
+        let (total, b, p) = loop {
             let cur = store.get(&self.id)?.total_msat;
             let next = cur + delta_msat;
+            let mut b = Buyer::new(self.buyer.terms().clone(), self.key, cur)?;
+            let p = b.pay(next)?;
             match store.advance(&self.id, next, None) {
-                Ok(()) => break next,
+                Ok(()) => break (next, b, p),
                 Err(StoreError::NotIncreasing { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         };
-        let mut b = Buyer::new(self.buyer.terms().clone(), self.key, total - delta_msat)?;
-        let p = b.pay(total)?;
         self.buyer = b;
         match self.conn.request(&Msg::Pay {
             channel: self.funding,

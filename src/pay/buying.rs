@@ -15,17 +15,18 @@
 use crate::chain;
 use crate::chanstore::{ChannelState, ChannelStore, Role};
 use crate::config::Home;
+use crate::engine::{Bound, PeerKey};
 use crate::pay::bitcoin::PublicKey;
-use crate::pay::buyer::{self, OpenState, Session};
+use crate::pay::buyer::{self, BuyError, OpenState, Session};
 use crate::pay::price::{self, Price};
 use crate::pay::proto::{Msg, SellerInfo};
 use crate::wallet::BttWallet;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// The buyer settings for a mount or `btt get`: flags first, then the
 /// `[buy]` section of config.toml. `None`: not buying (no price ceiling set).
@@ -72,6 +73,7 @@ pub struct BuyConfig {
 }
 
 struct Link {
+    addr: SocketAddr,
     price: Price,
     node_key: PublicKey,
     /// Requested from this seller and not yet verified (or given back).
@@ -80,6 +82,9 @@ struct Link {
     credit: u64,
     wake: Arc<Notify>,
     channel: Option<String>,
+    /// The connection ended: the link stays until what it delivered into
+    /// pieces in progress is paid for or given back.
+    gone: bool,
 }
 
 struct Worker {
@@ -100,20 +105,9 @@ struct Flow {
     unpaid: AtomicU64,
     /// The channel's total as last paid (the waste allowance grows with it).
     total_msat: AtomicU64,
+    /// The seller closed the channel (or no longer knows it): bind again.
+    closed: AtomicBool,
     wakers: Mutex<Vec<std::sync::Weak<Notify>>>,
-}
-
-/// What binding a connection found out about its channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bound {
-    /// Room for at least one piece: buy.
-    Usable,
-    /// Unpaid bytes from earlier sessions leave less than a piece of room:
-    /// bind again, to another channel.
-    Exhausted,
-    /// The seller's credit is below one piece: it cannot serve a buyer that
-    /// pays after verifying.
-    TooSmall,
 }
 
 impl Flow {
@@ -125,26 +119,49 @@ impl Flow {
         }
     }
 
+    fn wake_all(&self) {
+        for w in lock(&self.wakers).iter().filter_map(|w| w.upgrade()) {
+            w.notify_one();
+        }
+    }
+
     /// The seller acknowledged payment for `bytes`.
     fn paid(&self, bytes: u64) {
         let _ = self
             .paying_bytes
             .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(bytes)));
-        for w in lock(&self.wakers).iter().filter_map(|w| w.upgrade()) {
-            w.notify_one();
-        }
+        self.wake_all();
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Relaxed);
+        self.wake_all();
     }
 }
 
 #[derive(Default)]
 struct State {
-    links: HashMap<SocketAddr, Link>,
+    links: HashMap<PeerKey, Link>,
     workers: HashMap<String, Worker>,
-    /// Channels left to themselves for this process (see [`Bound::Exhausted`]).
+    /// Channels left to themselves for this process (see [`Bound::Exhausted`]),
+    /// or closed by their seller.
     exhausted: std::collections::HashSet<String>,
     /// Channels this process opened.
     opened: std::collections::HashSet<String>,
     budget_said: bool,
+}
+
+impl State {
+    /// Forgets a link that ended once nothing of it waits for payment.
+    fn reap(&mut self, conn: PeerKey) {
+        if self
+            .links
+            .get(&conn)
+            .is_some_and(|l| l.gone && l.reserved_bytes == 0)
+        {
+            self.links.remove(&conn);
+        }
+    }
 }
 
 pub struct BuyerAgent {
@@ -163,9 +180,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `peer`'s link and the flow of the channel it is bound to.
-fn channel_of(st: &State, peer: SocketAddr) -> Option<(&Link, &Flow)> {
-    let link = st.links.get(&peer)?;
+/// `conn`'s link and the flow of the channel it is bound to.
+fn channel_of(st: &State, conn: PeerKey) -> Option<(&Link, &Flow)> {
+    let link = st.links.get(&conn)?;
     let w = st.workers.get(link.channel.as_ref()?)?;
     Some((link, &w.flow))
 }
@@ -190,6 +207,35 @@ fn limit(link: &Link, flow: &Flow) -> u64 {
         flow.total_msat.load(Relaxed),
         flow.unpaid.load(Relaxed),
     )
+}
+
+/// The seller says the channel is closed (`resume` answered `open: false`)
+/// or no longer knows a channel it was paid on.
+fn seller_closed(e: &BuyError) -> bool {
+    matches!(e, BuyError::Refused { code, .. } if code == "closed" || code == "unknown_channel" || code == "funding_spent")
+}
+
+/// Records that the seller closed channel `id`: closed if its funding is
+/// spent on chain, else closing (the seller's close is on its way).
+fn mark_closed(store: &ChannelStore, chain: &dyn chain::ChainBackend, id: &str) {
+    let Ok(r) = store.get(id) else { return };
+    if r.state != ChannelState::Open {
+        return;
+    }
+    let spent = chain
+        .output_status(&r.terms.funding, &r.terms.funding_script_pubkey())
+        .is_ok_and(|s| s == chain::OutputStatus::Spent);
+    let state = if spent {
+        ChannelState::Closed
+    } else {
+        ChannelState::Closing
+    };
+    match store.set_state(id, state) {
+        Ok(()) => {
+            info!(channel = %id, ?state, "the seller closed this channel; a new one is opened when needed")
+        }
+        Err(e) => warn!(channel = %id, error = %e, "could not record the channel's close"),
+    }
 }
 
 impl BuyerAgent {
@@ -217,6 +263,7 @@ impl BuyerAgent {
     /// notified whenever a payment on its channel frees credit.
     pub fn consider(
         &self,
+        conn: PeerKey,
         peer: SocketAddr,
         info: &bendy::value::Value<'static>,
         wake: Arc<Notify>,
@@ -234,99 +281,122 @@ impl BuyerAgent {
             return false;
         }
         lock(&self.state).links.insert(
-            peer,
+            conn,
             Link {
+                addr: peer,
                 price,
                 node_key: info.node_key,
                 reserved_bytes: 0,
                 credit: info.credit,
                 wake,
                 channel: None,
+                gone: false,
             },
         );
         true
     }
 
     /// Blocking: a channel with this seller (reused or opened) and the
-    /// `resume` message that binds the data connection to it.
-    pub fn bind(&self, peer: SocketAddr, info_hash: [u8; 20]) -> Result<Vec<u8>, String> {
-        let node_key = lock(&self.state)
+    /// `resume` message that binds the data connection to it. A channel the
+    /// seller closed is recorded as such and another one is used or opened.
+    pub fn bind(&self, conn: PeerKey, info_hash: [u8; 20]) -> Result<Vec<u8>, String> {
+        let (node_key, peer) = lock(&self.state)
             .links
-            .get(&peer)
-            .map(|l| l.node_key)
+            .get(&conn)
+            .map(|l| (l.node_key, l.addr))
             .ok_or("unknown seller")?;
         let _one = lock(&self.opening);
         let home = &self.cfg.home;
         let mut wallet = BttWallet::open(home).map_err(|e| e.to_string())?;
         let mut store = ChannelStore::open(&home.channels_db()).map_err(|e| e.to_string())?;
         let chain = chain::connect(&wallet.config).map_err(|e| e.to_string())?;
-        let exhausted = lock(&self.state).exhausted.clone();
-        let reuse = store
-            .list()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .find(|r| {
-                r.role == Role::Buyer
-                    && r.state == ChannelState::Open
-                    && r.terms.seller == node_key
-                    && r.total_msat < r.terms.max_total_msat() / 2
-                    && !exhausted.contains(&r.id)
-            });
-        let id = match reuse {
-            Some(r) => r.id,
-            None => {
-                wallet.sync(chain.as_ref()).map_err(|e| e.to_string())?;
-                let o = buyer::open_channel(
-                    &mut wallet,
-                    &store,
-                    chain.as_ref(),
-                    peer,
-                    info_hash,
-                    self.cfg.channel_sat,
-                )
-                .map_err(|e| e.to_string())?;
-                if let OpenState::Pending { have, need } = o.state {
-                    return Err(format!(
-                        "channel {} waits for {need} confirmation(s), has {have}",
-                        o.id
-                    ));
+        // A closed channel costs one round; a seller closing every channel
+        // we open is not followed for ever.
+        for _ in 0..3 {
+            {
+                // Workers whose seller closed their channel are done.
+                let mut st = lock(&self.state);
+                let closed: Vec<String> = st
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.flow.closed.load(Relaxed))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in closed {
+                    st.workers.remove(&id);
+                    st.exhausted.insert(id.clone());
+                    mark_closed(&store, chain.as_ref(), &id);
                 }
-                info!(%peer, channel = %o.id, capacity = self.cfg.channel_sat, "opened a channel");
-                lock(&self.state).opened.insert(o.id.clone());
-                o.id
             }
-        };
-        let channel: crate::pay::bitcoin::OutPoint =
-            id.parse().map_err(|_| format!("bad channel id {id}"))?;
+            let exhausted = lock(&self.state).exhausted.clone();
+            let reuse = store
+                .list()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .find(|r| {
+                    r.role == Role::Buyer
+                        && r.state == ChannelState::Open
+                        && r.terms.seller == node_key
+                        && r.total_msat < r.terms.max_total_msat() / 2
+                        && !exhausted.contains(&r.id)
+                });
+            let id = match reuse {
+                Some(r) => r.id,
+                None => {
+                    wallet.sync(chain.as_ref()).map_err(|e| e.to_string())?;
+                    let o = buyer::open_channel(
+                        &mut wallet,
+                        &store,
+                        chain.as_ref(),
+                        peer,
+                        info_hash,
+                        self.cfg.channel_sat,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    if let OpenState::Pending { have, need } = o.state {
+                        return Err(format!(
+                            "channel {} waits for {need} confirmation(s), has {have}",
+                            o.id
+                        ));
+                    }
+                    info!(%peer, channel = %o.id, capacity = self.cfg.channel_sat, "opened a channel");
+                    lock(&self.state).opened.insert(o.id.clone());
+                    o.id
+                }
+            };
+            let channel: crate::pay::bitcoin::OutPoint =
+                id.parse().map_err(|_| format!("bad channel id {id}"))?;
+            if !lock(&self.state).workers.contains_key(&id) {
+                let session = match Session::resume(&wallet, &mut store, chain.as_ref(), &id) {
+                    Ok(s) => s,
+                    Err(e) if seller_closed(&e) => {
+                        mark_closed(&store, chain.as_ref(), &id);
+                        lock(&self.state).exhausted.insert(id);
+                        continue;
+                    }
+                    Err(e) => return Err(e.to_string()),
+                };
+                self.start_worker(conn, &id, session, store)?;
+                return self.link_to(conn, &id, channel);
+            }
+            return self.link_to(conn, &id, channel);
+        }
+        Err("the seller closed every channel we tried".into())
+    }
+
+    /// Binds `conn` to channel `id`'s worker; the `resume` message to send.
+    fn link_to(
+        &self,
+        conn: PeerKey,
+        id: &str,
+        channel: crate::pay::bitcoin::OutPoint,
+    ) -> Result<Vec<u8>, String> {
         {
             let mut st = lock(&self.state);
-            if !st.workers.contains_key(&id) {
-                let session = Session::resume(&wallet, &mut store, chain.as_ref(), &id)
-                    .map_err(|e| e.to_string())?;
-                let (tx, rx) = mpsc::channel();
-                let (price, credit) = st
-                    .links
-                    .get(&peer)
-                    .map(|l| (l.price, l.credit))
-                    .unwrap_or_default();
-                let (spent, in_flight) = (self.spent.clone(), self.in_flight.clone());
-                let wire = self.wire.clone();
-                let flow = Arc::new(Flow::default());
-                flow.total_msat.store(session.total_msat(), Relaxed);
-                let (cid, wflow) = (id.clone(), flow.clone());
-                std::thread::Builder::new()
-                    .name("btt-pay".into())
-                    .spawn(move || {
-                        let counters = (spent, in_flight, wire);
-                        pay_worker(session, store, rx, (price, credit), counters, wflow, cid)
-                    })
-                    .map_err(|e| e.to_string())?;
-                st.workers.insert(id.clone(), Worker { tx, flow });
-            }
             let State { links, workers, .. } = &mut *st;
-            if let Some(l) = links.get_mut(&peer) {
-                l.channel = Some(id.clone());
-                if let Some(w) = workers.get(&id) {
+            if let Some(l) = links.get_mut(&conn) {
+                l.channel = Some(id.to_string());
+                if let Some(w) = workers.get(id) {
                     w.flow.add_waker(&l.wake);
                 }
             }
@@ -334,31 +404,78 @@ impl BuyerAgent {
         Ok(Msg::Resume { channel }.encode())
     }
 
-    /// Bytes that may be requested from `peer` now: its credit plus the
+    /// Starts the payment worker of channel `id` over `session`.
+    fn start_worker(
+        &self,
+        conn: PeerKey,
+        id: &str,
+        session: Session,
+        store: ChannelStore,
+    ) -> Result<(), String> {
+        let mut st = lock(&self.state);
+        let (tx, rx) = mpsc::channel();
+        let (price, credit) = st
+            .links
+            .get(&conn)
+            .map(|l| (l.price, l.credit))
+            .unwrap_or_default();
+        let flow = Arc::new(Flow::default());
+        flow.total_msat.store(session.total_msat(), Relaxed);
+        let w = PayWorker {
+            home: self.cfg.home.clone(),
+            id: id.to_string(),
+            price,
+            gather: credit / 4,
+            spent: self.spent.clone(),
+            in_flight: self.in_flight.clone(),
+            wire: self.wire.clone(),
+            flow: flow.clone(),
+        };
+        std::thread::Builder::new()
+            .name("btt-pay".into())
+            .spawn(move || w.run(session, store, rx))
+            .map_err(|e| e.to_string())?;
+        st.workers.insert(id.to_string(), Worker { tx, flow });
+        Ok(())
+    }
+
+    /// Bytes that may be requested on `conn` now: its credit plus the
     /// waste allowance, less the channel's unpaid bytes and what is
     /// requested, or verified and unacknowledged, on it (all connections
     /// bound to a channel share the seller's credit). No margin: the buyer
     /// pays only for verified pieces, so a credit of exactly one piece must
     /// still let a whole piece be asked for; the seller's rule holds at the
     /// boundary because ceil(a + b) ≤ ceil(a) + ceil(b) (property-tested in
-    /// `price`).
-    pub fn room(&self, peer: SocketAddr) -> u64 {
+    /// `price`). `None` once the seller closed the channel.
+    pub fn room(&self, conn: PeerKey) -> Option<u64> {
         let st = lock(&self.state);
-        let Some((link, flow)) = channel_of(&st, peer) else {
-            return 0;
+        let Some((link, flow)) = channel_of(&st, conn) else {
+            return Some(0);
         };
+        if flow.closed.load(Relaxed) {
+            return None;
+        }
         let outstanding = outstanding(&st, link, flow);
-        limit(link, flow).saturating_sub(outstanding)
+        Some(limit(link, flow).saturating_sub(outstanding))
     }
 
-    /// The seller answered `resume` on `peer`'s connection: it counts `unpaid`
-    /// bytes on the channel that no payment covers. Whether the channel still
-    /// has room for a piece of `piece_len` bytes.
-    pub fn bound(&self, peer: SocketAddr, unpaid: u64, piece_len: u64) -> Bound {
+    /// The seller answered `resume` on `conn`: the channel is `open` and it
+    /// counts `unpaid` bytes on it that no payment covers. Whether the
+    /// channel still has room for a piece of `piece_len` bytes.
+    pub fn bound(&self, conn: PeerKey, open: bool, unpaid: u64, piece_len: u64) -> Bound {
         let mut st = lock(&self.state);
-        let Some((link, flow)) = channel_of(&st, peer) else {
+        let Some((link, flow)) = channel_of(&st, conn) else {
             return Bound::TooSmall;
         };
+        let peer = link.addr;
+        if !open {
+            warn!(%peer, channel = ?link.channel, "the seller has closed this channel: using another");
+            flow.close();
+            if let Some(l) = st.links.get_mut(&conn) {
+                l.channel = None;
+            }
+            return Bound::Exhausted;
+        }
         if link.credit < piece_len {
             warn!(%peer, credit = link.credit, piece_len, "the seller's credit is smaller than a piece: it cannot serve a buyer that pays after verifying");
             return Bound::TooSmall;
@@ -378,24 +495,24 @@ impl BuyerAgent {
         }
         warn!(%peer, channel = %ch, unpaid = mine, credit = link.credit, "the seller counts too many unpaid bytes on this channel: using another");
         st.exhausted.insert(ch);
-        if let Some(l) = st.links.get_mut(&peer) {
+        if let Some(l) = st.links.get_mut(&conn) {
             l.channel = None;
         }
         Bound::Exhausted
     }
 
-    /// `bytes` from `peer` arrived and will not be paid for (a duplicate
+    /// `bytes` from `conn` arrived and will not be paid for (a duplicate
     /// that lost, a block cancelled too late, a piece that failed): the seller
     /// counted them, so they take room under its credit.
-    pub fn wasted(&self, peer: SocketAddr, bytes: u64) {
+    pub fn wasted(&self, conn: PeerKey, bytes: u64) {
         let st = lock(&self.state);
-        if let Some((_, flow)) = channel_of(&st, peer) {
+        if let Some((_, flow)) = channel_of(&st, conn) {
             flow.unpaid.fetch_add(bytes, Relaxed);
         }
     }
 
-    /// Reserves `bytes` from `peer` against the budget; false once it is spent.
-    pub fn reserve(&self, peer: SocketAddr, bytes: u64) -> bool {
+    /// Reserves `bytes` from `conn` against the budget; false once it is spent.
+    pub fn reserve(&self, conn: PeerKey, bytes: u64) -> bool {
         let mut st = lock(&self.state);
         let spent = self.spent_msat() + self.in_flight.load(Relaxed);
         let committed: u64 = st
@@ -403,7 +520,7 @@ impl BuyerAgent {
             .values()
             .map(|l| l.price.cost_msat(l.reserved_bytes) + 1)
             .sum();
-        let Some(link) = st.links.get(&peer) else {
+        let Some(link) = st.links.get(&conn) else {
             return false;
         };
         let new = link.price.cost_msat(bytes) + 1;
@@ -418,39 +535,53 @@ impl BuyerAgent {
             }
             return false;
         }
-        if let Some(l) = st.links.get_mut(&peer) {
+        if let Some(l) = st.links.get_mut(&conn) {
             l.reserved_bytes += bytes;
         }
         true
     }
 
     /// Drops a reservation that will not be paid.
-    pub fn release(&self, peer: SocketAddr, bytes: u64) {
-        if let Some(l) = lock(&self.state).links.get_mut(&peer) {
+    pub fn release(&self, conn: PeerKey, bytes: u64) {
+        let mut st = lock(&self.state);
+        if let Some(l) = st.links.get_mut(&conn) {
             l.reserved_bytes = l.reserved_bytes.saturating_sub(bytes);
         }
+        st.reap(conn);
     }
 
-    /// `bytes` from `peer` belong to a piece that verified: pay for them.
-    pub fn verified(&self, peer: SocketAddr, bytes: u64) {
+    /// Whether bytes from `conn` are bought (it is bound to a channel).
+    pub fn pays(&self, conn: PeerKey) -> bool {
+        lock(&self.state)
+            .links
+            .get(&conn)
+            .is_some_and(|l| l.channel.is_some())
+    }
+
+    /// `bytes` from `conn` belong to a piece that verified and is held on
+    /// disk: pay for them, also when the connection has ended since.
+    pub fn verified(&self, conn: PeerKey, bytes: u64) {
         let mut st = lock(&self.state);
-        let Some(l) = st.links.get_mut(&peer) else {
+        let Some(l) = st.links.get_mut(&conn) else {
             return;
         };
         l.reserved_bytes = l.reserved_bytes.saturating_sub(bytes);
-        let Some(ch) = l.channel.clone() else {
-            return;
-        };
-        let est = l.price.cost_msat(bytes) + 1;
-        if let Some(w) = st.workers.get(&ch) {
+        let (ch, est) = (l.channel.clone(), l.price.cost_msat(bytes) + 1);
+        if let Some(w) = ch.and_then(|ch| st.workers.get(&ch)) {
             w.flow.paying_bytes.fetch_add(bytes, Relaxed);
-            self.in_flight.fetch_add(est, Relaxed);
-            let _ = w.tx.send((bytes, est));
+            if w.tx.send((bytes, est)).is_ok() {
+                self.in_flight.fetch_add(est, Relaxed);
+            }
         }
+        st.reap(conn);
     }
 
-    pub fn disconnected(&self, peer: SocketAddr) {
-        lock(&self.state).links.remove(&peer);
+    pub fn disconnected(&self, conn: PeerKey) {
+        let mut st = lock(&self.state);
+        if let Some(l) = st.links.get_mut(&conn) {
+            l.gone = true;
+        }
+        st.reap(conn);
     }
 
     /// Waits up to `t` for payments of verified bytes still in flight.
@@ -473,70 +604,176 @@ impl BuyerAgent {
 /// 80 ms).
 const PAY_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// (msat spent, msat in flight, (payments, wire bytes)) shared with the agent.
-type Counters = (Arc<AtomicU64>, Arc<AtomicU64>, Arc<Mutex<(u64, u64)>>);
+/// Longest wait between two attempts to reach a seller that went away.
+const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Pays for verified bytes on one channel, in order; the total is always
-/// `start + cost(bytes so far)`, so rounding never adds up.
-fn pay_worker(
-    mut session: Session,
-    mut store: ChannelStore,
-    rx: mpsc::Receiver<(u64, u64)>,
-    (price, credit): (Price, u64),
-    (spent, in_flight, wire): Counters,
-    flow: Arc<Flow>,
+/// `start + cost(bytes so far)`, so rounding happens once per worker. When
+/// the seller goes away (killed, restarted, the connection broke) it
+/// reconnects with `resume`, which re-sends the last stored payment; when
+/// the seller says the channel is closed it records that and stops, and the
+/// connections bound to it bind again.
+struct PayWorker {
+    home: Home,
     id: String,
-) {
-    let gather = credit / 4;
-    let mut last_wire = session.wire_bytes();
-    // Payments are increments of cost(all bytes so far) − what this worker
-    // paid already, so rounding happens once, and other processes paying on
-    // the same channel add their own increments.
-    let mut bytes = 0u64;
-    let mut paid = 0u64;
-    while let Ok((b, mut est)) = rx.recv() {
-        let mut batch = b;
-        // Gather what verifies over the next PAY_EVERY into the same payment
-        // (fewer signatures and commits on both sides), but never hold a
-        // quarter of the credit: the seller serves no more until paid.
-        let due = std::time::Instant::now() + PAY_EVERY;
-        while batch < gather {
-            let left = due.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok((more, e)) => {
-                    batch += more;
-                    est += e;
+    price: Price,
+    /// Most bytes gathered into one payment (a quarter of the credit).
+    gather: u64,
+    spent: Arc<AtomicU64>,
+    /// msat of verified bytes handed to a worker but not yet paid.
+    in_flight: Arc<AtomicU64>,
+    /// (payments sent, bytes on their connections).
+    wire: Arc<Mutex<(u64, u64)>>,
+    flow: Arc<Flow>,
+}
+
+impl PayWorker {
+    fn run(self, session: Session, mut store: ChannelStore, rx: mpsc::Receiver<(u64, u64)>) {
+        let mut session = Some(session);
+        let mut last_wire = 0u64;
+        // Verified bytes handed to us so far, and msat paid for them.
+        let (mut bytes, mut paid) = (0u64, 0u64);
+        // A batch not yet paid (bytes, reserved msat), e.g. after a failure
+        // before its total was stored.
+        let mut carry: Option<(u64, u64)> = None;
+        // Paid and stored but not acknowledged: resume's re-send covers it.
+        let mut unacked = 0u64;
+        loop {
+            let Some(s) = session.as_mut() else {
+                match self.reconnect(&mut store, &rx, &mut carry) {
+                    Some(s) => {
+                        last_wire = s.wire_bytes();
+                        self.flow.total_msat.fetch_max(s.total_msat(), Relaxed);
+                        self.flow.paid(std::mem::take(&mut unacked));
+                        session = Some(s);
+                        continue;
+                    }
+                    None => return,
                 }
-                Err(_) => break,
+            };
+            let (mut batch, mut est) = match carry.take() {
+                Some(c) => c,
+                None => match rx.recv() {
+                    Ok(x) => x,
+                    Err(_) => return,
+                },
+            };
+            // Gather what verifies over the next PAY_EVERY into the same
+            // payment (fewer signatures and commits on both sides), but never
+            // hold a quarter of the credit: the seller serves no more until
+            // paid.
+            let due = std::time::Instant::now() + PAY_EVERY;
+            while batch < self.gather {
+                let left = due.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok((more, e)) => {
+                        batch += more;
+                        est += e;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let step = self.price.cost_msat(bytes + batch).saturating_sub(paid);
+            let result = if step == 0 {
+                Ok(0)
+            } else {
+                s.pay_increment(&mut store, step)
+            };
+            {
+                let mut w = lock(&self.wire);
+                w.0 += (step > 0) as u64;
+                w.1 += s.wire_bytes().saturating_sub(last_wire);
+                last_wire = s.wire_bytes();
+            }
+            match result {
+                Ok(total) => {
+                    self.settled(&mut bytes, &mut paid, batch, step, est);
+                    if total > 0 {
+                        self.flow.total_msat.fetch_max(total, Relaxed);
+                    }
+                    self.flow.paid(batch);
+                }
+                Err(e) if e.stored() => {
+                    // Stored before it was sent: the seller gets it on resume.
+                    warn!(channel = %self.id, error = %e, "payment not acknowledged; reconnecting to the seller");
+                    self.settled(&mut bytes, &mut paid, batch, step, est);
+                    unacked += batch;
+                    session = None;
+                }
+                Err(e) => {
+                    warn!(channel = %self.id, error = %e, "payment failed; reconnecting to the seller");
+                    carry = Some((batch, est));
+                    session = None;
+                }
             }
         }
-        bytes += batch;
-        let step = price.cost_msat(bytes).saturating_sub(paid);
-        let result = if step == 0 {
-            Ok(0)
-        } else {
-            session.pay_increment(&mut store, step)
-        };
-        paid += step;
-        {
-            let mut w = lock(&wire);
-            w.0 += (step > 0) as u64;
-            w.1 += session.wire_bytes() - last_wire;
-            last_wire = session.wire_bytes();
-        }
-        spent.fetch_add(step, Relaxed);
-        in_flight.fetch_sub(est.min(in_flight.load(Relaxed)), Relaxed);
-        match result {
-            Ok(total) => {
-                if total > 0 {
-                    flow.total_msat.fetch_max(total, Relaxed);
+    }
+
+    /// A batch of `batch` bytes is paid with `step` msat.
+    fn settled(&self, bytes: &mut u64, paid: &mut u64, batch: u64, step: u64, est: u64) {
+        *bytes += batch;
+        *paid += step;
+        self.spent.fetch_add(step, Relaxed);
+        let _ = self
+            .in_flight
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(est)));
+    }
+
+    /// Resumes the channel with its seller, retrying with back-off while
+    /// gathering what verifies meanwhile into `carry`. `None`: the channel
+    /// is closed, or the process is ending.
+    fn reconnect(
+        &self,
+        store: &mut ChannelStore,
+        rx: &mpsc::Receiver<(u64, u64)>,
+        carry: &mut Option<(u64, u64)>,
+    ) -> Option<Session> {
+        let mut wait = std::time::Duration::from_millis(250);
+        loop {
+            let attempt = BttWallet::open(&self.home)
+                .map_err(|e| e.to_string())
+                .and_then(|w| {
+                    let chain = chain::connect(&w.config).map_err(|e| e.to_string())?;
+                    match Session::resume(&w, store, chain.as_ref(), &self.id) {
+                        Ok(s) => Ok(Ok(s)),
+                        Err(e) if seller_closed(&e) => {
+                            mark_closed(store, chain.as_ref(), &self.id);
+                            Ok(Err(e))
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                });
+            match attempt {
+                Ok(Ok(s)) => {
+                    info!(channel = %self.id, "payments resumed with the seller");
+                    return Some(s);
                 }
-                flow.paid(batch)
+                Ok(Err(e)) => {
+                    warn!(channel = %self.id, error = %e, "the seller closed this channel; verified bytes not yet paid stay unpaid");
+                    let left = carry.take().map_or(0, |c| c.1)
+                        + rx.try_iter().map(|(_, e)| e).sum::<u64>();
+                    let _ = self
+                        .in_flight
+                        .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(left)));
+                    self.flow.close();
+                    return None;
+                }
+                Err(e) => debug!(channel = %self.id, error = %e, "seller not reachable yet"),
             }
-            Err(e) => {
-                warn!(channel = %id, error = %e, "payment failed; the seller will stop serving");
-                return;
+            let until = std::time::Instant::now() + wait;
+            loop {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok((b, e)) => {
+                        let c = carry.get_or_insert((0, 0));
+                        c.0 += b;
+                        c.1 += e;
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                }
             }
+            wait = (wait * 2).min(RECONNECT_MAX);
         }
     }
 }
@@ -544,38 +781,42 @@ fn pay_worker(
 impl crate::engine::BuyHook for BuyerAgent {
     fn consider(
         &self,
+        conn: PeerKey,
         peer: SocketAddr,
         info: &bendy::value::Value<'static>,
         wake: Arc<Notify>,
     ) -> bool {
-        BuyerAgent::consider(self, peer, info, wake)
+        BuyerAgent::consider(self, conn, peer, info, wake)
     }
-    fn room(&self, peer: SocketAddr) -> u64 {
-        BuyerAgent::room(self, peer)
+    fn room(&self, conn: PeerKey) -> Option<u64> {
+        BuyerAgent::room(self, conn)
     }
-    fn bind(&self, peer: SocketAddr, info_hash: [u8; 20]) -> Result<Vec<u8>, String> {
-        BuyerAgent::bind(self, peer, info_hash)
+    fn bind(&self, conn: PeerKey, info_hash: [u8; 20]) -> Result<Vec<u8>, String> {
+        BuyerAgent::bind(self, conn, info_hash)
     }
-    fn reserve(&self, peer: SocketAddr, bytes: u64) -> bool {
-        BuyerAgent::reserve(self, peer, bytes)
+    fn reserve(&self, conn: PeerKey, bytes: u64) -> bool {
+        BuyerAgent::reserve(self, conn, bytes)
     }
-    fn release(&self, peer: SocketAddr, bytes: u64) {
-        BuyerAgent::release(self, peer, bytes)
+    fn release(&self, conn: PeerKey, bytes: u64) {
+        BuyerAgent::release(self, conn, bytes)
     }
-    fn verified(&self, peer: SocketAddr, bytes: u64) {
-        BuyerAgent::verified(self, peer, bytes)
+    fn pays(&self, conn: PeerKey) -> bool {
+        BuyerAgent::pays(self, conn)
     }
-    fn bound(&self, peer: SocketAddr, unpaid: u64, piece_len: u64) -> Bound {
-        BuyerAgent::bound(self, peer, unpaid, piece_len)
+    fn verified(&self, conn: PeerKey, bytes: u64) {
+        BuyerAgent::verified(self, conn, bytes)
     }
-    fn wasted(&self, peer: SocketAddr, bytes: u64) {
-        BuyerAgent::wasted(self, peer, bytes)
+    fn bound(&self, conn: PeerKey, open: bool, unpaid: u64, piece_len: u64) -> Bound {
+        BuyerAgent::bound(self, conn, open, unpaid, piece_len)
+    }
+    fn wasted(&self, conn: PeerKey, bytes: u64) {
+        BuyerAgent::wasted(self, conn, bytes)
     }
     fn settle(&self, t: std::time::Duration) {
         BuyerAgent::settle(self, t)
     }
-    fn disconnected(&self, peer: SocketAddr) {
-        BuyerAgent::disconnected(self, peer)
+    fn disconnected(&self, conn: PeerKey) {
+        BuyerAgent::disconnected(self, conn)
     }
     fn money(&self) -> crate::engine::status::Money {
         let wire = *lock(&self.wire);
@@ -591,7 +832,7 @@ impl crate::engine::BuyHook for BuyerAgent {
         }
     }
     fn paid_peers(&self) -> usize {
-        lock(&self.state).links.len()
+        lock(&self.state).links.values().filter(|l| !l.gone).count()
     }
 }
 

@@ -8,7 +8,9 @@
 //! All methods block (they do file I/O); the engine calls them from
 //! `spawn_blocking`. A verified piece is readable at once from `pending` while its
 //! disk write is under way, then from the LRU cache or disk. Only pieces whose write
-//! finished (and was synced) are ever persisted as present.
+//! finished (and was synced) are ever persisted as present. A bought piece goes
+//! through [`Store::write_durable`] before it is paid for, so that what a remount
+//! finds on disk is everything that was paid (the buyer never pays twice).
 
 use crate::bitfield::Bitfield;
 use crate::metainfo::Metainfo;
@@ -45,12 +47,20 @@ pub struct Store {
     meta: Arc<Metainfo>,
     root: PathBuf,
     state_file: PathBuf,
-    files: Vec<Mutex<Option<Arc<File>>>>,
+    /// Open handles, and whether each was opened for writing: a file first
+    /// opened to read (a remount serving pieces it has) is reopened to write.
+    files: Vec<Mutex<Option<Handle>>>,
     cache: Mutex<LruCache<usize, Bytes>>,
     pending: Mutex<HashMap<usize, Bytes>>,
     on_disk: Mutex<Bitfield>,
     dirty: Mutex<Vec<usize>>,
+    /// One flush at a time: each syncs what was written before it and
+    /// replaces the state file (a shared temp name), in order.
+    flushing: Mutex<()>,
 }
+
+/// An open file of the torrent, and whether it was opened for writing.
+type Handle = (Arc<File>, bool);
 
 const STATE_MAGIC: &[u8; 8] = b"bttbf001";
 
@@ -75,6 +85,7 @@ impl Store {
             pending: Mutex::new(HashMap::new()),
             on_disk: Mutex::new(Bitfield::new(n)),
             dirty: Mutex::new(Vec::new()),
+            flushing: Mutex::new(()),
             root: root.to_path_buf(),
             state_file: state_file.to_path_buf(),
             meta,
@@ -122,8 +133,10 @@ impl Store {
 
     fn file(&self, idx: usize, create: bool) -> Result<Arc<File>, StoreError> {
         let mut slot = self.files[idx].lock().expect("lock");
-        if let Some(f) = &*slot {
-            return Ok(f.clone());
+        if let Some((f, writable)) = &*slot {
+            if *writable || !create {
+                return Ok(f.clone());
+            }
         }
         let path = self.path_of(idx);
         let f = if create {
@@ -150,7 +163,7 @@ impl Store {
                 .map_err(io_err(&path))?
         };
         let f = Arc::new(f);
-        *slot = Some(f.clone());
+        *slot = Some((f.clone(), create));
         Ok(f)
     }
 
@@ -337,6 +350,7 @@ impl Store {
     /// Syncs files written since the last call, then persists the bitfield
     /// atomically (write temp + rename), so a crash never records unwritten data.
     pub fn flush(&self) -> Result<(), StoreError> {
+        let _one = self.flushing.lock().expect("lock");
         let written: Vec<usize> = std::mem::take(&mut *self.dirty.lock().expect("lock"));
         if written.is_empty() {
             return Ok(());
@@ -368,7 +382,32 @@ impl Store {
         f.write_all(snapshot.as_bytes()).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &self.state_file).map_err(io_err(&self.state_file))?;
+        // The rename itself is durable only once the directory is synced.
+        if let Some(dir) = self.state_file.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(dir))?;
+        }
         Ok(())
+    }
+
+    /// Writes a verified piece and makes it durable: synced and recorded in
+    /// the state file before this returns. The buyer pays for a piece only
+    /// after this, so a crash at any point never leaves a paid piece
+    /// unrecorded (which a remount would buy again). Concurrent callers share
+    /// flushes (group commit).
+    pub fn write_durable(&self, piece: usize) -> Result<(), StoreError> {
+        match self.write(piece) {
+            // Written by `write_pending` meanwhile (shutdown); flushed below.
+            Ok(()) | Err(StoreError::Missing(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.flush()?;
+        if self.on_disk.lock().expect("lock").get(piece) {
+            Ok(())
+        } else {
+            Err(StoreError::Missing(piece))
+        }
     }
 
     /// `--no-keep`: remove the downloaded data and state.
@@ -466,5 +505,52 @@ mod tests {
             !again.on_disk().is_complete(),
             "pieces of a deleted file are forgotten"
         );
+    }
+}
+
+#[cfg(test)]
+mod write_after_read {
+    use super::*;
+    use crate::create::{create_torrent, CreateOptions};
+
+    /// A remount reads pieces it has from disk (opening the file for
+    /// reading), then writes new pieces of the same file: the writes must not
+    /// go to the read-only handle ("Bad file descriptor").
+    #[test]
+    fn writes_after_a_disk_read_of_the_same_file() {
+        let src = tempfile::tempdir().unwrap();
+        let a: Vec<u8> = (0..65_536u32).map(|i| (i * 13) as u8).collect();
+        std::fs::write(src.path().join("a"), &a).unwrap();
+        let t = create_torrent(
+            &src.path().join("a"),
+            &CreateOptions {
+                piece_length: Some(16384),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let meta = Arc::new(Metainfo::from_bytes(&t).unwrap());
+        let seed = Store::open(meta.clone(), src.path(), &src.path().join("s"), 1).unwrap();
+        assert!(seed.recheck().is_complete());
+        let out = tempfile::tempdir().unwrap();
+        let (root, state) = (out.path().join("data"), out.path().join("state"));
+        let st = Store::open(meta.clone(), &root, &state, 1).unwrap();
+        st.put_pending(0, seed.read_piece(0).unwrap());
+        st.write(0).unwrap();
+        st.flush().unwrap();
+        drop(st);
+        // The remount: piece 0 from disk, then pieces 1..4 written.
+        let st = Store::open(meta.clone(), &root, &state, 1).unwrap();
+        assert!(st.on_disk().get(0));
+        assert_eq!(&st.read_range(0, 100).unwrap()[..], &a[..100]);
+        for p in 1..4 {
+            st.put_pending(p, seed.read_piece(p).unwrap());
+            st.write(p).expect("write after a read-only open");
+        }
+        st.flush().unwrap();
+        drop(st);
+        let st = Store::open(meta, &root, &state, 1).unwrap();
+        assert!(st.on_disk().is_complete(), "every piece recorded");
+        assert_eq!(std::fs::read(root.join("a")).unwrap(), a);
     }
 }

@@ -6,6 +6,8 @@ use crate::harness::*;
 use std::path::Path;
 use std::time::Duration;
 
+mod recovery;
+
 const PRICE: &str = "1000sat/MiB";
 
 /// msat for `bytes` at 1000 sat/MiB, rounded up once (the rule in price.rs).
