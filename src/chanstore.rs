@@ -58,6 +58,9 @@ pub enum ChannelState {
     Closing,
     Closed,
     Refunded,
+    /// Seller: its funding never confirmed (double-spent, dropped, or
+    /// unconfirmed for too long); not served any more.
+    Failed,
 }
 
 impl ChannelState {
@@ -67,6 +70,7 @@ impl ChannelState {
             ChannelState::Closing => "closing",
             ChannelState::Closed => "closed",
             ChannelState::Refunded => "refunded",
+            ChannelState::Failed => "failed",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -75,6 +79,7 @@ impl ChannelState {
             "closing" => ChannelState::Closing,
             "closed" => ChannelState::Closed,
             "refunded" => ChannelState::Refunded,
+            "failed" => ChannelState::Failed,
             _ => return None,
         })
     }

@@ -22,6 +22,7 @@
 pub mod buyer;
 pub mod buying;
 pub mod channel;
+pub mod funding;
 pub mod price;
 pub mod proto;
 pub mod script;

@@ -14,6 +14,7 @@ use crate::config::ChannelConfig;
 use crate::pay::bitcoin::secp256k1::SecretKey;
 use crate::pay::bitcoin::{consensus::encode, Network, OutPoint, Transaction, Txid};
 use crate::pay::channel::{Payment, Seller, SellerPolicy};
+use crate::pay::funding::{self, FundingSeen, Verdict};
 use crate::pay::price::{Account, Price};
 use crate::pay::proto::{ChannelTerms, Code, Msg, SellerInfo};
 use crate::pay::tx::Terms;
@@ -21,7 +22,7 @@ use crate::pay::PayError;
 use crate::wallet::{public_key, BttWallet};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use tracing::{debug, info, info_span, warn};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,21 @@ pub struct SellerNode {
     conns: Mutex<HashMap<SocketAddr, OutPoint>>,
     /// Bytes served and msat recorded, per open channel.
     accounts: Mutex<HashMap<OutPoint, Account>>,
+    /// Channels whose funding has not confirmed yet (see [`funding`]).
+    unconfirmed: Mutex<HashMap<OutPoint, Unconfirmed>>,
+    /// Wakes the watcher to stop.
+    watch: (Mutex<bool>, Condvar),
+    /// Blocks an unconfirmed funding is served at all (0: no limit).
+    zero_conf_timeout_blocks: u32,
+}
+
+/// An open channel whose funding is not confirmed yet.
+#[derive(Clone, Copy, Debug, Default)]
+struct Unconfirmed {
+    /// Tip when it was first watched (set by the first check after a restart).
+    since: Option<u32>,
+    /// Bytes served on it when its funding was last seen in place.
+    checked_served: u64,
 }
 
 /// What a seller does with peers that do not pay over `btt_pay`.
@@ -90,10 +106,20 @@ impl SellerNode {
         };
         let mut channels = HashMap::new();
         let mut accounts = HashMap::new();
+        let mut unconfirmed = HashMap::new();
         for r in store.list()? {
             if r.role == Role::Seller && r.state == ChannelState::Open {
                 let p = r.payment();
-                accounts.insert(r.terms.funding, Account::resumed(price, r.total_msat));
+                let acc = Account::resumed(price, r.total_msat);
+                // Until the watcher's first check says it is confirmed.
+                unconfirmed.insert(
+                    r.terms.funding,
+                    Unconfirmed {
+                        since: None,
+                        checked_served: acc.served_bytes,
+                    },
+                );
+                accounts.insert(r.terms.funding, acc);
                 channels.insert(r.terms.funding, Seller::resume(r.terms, key, p)?);
             }
         }
@@ -111,7 +137,147 @@ impl SellerNode {
             free_peers,
             conns: Mutex::new(HashMap::new()),
             accounts: Mutex::new(accounts),
+            unconfirmed: Mutex::new(unconfirmed),
+            watch: (Mutex::new(false), Condvar::new()),
+            zero_conf_timeout_blocks: 0,
         })
+    }
+
+    /// Stops serving a channel whose funding is still unconfirmed `blocks`
+    /// after it was accepted (0: never).
+    pub fn with_zero_conf_timeout(mut self, blocks: u32) -> SellerNode {
+        self.zero_conf_timeout_blocks = blocks;
+        self
+    }
+
+    /// Watcher side: waits up to `t`; false once
+    /// [`SellerNode::stop_watching`] was called.
+    pub fn wait_for_check(&self, t: std::time::Duration) -> bool {
+        let (m, cv) = &self.watch;
+        let g = lock(m);
+        let (g, _) = cv
+            .wait_timeout_while(g, t, |stop| !*stop)
+            .unwrap_or_else(|e| e.into_inner());
+        !*g
+    }
+
+    pub fn stop_watching(&self) {
+        let (m, cv) = &self.watch;
+        *lock(m) = true;
+        cv.notify_all();
+    }
+
+    /// Checks every unconfirmed funding on chain (zero-conf watch): a
+    /// confirmed one is no longer watched; one that is gone from the node's
+    /// mempool (double-spent or dropped), or unconfirmed past the timeout,
+    /// stops being served at once and is marked failed.
+    pub fn watch_fundings(&self) -> Result<(), SellError> {
+        let watched: Vec<OutPoint> = lock(&self.unconfirmed).keys().copied().collect();
+        if watched.is_empty() {
+            return Ok(());
+        }
+        let tip = self.chain.tip_height()?;
+        for o in watched {
+            self.check_funding(&o, tip);
+        }
+        Ok(())
+    }
+
+    /// Before a payment on an unconfirmed channel is acknowledged (and so
+    /// before more is served against it), its funding is checked: a buyer
+    /// gets at most `credit` (plus the waste allowance) beyond the last
+    /// acknowledged payment, so once a conflict is visible at most that much
+    /// is served before the channel stops. False: the channel was stopped.
+    fn funding_still_there(&self, o: &OutPoint) -> bool {
+        let served = lock(&self.accounts).get(o).map_or(0, |a| a.served_bytes);
+        match lock(&self.unconfirmed).get(o) {
+            // Nothing served since the last check: this ack lets no more be
+            // served than the gate in `may_upload` allows.
+            Some(u) if served > u.checked_served => {}
+            _ => return true,
+        }
+        match self.chain.tip_height() {
+            Ok(tip) => self.check_funding(o, tip),
+            Err(e) => {
+                warn!(channel = %channel_id(o), error = %e, "could not check an unconfirmed funding");
+                true
+            }
+        }
+    }
+
+    /// One unconfirmed funding against the chain at `tip`; false if the
+    /// channel was stopped.
+    fn check_funding(&self, o: &OutPoint, tip: u32) -> bool {
+        let Some(spk) = lock(&self.channels)
+            .get(o)
+            .map(|s| s.terms().funding_script_pubkey())
+        else {
+            lock(&self.unconfirmed).remove(o);
+            return false;
+        };
+        // What this check vouches for: what was served before it asked.
+        let served = lock(&self.accounts).get(o).map_or(0, |a| a.served_bytes);
+        let seen = match self.chain.tx_status(&o.txid, &spk) {
+            Ok(crate::chain::TxStatus::Confirmed { .. }) => FundingSeen::Confirmed,
+            Ok(crate::chain::TxStatus::Mempool) => FundingSeen::Mempool,
+            // An index (Electrum) can lag the node's mempool: gone only if
+            // the node itself no longer has it.
+            Ok(crate::chain::TxStatus::Unknown) => match self.chain.get_tx(&o.txid) {
+                Ok(None) => FundingSeen::Gone,
+                Ok(Some(_)) => FundingSeen::Mempool,
+                Err(e) => {
+                    warn!(channel = %channel_id(o), error = %e, "could not check an unconfirmed funding");
+                    return true;
+                }
+            },
+            Err(e) => {
+                warn!(channel = %channel_id(o), error = %e, "could not check an unconfirmed funding");
+                return true;
+            }
+        };
+        let since = {
+            let mut u = lock(&self.unconfirmed);
+            let Some(e) = u.get_mut(o) else {
+                return true;
+            };
+            *e.since.get_or_insert(tip)
+        };
+        match funding::verdict(seen, tip, since, self.zero_conf_timeout_blocks) {
+            Verdict::Confirmed => {
+                lock(&self.unconfirmed).remove(o);
+                debug!(channel = %channel_id(o), "funding confirmed");
+                true
+            }
+            Verdict::Wait => {
+                if let Some(e) = lock(&self.unconfirmed).get_mut(o) {
+                    e.checked_served = e.checked_served.max(served);
+                }
+                true
+            }
+            Verdict::Stop(why) => {
+                self.stop_serving(o, &why);
+                false
+            }
+        }
+    }
+
+    /// Serves nothing more on channel `o` and marks it failed.
+    fn stop_serving(&self, o: &OutPoint, why: &str) {
+        let served = lock(&self.accounts).remove(o).map_or(0, |a| a.served_bytes);
+        let checked = lock(&self.unconfirmed)
+            .remove(o)
+            .map_or(0, |u| u.checked_served);
+        lock(&self.channels).remove(o);
+        let id = channel_id(o);
+        if let Err(e) = lock(&self.store).set_state(&id, ChannelState::Failed) {
+            warn!(channel = %id, error = %e, "could not mark the channel failed");
+        }
+        warn!(
+            channel = %id,
+            reason = why,
+            served_since_check = served.saturating_sub(checked),
+            "stopped serving this channel"
+        );
     }
 
     /// What we announce in the extension handshake.
@@ -204,6 +370,21 @@ impl SellerNode {
             return false;
         };
         if a.may_serve(self.price, self.info.credit, len as u64) {
+            if let Some(u) = lock(&self.unconfirmed).get(&ch) {
+                // Unconfirmed funding: never more than the credit (and the
+                // waste allowance) beyond what a chain check vouched for. An
+                // honest buyer never reaches it (each of its payments is
+                // checked before it is acknowledged); one that prepays waits
+                // for the watcher's next check.
+                let since = a.served_bytes.saturating_sub(u.checked_served);
+                let allowance = self
+                    .price
+                    .bytes_for(crate::pay::price::waste_allowance_msat(a.paid_msat));
+                if since + len as u64 > self.info.credit + allowance {
+                    debug!(%peer, channel = %channel_id(&ch), "unconfirmed funding: holding until it is checked on chain");
+                    return false;
+                }
+            }
             a.served_bytes += len as u64;
             true
         } else {
@@ -357,6 +538,15 @@ impl SellerNode {
             "channel open"
         );
         lock(&self.channels).insert(ch, seller);
+        if have == 0 {
+            lock(&self.unconfirmed).insert(
+                ch,
+                Unconfirmed {
+                    since: Some(tip),
+                    checked_served: 0,
+                },
+            );
+        }
         Msg::Ready { channel: ch }
     }
 
@@ -376,6 +566,13 @@ impl SellerNode {
     }
 
     fn on_pays(&self, batch: Vec<(OutPoint, Payment)>) -> Vec<Msg> {
+        // A stopped channel is no longer in `channels`: its payments are refused.
+        let mut seen = std::collections::HashSet::new();
+        for (ch, _) in &batch {
+            if seen.insert(*ch) {
+                self.funding_still_there(ch);
+            }
+        }
         let mut channels = lock(&self.channels);
         accept_payments(&mut lock(&self.store), &mut channels, batch)
     }

@@ -6,6 +6,7 @@ use crate::harness::*;
 use std::path::Path;
 use std::time::Duration;
 
+mod chain_watch;
 mod recovery;
 
 const PRICE: &str = "1000sat/MiB";

@@ -129,6 +129,20 @@ RPC.prototype.estimateSmartFee = async function (args, help) {
   return { feerate: Amount.btc(rate, true), blocks };
 };
 
+// 8. Tests only (no Core counterpart): evictmempooltx "txid" drops a
+// transaction and its spenders from the mempool, as a restart of a node
+// without a persistent mempool does: a zero-conf funding that vanished.
+const util = require(path.join(base, 'utils', 'util'));
+RPC.prototype.evictMempoolTx = async function (args, help) {
+  if (help || args.length !== 1)
+    throw new RPCError(RPC_MISC, 'evictmempooltx "txid"');
+  const entry = this.node.mempool.getEntry(util.revHex(String(args[0])));
+  if (!entry)
+    throw new RPCError(RPC_INVALID_ADDRESS_OR_KEY, 'Transaction not in mempool');
+  this.node.mempool.evictEntry(entry);
+  return true;
+};
+
 const FullNode = require(path.join(base, 'node', 'fullnode'));
 const node = new FullNode({
   config: false,
@@ -147,6 +161,7 @@ process.on('unhandledRejection', (err) => { throw err; });
 (async () => {
   await node.ensure();
   await node.open();
+  node.rpc.add('evictmempooltx', node.rpc.evictMempoolTx);
   await node.connect();
   node.startSync();
   process.stdout.write('bcoin regtest ready\n');

@@ -135,11 +135,17 @@ struct SellArgs {
     /// Peers that do not pay (no btt_pay extension): serve them free, or choke them.
     #[arg(long, value_enum, default_value = "serve")]
     free_peers: FreePeersArg,
-    /// Seconds between checks for channels nearing expiry.
-    #[arg(long, default_value_t = 30, requires = "sell")]
+    /// Seconds between checks of the channels on chain: expiry near, and
+    /// unconfirmed fundings still in place (also checked each time half the
+    /// credit is served on an unconfirmed channel).
+    #[arg(long, default_value_t = 30)]
     watch_interval: u64,
+    /// Blocks an unconfirmed (zero-conf) channel is served at all; after
+    /// that it is served again only from a new, confirmed channel (0: no limit).
+    #[arg(long, default_value_t = 6)]
+    zero_conf_timeout_blocks: u32,
     /// Leave channels open on stop (default: close every paid channel).
-    #[arg(long, requires = "sell")]
+    #[arg(long)]
     keep_channels_open: bool,
 }
 
@@ -177,6 +183,7 @@ fn main() -> Result<()> {
                         FreePeersArg::Choke => btt::pay::seller_node::FreePeers::Choke,
                     },
                     std::time::Duration::from_secs(sell.watch_interval.max(1)),
+                    sell.zero_conf_timeout_blocks,
                 )?)
             } else {
                 None

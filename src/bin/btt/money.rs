@@ -322,10 +322,9 @@ pub fn channels(home: &Home, cmd: ChannelsCmd) -> Result<()> {
     Ok(())
 }
 
-/// A running seller: the node answering `btt_pay` and its expiry watcher.
+/// A running seller: the node answering `btt_pay` and its chain watcher.
 pub struct Selling {
     pub node: std::sync::Arc<btt::pay::seller_node::SellerNode>,
-    stop: std::sync::mpsc::Sender<()>,
     watcher: std::thread::JoinHandle<()>,
 }
 
@@ -335,38 +334,39 @@ pub fn start_selling(
     credit: u64,
     free_peers: btt::pay::seller_node::FreePeers,
     interval: std::time::Duration,
+    zero_conf_timeout_blocks: u32,
 ) -> Result<Selling> {
     let w = BttWallet::open(home)?;
     let b: std::sync::Arc<dyn ChainBackend> = std::sync::Arc::from(backend(&w.config)?);
     let store = ChannelStore::open(&home.channels_db())?;
-    let node = std::sync::Arc::new(btt::pay::seller_node::SellerNode::new(
-        w, store, b, price, credit, free_peers,
-    )?);
-    let (stop, rx) = std::sync::mpsc::channel::<()>();
+    let node = std::sync::Arc::new(
+        btt::pay::seller_node::SellerNode::new(w, store, b, price, credit, free_peers)?
+            .with_zero_conf_timeout(zero_conf_timeout_blocks),
+    );
     let n = node.clone();
+    // Every interval, and whenever an unconfirmed channel asks: channels
+    // nearing expiry are closed, unconfirmed fundings checked.
     let watcher = std::thread::spawn(move || loop {
         if let Err(e) = n.close_expiring() {
             tracing::warn!(error = %e, "expiry check failed");
         }
-        match rx.recv_timeout(interval) {
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            _ => break,
+        if let Err(e) = n.watch_fundings() {
+            tracing::warn!(error = %e, "funding check failed");
+        }
+        if !n.wait_for_check(interval) {
+            break;
         }
     });
     eprintln!(
         "selling at {price} (credit {credit} bytes) as node {}",
         node.info().node_key
     );
-    Ok(Selling {
-        node,
-        stop,
-        watcher,
-    })
+    Ok(Selling { node, watcher })
 }
 
 impl Selling {
     pub fn stop(self, close: bool) {
-        let _ = self.stop.send(());
+        self.node.stop_watching();
         let _ = self.watcher.join();
         if close {
             let n = self.node.close_all();

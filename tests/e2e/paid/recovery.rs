@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 /// Reads `f` 64 KiB at a time with a pause between reads (a player at a
 /// few MiB/s) until the end or an error; `read` counts the bytes.
-fn slow_reader(
+pub(super) fn slow_reader(
     f: std::path::PathBuf,
     pause: Duration,
     read: Arc<AtomicU64>,

@@ -1,0 +1,96 @@
+//! The channel lifecycle follows the chain: a zero-conf funding that
+//! vanishes stops service, and closes that confirm show as closed.
+
+use super::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A zero-conf channel whose funding leaves the node's mempool (what a node
+/// restart without a persistent mempool does, after which the buyer may
+/// spend its input elsewhere) stops being served within one block: the
+/// seller logs why, marks the channel failed, and served at most its credit
+/// (plus the waste allowance) after the funding was last seen in place. The buyer then buys over a new
+/// channel and the read completes.
+#[test]
+fn vanished_zero_conf_funding_stops_service() {
+    let s = swarm(12_000_000);
+    let port = free_port();
+    let credit = 256 * 1024;
+    let sp = s.sell(
+        port,
+        "seller.log",
+        &["--price", PRICE, "--credit", "256KiB"],
+    );
+    let m = buy_mount(
+        &s.d.path().join("m"),
+        &s.torrent,
+        &s.buyer,
+        &[port],
+        &[
+            "--max-price",
+            PRICE,
+            "--budget",
+            "50000sat",
+            "--read-timeout",
+            "90",
+        ],
+    );
+    let (read, stop) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let reader = super::recovery::slow_reader(
+        m.mnt.join("film.bin"),
+        Duration::from_millis(10),
+        read.clone(),
+        stop.clone(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || read.load(Ordering::Relaxed)
+            >= 1_000_000),
+        "{}",
+        m.log()
+    );
+    let chans = buyer_channels(&s.buyer);
+    assert_eq!(chans.len(), 1, "{chans:?}");
+    let ch = chans[0].0.clone();
+    let txid = ch.split(':').next().unwrap();
+    let _: bool = s.rt.rpc("evictmempooltx", &[serde_json::json!(txid)]);
+    s.rt.mine(1, BURN);
+    assert!(
+        wait_until(Duration::from_secs(20), || sp
+            .log_text()
+            .contains("stopped serving this channel")),
+        "the seller goes on serving a vanished funding\n{}",
+        sp.log_text()
+    );
+    let log = sp.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("stopped serving this channel"))
+        .unwrap();
+    assert!(line.contains("gone from the node's mempool"), "{line}");
+    let served: u64 = line
+        .split("served_since_check=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    // The credit plus the waste allowance (1/32 of what the channel paid).
+    let paid_bytes = s.seller.channel(&ch).1 as u128 * (1 << 20) / 1_000_000;
+    let bound = credit + (paid_bytes / 32) as u64 + 1;
+    assert!(
+        served <= bound,
+        "served {served} bytes past the last check (bound {bound}): {line}"
+    );
+    assert_eq!(s.seller.channel(&ch).0, "failed");
+    // The buyer learns it on its next payment and buys on a new channel.
+    let got = reader
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
+    assert_ne!(s.buyer.channel(&ch).0, "open", "{}", m.log());
+    assert_eq!(buyer_channels(&s.buyer).len(), 2);
+    drop(m);
+}
