@@ -17,6 +17,7 @@ pub mod engine;
 pub mod fs;
 pub mod fuse;
 pub mod get;
+pub mod market;
 pub mod memory;
 pub mod metainfo;
 pub mod mount;

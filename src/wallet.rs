@@ -301,6 +301,27 @@ impl BttWallet {
 }
 
 /// The compressed public key of `sk`.
+impl BttWallet {
+    /// A transaction this wallet knows (as of its last sync) that spends
+    /// `outpoint`: how a buyer learns the txid of the close a seller made (it
+    /// pays the buyer's change to this wallet).
+    pub fn spender_of(
+        &self,
+        outpoint: &crate::pay::bitcoin::OutPoint,
+    ) -> Option<crate::pay::bitcoin::Txid> {
+        self.wallet
+            .transactions()
+            .find(|c| {
+                c.tx_node
+                    .tx
+                    .input
+                    .iter()
+                    .any(|i| i.previous_output == *outpoint)
+            })
+            .map(|c| c.tx_node.txid)
+    }
+}
+
 pub fn public_key(sk: &SecretKey) -> PublicKey {
     PublicKey::new(sk.public_key(&Secp256k1::signing_only()))
 }

@@ -328,6 +328,17 @@ impl BuyerAgent {
                     mark_closed(&store, chain.as_ref(), &id);
                 }
             }
+            // What the chain says first: a funding spent (the seller closed,
+            // or a refund) is not reused.
+            if let Err(e) =
+                crate::market::follow::follow(&store, chain.as_ref(), Some(&wallet), |r| {
+                    r.role == Role::Buyer
+                        && r.state == ChannelState::Open
+                        && r.terms.seller == node_key
+                })
+            {
+                warn!(error = %e, "could not follow the channels on chain");
+            }
             let exhausted = lock(&self.state).exhausted.clone();
             let reuse = store
                 .list()

@@ -37,6 +37,8 @@ pub enum SellError {
     Wallet(#[from] crate::wallet::WalletError),
     #[error("channel {0} is not an open channel of ours")]
     NotOpen(String),
+    #[error(transparent)]
+    Follow(#[from] crate::market::follow::FollowError),
 }
 
 pub struct SellerNode {
@@ -259,6 +261,31 @@ impl SellerNode {
                 false
             }
         }
+    }
+
+    /// Follows this node's channels on chain (a close confirming, a refund
+    /// by the buyer after expiry, a funding spent by anyone): channels that
+    /// are no longer open stop being served.
+    pub fn follow_chain(&self) -> Result<(), SellError> {
+        let seen = {
+            let store = lock(&self.store);
+            let wallet = lock(&self.wallet);
+            crate::market::follow::follow(&store, self.chain.as_ref(), Some(&wallet), |r| {
+                r.role == Role::Seller
+                    && matches!(r.state, ChannelState::Open | ChannelState::Closing)
+            })?
+        };
+        for c in seen.into_iter().filter(|c| c.state != ChannelState::Open) {
+            let Ok(o) = c.id.parse::<OutPoint>() else {
+                continue;
+            };
+            if lock(&self.channels).remove(&o).is_some() {
+                lock(&self.accounts).remove(&o);
+                lock(&self.unconfirmed).remove(&o);
+                warn!(channel = %c.id, state = ?c.state, "channel spent on chain: no longer served");
+            }
+        }
+        Ok(())
     }
 
     /// Serves nothing more on channel `o` and marks it failed.

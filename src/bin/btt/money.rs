@@ -181,6 +181,12 @@ pub fn wallet(home: &Home, cmd: WalletCmd) -> Result<()> {
             let b = backend(&w.config)?;
             w.sync(b.as_ref())?;
             println!("synced to height {}", w.wallet.latest_checkpoint().height());
+            let store = ChannelStore::open(&home.channels_db())?;
+            for c in btt::market::follow::follow(&store, b.as_ref(), Some(&w), |_| true)? {
+                if c.changed {
+                    println!("channel {} is now {}", c.id, state_name(&c));
+                }
+            }
         }
         WalletCmd::Balance => {
             let b = backend(&w.config)?;
@@ -222,6 +228,14 @@ pub fn wallet(home: &Home, cmd: WalletCmd) -> Result<()> {
     Ok(())
 }
 
+fn state_name(c: &btt::market::follow::Seen) -> String {
+    let s = format!("{:?}", c.state).to_lowercase();
+    match c.close_txid {
+        Some(t) => format!("{s} ({t}, {} confirmation(s))", c.close_confirmations),
+        None => s,
+    }
+}
+
 fn parse_id(id: &str) -> Result<OutPoint> {
     id.parse::<OutPoint>()
         .with_context(|| format!("{id:?} is not a channel id (TXID:VOUT)"))
@@ -231,15 +245,41 @@ pub fn channels(home: &Home, cmd: ChannelsCmd) -> Result<()> {
     let mut store = ChannelStore::open(&home.channels_db())?;
     match cmd {
         ChannelsCmd::List => {
-            println!("role\tstate\ttotal_msat\tcapacity_sat\texpiry\tid\tclose_txid");
-            let (mut earned, mut spent) = (0u64, 0u64);
+            // The chain has the last word: follow it first when reachable.
+            let mut confs = std::collections::HashMap::new();
+            let followed = BttWallet::open(home)
+                .map_err(anyhow::Error::from)
+                .and_then(|w| {
+                    let b = backend(&w.config)?;
+                    Ok(btt::market::follow::follow(
+                        &store,
+                        b.as_ref(),
+                        Some(&w),
+                        |_| true,
+                    )?)
+                });
+            match followed {
+                Ok(seen) => {
+                    for c in seen {
+                        confs.insert(c.id.clone(), c.close_confirmations);
+                    }
+                }
+                Err(e) => eprintln!("the chain is not reachable ({e:#}): states as last recorded"),
+            }
+            println!("role\tstate\ttotal_msat\tcapacity_sat\texpiry\tid\tclose_txid\tclose_conf");
+            let (mut earned, mut pending, mut spent) = (0u64, 0u64, 0u64);
             for r in store.list()? {
-                match r.role {
-                    Role::Buyer => spent += r.total_msat,
-                    Role::Seller => earned += r.total_msat,
+                match (r.role, r.state) {
+                    (Role::Buyer, ChannelState::Failed) => {}
+                    (Role::Buyer, _) => spent += r.total_msat,
+                    (Role::Seller, ChannelState::Open | ChannelState::Closed) => {
+                        earned += r.total_msat
+                    }
+                    (Role::Seller, ChannelState::Closing) => pending += r.total_msat,
+                    (Role::Seller, _) => {}
                 }
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     match r.role {
                         Role::Buyer => "buyer",
                         Role::Seller => "seller",
@@ -252,11 +292,16 @@ pub fn channels(home: &Home, cmd: ChannelsCmd) -> Result<()> {
                     r.close_txid
                         .map(|t| t.to_string())
                         .unwrap_or_else(|| "-".into()),
+                    confs
+                        .get(&r.id)
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".into()),
                 );
             }
             eprintln!(
-                "earned {} sat as seller, paid {} sat as buyer (all channels)",
+                "earned {} sat as seller (open channels and confirmed closes; {} sat more in closes not yet confirmed), paid {} sat as buyer",
                 earned / 1000,
+                pending / 1000,
                 spent.div_ceil(1000)
             );
             return Ok(());
@@ -352,6 +397,9 @@ pub fn start_selling(
         }
         if let Err(e) = n.watch_fundings() {
             tracing::warn!(error = %e, "funding check failed");
+        }
+        if let Err(e) = n.follow_chain() {
+            tracing::warn!(error = %e, "following channels on chain failed");
         }
         if !n.wait_for_check(interval) {
             break;

@@ -94,3 +94,53 @@ fn vanished_zero_conf_funding_stops_service() {
     assert_eq!(buyer_channels(&s.buyer).len(), 2);
     drop(m);
 }
+
+/// `channels list` follows the chain on both sides: the seller closes on
+/// stop; the buyer, told nothing, lists the channel closing with the
+/// seller's close once its wallet has seen it, and both list it closed once
+/// the close is mined. Earnings count the confirmed close.
+#[test]
+fn channels_list_follows_the_chain() {
+    // Above dust (546 sat) for the seller's output.
+    let s = swarm(1_500_000);
+    let port = free_port();
+    let mut sp = s.sell(port, "seller.log", &["--price", PRICE]);
+    drop(s.buy_and_read(
+        "m",
+        &[port],
+        &["--max-price", PRICE, "--read-timeout", "60"],
+    ));
+    let ch = buyer_channels(&s.buyer)[0].0.clone();
+    sp.signal(libc::SIGTERM);
+    sp.wait_exit(Duration::from_secs(30)).expect("seller stops");
+    let close = s.seller.channel(&ch).2;
+    assert_eq!(s.seller.channel(&ch).0, "closing");
+    s.buyer.ok(&["wallet", "sync"]);
+    let (state, _, txid) = s.buyer.channel(&ch);
+    assert_eq!((state.as_str(), txid.as_str()), ("closing", close.as_str()));
+    s.rt.mine(1, BURN);
+    let row = |p: &Party| {
+        let out = p.ok(&["channels", "list"]);
+        out.lines()
+            .find(|l| l.contains(&ch))
+            .unwrap_or_else(|| panic!("{out}"))
+            .split('\t')
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    for p in [&s.buyer, &s.seller] {
+        let r = row(p);
+        assert_eq!(
+            (r[1].as_str(), r[6].as_str(), r[7].as_str()),
+            ("closed", close.as_str(), "1"),
+            "{r:?}"
+        );
+    }
+    let o = s.seller.cmd(&["channels", "list"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let total = s.seller.channel(&ch).1;
+    assert!(
+        err.contains(&format!("earned {} sat", total / 1000)),
+        "{err}"
+    );
+}
