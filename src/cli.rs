@@ -8,6 +8,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// A byte size such as `64MiB`, `1G` or `4096`.
+/// An amount in sat with msat precision where it has any: `8143 sat`,
+/// `8143.125 sat` — what was actually paid, not a rounding of it.
+pub fn fmt_msat(msat: u64) -> String {
+    match msat % 1000 {
+        0 => format!("{} sat", msat / 1000),
+        r => format!("{}.{r:03} sat", msat / 1000),
+    }
+}
+
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     parse_size::parse_size(s).map_err(|e| format!("{s:?}: {e}"))
 }

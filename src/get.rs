@@ -111,8 +111,15 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
         outcome
     });
     if let Some(b) = &cfg.buyer {
-        // Let payments for pieces already verified go out.
+        // Let payments for pieces already verified go out, then report
+        // what was actually paid.
         b.settle(Duration::from_secs(5));
+        let done = store.on_disk().ones().map(|p| meta.piece_size(p)).sum();
+        progress(&Progress {
+            done,
+            total,
+            spent_msat: b.spent_msat(),
+        });
     }
     rt.shutdown_timeout(Duration::from_millis(200));
     result

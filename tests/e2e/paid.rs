@@ -600,11 +600,21 @@ fn get_restores_a_backup_resumably_without_paying_twice() {
     assert!(err.contains("budget of 1 sat spent"), "{err}");
 
     // Resumed with enough budget: complete, byte-exact, each byte paid once.
+    let before: u64 = buyer_channels(&buyer).iter().map(|(_, t)| t).sum();
     let o = get(&["--budget", "5000sat"]).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
     assert_tree_eq(&out.join("backup"), &backup);
     std::thread::sleep(Duration::from_secs(1));
     let paid: u64 = buyer_channels(&buyer).iter().map(|(_, t)| t).sum();
+    // What it says it paid is what the channels show, to the msat.
+    let said = err
+        .lines()
+        .find_map(|l| l.strip_prefix("paid ")?.strip_suffix(" sat in this run"))
+        .unwrap_or_else(|| panic!("no paid line in {err}"));
+    let (sat, msat) = said.split_once('.').unwrap_or((said, "0"));
+    let said = sat.parse::<u64>().unwrap() * 1000 + format!("{msat:0<3}").parse::<u64>().unwrap();
+    assert_eq!(said, paid - before, "{err}");
     assert!(
         paid_first >= cost(13 * 65536),
         "first run paid {paid_first}"

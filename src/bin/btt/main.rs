@@ -358,12 +358,20 @@ fn get(
         buyer,
         stall: std::time::Duration::from_secs(give_up_after),
     };
+    let paying = cfg.buyer.is_some();
+    let mut spent = 0;
     let r = btt::get::run(cfg, |p| {
         bar.set_length(p.total);
         bar.set_position(p.done);
-        bar.set_message(format!("{} sat spent", p.spent_msat.div_ceil(1000)));
+        spent = p.spent_msat;
+        if paying {
+            bar.set_message(format!("{} spent", btt::cli::fmt_msat(p.spent_msat)));
+        }
     });
     bar.finish();
+    if paying {
+        eprintln!("paid {} in this run", btt::cli::fmt_msat(spent));
+    }
     r?;
     Ok(())
 }
@@ -379,9 +387,9 @@ fn status() {
         let mut money = Vec::new();
         if let Some(b) = m.budget_msat {
             money.push(format!(
-                "spent {} of {} sat{}",
-                m.spent_msat.div_ceil(1000),
-                b / 1000,
+                "spent {} of {}{}",
+                btt::cli::fmt_msat(m.spent_msat),
+                btt::cli::fmt_msat(b),
                 if m.budget_spent {
                     " (budget spent: not buying)"
                 } else {
