@@ -14,6 +14,7 @@ pub mod config;
 pub mod create;
 pub mod demo;
 pub mod engine;
+pub mod failpoint;
 pub mod fs;
 pub mod fuse;
 pub mod get;

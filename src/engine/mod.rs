@@ -669,7 +669,10 @@ impl Torrent {
         tokio::spawn(async move {
             let r = tokio::task::spawn_blocking(move || store.write_durable(piece)).await;
             match r {
-                Ok(Ok(())) => t.settle_paid(piece, &from, true),
+                Ok(Ok(())) => {
+                    crate::failpoint::hit("buyer-piece-held");
+                    t.settle_paid(piece, &from, true)
+                }
                 Ok(Err(e)) => {
                     warn!(parent: &span, piece, error = %e, "a bought piece could not be stored; not paying for it");
                     t.settle_paid(piece, &from, false);

@@ -310,8 +310,10 @@ pub fn open_channel(
             info_hash: Some(info_hash),
         },
     )?;
+    crate::failpoint::hit("buyer-open-stored");
     wallet.broadcast(chain, tx.clone())?;
     info!(capacity_sat, fee_sat, expiry_height, "funding broadcast");
+    crate::failpoint::hit("buyer-open-broadcast");
     let state = send_funded(&mut conn, &terms, &encode::serialize(&tx))?;
     Ok(Opened { id, funding, state })
 }
@@ -444,11 +446,13 @@ impl Session {
             // lost the connection): sign it again.
             let mut b = Buyer::new(r.terms.clone(), wallet.channel_key(idx), theirs)?;
             let p = b.pay(ours)?;
-            match conn.request(&Msg::Pay {
+            conn.send(&Msg::Pay {
                 channel: funding,
                 total_msat: p.total_msat,
                 signature: p.signature,
-            })? {
+            })?;
+            crate::failpoint::hit("buyer-resume-sent");
+            match conn.recv()? {
                 Msg::Ack { total_msat, .. } if total_msat == ours => {}
                 _ => return Err(BuyError::Protocol(addr, "expected ack".into())),
             }
@@ -499,6 +503,7 @@ impl Session {
                     signed.push(self.buyer.pay(total)?);
                 }
                 store.advance(&self.id, self.buyer.total_msat(), None)?;
+                crate::failpoint::hit("buyer-pay-stored");
                 for p in signed {
                     self.conn.send(&Msg::Pay {
                         channel: self.funding,
@@ -508,6 +513,7 @@ impl Session {
                     in_flight.push_back(p.total_msat);
                 }
                 sent += n;
+                crate::failpoint::hit("buyer-pay-sent");
                 continue;
             }
             match self.conn.recv()? {
@@ -543,17 +549,27 @@ impl Session {
             let mut b = Buyer::new(self.buyer.terms().clone(), self.key, cur)?;
             let p = b.pay(next)?;
             match store.advance(&self.id, next, None) {
-                Ok(()) => break (next, b, p),
+                Ok(()) => {
+                    crate::failpoint::hit("buyer-pay-stored");
+                    break (next, b, p);
+                }
                 Err(StoreError::NotIncreasing { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         };
         self.buyer = b;
-        match self.conn.request(&Msg::Pay {
-            channel: self.funding,
-            total_msat: total,
-            signature: p.signature,
-        }) {
+        let answer = self
+            .conn
+            .send(&Msg::Pay {
+                channel: self.funding,
+                total_msat: total,
+                signature: p.signature,
+            })
+            .and_then(|()| {
+                crate::failpoint::hit("buyer-pay-sent");
+                self.conn.recv()
+            });
+        match answer {
             Ok(Msg::Ack { .. }) => Ok(total),
             Err(BuyError::Refused { code, .. }) if code == "not_increasing" => Ok(total),
             Ok(other) => Err(BuyError::Protocol(
@@ -566,9 +582,11 @@ impl Session {
 
     /// Asks the seller to co-sign and broadcast the best commitment.
     pub fn close(mut self, store: &ChannelStore) -> Result<Txid, BuyError> {
-        match self.conn.request(&Msg::Close {
+        self.conn.send(&Msg::Close {
             channel: self.funding,
-        })? {
+        })?;
+        crate::failpoint::hit("buyer-close-sent");
+        match self.conn.recv()? {
             Msg::Closed { txid, .. } => {
                 store.set_closing(&self.id, ChannelState::Closing, &txid)?;
                 Ok(txid)

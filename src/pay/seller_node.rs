@@ -126,6 +126,7 @@ impl SellerNode {
             }
         }
         info!(open = channels.len(), "seller channels resumed");
+        rebroadcast_closes(&store, chain.as_ref(), key);
         Ok(SellerNode {
             info,
             network,
@@ -558,6 +559,7 @@ impl SellerNode {
         if let Err(e) = lock(&self.store).insert(Role::Seller, &terms) {
             return err(Code::Internal, e.to_string());
         }
+        crate::failpoint::hit("seller-funded-stored");
         info!(
             capacity = terms.capacity_sat,
             expiry = terms.expiry_height,
@@ -753,6 +755,7 @@ pub fn accept_payments(
         // Durable before acknowledged.
         match store.advance_many(&updates) {
             Ok(()) => {
+                crate::failpoint::hit("seller-pay-stored");
                 for (ch, p) in newest {
                     if let Some(s) = channels.get_mut(&ch) {
                         s.record(p);
@@ -794,9 +797,47 @@ pub fn close_channel(
     // Record the intent first: if we crash after broadcasting, the state says
     // closing and a rerun rebroadcasts the same transaction.
     store.set_closing(&id, ChannelState::Closing, &txid)?;
+    crate::failpoint::hit("seller-close-recorded");
     chain.broadcast(&tx)?;
+    crate::failpoint::hit("seller-close-broadcast");
     info!(channel = %id, %txid, total_msat = seller.total_msat(), "close broadcast");
     Ok(txid)
+}
+
+/// Closes recorded but perhaps never broadcast (the seller stopped between
+/// recording and broadcasting): the same transaction is rebuilt from the
+/// stored payment (signatures are deterministic) and broadcast again.
+fn rebroadcast_closes(store: &ChannelStore, chain: &dyn ChainBackend, key: SecretKey) {
+    let Ok(list) = store.list() else { return };
+    for r in list {
+        let (Role::Seller, ChannelState::Closing, Some(txid)) = (r.role, r.state, r.close_txid)
+        else {
+            continue;
+        };
+        let spk = r.terms.funding_script_pubkey();
+        if !matches!(
+            chain.output_status(&r.terms.funding, &spk),
+            Ok(OutputStatus::Unspent)
+        ) {
+            continue; // spent (our close, or anything else) or unknown
+        }
+        let p = r.payment();
+        let tx = match Seller::resume(r.terms, key, p).and_then(|s| s.close()) {
+            Ok(tx) if tx.compute_txid() == txid => tx,
+            Ok(_) => {
+                warn!(channel = %r.id, "the recorded close does not rebuild to the same transaction");
+                continue;
+            }
+            Err(e) => {
+                warn!(channel = %r.id, error = %e, "could not rebuild the recorded close");
+                continue;
+            }
+        };
+        match chain.broadcast(&tx) {
+            Ok(_) => info!(channel = %r.id, %txid, "recorded close broadcast again"),
+            Err(e) => warn!(channel = %r.id, error = %e, "broadcasting the recorded close failed"),
+        }
+    }
 }
 
 fn code_of_pay(e: &PayError) -> Code {

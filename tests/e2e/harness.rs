@@ -249,6 +249,16 @@ impl Mount {
     }
 
     pub fn try_start(dir: &Path, torrent: &Path, args: &[&str]) -> Result<Mount, String> {
+        Self::try_start_env(dir, torrent, args, &[])
+    }
+
+    /// [`Mount::try_start`] with extra environment variables.
+    pub fn try_start_env(
+        dir: &Path,
+        torrent: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Mount, String> {
         let mnt = dir.join("mnt");
         std::fs::create_dir_all(&mnt).unwrap();
         let mut cmd = Command::new(BTT_MOUNT);
@@ -261,6 +271,7 @@ impl Mount {
             cmd.arg("--data-dir").arg(dir.join("data"));
         }
         cmd.args(args).env("RUST_LOG", "btt=debug,info");
+        cmd.envs(env.iter().copied());
         let mut proc = Proc::spawn("btt-mount", &mut cmd, &dir.join("mount.out"));
         let ok = wait_until(Duration::from_secs(15), || {
             is_mounted(&mnt) || proc.child.try_wait().ok().flatten().is_some()

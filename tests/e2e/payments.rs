@@ -20,6 +20,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod faults;
+
 fn sat(v: &Value) -> u64 {
     (v.as_f64().expect("amount") * 1e8).round() as u64
 }

@@ -222,3 +222,51 @@ fn buyer_resumes_after_the_seller_is_killed_and_restarted() {
         chans[0].1
     );
 }
+
+/// The mount is killed (failpoint `buyer-piece-held`) right after the first
+/// bought piece is stored and before it is paid: the remount finds it on
+/// disk, buys only the rest, and nothing is paid twice.
+#[test]
+fn mount_killed_between_storing_and_paying_a_piece() {
+    let s = swarm(1_500_000);
+    let port = free_port();
+    let _sp = s.sell(port, "seller.log", &["--price", PRICE]);
+    let dir = s.d.path().join("m");
+    let args = [
+        "--no-trackers",
+        "--home",
+        s.buyer.home.to_str().unwrap(),
+        "--peer",
+        &format!("127.0.0.1:{port}"),
+        "--max-price",
+        PRICE,
+        "--read-timeout",
+        "60",
+    ];
+    let m = Mount::try_start_env(
+        &dir,
+        &s.torrent,
+        &args,
+        &[("BTT_FAILPOINT", "buyer-piece-held")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _ = read_file_timeout(&m.mnt.join("film.bin"), Duration::from_secs(20));
+    let mut m = m;
+    assert!(
+        m.proc.wait_exit(Duration::from_secs(20)).is_some(),
+        "the failpoint was never reached\n{}",
+        m.log()
+    );
+    drop(m);
+    let first = total_paid(&s.buyer);
+    let m = s.buy_and_read("m", &[port], &args[5..]);
+    drop(m);
+    let paid = total_paid(&s.buyer);
+    let want = cost(s.size);
+    assert!(
+        paid <= want + 2,
+        "paid {paid} for {want} ({first} before the kill)"
+    );
+    // At most the pieces held at the kill went unpaid (a few of 64 KiB).
+    assert!(paid + cost(8 * 65536) >= want, "paid {paid} of {want}");
+}
