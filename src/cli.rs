@@ -104,10 +104,10 @@ pub struct MountCli {
     #[arg(long, value_name = "PRICE")]
     pub max_price: Option<crate::pay::price::Price>,
     /// Pay at most this much in all, e.g. 20000sat [default: one channel].
-    #[arg(long, value_name = "SAT", value_parser = crate::pay::buying::parse_sat)]
+    #[arg(long, value_name = "SAT", value_parser = crate::market::buying::parse_sat)]
     pub budget: Option<u64>,
     /// Capacity of channels opened with sellers, e.g. 100000sat.
-    #[arg(long, value_name = "SAT", value_parser = crate::pay::buying::parse_sat)]
+    #[arg(long, value_name = "SAT", value_parser = crate::market::buying::parse_sat)]
     pub channel_size: Option<u64>,
     /// btt's wallet/channel directory [default: $BTT_HOME or ~/.local/share/btt].
     #[arg(long, value_name = "DIR")]

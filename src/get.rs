@@ -8,8 +8,8 @@
 //! and nothing else arrives for `stall` the run ends with [`GetError::Budget`].
 
 use crate::engine::{BuyHookRef, EngineConfig, Torrent};
+use crate::market::buying::BuyerAgent;
 use crate::mount::{load_torrent, MountError};
-use crate::pay::buying::BuyerAgent;
 use crate::store::Store;
 use std::path::PathBuf;
 use std::sync::Arc;

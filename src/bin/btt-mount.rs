@@ -85,7 +85,7 @@ fn main() -> Result<()> {
         engine: {
             let mut e = cli.peers.engine(cli.fetch_all);
             e.role = format!("mount {}", cli.mountpoint.display());
-            if let Some(b) = btt::pay::buying::buy_config(
+            if let Some(b) = btt::market::buying::buy_config(
                 cli.home.as_deref(),
                 cli.max_price,
                 cli.budget,
@@ -95,7 +95,7 @@ fn main() -> Result<()> {
             {
                 tracing::info!(max_price = %b.max_price, budget_msat = b.budget_msat, "buying from sellers when free peers cannot deliver");
                 e.buy = Some(btt::engine::BuyHookRef(std::sync::Arc::new(
-                    btt::pay::buying::BuyerAgent::new(b),
+                    btt::market::buying::BuyerAgent::new(b),
                 )));
             }
             e

@@ -44,10 +44,30 @@ pub enum EngineError {
     },
 }
 
-/// The payment extension, seen from the engine: it adds a `btt_pay` entry to
-/// our extension handshake and answers `btt_pay` messages. The engine knows
-/// nothing of channels; `pay::seller_node` implements this.
+/// Our BEP 10 message id for the payment extension (whose name the hooks
+/// give): the engine routes its messages and knows nothing of their content.
+pub const PAY_EXT_ID: u8 = 7;
+
+/// What a seller's payment-extension message means to the buyer side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SellerSaid {
+    /// The answer to binding a connection: the channel is `open` and the
+    /// seller counts `unpaid` bytes on it.
+    State { open: bool, unpaid: u64 },
+    /// The seller refused (why, for the log).
+    Refused(String),
+    /// For the buyer, nothing to do here.
+    Nothing,
+    /// Not a seller-to-buyer message: for the seller hook, if any.
+    NotForBuyer,
+}
+
+/// The payment extension, seen from the engine: it adds an entry to our
+/// extension handshake and answers the extension's messages. The engine
+/// knows nothing of channels; `market::seller_node` implements this.
 pub trait PayHook: Send + Sync {
+    /// The extension's BEP 10 name.
+    fn ext_name(&self) -> &'static str;
     /// The value of `btt_pay` in our extension handshake.
     fn handshake(&self) -> bendy::value::Value<'static>;
     /// Handles one message (may block on disk and chain); returns the reply.
@@ -99,13 +119,17 @@ pub enum Bound {
 }
 
 /// The buyer's side, seen from the engine (implemented by
-/// `pay::buying::BuyerAgent`): which sellers to use, binding a connection to
+/// `market::buying::BuyerAgent`): which sellers to use, binding a connection to
 /// a channel, the budget, and paying for verified bytes.
 ///
 /// Connections are named by their [`PeerKey`], unique for the life of the
 /// process: a seller that disconnects while blocks it sent sit in pieces in
 /// progress is still paid for them when those pieces verify.
 pub trait BuyHook: Send + Sync {
+    /// The extension's BEP 10 name.
+    fn ext_name(&self) -> &'static str;
+    /// A message of the extension from `conn`, a seller we buy from.
+    fn seller_said(&self, conn: PeerKey, payload: &[u8]) -> SellerSaid;
     /// The peer at `addr` announced `btt_pay` with `info`: use it as a paid
     /// seller? `wake` is notified when a payment frees credit for more
     /// requests.
@@ -375,6 +399,15 @@ impl Torrent {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The payment extension's name, if this torrent sells or buys.
+    pub(crate) fn pay_ext_name(&self) -> Option<&'static str> {
+        match (&self.cfg.pay, &self.cfg.buy) {
+            (Some(p), _) => Some(p.0.ext_name()),
+            (None, Some(b)) => Some(b.0.ext_name()),
+            _ => None,
+        }
     }
 
     pub fn listen_addr(&self) -> Option<SocketAddr> {

@@ -710,9 +710,10 @@ impl Session {
                 }
                 match ExtHandshake::decode(&payload) {
                     Ok(h) => {
-                        if let Some(id) = h.m.get(crate::pay::proto::EXT_NAME) {
+                        let name = self.t.pay_ext_name();
+                        if let Some(id) = name.and_then(|n| h.m.get(n)) {
                             self.their_pay_id.store(*id, Ordering::Relaxed);
-                            if let Some(info) = h.extra.get(crate::pay::proto::EXT_NAME) {
+                            if let Some(info) = name.and_then(|n| h.extra.get(n)) {
                                 self.seller_announced(*id, info);
                             }
                         }
@@ -724,27 +725,26 @@ impl Session {
                     Err(e) => debug!(error = %e, "ignoring bad extension handshake"),
                 }
             }
-            Message::Extended { id, payload } if id == crate::pay::proto::LOCAL_EXT_ID => {
-                use crate::pay::proto::Msg;
+            Message::Extended { id, payload } if id == super::PAY_EXT_ID => {
+                use super::SellerSaid;
                 // A node that sells and buys gets both directions on one
-                // connection: a seller's answer to our `resume` is ours, a
-                // buyer's message goes to the seller hook.
-                let for_buyer = self.is_seller()
-                    && matches!(
-                        Msg::decode(&payload),
-                        Ok(Msg::State { .. } | Msg::Error { .. } | Msg::Ack { .. })
-                    );
-                if let (Some(tx), false) = (&self.pay, for_buyer) {
-                    let _ = tx.send(payload);
-                } else if self.is_seller() {
-                    match Msg::decode(&payload) {
-                        Ok(Msg::State { open, unpaid, .. }) => self.channel_bound(open, unpaid),
-                        Ok(Msg::Error { code, message, .. }) => {
-                            warn!(%code, %message, "seller refused; not buying from it");
-                            self.buy_state.store(seller::UNUSABLE, Ordering::Relaxed);
+                // connection: a seller's answer to our `resume` is the
+                // buyer's, a buyer's message goes to the seller hook.
+                let said = match (&self.t.cfg.buy, self.is_seller()) {
+                    (Some(buy), true) => buy.0.seller_said(self.key, &payload),
+                    _ => SellerSaid::NotForBuyer,
+                };
+                match said {
+                    SellerSaid::State { open, unpaid } => self.channel_bound(open, unpaid),
+                    SellerSaid::Refused(why) => {
+                        warn!(reason = %why, "seller refused; not buying from it");
+                        self.buy_state.store(seller::UNUSABLE, Ordering::Relaxed);
+                    }
+                    SellerSaid::Nothing => {}
+                    SellerSaid::NotForBuyer => {
+                        if let Some(tx) = &self.pay {
+                            let _ = tx.send(payload);
                         }
-                        Ok(_) => {}
-                        Err(e) => debug!(error = %e, "bad btt_pay message from a seller"),
                     }
                 }
             }
@@ -946,14 +946,11 @@ async fn session_loop(
             ..Default::default()
         };
         if let Some(hook) = &s.t.cfg.pay {
-            let name = crate::pay::proto::EXT_NAME.to_string();
-            h.m.insert(name.clone(), crate::pay::proto::LOCAL_EXT_ID);
+            let name = hook.0.ext_name().to_string();
+            h.m.insert(name.clone(), super::PAY_EXT_ID);
             h.extra.insert(name, hook.0.handshake());
-        } else if s.t.cfg.buy.is_some() {
-            h.m.insert(
-                crate::pay::proto::EXT_NAME.to_string(),
-                crate::pay::proto::LOCAL_EXT_ID,
-            );
+        } else if let Some(buy) = &s.t.cfg.buy {
+            h.m.insert(buy.0.ext_name().to_string(), super::PAY_EXT_ID);
         }
         s.send(Message::Extended {
             id: 0,

@@ -1,5 +1,12 @@
-//! The I/O around [`crate::pay`]: following channels on chain (and, as the
-//! layers settle, the buyer agent, seller node and payment worker). `pay`
-//! decides; this module asks the chain and the stores and applies it.
+//! The I/O around [`crate::pay`]: the buyer's one-shot channel commands
+//! ([`buyer`]: open, resume, pay, close, refund over a blocking connection),
+//! the buyer agent inside a mount with its payment workers ([`buying`]), the
+//! seller node ([`seller_node`]: answers `btt_pay`, watches fundings, closes),
+//! and channel states that follow the chain ([`follow`]). `pay` holds the
+//! rules and transactions without I/O; this module talks to sockets, the
+//! stores, the wallet and the chain, and implements the engine's hook traits.
 
+pub mod buyer;
+pub mod buying;
 pub mod follow;
+pub mod seller_node;

@@ -1,9 +1,12 @@
 //! One-way payment channels, buyer → seller (DESIGN.md "Payment channel").
 //!
-//! Sans-io: nothing here touches sockets, disk or the clock. [`script`] builds the
-//! funding script, [`tx`] the commitment and refund transactions, and
-//! [`channel`] the buyer's and seller's state with every check a payment must
-//! pass. Persistence, chain access and the BEP 10 messages build on top.
+//! Sans-io: nothing here touches sockets, disk, threads or the clock (a test
+//! below keeps it so). [`script`] builds the funding script, [`tx`] the
+//! commitment and refund transactions, [`channel`] the buyer's and seller's
+//! state with every check a payment must pass, [`price`] the price and credit
+//! rules, [`funding`] the zero-conf watch rules and [`proto`] the `btt_pay`
+//! messages. Persistence, chain access and connections are in
+//! [`crate::market`].
 //!
 //! Amount rules (decided here, relied on everywhere):
 //! - Totals are cumulative and in millisatoshi. The seller's output is
@@ -19,14 +22,11 @@
 //!   the fee and having its funds locked until expiry if the seller vanishes; the
 //!   seller serves at most its configured credit beyond the last signed total.
 
-pub mod buyer;
-pub mod buying;
 pub mod channel;
 pub mod funding;
 pub mod price;
 pub mod proto;
 pub mod script;
-pub mod seller_node;
 pub mod tx;
 
 pub use bdk_wallet::bitcoin;
@@ -63,4 +63,55 @@ pub enum PayError {
     Dust { sat: u64 },
     #[error("signing failed: {0}")]
     Sign(String),
+}
+
+#[cfg(test)]
+mod layering {
+    /// `pay` stays free of I/O, and the engine imports neither `pay` nor
+    /// `market` (it defines the hook traits they implement).
+    #[test]
+    fn pay_does_no_io_and_the_engine_knows_no_payments() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let rust = |dir: &str| -> Vec<(std::path::PathBuf, String)> {
+            let mut out = Vec::new();
+            let mut todo = vec![root.join(dir)];
+            while let Some(d) = todo.pop() {
+                for e in std::fs::read_dir(&d).unwrap() {
+                    let p = e.unwrap().path();
+                    if p.is_dir() {
+                        todo.push(p);
+                    } else if p.extension().is_some_and(|x| x == "rs") {
+                        let text = std::fs::read_to_string(&p).unwrap();
+                        out.push((p, text));
+                    }
+                }
+            }
+            assert!(!out.is_empty());
+            out
+        };
+        for (p, text) in rust("pay") {
+            for banned in [
+                "tokio",
+                "std::net",
+                "std::thread",
+                "rusqlite",
+                "std::fs",
+                "Instant::now",
+                "SystemTime",
+            ] {
+                let code: String = text
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("//"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let code = code.split("#[cfg(test)]").next().unwrap_or_default();
+                assert!(!code.contains(banned), "{} uses {banned}", p.display());
+            }
+        }
+        for (p, text) in rust("engine") {
+            for banned in ["crate::pay", "crate::market"] {
+                assert!(!text.contains(banned), "{} uses {banned}", p.display());
+            }
+        }
+    }
 }

@@ -5,12 +5,12 @@
 //! alone are measured too. Run: `cargo bench --bench pay`.
 
 use btt::chanstore::{ChannelStore, Role};
+use btt::market::seller_node::accept_payments;
 use btt::pay::bitcoin::hashes::Hash;
 use btt::pay::bitcoin::secp256k1::{Secp256k1, SecretKey};
 use btt::pay::bitcoin::{Network, OutPoint, PublicKey, ScriptBuf, Txid};
 use btt::pay::channel::{Buyer, Payment, Seller};
 use btt::pay::proto::Msg;
-use btt::pay::seller_node::accept_payments;
 use btt::pay::tx::Terms;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::collections::HashMap;

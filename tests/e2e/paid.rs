@@ -195,7 +195,7 @@ fn unpaid_bytes_at_the_seller_are_respected() {
     let channel: btt::pay::bitcoin::OutPoint = ch.parse().unwrap();
     // A buyer that takes `n` blocks on the channel and goes away unpaid.
     let take_unpaid = |first: u32, n: u32| {
-        let mut conn = btt::pay::buyer::SellerConn::connect(addr, meta.info_hash.0).unwrap();
+        let mut conn = btt::market::buyer::SellerConn::connect(addr, meta.info_hash.0).unwrap();
         conn.send_wire(Message::Interested).unwrap();
         let unpaid = match conn.request(&Msg::Resume { channel }).unwrap() {
             Msg::State { unpaid, .. } => unpaid,

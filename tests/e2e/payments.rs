@@ -9,12 +9,12 @@ use crate::harness::*;
 use btt::chain::{ChainBackend, ChainError};
 use btt::chanstore::ChannelStore;
 use btt::config::Home;
+use btt::market::seller_node::SellerNode;
 use btt::pay::bitcoin::consensus::encode;
 use btt::pay::bitcoin::{Amount, OutPoint, Transaction};
 use btt::pay::channel::Buyer;
 use btt::pay::proto::{ChannelTerms, Msg};
 use btt::pay::script::{funding_script_pubkey, funding_witness_script};
-use btt::pay::seller_node::SellerNode;
 use btt::wallet::{public_key, BttWallet};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -362,7 +362,7 @@ fn seller_refuses_bad_channels_and_payments() {
             chain,
             btt::pay::price::Price::msat_per_gib(1_000_000),
             1 << 20,
-            btt::pay::seller_node::FreePeers::Serve,
+            btt::market::seller_node::FreePeers::Serve,
         )
         .unwrap()
     };
@@ -560,7 +560,7 @@ fn seller_refuses_bad_channels_and_payments() {
 /// Counts (pieces, rejects) for `n` block requests starting at block `first`.
 /// Requests block 0 of pieces `first..first + n` on a raw connection;
 /// (pieces received, rejects).
-pub fn request_blocks(conn: &mut btt::pay::buyer::SellerConn, first: u32, n: u32) -> (u32, u32) {
+pub fn request_blocks(conn: &mut btt::market::buyer::SellerConn, first: u32, n: u32) -> (u32, u32) {
     use btt::wire::{BlockRef, Message};
     for i in first..first + n {
         conn.send_wire(Message::Request(BlockRef {
@@ -614,7 +614,7 @@ fn seller_serves_only_credit_beyond_payments() {
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
 
     // Unbound: speaks btt_pay but names no channel.
-    let mut conn = btt::pay::buyer::SellerConn::connect(addr, meta.info_hash.0).unwrap();
+    let mut conn = btt::market::buyer::SellerConn::connect(addr, meta.info_hash.0).unwrap();
     conn.send_wire(Message::Interested).unwrap();
     assert_eq!(request_blocks(&mut conn, 0, 2), (0, 2));
 
@@ -644,7 +644,7 @@ fn seller_serves_only_credit_beyond_payments() {
 
     // A reconnect keeps the channel's account, and `state` says what is
     // unpaid (6 blocks served, 2 paid): still no more than paid + credit.
-    let mut conn = btt::pay::buyer::SellerConn::connect(addr, meta.info_hash.0).unwrap();
+    let mut conn = btt::market::buyer::SellerConn::connect(addr, meta.info_hash.0).unwrap();
     conn.send_wire(Message::Interested).unwrap();
     match conn.request(&Msg::Resume { channel }).unwrap() {
         Msg::State {

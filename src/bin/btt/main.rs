@@ -54,10 +54,10 @@ enum Cmd {
         #[arg(long, value_name = "PRICE")]
         max_price: Option<btt::pay::price::Price>,
         /// Pay at most this much, e.g. 20000sat.
-        #[arg(long, value_name = "SAT", value_parser = btt::pay::buying::parse_sat)]
+        #[arg(long, value_name = "SAT", value_parser = btt::market::buying::parse_sat)]
         budget: Option<u64>,
         /// Capacity of channels opened with sellers.
-        #[arg(long, value_name = "SAT", value_parser = btt::pay::buying::parse_sat)]
+        #[arg(long, value_name = "SAT", value_parser = btt::market::buying::parse_sat)]
         channel_size: Option<u64>,
         /// No progress bar.
         #[arg(long)]
@@ -179,8 +179,8 @@ fn main() -> Result<()> {
                         .unwrap_or(btt::pay::price::Price::msat_per_gib(1_000_000)),
                     sell.credit,
                     match sell.free_peers {
-                        FreePeersArg::Serve => btt::pay::seller_node::FreePeers::Serve,
-                        FreePeersArg::Choke => btt::pay::seller_node::FreePeers::Choke,
+                        FreePeersArg::Serve => btt::market::seller_node::FreePeers::Serve,
+                        FreePeersArg::Choke => btt::market::seller_node::FreePeers::Choke,
                     },
                     std::time::Duration::from_secs(sell.watch_interval.max(1)),
                     sell.zero_conf_timeout_blocks,
@@ -334,9 +334,9 @@ fn get(
     quiet: bool,
     give_up_after: u64,
 ) -> Result<()> {
-    let buyer = btt::pay::buying::buy_config(Some(&home.dir), max_price, budget, channel_size)
+    let buyer = btt::market::buying::buy_config(Some(&home.dir), max_price, budget, channel_size)
         .map_err(anyhow::Error::msg)?
-        .map(|c| std::sync::Arc::new(btt::pay::buying::BuyerAgent::new(c)));
+        .map(|c| std::sync::Arc::new(btt::market::buying::BuyerAgent::new(c)));
     let bar = indicatif::ProgressBar::new(0);
     if quiet {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());

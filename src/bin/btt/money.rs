@@ -8,10 +8,10 @@ use anyhow::{bail, Context, Result};
 use btt::chain::{self, fee_rate_or, ChainBackend};
 use btt::chanstore::{ChannelState, ChannelStore, Role};
 use btt::config::{BackendConfig, ChannelConfig, Config, Home};
+use btt::market::buyer::{self, OpenState, Session};
+use btt::market::seller_node::close_channel;
 use btt::pay::bitcoin::{Address, Amount, FeeRate, OutPoint};
-use btt::pay::buyer::{self, OpenState, Session};
 use btt::pay::channel::Seller;
-use btt::pay::seller_node::close_channel;
 use btt::wallet::BttWallet;
 use clap::{Args, Subcommand};
 use std::net::SocketAddr;
@@ -369,7 +369,7 @@ pub fn channels(home: &Home, cmd: ChannelsCmd) -> Result<()> {
 
 /// A running seller: the node answering `btt_pay` and its chain watcher.
 pub struct Selling {
-    pub node: std::sync::Arc<btt::pay::seller_node::SellerNode>,
+    pub node: std::sync::Arc<btt::market::seller_node::SellerNode>,
     watcher: std::thread::JoinHandle<()>,
 }
 
@@ -377,7 +377,7 @@ pub fn start_selling(
     home: &Home,
     price: btt::pay::price::Price,
     credit: u64,
-    free_peers: btt::pay::seller_node::FreePeers,
+    free_peers: btt::market::seller_node::FreePeers,
     interval: std::time::Duration,
     zero_conf_timeout_blocks: u32,
 ) -> Result<Selling> {
@@ -385,7 +385,7 @@ pub fn start_selling(
     let b: std::sync::Arc<dyn ChainBackend> = std::sync::Arc::from(backend(&w.config)?);
     let store = ChannelStore::open(&home.channels_db())?;
     let node = std::sync::Arc::new(
-        btt::pay::seller_node::SellerNode::new(w, store, b, price, credit, free_peers)?
+        btt::market::seller_node::SellerNode::new(w, store, b, price, credit, free_peers)?
             .with_zero_conf_timeout(zero_conf_timeout_blocks),
     );
     let n = node.clone();

@@ -866,6 +866,9 @@ fn code_of(e: &SellError) -> Code {
 }
 
 impl crate::engine::PayHook for SellerNode {
+    fn ext_name(&self) -> &'static str {
+        crate::pay::proto::EXT_NAME
+    }
     fn handshake(&self) -> bendy::value::Value<'static> {
         self.info.to_value()
     }

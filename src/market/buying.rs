@@ -16,8 +16,8 @@ use crate::chain;
 use crate::chanstore::{ChannelState, ChannelStore, Role};
 use crate::config::Home;
 use crate::engine::{Bound, PeerKey};
+use crate::market::buyer::{self, BuyError, OpenState, Session};
 use crate::pay::bitcoin::PublicKey;
-use crate::pay::buyer::{self, BuyError, OpenState, Session};
 use crate::pay::price::{self, Price};
 use crate::pay::proto::{Msg, SellerInfo};
 use crate::wallet::BttWallet;
@@ -790,6 +790,25 @@ impl PayWorker {
 }
 
 impl crate::engine::BuyHook for BuyerAgent {
+    fn ext_name(&self) -> &'static str {
+        crate::pay::proto::EXT_NAME
+    }
+    fn seller_said(&self, _conn: PeerKey, payload: &[u8]) -> crate::engine::SellerSaid {
+        use crate::engine::SellerSaid;
+        match Msg::decode(payload) {
+            Ok(Msg::State { open, unpaid, .. }) => SellerSaid::State { open, unpaid },
+            Ok(Msg::Error { code, message, .. }) => {
+                SellerSaid::Refused(format!("{code}: {message}"))
+            }
+            // Payments go over the worker's own connection.
+            Ok(Msg::Ack { .. }) => SellerSaid::Nothing,
+            Ok(_) => SellerSaid::NotForBuyer,
+            Err(e) => {
+                debug!(error = %e, "bad btt_pay message from a seller");
+                SellerSaid::Nothing
+            }
+        }
+    }
     fn consider(
         &self,
         conn: PeerKey,
