@@ -750,6 +750,13 @@ impl Torrent {
         Self::wake_peers(&st);
     }
 
+    /// Bans `addr` for this torrent's life (it broke the protocol).
+    pub(crate) fn ban(&self, addr: SocketAddr, why: &str) {
+        if self.lock().banned_addrs.insert(addr) {
+            warn!(parent: &self.span, %addr, reason = why, "peer banned");
+        }
+    }
+
     pub(crate) fn is_banned(&self, addr: &SocketAddr) -> bool {
         self.lock().banned_addrs.contains(addr)
     }

@@ -650,7 +650,21 @@ impl Session {
                     self.waste_paid(len);
                     return Ok(());
                 };
-                let (_, at) = self.outstanding.remove(pos).expect("position found");
+                let (asked, at) = self.outstanding.remove(pos).expect("position found");
+                if len != asked.length as u64 {
+                    // Not what we asked for: the request is freed at once
+                    // (another peer gets the block) and the sender, which
+                    // broke the protocol, is dropped and banned.
+                    self.t.lock().picker.release(self.key, &asked);
+                    self.t.stats.wasted.fetch_add(len, Ordering::Relaxed);
+                    self.release_paid(asked.length as u64);
+                    self.waste_paid(len);
+                    self.t.ban(self.addr, "sent a block of the wrong length");
+                    return Err(PeerError::Protocol(format!(
+                        "block {index}/{begin} of {len} bytes, {} asked",
+                        asked.length
+                    )));
+                }
                 let rtt = at.elapsed();
                 self.rtt = if self.rtt.is_zero() {
                     rtt
@@ -670,6 +684,9 @@ impl Session {
                 };
                 match outcome {
                     BlockOutcome::Unwanted => {
+                        // Whatever the reason, our ask is over: the block
+                        // must not stay marked as asked of this peer.
+                        self.t.lock().picker.release(self.key, &asked);
                         self.t.stats.wasted.fetch_add(len, Ordering::Relaxed);
                         self.release_paid(len);
                         self.waste_paid(len);

@@ -8,6 +8,7 @@ mod harness;
 mod bad_input;
 mod chain;
 mod faults;
+mod hostile;
 mod packaging;
 mod paid;
 mod payments;

@@ -1,0 +1,163 @@
+//! Hostile peers written to break a rule, beside a good seeder: a read must
+//! complete from the good one while the attack goes on (issue: a hostile
+//! peer must not stall a read). Each attacker is a small BitTorrent peer in
+//! this process on 127.0.0.1, stopped on drop.
+
+use crate::harness::*;
+use btt::wire::{self, BlockRef, Handshake, Message};
+use bytes::BytesMut;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How an attacker answers a request.
+#[derive(Clone, Copy)]
+pub enum Answer {
+    /// A PIECE one byte shorter than asked.
+    ShortBlock,
+}
+
+/// A peer that has every piece, unchokes everyone and answers requests
+/// with `answer`.
+pub struct Hostile {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl Hostile {
+    pub fn start(torrent: &std::path::Path, answer: Answer) -> Hostile {
+        let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, ih, n) = (stop.clone(), meta.info_hash.0, meta.num_pieces());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((c, _)) => {
+                        let s = s.clone();
+                        std::thread::spawn(move || {
+                            let _ = serve(c, ih, n, answer, &s);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Hostile { port, stop }
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn send(c: &mut TcpStream, m: Message) -> std::io::Result<()> {
+    let mut b = BytesMut::new();
+    m.encode(&mut b);
+    c.write_all(&b)
+}
+
+fn serve(
+    mut c: TcpStream,
+    ih: [u8; 20],
+    n: usize,
+    answer: Answer,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    c.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut hs = [0u8; wire::HANDSHAKE_LEN];
+    c.read_exact(&mut hs)?;
+    let mut id = *b"-XX0001-hostilepeer0";
+    id[19] = b'0' + (rand_byte() % 10);
+    c.write_all(&Handshake::new(ih, id).encode())?;
+    send(&mut c, Message::HaveAll)?;
+    send(&mut c, Message::Unchoke)?;
+    let _ = n;
+    let mut buf = BytesMut::new();
+    let mut chunk = [0u8; 65536];
+    while !stop.load(Ordering::Relaxed) {
+        match c.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        }
+        while let Ok(Some(m)) = wire::decode(&mut buf, 1 << 20) {
+            if let Message::Request(r) = m {
+                reply(&mut c, r, answer)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn reply(c: &mut TcpStream, r: BlockRef, answer: Answer) -> std::io::Result<()> {
+    match answer {
+        Answer::ShortBlock => {
+            let len = r.length.saturating_sub(1) as usize;
+            c.write_all(&Message::piece_header(r.index, r.begin, len))?;
+            c.write_all(&vec![0xAB; len])
+        }
+    }
+}
+
+fn rand_byte() -> u8 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish() as u8
+}
+
+/// Two peers answering every request with a block one byte short, then a
+/// good seeder: the read completes from the good one (each short block
+/// frees its request at once, and its sender is dropped and banned).
+#[test]
+fn short_blocks_do_not_stall_a_read() {
+    let d = tmpdir();
+    let data = d.path().join("data");
+    make_tree(&data, &[("f.bin", 3_000_000)]);
+    let torrent = make_torrent(&data.join("f.bin"), 65536, &[]);
+    let (a, b) = (
+        Hostile::start(&torrent, Answer::ShortBlock),
+        Hostile::start(&torrent, Answer::ShortBlock),
+    );
+    let good = free_port();
+    let peers = [a.port, b.port, good].map(|p| format!("127.0.0.1:{p}"));
+    let m = Mount::start(
+        &d.path().join("m"),
+        &torrent,
+        &[
+            "--no-trackers",
+            "--peer",
+            &peers[0],
+            "--peer",
+            &peers[1],
+            "--peer",
+            &peers[2],
+        ],
+    );
+    // The attackers get the reader's blocks first; the good seeder comes
+    // a moment later.
+    let f = m.mnt.join("f.bin");
+    let reader = std::thread::spawn(move || read_file_timeout(&f, Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(1500));
+    let _seed = btt_seed(&torrent, &data, good, &d.path().join("seed.log"), &[]);
+    let got = reader
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    assert_eq!(got, std::fs::read(data.join("f.bin")).unwrap());
+}
