@@ -779,7 +779,14 @@ impl Torrent {
         if st.banned_addrs.contains(&addr) {
             return Err("banned".into());
         }
-        if st.peers.values().any(|p| p.peer_id == peer_id) {
+        // The same peer twice (we dialled each other) has the same address's
+        // IP; a peer id on another IP may be stolen (anyone learns it by
+        // connecting), so it must not shut out the real peer.
+        if st
+            .peers
+            .values()
+            .any(|p| p.peer_id == peer_id && p.addr.ip() == addr.ip())
+        {
             return Err("already connected to this peer".into());
         }
         if st.peers.len() >= self.cfg.max_peers {

@@ -17,6 +17,8 @@ use std::time::Duration;
 pub enum Answer {
     /// A PIECE one byte shorter than asked.
     ShortBlock,
+    /// Never unchokes, never answers: it only takes a slot.
+    Silent,
 }
 
 /// A peer that has every piece, unchokes everyone and answers requests
@@ -28,8 +30,18 @@ pub struct Hostile {
 
 impl Hostile {
     pub fn start(torrent: &std::path::Path, answer: Answer) -> Hostile {
+        Self::start_as(torrent, answer, "127.0.0.1", None)
+    }
+
+    /// On `ip`, presenting `peer_id` (someone else's) if given.
+    pub fn start_as(
+        torrent: &std::path::Path,
+        answer: Answer,
+        ip: &str,
+        peer_id: Option<[u8; 20]>,
+    ) -> Hostile {
         let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -40,7 +52,7 @@ impl Hostile {
                     Ok((c, _)) => {
                         let s = s.clone();
                         std::thread::spawn(move || {
-                            let _ = serve(c, ih, n, answer, &s);
+                            let _ = serve(c, ih, n, answer, peer_id, &s);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -68,6 +80,7 @@ fn serve(
     ih: [u8; 20],
     n: usize,
     answer: Answer,
+    peer_id: Option<[u8; 20]>,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     c.set_read_timeout(Some(Duration::from_millis(200)))?;
@@ -75,9 +88,11 @@ fn serve(
     c.read_exact(&mut hs)?;
     let mut id = *b"-XX0001-hostilepeer0";
     id[19] = b'0' + (rand_byte() % 10);
-    c.write_all(&Handshake::new(ih, id).encode())?;
+    c.write_all(&Handshake::new(ih, peer_id.unwrap_or(id)).encode())?;
     send(&mut c, Message::HaveAll)?;
-    send(&mut c, Message::Unchoke)?;
+    if !matches!(answer, Answer::Silent) {
+        send(&mut c, Message::Unchoke)?;
+    }
     let _ = n;
     let mut buf = BytesMut::new();
     let mut chunk = [0u8; 65536];
@@ -111,6 +126,7 @@ fn reply(c: &mut TcpStream, r: BlockRef, answer: Answer) -> std::io::Result<()> 
             c.write_all(&Message::piece_header(r.index, r.begin, len))?;
             c.write_all(&vec![0xAB; len])
         }
+        Answer::Silent => Ok(()),
     }
 }
 
@@ -160,4 +176,78 @@ fn short_blocks_do_not_stall_a_read() {
         .unwrap()
         .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
     assert_eq!(got, std::fs::read(data.join("f.bin")).unwrap());
+}
+
+/// The peer id a BitTorrent peer on 127.0.0.1:`port` presents for `torrent`
+/// (anyone learns it by connecting).
+fn peer_id_of(port: u16, torrent: &std::path::Path) -> [u8; 20] {
+    let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).unwrap();
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(&Handshake::new(meta.info_hash.0, *b"-XX0001-askingforid0").encode())
+        .unwrap();
+    let mut hs = [0u8; wire::HANDSHAKE_LEN];
+    c.read_exact(&mut hs).unwrap();
+    Handshake::decode(&hs).unwrap().peer_id
+}
+
+/// Forwards 127.0.0.1:`port` to 127.0.0.1:`to`, listening only after
+/// `delay` (before that, connections are refused).
+fn forward_later(port: u16, to: u16, delay: Duration) -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        while !s.load(Ordering::Relaxed) {
+            let Ok((a, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let Ok(b) = TcpStream::connect(("127.0.0.1", to)) else {
+                continue;
+            };
+            a.set_nonblocking(false).unwrap();
+            for (mut r, mut w) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut r, &mut w);
+                    let _ = w.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    stop
+}
+
+/// A peer on another address presenting the good seeder's peer id, reached
+/// first: the real seeder is still accepted and the read completes from it.
+#[test]
+fn a_stolen_peer_id_does_not_shut_out_the_real_peer() {
+    let d = tmpdir();
+    let data = d.path().join("data");
+    make_tree(&data, &[("f.bin", 1_000_000)]);
+    let torrent = make_torrent(&data.join("f.bin"), 65536, &[]);
+    let good = free_port();
+    let _seed = btt_seed(&torrent, &data, good, &d.path().join("seed.log"), &[]);
+    let id = peer_id_of(good, &torrent);
+    let impostor = Hostile::start_as(&torrent, Answer::Silent, "127.0.0.2", Some(id));
+    // The real seeder is reached through a port that opens a moment later.
+    let late = free_port();
+    let fwd = forward_later(late, good, Duration::from_millis(1500));
+    let m = Mount::start(
+        &d.path().join("m"),
+        &torrent,
+        &[
+            "--no-trackers",
+            "--peer",
+            &format!("127.0.0.2:{}", impostor.port),
+            "--peer",
+            &format!("127.0.0.1:{late}"),
+        ],
+    );
+    let got = read_file_timeout(&m.mnt.join("f.bin"), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    assert_eq!(got, std::fs::read(data.join("f.bin")).unwrap());
+    fwd.store(true, Ordering::Relaxed);
 }
