@@ -253,7 +253,24 @@ pub(crate) struct PeerEntry {
     pub rate_up: f64,
     pub peer_interested: bool,
     pub am_choking: bool,
+    /// It connected to us (we did not dial it).
+    pub incoming: bool,
+    pub since: Instant,
 }
+
+impl PeerEntry {
+    /// An incoming peer that has given nothing for a while: no data, no
+    /// interest in ours. The first to go when slots are short.
+    fn idle(&self, now: Instant) -> bool {
+        self.incoming
+            && !self.peer_interested
+            && self.rate_down == 0.0
+            && now.duration_since(self.since) >= IDLE_AFTER
+    }
+}
+
+/// How long a connected peer may give nothing before it may be evicted.
+const IDLE_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Known {
@@ -768,6 +785,7 @@ impl Torrent {
         peer_id: [u8; 20],
         wake: Arc<Notify>,
         cmd: mpsc::UnboundedSender<PeerCmd>,
+        incoming: bool,
     ) -> Result<PeerKey, String> {
         let mut st = self.lock();
         if st.closed {
@@ -789,8 +807,36 @@ impl Torrent {
         {
             return Err("already connected to this peer".into());
         }
-        if st.peers.len() >= self.cfg.max_peers {
-            return Err("too many peers".into());
+        // Slots are kept for our own dials (peers we chose: trackers,
+        // `--peer`), so a crowd connecting to us cannot shut them out; when
+        // slots are short, an idle incoming peer makes room.
+        let reserve = (self.cfg.max_peers / 4).max(2);
+        let inbound = st.peers.values().filter(|p| p.incoming).count();
+        let full = st.peers.len() >= self.cfg.max_peers
+            || (incoming && inbound >= self.cfg.max_peers.saturating_sub(reserve));
+        if full {
+            let now = Instant::now();
+            let victim = st
+                .peers
+                .iter()
+                .filter(|(_, p)| {
+                    p.idle(now)
+                        || (!incoming && p.incoming && p.rate_down == 0.0 && !p.peer_interested)
+                })
+                .min_by_key(|(_, p)| p.since)
+                .map(|(k, _)| *k);
+            match victim {
+                Some(k) => {
+                    if let Some(p) = st.peers.remove(&k) {
+                        st.picker.remove_peer_pieces(&p.has);
+                        let _ = p.cmd.send(PeerCmd::Close(
+                            "evicted: gave nothing while slots were short".into(),
+                        ));
+                        debug!(parent: &self.span, evicted = %p.addr, for_ = %addr, "peer slots short: evicted an idle peer");
+                    }
+                }
+                None => return Err("too many peers".into()),
+            }
         }
         // Unique in the process, not only in this torrent: one buyer agent
         // may serve several torrents and names connections by their key.
@@ -809,6 +855,8 @@ impl Torrent {
                 rate_up: 0.0,
                 peer_interested: false,
                 am_choking: true,
+                incoming,
+                since: Instant::now(),
             },
         );
         if let Some(k) = st.known.get_mut(&addr) {

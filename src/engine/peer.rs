@@ -95,7 +95,7 @@ async fn incoming(
     stream
         .write_all(&Handshake::new(t.meta.info_hash.0, t.peer_id).encode())
         .await?;
-    run(t, stream, addr, theirs).await
+    run(t, stream, addr, theirs, true).await
 }
 
 /// Dials `addr`, runs the session, and reports a failed dial for back-off.
@@ -110,7 +110,7 @@ pub(crate) async fn dial(t: Arc<Torrent>, addr: SocketAddr) {
                 .write_all(&Handshake::new(t.meta.info_hash.0, t.peer_id).encode())
                 .await?;
             let theirs = their_handshake(&t, &mut stream).await?;
-            run(t.clone(), stream, addr, theirs).await
+            run(t.clone(), stream, addr, theirs, false).await
         }
         .await;
         match res {
@@ -819,12 +819,13 @@ async fn run(
     stream: TcpStream,
     addr: SocketAddr,
     theirs: Handshake,
+    incoming: bool,
 ) -> Result<(), PeerError> {
     let _ = stream.set_nodelay(true);
     let wake = Arc::new(Notify::new());
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
     let key = t
-        .register_peer(addr, theirs.peer_id, wake.clone(), cmd_tx)
+        .register_peer(addr, theirs.peer_id, wake.clone(), cmd_tx, incoming)
         .map_err(PeerError::Refused)?;
     let client = String::from_utf8_lossy(&theirs.peer_id[..8]).into_owned();
     info!(%client, "peer connected");

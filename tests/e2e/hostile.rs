@@ -251,3 +251,69 @@ fn a_stolen_peer_id_does_not_shut_out_the_real_peer() {
     assert_eq!(got, std::fs::read(data.join("f.bin")).unwrap());
     fwd.store(true, Ordering::Relaxed);
 }
+
+/// `n` connections to 127.0.0.1:`port` that complete the handshake for
+/// `torrent` and then give nothing (kept open until the returned flag is set).
+fn idle_crowd(port: u16, torrent: &std::path::Path, n: usize) -> Arc<AtomicBool> {
+    let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let ih = meta.info_hash.0;
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for i in 0..n {
+            let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
+                continue;
+            };
+            let mut id = *b"-XX0001-idlecrowd000";
+            id[17..20].copy_from_slice(format!("{:03}", i % 1000).as_bytes());
+            let _ = c.write_all(&Handshake::new(ih, id).encode());
+            held.push(c);
+        }
+        while !s.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        drop(held);
+    });
+    stop
+}
+
+/// The mount's listen port, from its log.
+fn listen_port(m: &Mount) -> u16 {
+    let log = m.log();
+    let at = log
+        .find("listen=127.0.0.1:")
+        .expect("listen address in the log");
+    log[at + 17..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// 70 idle connections fill the mount's peer slots before the only good
+/// seeder is reachable: slots kept for our own dials (and idle incoming
+/// peers making room) still let the mount reach it and read.
+#[test]
+fn idle_connections_do_not_shut_out_a_seeder() {
+    let d = tmpdir();
+    let data = d.path().join("data");
+    make_tree(&data, &[("f.bin", 1_000_000)]);
+    let torrent = make_torrent(&data.join("f.bin"), 65536, &[]);
+    let good = free_port();
+    let _seed = btt_seed(&torrent, &data, good, &d.path().join("seed.log"), &[]);
+    let late = free_port();
+    let fwd = forward_later(late, good, Duration::from_millis(3000));
+    let m = Mount::start(
+        &d.path().join("m"),
+        &torrent,
+        &["--no-trackers", "--peer", &format!("127.0.0.1:{late}")],
+    );
+    let crowd = idle_crowd(listen_port(&m), &torrent, 70);
+    let got = read_file_timeout(&m.mnt.join("f.bin"), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    assert_eq!(got, std::fs::read(data.join("f.bin")).unwrap());
+    crowd.store(true, Ordering::Relaxed);
+    fwd.store(true, Ordering::Relaxed);
+}
