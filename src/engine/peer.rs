@@ -159,6 +159,23 @@ enum Out {
 struct UploadQueue {
     blocks: AtomicUsize,
     bytes: std::sync::atomic::AtomicU64,
+    /// Other messages queued for the writer.
+    msgs: AtomicUsize,
+    /// `btt_pay` messages waiting for the seller hook.
+    pay: AtomicUsize,
+}
+
+/// Messages we may have queued for a peer that does not read them (BEP 6
+/// rejects of a request flood, say) before it is dropped: every per-peer
+/// queue has a bound.
+const MAX_OUT_MSGS: usize = 16384;
+/// `btt_pay` messages a peer may have waiting for an answer.
+const MAX_PAY_QUEUE: usize = 1024;
+
+fn dec(a: &AtomicUsize) {
+    let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(1))
+    });
 }
 
 impl UploadQueue {
@@ -187,7 +204,10 @@ async fn writer(
         let mut next = Some(first);
         while let Some(out) = next.take() {
             match out {
-                Out::Msg(m) => m.encode(&mut buf),
+                Out::Msg(m) => {
+                    dec(&queued.msgs);
+                    m.encode(&mut buf)
+                }
                 Out::Upload(r) => {
                     queued.pop(r.length);
                     if cancelled
@@ -285,7 +305,22 @@ struct Session {
 impl Session {
     fn send(&mut self, m: Message) {
         self.last_sent = Instant::now();
+        self.queued.msgs.fetch_add(1, Ordering::Relaxed);
         let _ = self.out.send(Out::Msg(m));
+    }
+
+    /// A queue for this peer passed its bound: it sends faster than it
+    /// reads, or floods us with what needs an answer.
+    fn overflowing(&self) -> Option<PeerError> {
+        if self.queued.msgs.load(Ordering::Relaxed) > MAX_OUT_MSGS {
+            return Some(PeerError::Protocol("does not read what we send".into()));
+        }
+        if self.queued.pay.load(Ordering::Relaxed) > MAX_PAY_QUEUE {
+            return Some(PeerError::Protocol(
+                "too many btt_pay messages waiting".into(),
+            ));
+        }
+        None
     }
 
     fn depth(&self) -> usize {
@@ -483,17 +518,19 @@ impl Session {
         self.buy_state.store(seller::BINDING, Ordering::Relaxed);
         info!("free peers cannot deliver: getting a channel with this seller");
         let their_id = self.their_pay_id.load(Ordering::Relaxed);
-        let (conn, ih, out, state) = (
+        let (conn, ih, out, state, queued) = (
             self.key,
             self.t.meta.info_hash.0,
             self.out.clone(),
             self.buy_state.clone(),
+            self.queued.clone(),
         );
         tokio::spawn(
             async move {
                 let r = tokio::task::spawn_blocking(move || buy.0.bind(conn, ih)).await;
                 match r {
                     Ok(Ok(payload)) => {
+                        queued.msgs.fetch_add(1, Ordering::Relaxed);
                         let _ = out.send(Out::Msg(Message::Extended {
                             id: their_id,
                             payload: Bytes::from(payload),
@@ -630,10 +667,12 @@ impl Session {
             }
             Message::Request(r) => self.on_request(r)?,
             Message::Cancel(r) => {
-                self.cancelled
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(r);
+                // Only what may be queued: cancels of blocks never asked
+                // for must not grow the set.
+                let mut c = self.cancelled.lock().unwrap_or_else(|e| e.into_inner());
+                if c.len() < self.queued.blocks.load(Ordering::Relaxed) {
+                    c.insert(r);
+                }
             }
             Message::Piece { index, begin, data } => {
                 let len = data.len() as u64;
@@ -760,6 +799,7 @@ impl Session {
                     SellerSaid::Nothing => {}
                     SellerSaid::NotForBuyer => {
                         if let Some(tx) = &self.pay {
+                            self.queued.pay.fetch_add(1, Ordering::Relaxed);
                             let _ = tx.send(payload);
                         }
                     }
@@ -849,6 +889,7 @@ async fn run(
         Some(hook) => {
             let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
             let (hook, out, id) = (hook.0.clone(), out_tx.clone(), their_pay_id.clone());
+            let q = queued.clone();
             let task = tokio::spawn(
                 async move {
                     while let Some(first) = rx.recv().await {
@@ -860,6 +901,9 @@ async fn run(
                                 Err(_) => break,
                             }
                         }
+                        for _ in &batch {
+                            dec(&q.pay);
+                        }
                         let h = hook.clone();
                         let replies =
                             tokio::task::spawn_blocking(move || h.handle_batch(addr, &batch))
@@ -870,6 +914,7 @@ async fn run(
                             continue;
                         }
                         for r in replies {
+                            q.msgs.fetch_add(1, Ordering::Relaxed);
                             let _ = out.send(Out::Msg(Message::Extended {
                                 id: their,
                                 payload: Bytes::from(r),
@@ -990,6 +1035,9 @@ async fn session_loop(
                 last_heard = Instant::now();
                 while let Some(m) = wire::decode(&mut buf, max)? {
                     s.handle(m)?;
+                    if let Some(e) = s.overflowing() {
+                        return Err(e);
+                    }
                 }
                 if buf.capacity() - buf.len() < 64 * 1024 {
                     buf.reserve(256 * 1024);

@@ -317,3 +317,99 @@ fn idle_connections_do_not_shut_out_a_seeder() {
     crowd.store(true, Ordering::Relaxed);
     fwd.store(true, Ordering::Relaxed);
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A connection to `port` for `torrent` (fast extension on) that sends
+/// `msgs` and never reads what comes back; the connection, or `None` if the
+/// peer dropped it.
+fn flood(
+    port: u16,
+    torrent: &std::path::Path,
+    msgs: impl Iterator<Item = Message>,
+) -> Option<TcpStream> {
+    let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).unwrap();
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(&Handshake::new(meta.info_hash.0, *b"-XX0001-flooder00000").encode())
+        .unwrap();
+    c.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = BytesMut::new();
+    for m in msgs {
+        m.encode(&mut buf);
+        if buf.len() > 1 << 16 {
+            if c.write_all(&buf).is_err() {
+                return None;
+            }
+            buf.clear();
+        }
+    }
+    c.write_all(&buf).ok().map(|()| c)
+}
+
+/// Floods of requests whose replies are never read, and of cancels for
+/// blocks never asked: the seller's memory stays bounded (each per-peer
+/// queue has a bound; a peer that does not read is dropped).
+#[test]
+fn request_and_cancel_floods_keep_the_seller_bounded() {
+    let d = tmpdir();
+    let data = d.path().join("data");
+    make_tree(&data, &[("f.bin", 4_000_000)]);
+    let torrent = make_torrent(&data.join("f.bin"), 65536, &[]);
+    let port = free_port();
+    let seed = btt_seed(&torrent, &data, port, &d.path().join("seed.log"), &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_kib(seed.pid());
+    let req = |i: u32| BlockRef {
+        index: i % 61,
+        begin: (i % 4) * 16384,
+        length: 16384,
+    };
+    // Measured while the connections are open (the seller is still
+    // working through what was sent).
+    let c1 = flood(
+        port,
+        &torrent,
+        (0..1_000_000u32).map(|i| Message::Request(req(i))),
+    );
+    std::thread::sleep(Duration::from_millis(2000));
+    let after_requests = rss_kib(seed.pid());
+    let c2 = flood(
+        port,
+        &torrent,
+        (0..1_000_000u32).map(|i| {
+            Message::Cancel(BlockRef {
+                index: i % 61,
+                begin: (i / 61) * 16384 % 65536,
+                length: 1 + i % 16384,
+            })
+        }),
+    );
+    std::thread::sleep(Duration::from_millis(2000));
+    let after_cancels = rss_kib(seed.pid());
+    println!(
+        "seller RSS: {before} KiB before, {after_requests} after 1M requests, {after_cancels} after 1M cancels (dropped: {}, {})",
+        c1.is_none(),
+        c2.is_none()
+    );
+    drop((c1, c2));
+    assert!(
+        after_requests < before + 16 * 1024 && after_cancels < before + 16 * 1024,
+        "seller RSS {before} → {after_requests} → {after_cancels} KiB"
+    );
+    // Still serving.
+    let m = Mount::start(
+        &d.path().join("m"),
+        &torrent,
+        &["--no-trackers", "--peer", &format!("127.0.0.1:{port}")],
+    );
+    let got = read_file_timeout(&m.mnt.join("f.bin"), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    assert_eq!(got, std::fs::read(data.join("f.bin")).unwrap());
+}
