@@ -298,6 +298,20 @@ impl BttWallet {
     pub fn payout_script(&mut self) -> Result<ScriptBuf, WalletError> {
         Ok(self.address()?.script_pubkey())
     }
+
+    /// The payout script a seller offers in `accept`: the first receive
+    /// address not used yet, the same one until a close pays it. Proposals
+    /// cost an attacker nothing, so they must not reveal address after
+    /// address: a wallet restored from the words scans only a gap of unused
+    /// addresses and would miss payouts beyond it.
+    pub fn offered_payout_script(&mut self) -> Result<ScriptBuf, WalletError> {
+        let a = self
+            .wallet
+            .next_unused_address(KeychainKind::External)
+            .address;
+        self.persist()?;
+        Ok(a.script_pubkey())
+    }
 }
 
 /// The compressed public key of `sk`.

@@ -470,7 +470,7 @@ impl SellerNode {
         if capacity_sat <= crate::pay::DUST_SAT {
             return Msg::error(None, Code::Policy, "capacity below dust");
         }
-        match lock(&self.wallet).payout_script() {
+        match lock(&self.wallet).offered_payout_script() {
             Ok(spk) => Msg::Accept {
                 seller_key: self.info.node_key,
                 seller_payout: spk,

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod faults;
+mod hostile;
 
 fn sat(v: &Value) -> u64 {
     (v.as_f64().expect("amount") * 1e8).round() as u64
