@@ -87,6 +87,11 @@ pub trait PayHook: Send + Sync {
     fn disconnected(&self, peer: SocketAddr) {
         let _ = peer;
     }
+    /// Whether `peer` broke the extension's rules often enough to be dropped.
+    fn misbehaving(&self, peer: SocketAddr) -> bool {
+        let _ = peer;
+        false
+    }
     /// Earnings, for `btt status`.
     fn money(&self) -> status::Money {
         status::Money::default()

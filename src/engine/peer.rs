@@ -864,6 +864,9 @@ async fn run(
     let _ = stream.set_nodelay(true);
     let wake = Arc::new(Notify::new());
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
+    // The seller hook's task may close the connection (a peer that breaks
+    // the extension's rules).
+    let pay_close = t.cfg.pay.as_ref().map(|_| cmd_tx.clone());
     let key = t
         .register_peer(addr, theirs.peer_id, wake.clone(), cmd_tx, incoming)
         .map_err(PeerError::Refused)?;
@@ -890,6 +893,7 @@ async fn run(
             let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
             let (hook, out, id) = (hook.0.clone(), out_tx.clone(), their_pay_id.clone());
             let q = queued.clone();
+            let close = pay_close.expect("a pay hook");
             let task = tokio::spawn(
                 async move {
                     while let Some(first) = rx.recv().await {
@@ -909,6 +913,10 @@ async fn run(
                             tokio::task::spawn_blocking(move || h.handle_batch(addr, &batch))
                                 .await
                                 .unwrap_or_default();
+                        if hook.misbehaving(addr) {
+                            let _ = close.send(PeerCmd::Close("malformed btt_pay messages".into()));
+                            return;
+                        }
                         let their = id.load(Ordering::Relaxed);
                         if their == 0 {
                             continue;

@@ -62,7 +62,12 @@ pub struct SellerNode {
     watch: (Mutex<bool>, Condvar),
     /// Blocks an unconfirmed funding is served at all (0: no limit).
     zero_conf_timeout_blocks: u32,
+    /// Malformed messages per connected peer.
+    strikes: Mutex<HashMap<SocketAddr, u32>>,
 }
+
+/// Malformed `btt_pay` messages after which a peer is dropped.
+const BAD_MESSAGES_DROP: u32 = 16;
 
 /// An open channel whose funding is not confirmed yet.
 #[derive(Clone, Copy, Debug, Default)]
@@ -143,6 +148,7 @@ impl SellerNode {
             unconfirmed: Mutex::new(unconfirmed),
             watch: (Mutex::new(false), Condvar::new()),
             zero_conf_timeout_blocks: 0,
+            strikes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -318,8 +324,20 @@ impl SellerNode {
         let msg = match Msg::decode(payload) {
             Ok(m) => m,
             Err(e) => {
-                warn!(%peer, error = %e, "bad btt_pay message");
-                return Some(Msg::error(None, Code::Malformed, e.to_string()).encode());
+                // One line for the first, then one per power of ten: a
+                // flood must not become a flood of log lines.
+                let n = {
+                    let mut s = lock(&self.strikes);
+                    let n = s.entry(peer).or_default();
+                    *n += 1;
+                    *n
+                };
+                if n == 1 {
+                    warn!(%peer, error = %e, "bad btt_pay message");
+                } else if n.is_power_of_two() && n >= 1024 || n == BAD_MESSAGES_DROP {
+                    warn!(%peer, count = n, "bad btt_pay messages from this peer");
+                }
+                return (n <= 3).then(|| Msg::error(None, Code::Malformed, e.to_string()).encode());
             }
         };
         let reply = match msg {
@@ -434,6 +452,14 @@ impl SellerNode {
 
     pub fn disconnected(&self, peer: SocketAddr) {
         lock(&self.conns).remove(&peer);
+        lock(&self.strikes).remove(&peer);
+    }
+
+    /// A peer that sent too many malformed messages is dropped.
+    pub fn misbehaving(&self, peer: SocketAddr) -> bool {
+        lock(&self.strikes)
+            .get(&peer)
+            .is_some_and(|&n| n >= BAD_MESSAGES_DROP)
     }
 
     fn policy(&self) -> SellerPolicy {
@@ -883,6 +909,9 @@ impl crate::engine::PayHook for SellerNode {
     }
     fn disconnected(&self, peer: SocketAddr) {
         SellerNode::disconnected(self, peer)
+    }
+    fn misbehaving(&self, peer: SocketAddr) -> bool {
+        SellerNode::misbehaving(self, peer)
     }
     fn money(&self) -> crate::engine::status::Money {
         let acc = lock(&self.accounts);
