@@ -2,8 +2,6 @@
 //! vanishes stops service, and closes that confirm show as closed.
 
 use super::*;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 
 /// A zero-conf channel whose funding leaves the node's mempool (what a node
 /// restart without a persistent mempool does, after which the buyer may
@@ -26,31 +24,9 @@ fn vanished_zero_conf_funding_stops_service() {
         &s.torrent,
         &s.buyer,
         &[port],
-        &[
-            "--max-price",
-            PRICE,
-            "--budget",
-            "50000sat",
-            "--read-timeout",
-            "90",
-        ],
+        &super::recovery::SLOW_BUY,
     );
-    let (read, stop) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let reader = super::recovery::slow_reader(
-        m.mnt.join("film.bin"),
-        Duration::from_millis(10),
-        read.clone(),
-        stop.clone(),
-    );
-    assert!(
-        wait_until(Duration::from_secs(60), || read.load(Ordering::Relaxed)
-            >= 1_000_000),
-        "{}",
-        m.log()
-    );
+    let reader = super::recovery::SlowRead::start(&m, Duration::from_millis(10), 1_000_000);
     let chans = buyer_channels(&s.buyer);
     assert_eq!(chans.len(), 1, "{chans:?}");
     let ch = chans[0].0.clone();
@@ -86,8 +62,7 @@ fn vanished_zero_conf_funding_stops_service() {
     assert_eq!(s.seller.channel(&ch).0, "failed");
     // The buyer learns it on its next payment and buys on a new channel.
     let got = reader
-        .join()
-        .unwrap()
+        .finish()
         .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
     assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
     assert_ne!(s.buyer.channel(&ch).0, "open", "{}", m.log());

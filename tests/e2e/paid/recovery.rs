@@ -7,29 +7,67 @@ use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Reads `f` 64 KiB at a time with a pause between reads (a player at a
-/// few MiB/s) until the end or an error; `read` counts the bytes.
-pub(super) fn slow_reader(
-    f: std::path::PathBuf,
-    pause: Duration,
+/// A player reading film.bin of a mount 64 KiB at a time with a pause
+/// between reads (a few MiB/s), in a thread, until the end or an error.
+pub(super) struct SlowRead {
     read: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Result<Vec<u8>, String>> {
-    std::thread::spawn(move || {
-        let mut file = std::fs::File::open(&f).map_err(|e| e.to_string())?;
-        let mut all = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        while !stop.load(Ordering::Relaxed) {
-            let n = file.read(&mut buf).map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Ok(all);
+    thread: std::thread::JoinHandle<Result<Vec<u8>, String>>,
+}
+
+/// The buyer's flags for the slow-read tests.
+pub(super) const SLOW_BUY: [&str; 6] = [
+    "--max-price",
+    PRICE,
+    "--budget",
+    "50000sat",
+    "--read-timeout",
+    "90",
+];
+
+impl SlowRead {
+    /// Starts reading and returns once `at_least` bytes were read.
+    pub(super) fn start(m: &Mount, pause: Duration, at_least: u64) -> SlowRead {
+        let (read, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (f, r, st) = (m.mnt.join("film.bin"), read.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut file = std::fs::File::open(&f).map_err(|e| e.to_string())?;
+            let mut all = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            while !st.load(Ordering::Relaxed) {
+                let n = file.read(&mut buf).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Ok(all);
+                }
+                all.extend_from_slice(&buf[..n]);
+                r.fetch_add(n as u64, Ordering::Relaxed);
+                std::thread::sleep(pause);
             }
-            all.extend_from_slice(&buf[..n]);
-            read.fetch_add(n as u64, Ordering::Relaxed);
-            std::thread::sleep(pause);
-        }
-        Err("stopped".into())
-    })
+            Err("stopped".into())
+        });
+        let s = SlowRead { read, stop, thread };
+        assert!(
+            wait_until(Duration::from_secs(60), || s.read.load(Ordering::Relaxed)
+                >= at_least),
+            "the reader made no progress\n{}",
+            m.log()
+        );
+        s
+    }
+
+    /// Stops reading (the mount is gone, say).
+    pub(super) fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+
+    /// Waits for the whole file.
+    pub(super) fn finish(self) -> Result<Vec<u8>, String> {
+        self.thread.join().unwrap()
+    }
 }
 
 fn total_paid(p: &Party) -> u64 {
@@ -53,36 +91,13 @@ fn killed_mount_pays_nothing_twice_on_remount() {
         &["--price", PRICE, "--credit", "256KiB"],
     );
     let dir = s.d.path().join("m");
-    let args = [
-        "--max-price",
-        PRICE,
-        "--budget",
-        "50000sat",
-        "--read-timeout",
-        "60",
-    ];
+    let args = SLOW_BUY;
     let mut m = buy_mount(&dir, &s.torrent, &s.buyer, &[port], &args);
-    let (read, stop) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let reader = slow_reader(
-        m.mnt.join("film.bin"),
-        Duration::from_millis(15),
-        read.clone(),
-        stop.clone(),
-    );
-    assert!(
-        wait_until(Duration::from_secs(60), || read.load(Ordering::Relaxed)
-            >= 512 * 1024),
-        "the reader made no progress\n{}",
-        m.log()
-    );
+    let reader = SlowRead::start(&m, Duration::from_millis(15), 512 * 1024);
     // The worst moment: pieces verified and paid for ahead of the reader.
     m.proc.signal(libc::SIGKILL);
     m.proc.wait_exit(Duration::from_secs(10)).expect("killed");
-    stop.store(true, Ordering::Relaxed);
-    let _ = reader.join();
+    reader.stop();
     let first = total_paid(&s.buyer);
     let want = cost(s.size);
     assert!(
@@ -169,31 +184,9 @@ fn buyer_resumes_after_the_seller_is_killed_and_restarted() {
         &s.torrent,
         &s.buyer,
         &[port],
-        &[
-            "--max-price",
-            PRICE,
-            "--budget",
-            "50000sat",
-            "--read-timeout",
-            "90",
-        ],
+        &SLOW_BUY,
     );
-    let (read, stop) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let reader = slow_reader(
-        m.mnt.join("film.bin"),
-        Duration::from_millis(10),
-        read.clone(),
-        stop.clone(),
-    );
-    assert!(
-        wait_until(Duration::from_secs(60), || read.load(Ordering::Relaxed)
-            >= 1_000_000),
-        "{}",
-        m.log()
-    );
+    let reader = SlowRead::start(&m, Duration::from_millis(10), 1_000_000);
     sp.signal(libc::SIGKILL);
     sp.wait_exit(Duration::from_secs(10)).expect("killed");
     let before = total_paid(&s.buyer);
@@ -204,8 +197,7 @@ fn buyer_resumes_after_the_seller_is_killed_and_restarted() {
     std::thread::sleep(Duration::from_secs(1));
     let _sp = s.sell(port, "seller2.log", &sell_args);
     let got = reader
-        .join()
-        .unwrap()
+        .finish()
         .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
     assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
     drop(m);
