@@ -60,6 +60,7 @@ fn daemonize() -> Result<()> {
 
 fn main() -> Result<()> {
     btt::memory::tune_allocator();
+    btt::engine::limit_connections_to_fds();
     // glibc gives each thread that allocates its own 64 MiB arena; with the tokio
     // and blocking-pool threads that multiplies peak RSS for no gain here.
     // SAFETY: mallopt only adjusts allocator tuning; called before other threads start.

@@ -9,6 +9,7 @@
 
 pub mod choke;
 mod peer;
+pub use peer::limit_connections_to_fds;
 pub mod picker;
 pub mod status;
 

@@ -43,6 +43,58 @@ const MAX_UPLOAD_QUEUE: usize = 512;
 /// Largest block we serve (most clients ask for 16 KiB; some up to 128 KiB).
 const MAX_SERVE_BLOCK: u32 = 128 * 1024;
 
+/// Connections of this process (all torrents), and the most it keeps:
+/// below the file-descriptor limit, so a crowd is refused early instead of
+/// the process hitting "Too many open files" (which also fails its own disk
+/// and chain work).
+static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+static MAX_CONNECTIONS: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Raises the soft open-files limit to the hard one and keeps connections
+/// 128 below it. Call once at start.
+pub fn limit_connections_to_fds() {
+    // SAFETY: plain getrlimit/setrlimit on our own process.
+    let soft = unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                r.rlim_cur = r.rlim_max;
+            }
+        }
+        r.rlim_cur
+    };
+    let cap = (soft as usize).saturating_sub(128).max(16);
+    MAX_CONNECTIONS.store(cap, Ordering::Relaxed);
+}
+
+/// One connection counted against [`MAX_CONNECTIONS`] while it lives.
+struct ConnSlot;
+
+impl ConnSlot {
+    fn take() -> Option<ConnSlot> {
+        let max = MAX_CONNECTIONS.load(Ordering::Relaxed);
+        CONNECTIONS
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnSlot)
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Accepts peers for one or several torrents (`btt seed T1 T2` shares a
 /// port): each incoming peer is handed to the torrent its handshake asks for.
 pub(crate) async fn accept_loop(torrents: Vec<Arc<Torrent>>, listener: TcpListener) {
@@ -57,8 +109,13 @@ pub(crate) async fn accept_loop(torrents: Vec<Arc<Torrent>>, listener: TcpListen
             _ = stop.changed() => return,
             r = listener.accept() => match r {
                 Ok((mut stream, addr)) => {
+                    let Some(slot) = ConnSlot::take() else {
+                        debug!(%addr, "too many connections: refused");
+                        continue;
+                    };
                     let torrents = torrents.clone();
                     tokio::spawn(async move {
+                        let _slot = slot;
                         let theirs = match read_handshake(&mut stream).await {
                             Ok(h) => h,
                             Err(e) => return debug!(%addr, error = %e, "incoming peer closed"),
@@ -102,6 +159,11 @@ async fn incoming(
 pub(crate) async fn dial(t: Arc<Torrent>, addr: SocketAddr) {
     let span = tracing::info_span!("peer", %addr, dir = "out");
     async move {
+        let Some(_slot) = ConnSlot::take() else {
+            debug!("too many connections: not dialling");
+            t.note_dial_failure(addr);
+            return;
+        };
         let res = async {
             let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
                 .await

@@ -255,21 +255,29 @@ fn a_stolen_peer_id_does_not_shut_out_the_real_peer() {
 /// `n` connections to 127.0.0.1:`port` that complete the handshake for
 /// `torrent` and then give nothing (kept open until the returned flag is set).
 fn idle_crowd(port: u16, torrent: &std::path::Path, n: usize) -> Arc<AtomicBool> {
+    crowd(port, torrent, n, true)
+}
+
+/// [`idle_crowd`]; without `handshake` the connections send nothing at all.
+/// Returns once every connection is made.
+fn crowd(port: u16, torrent: &std::path::Path, n: usize, handshake: bool) -> Arc<AtomicBool> {
     let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
     let ih = meta.info_hash.0;
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for i in 0..n {
-            let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
-                continue;
-            };
+    let mut held = Vec::new();
+    for i in 0..n {
+        let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
+            continue;
+        };
+        if handshake {
             let mut id = *b"-XX0001-idlecrowd000";
             id[17..20].copy_from_slice(format!("{:03}", i % 1000).as_bytes());
             let _ = c.write_all(&Handshake::new(ih, id).encode());
-            held.push(c);
         }
+        held.push(c);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    std::thread::spawn(move || {
         while !s.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -412,4 +420,54 @@ fn request_and_cancel_floods_keep_the_seller_bounded() {
     let got = read_file_timeout(&m.mnt.join("f.bin"), Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
     assert_eq!(got, std::fs::read(data.join("f.bin")).unwrap());
+}
+
+/// 1 100 connections to a seeder limited to 1 024 open files: it refuses
+/// the excess early (no "Too many open files") and an honest download
+/// still completes.
+#[test]
+fn a_connection_flood_stays_below_the_fd_limit() {
+    let d = tmpdir();
+    let data = d.path().join("data");
+    make_tree(&data, &[("f.bin", 1_000_000)]);
+    let torrent = make_torrent(&data.join("f.bin"), 65536, &[]);
+    let port = free_port();
+    let log = d.path().join("seed.log");
+    let _seed = Proc::spawn(
+        "btt seed",
+        std::process::Command::new("prlimit")
+            .args(["--nofile=1024:1024", BTT, "seed"])
+            .arg(&torrent)
+            .arg("--data")
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "btt=debug,info"),
+        &log,
+    );
+    wait_port(port, Duration::from_secs(30));
+    // Connections that never send a handshake hold a descriptor each for
+    // the handshake's time-out.
+    let crowd = crowd(port, &torrent, 1100, false);
+    std::thread::sleep(Duration::from_secs(2));
+    let m = Mount::start(
+        &d.path().join("m"),
+        &torrent,
+        &["--no-trackers", "--peer", &format!("127.0.0.1:{port}")],
+    );
+    let got = read_file_timeout(&m.mnt.join("f.bin"), Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    assert_eq!(got, std::fs::read(data.join("f.bin")).unwrap());
+    crowd.store(true, Ordering::Relaxed);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("Too many open files"),
+        "{}",
+        &text[text.len().saturating_sub(2000)..]
+    );
+    assert!(
+        text.contains("too many connections: refused"),
+        "{} lines: {}",
+        text.lines().count(),
+        &text[text.len().saturating_sub(1500)..]
+    );
 }

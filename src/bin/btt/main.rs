@@ -151,6 +151,7 @@ struct SellArgs {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    btt::engine::limit_connections_to_fds();
     if matches!(cli.cmd, Cmd::Get { .. }) {
         // A download, like a mount (see `btt::memory`); a seeder reads whole
         // pieces for upload and is faster with glibc's defaults.
