@@ -261,6 +261,9 @@ pub(crate) struct PeerEntry {
     pub am_choking: bool,
     /// It connected to us (we did not dial it).
     pub incoming: bool,
+    /// It sent a payment-extension message (a buyer's payment connection
+    /// sends nothing else, and is not idle).
+    pub speaks_pay: bool,
     pub since: Instant,
 }
 
@@ -269,6 +272,7 @@ impl PeerEntry {
     /// interest in ours. The first to go when slots are short.
     fn idle(&self, now: Instant) -> bool {
         self.incoming
+            && !self.speaks_pay
             && !self.peer_interested
             && self.rate_down == 0.0
             && now.duration_since(self.since) >= IDLE_AFTER
@@ -713,6 +717,9 @@ impl Torrent {
         let store = self.store.clone();
         let span = self.span.clone();
         if !paid {
+            // Nothing to pay: reservations of its senders (a seller whose
+            // channel was cleared) are only given back.
+            self.settle_paid(piece, &from, true);
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = store.write(piece) {
                     warn!(parent: &span, piece, error = %e, "writing piece failed; it stays readable from memory");
@@ -816,7 +823,7 @@ impl Torrent {
         // Slots are kept for our own dials (peers we chose: trackers,
         // `--peer`), so a crowd connecting to us cannot shut them out; when
         // slots are short, an idle incoming peer makes room.
-        let reserve = (self.cfg.max_peers / 4).max(2);
+        let reserve = (self.cfg.max_peers / 4).max(2).min(self.cfg.max_peers / 2);
         let inbound = st.peers.values().filter(|p| p.incoming).count();
         let full = st.peers.len() >= self.cfg.max_peers
             || (incoming && inbound >= self.cfg.max_peers.saturating_sub(reserve));
@@ -827,7 +834,11 @@ impl Torrent {
                 .iter()
                 .filter(|(_, p)| {
                     p.idle(now)
-                        || (!incoming && p.incoming && p.rate_down == 0.0 && !p.peer_interested)
+                        || (!incoming
+                            && p.incoming
+                            && !p.speaks_pay
+                            && p.rate_down == 0.0
+                            && !p.peer_interested)
                 })
                 .min_by_key(|(_, p)| p.since)
                 .map(|(k, _)| *k);
@@ -862,6 +873,7 @@ impl Torrent {
                 peer_interested: false,
                 am_choking: true,
                 incoming,
+                speaks_pay: false,
                 since: Instant::now(),
             },
         );

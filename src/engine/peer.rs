@@ -845,6 +845,9 @@ impl Session {
             }
             Message::Extended { id, payload } if id == super::PAY_EXT_ID => {
                 use super::SellerSaid;
+                if let Some(p) = self.t.lock().peers.get_mut(&self.key) {
+                    p.speaks_pay = true;
+                }
                 // A node that sells and buys gets both directions on one
                 // connection: a seller's answer to our `resume` is the
                 // buyer's, a buyer's message goes to the seller hook.

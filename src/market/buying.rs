@@ -209,6 +209,17 @@ fn limit(link: &Link, flow: &Flow) -> u64 {
     )
 }
 
+/// A payment error no retry on this channel can cure: the total would pass
+/// the capacity, or the channel is no longer open in our store.
+fn finished(e: &BuyError) -> bool {
+    matches!(
+        e,
+        BuyError::Pay(_)
+            | BuyError::NotOpen { .. }
+            | BuyError::Store(crate::chanstore::StoreError::NotOpen(..))
+    )
+}
+
 /// The seller says the channel is closed (`resume` answered `open: false`)
 /// or no longer knows a channel it was paid on.
 fn seller_closed(e: &BuyError) -> bool {
@@ -313,20 +324,24 @@ impl BuyerAgent {
         // A closed channel costs one round; a seller closing every channel
         // we open is not followed for ever.
         for _ in 0..3 {
-            {
-                // Workers whose seller closed their channel are done.
+            // Workers whose seller closed their channel are done (the
+            // chain is asked with no lock held).
+            let closed: Vec<String> = {
                 let mut st = lock(&self.state);
-                let closed: Vec<String> = st
+                let ids: Vec<String> = st
                     .workers
                     .iter()
                     .filter(|(_, w)| w.flow.closed.load(Relaxed))
                     .map(|(id, _)| id.clone())
                     .collect();
-                for id in closed {
-                    st.workers.remove(&id);
+                for id in &ids {
+                    st.workers.remove(id);
                     st.exhausted.insert(id.clone());
-                    mark_closed(&store, chain.as_ref(), &id);
                 }
+                ids
+            };
+            for id in closed {
+                mark_closed(&store, chain.as_ref(), &id);
             }
             // What the chain says first: a funding spent (the seller closed,
             // or a refund) is not reused.
@@ -461,7 +476,9 @@ impl BuyerAgent {
     pub fn room(&self, conn: PeerKey) -> Option<u64> {
         let st = lock(&self.state);
         let Some((link, flow)) = channel_of(&st, conn) else {
-            return Some(0);
+            // Bound to a channel whose worker is gone (closed): bind again.
+            let bound = st.links.get(&conn).is_some_and(|l| l.channel.is_some());
+            return if bound { None } else { Some(0) };
         };
         if flow.closed.load(Relaxed) {
             return None;
@@ -580,8 +597,12 @@ impl BuyerAgent {
         let (ch, est) = (l.channel.clone(), l.price.cost_msat(bytes) + 1);
         if let Some(w) = ch.and_then(|ch| st.workers.get(&ch)) {
             w.flow.paying_bytes.fetch_add(bytes, Relaxed);
-            if w.tx.send((bytes, est)).is_ok() {
-                self.in_flight.fetch_add(est, Relaxed);
+            // Counted before the worker can see it (it subtracts when paid).
+            self.in_flight.fetch_add(est, Relaxed);
+            if w.tx.send((bytes, est)).is_err() {
+                let _ = self
+                    .in_flight
+                    .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(est)));
             }
         }
         st.reap(conn);
@@ -711,13 +732,33 @@ impl PayWorker {
                     unacked += batch;
                     session = None;
                 }
+                Err(e) if finished(&e) => {
+                    // The channel is full or no longer open here: no retry
+                    // can pay on it. Its connections bind another.
+                    warn!(channel = %self.id, error = %e, "this channel can take no more payments; using another");
+                    self.give_up(Some((batch, est)), &rx);
+                    return;
+                }
                 Err(e) => {
                     warn!(channel = %self.id, error = %e, "payment failed; reconnecting to the seller");
                     carry = Some((batch, est));
                     session = None;
+                    // Not at once again, should the seller answer a resume
+                    // and fail the next payment the same way.
+                    std::thread::sleep(std::time::Duration::from_millis(250));
                 }
             }
         }
+    }
+
+    /// The channel takes no more payments: what waits for payment on it is
+    /// given back (in flight no more) and its connections bind again.
+    fn give_up(&self, carry: Option<(u64, u64)>, rx: &mpsc::Receiver<(u64, u64)>) {
+        self.flow.close();
+        let left = carry.map_or(0, |c| c.1) + rx.try_iter().map(|(_, e)| e).sum::<u64>();
+        let _ = self
+            .in_flight
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(left)));
     }
 
     /// A batch of `batch` bytes is paid with `step` msat.
@@ -761,12 +802,7 @@ impl PayWorker {
                 }
                 Ok(Err(e)) => {
                     warn!(channel = %self.id, error = %e, "the seller closed this channel; verified bytes not yet paid stay unpaid");
-                    let left = carry.take().map_or(0, |c| c.1)
-                        + rx.try_iter().map(|(_, e)| e).sum::<u64>();
-                    let _ = self
-                        .in_flight
-                        .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(left)));
-                    self.flow.close();
+                    self.give_up(carry.take(), rx);
                     return None;
                 }
                 Err(e) => debug!(channel = %self.id, error = %e, "seller not reachable yet"),

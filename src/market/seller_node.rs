@@ -64,6 +64,9 @@ pub struct SellerNode {
     zero_conf_timeout_blocks: u32,
     /// Malformed messages per connected peer.
     strikes: Mutex<HashMap<SocketAddr, u32>>,
+    /// Channels no longer served (funding gone or unconfirmed too long),
+    /// kept so that a close on stop can still claim them.
+    stopped: Mutex<HashMap<OutPoint, Seller>>,
 }
 
 /// Malformed `btt_pay` messages after which a peer is dropped.
@@ -149,6 +152,7 @@ impl SellerNode {
             watch: (Mutex::new(false), Condvar::new()),
             zero_conf_timeout_blocks: 0,
             strikes: Mutex::new(HashMap::new()),
+            stopped: Mutex::new(HashMap::new()),
         })
     }
 
@@ -231,9 +235,19 @@ impl SellerNode {
             Ok(crate::chain::TxStatus::Mempool) => FundingSeen::Mempool,
             // An index (Electrum) can lag the node's mempool: gone only if
             // the node itself no longer has it.
-            Ok(crate::chain::TxStatus::Unknown) => match self.chain.get_tx(&o.txid) {
-                Ok(None) => FundingSeen::Gone,
-                Ok(Some(_)) => FundingSeen::Mempool,
+            // Not found by id: a node without a transaction index finds
+            // only mempool transactions so, and an Electrum index can lag.
+            // Gone only if its output and the node agree.
+            Ok(crate::chain::TxStatus::Unknown) => match self.chain.output_status(o, &spk) {
+                Ok(OutputStatus::Unspent | OutputStatus::Spent) => FundingSeen::Confirmed,
+                Ok(OutputStatus::Unknown) => match self.chain.get_tx(&o.txid) {
+                    Ok(None) => FundingSeen::Gone,
+                    Ok(Some(_)) => FundingSeen::Mempool,
+                    Err(e) => {
+                        warn!(channel = %channel_id(o), error = %e, "could not check an unconfirmed funding");
+                        return true;
+                    }
+                },
                 Err(e) => {
                     warn!(channel = %channel_id(o), error = %e, "could not check an unconfirmed funding");
                     return true;
@@ -297,11 +311,15 @@ impl SellerNode {
 
     /// Serves nothing more on channel `o` and marks it failed.
     fn stop_serving(&self, o: &OutPoint, why: &str) {
+        // Kept aside, not forgotten: if the funding is mined after all, a
+        // close on stop still claims what was paid.
+        if let Some(s) = lock(&self.channels).remove(o) {
+            lock(&self.stopped).insert(*o, s);
+        }
         let served = lock(&self.accounts).remove(o).map_or(0, |a| a.served_bytes);
         let checked = lock(&self.unconfirmed)
             .remove(o)
             .map_or(0, |u| u.checked_served);
-        lock(&self.channels).remove(o);
         let id = channel_id(o);
         if let Err(e) = lock(&self.store).set_state(&id, ChannelState::Failed) {
             warn!(channel = %id, error = %e, "could not mark the channel failed");
@@ -394,13 +412,23 @@ impl SellerNode {
                 total_msat,
             } => {
                 let mut acc = lock(&self.accounts);
+                if lock(&self.stopped).contains_key(channel) {
+                    return;
+                }
                 let a = acc.entry(*channel).or_default();
                 a.paid_msat = a.paid_msat.max(*total_msat);
                 *channel
             }
             _ => return,
         };
-        lock(&self.accounts).entry(ch).or_default();
+        {
+            // A channel stopped meanwhile gets no account back.
+            let mut acc = lock(&self.accounts);
+            if lock(&self.stopped).contains_key(&ch) {
+                return;
+            }
+            acc.entry(ch).or_default();
+        }
         lock(&self.conns).insert(peer, ch);
     }
 
@@ -684,11 +712,25 @@ impl SellerNode {
     /// Co-signs and broadcasts the best commitment of channel `ch`.
     pub fn close(&self, ch: &OutPoint) -> Result<Txid, SellError> {
         let mut channels = lock(&self.channels);
-        let seller = channels
-            .get(ch)
-            .ok_or_else(|| SellError::NotOpen(channel_id(ch)))?;
-        let txid = close_channel(&lock(&self.store), self.chain.as_ref(), seller)?;
-        channels.remove(ch);
+        let txid = match channels.get(ch) {
+            Some(seller) => {
+                let txid = close_channel(&lock(&self.store), self.chain.as_ref(), seller)?;
+                channels.remove(ch);
+                txid
+            }
+            None => {
+                let mut stopped = lock(&self.stopped);
+                let seller = stopped
+                    .get(ch)
+                    .ok_or_else(|| SellError::NotOpen(channel_id(ch)))?;
+                let txid = close_channel(&lock(&self.store), self.chain.as_ref(), seller)?;
+                stopped.remove(ch);
+                txid
+            }
+        };
+        drop(channels);
+        // Nothing more is served against a closed channel.
+        lock(&self.accounts).remove(ch);
         Ok(txid)
     }
 
@@ -721,7 +763,20 @@ impl SellerNode {
 
     /// Closes every channel that holds a payment (on shutdown).
     pub fn close_all(&self) -> usize {
-        let all: Vec<OutPoint> = lock(&self.channels).keys().copied().collect();
+        let mut all: Vec<OutPoint> = lock(&self.channels).keys().copied().collect();
+        // A stopped channel whose funding was mined after all is claimed too.
+        let stopped: Vec<(OutPoint, crate::pay::bitcoin::ScriptBuf)> = lock(&self.stopped)
+            .iter()
+            .map(|(o, s)| (*o, s.terms().funding_script_pubkey()))
+            .collect();
+        for (o, spk) in stopped {
+            if matches!(
+                self.chain.output_status(&o, &spk),
+                Ok(OutputStatus::Unspent)
+            ) {
+                all.push(o);
+            }
+        }
         let mut n = 0;
         for ch in all {
             match self.close(&ch) {

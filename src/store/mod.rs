@@ -355,8 +355,28 @@ impl Store {
         if written.is_empty() {
             return Ok(());
         }
+        // Pieces count as on disk only once the record of them is durable;
+        // if any step fails they stay dirty for the next flush.
+        match self.persist(&written) {
+            Ok(()) => {
+                let mut bf = self.on_disk.lock().expect("lock");
+                for &p in &written {
+                    bf.set(p);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.dirty.lock().expect("lock").extend(written);
+                Err(e)
+            }
+        }
+    }
+
+    /// Syncs the files of `written` and replaces the state file with the
+    /// pieces on disk plus them (temp file, rename, directory sync).
+    fn persist(&self, written: &[usize]) -> Result<(), StoreError> {
         let mut files = std::collections::BTreeSet::new();
-        for &p in &written {
+        for &p in written {
             for s in self.meta.piece_slices(p) {
                 if !self.meta.files[s.file].padding {
                     files.insert(s.file);
@@ -368,13 +388,10 @@ impl Store {
                 .sync_data()
                 .map_err(io_err(&self.path_of(i)))?;
         }
-        let snapshot = {
-            let mut bf = self.on_disk.lock().expect("lock");
-            for p in written {
-                bf.set(p);
-            }
-            bf.clone()
-        };
+        let mut snapshot = self.on_disk.lock().expect("lock").clone();
+        for &p in written {
+            snapshot.set(p);
+        }
         let tmp = self.state_file.with_extension("tmp");
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(STATE_MAGIC).map_err(io_err(&tmp))?;
