@@ -12,6 +12,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// f.bin of `size` bytes in a scratch dir: (dir, data dir, its torrent).
+fn content(size: usize) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let d = tmpdir();
+    let data = d.path().join("data");
+    make_tree(&data, &[("f.bin", size)]);
+    let torrent = make_torrent(&data.join("f.bin"), 65536, &[]);
+    (d, data, torrent)
+}
+
+fn meta_of(torrent: &std::path::Path) -> btt::metainfo::Metainfo {
+    btt::metainfo::Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).unwrap()
+}
+
+/// f.bin reads byte-exact from `m` within `secs`.
+fn reads_whole(m: &Mount, data: &std::path::Path, secs: u64) {
+    let got = read_file_timeout(&m.mnt.join("f.bin"), Duration::from_secs(secs))
+        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    assert_eq!(got, std::fs::read(data.join("f.bin")).unwrap());
+}
+
 /// How an attacker answers a request.
 #[derive(Clone, Copy)]
 pub enum Answer {
@@ -40,7 +60,7 @@ impl Hostile {
         ip: &str,
         peer_id: Option<[u8; 20]>,
     ) -> Hostile {
-        let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).unwrap();
+        let meta = meta_of(torrent);
         let listener = TcpListener::bind((ip, 0)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -142,10 +162,7 @@ fn rand_byte() -> u8 {
 /// frees its request at once, and its sender is dropped and banned).
 #[test]
 fn short_blocks_do_not_stall_a_read() {
-    let d = tmpdir();
-    let data = d.path().join("data");
-    make_tree(&data, &[("f.bin", 3_000_000)]);
-    let torrent = make_torrent(&data.join("f.bin"), 65536, &[]);
+    let (d, data, torrent) = content(3_000_000);
     let (a, b) = (
         Hostile::start(&torrent, Answer::ShortBlock),
         Hostile::start(&torrent, Answer::ShortBlock),
@@ -181,7 +198,7 @@ fn short_blocks_do_not_stall_a_read() {
 /// The peer id a BitTorrent peer on 127.0.0.1:`port` presents for `torrent`
 /// (anyone learns it by connecting).
 fn peer_id_of(port: u16, torrent: &std::path::Path) -> [u8; 20] {
-    let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).unwrap();
+    let meta = meta_of(torrent);
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     c.write_all(&Handshake::new(meta.info_hash.0, *b"-XX0001-askingforid0").encode())
@@ -224,10 +241,7 @@ fn forward_later(port: u16, to: u16, delay: Duration) -> Arc<AtomicBool> {
 /// first: the real seeder is still accepted and the read completes from it.
 #[test]
 fn a_stolen_peer_id_does_not_shut_out_the_real_peer() {
-    let d = tmpdir();
-    let data = d.path().join("data");
-    make_tree(&data, &[("f.bin", 1_000_000)]);
-    let torrent = make_torrent(&data.join("f.bin"), 65536, &[]);
+    let (d, data, torrent) = content(1_000_000);
     let good = free_port();
     let _seed = btt_seed(&torrent, &data, good, &d.path().join("seed.log"), &[]);
     let id = peer_id_of(good, &torrent);
@@ -246,9 +260,7 @@ fn a_stolen_peer_id_does_not_shut_out_the_real_peer() {
             &format!("127.0.0.1:{late}"),
         ],
     );
-    let got = read_file_timeout(&m.mnt.join("f.bin"), Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
-    assert_eq!(got, std::fs::read(data.join("f.bin")).unwrap());
+    reads_whole(&m, &data, 20);
     fwd.store(true, Ordering::Relaxed);
 }
 
@@ -261,7 +273,7 @@ fn idle_crowd(port: u16, torrent: &std::path::Path, n: usize) -> Arc<AtomicBool>
 /// [`idle_crowd`]; without `handshake` the connections send nothing at all.
 /// Returns once every connection is made.
 fn crowd(port: u16, torrent: &std::path::Path, n: usize, handshake: bool) -> Arc<AtomicBool> {
-    let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).unwrap();
+    let meta = meta_of(torrent);
     let ih = meta.info_hash.0;
     let mut held = Vec::new();
     for i in 0..n {
@@ -305,10 +317,7 @@ fn listen_port(m: &Mount) -> u16 {
 /// peers making room) still let the mount reach it and read.
 #[test]
 fn idle_connections_do_not_shut_out_a_seeder() {
-    let d = tmpdir();
-    let data = d.path().join("data");
-    make_tree(&data, &[("f.bin", 1_000_000)]);
-    let torrent = make_torrent(&data.join("f.bin"), 65536, &[]);
+    let (d, data, torrent) = content(1_000_000);
     let good = free_port();
     let _seed = btt_seed(&torrent, &data, good, &d.path().join("seed.log"), &[]);
     let late = free_port();
@@ -319,9 +328,7 @@ fn idle_connections_do_not_shut_out_a_seeder() {
         &["--no-trackers", "--peer", &format!("127.0.0.1:{late}")],
     );
     let crowd = idle_crowd(listen_port(&m), &torrent, 70);
-    let got = read_file_timeout(&m.mnt.join("f.bin"), Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
-    assert_eq!(got, std::fs::read(data.join("f.bin")).unwrap());
+    reads_whole(&m, &data, 20);
     crowd.store(true, Ordering::Relaxed);
     fwd.store(true, Ordering::Relaxed);
 }
@@ -343,7 +350,7 @@ fn flood(
     torrent: &std::path::Path,
     msgs: impl Iterator<Item = Message>,
 ) -> Option<TcpStream> {
-    let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).unwrap();
+    let meta = meta_of(torrent);
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.write_all(&Handshake::new(meta.info_hash.0, *b"-XX0001-flooder00000").encode())
         .unwrap();
@@ -366,10 +373,7 @@ fn flood(
 /// queue has a bound; a peer that does not read is dropped).
 #[test]
 fn request_and_cancel_floods_keep_the_seller_bounded() {
-    let d = tmpdir();
-    let data = d.path().join("data");
-    make_tree(&data, &[("f.bin", 4_000_000)]);
-    let torrent = make_torrent(&data.join("f.bin"), 65536, &[]);
+    let (d, data, torrent) = content(4_000_000);
     let port = free_port();
     let seed = btt_seed(&torrent, &data, port, &d.path().join("seed.log"), &[]);
     std::thread::sleep(Duration::from_millis(500));
@@ -417,9 +421,7 @@ fn request_and_cancel_floods_keep_the_seller_bounded() {
         &torrent,
         &["--no-trackers", "--peer", &format!("127.0.0.1:{port}")],
     );
-    let got = read_file_timeout(&m.mnt.join("f.bin"), Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
-    assert_eq!(got, std::fs::read(data.join("f.bin")).unwrap());
+    reads_whole(&m, &data, 20);
 }
 
 /// 1 100 connections to a seeder limited to 1 024 open files: it refuses
@@ -427,10 +429,7 @@ fn request_and_cancel_floods_keep_the_seller_bounded() {
 /// still completes.
 #[test]
 fn a_connection_flood_stays_below_the_fd_limit() {
-    let d = tmpdir();
-    let data = d.path().join("data");
-    make_tree(&data, &[("f.bin", 1_000_000)]);
-    let torrent = make_torrent(&data.join("f.bin"), 65536, &[]);
+    let (d, data, torrent) = content(1_000_000);
     let port = free_port();
     let log = d.path().join("seed.log");
     let _seed = Proc::spawn(
@@ -454,9 +453,7 @@ fn a_connection_flood_stays_below_the_fd_limit() {
         &torrent,
         &["--no-trackers", "--peer", &format!("127.0.0.1:{port}")],
     );
-    let got = read_file_timeout(&m.mnt.join("f.bin"), Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
-    assert_eq!(got, std::fs::read(data.join("f.bin")).unwrap());
+    reads_whole(&m, &data, 30);
     crowd.store(true, Ordering::Relaxed);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
