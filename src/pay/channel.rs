@@ -107,6 +107,16 @@ pub struct Seller {
     secp: Secp256k1<All>,
 }
 
+/// The channel and its total; never the key.
+impl std::fmt::Debug for Seller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seller")
+            .field("funding", &self.terms.funding)
+            .field("total_msat", &self.total_msat())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Seller {
     /// Checks proposed terms against the policy at chain tip `tip`.
     pub fn open(

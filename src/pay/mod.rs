@@ -4,9 +4,10 @@
 //! below keeps it so). [`script`] builds the funding script, [`tx`] the
 //! commitment and refund transactions, [`channel`] the buyer's and seller's
 //! state with every check a payment must pass, [`price`] the price and credit
-//! rules, [`funding`] the zero-conf watch rules and [`proto`] the `btt_pay`
-//! messages. Persistence, chain access and connections are in
-//! [`crate::market`].
+//! rules, [`funding`] the zero-conf watch rules, [`proto`] the `btt_pay`
+//! messages, [`book`] the seller's answer to each of them step by step, and
+//! [`opening`] the buyer's decisions at open and resume. Persistence, chain
+//! access and connections are in [`crate::market`].
 //!
 //! Amount rules (decided here, relied on everywhere):
 //! - Totals are cumulative and in millisatoshi. The seller's output is
@@ -22,6 +23,7 @@
 //!   the fee and having its funds locked until expiry if the seller vanishes; the
 //!   seller serves at most its configured credit beyond the last signed total.
 
+pub mod book;
 pub mod channel;
 pub mod funding;
 pub mod price;

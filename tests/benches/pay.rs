@@ -4,16 +4,16 @@
 //! transaction and every ack still waits for it. The signature and its check
 //! alone are measured too. Run: `cargo bench --bench pay`.
 
-use btt::chanstore::{ChannelStore, Role};
-use btt::market::seller_node::accept_payments;
+use btt::chanstore::{channel_id, ChannelStore, Role};
 use btt::pay::bitcoin::hashes::Hash;
 use btt::pay::bitcoin::secp256k1::{Secp256k1, SecretKey};
 use btt::pay::bitcoin::{Network, OutPoint, PublicKey, ScriptBuf, Txid};
+use btt::pay::book::{Book, BookConfig, Effect, Facts, Step};
 use btt::pay::channel::{Buyer, Payment, Seller};
+use btt::pay::price::Price;
 use btt::pay::proto::Msg;
 use btt::pay::tx::Terms;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use std::collections::HashMap;
 
 fn terms() -> (Terms, SecretKey, SecretKey) {
     let secp = Secp256k1::new();
@@ -51,7 +51,7 @@ fn payments(c: &mut Criterion) {
     sdb.insert(Role::Seller, &t).unwrap();
     let mut buyer = Buyer::new(t.clone(), bk, 0).unwrap();
     let t_funding = t.funding;
-    let seller = Seller::resume(t, sk, None).unwrap();
+    let seller = Seller::resume(t.clone(), sk, None).unwrap();
     let mut g = c.benchmark_group("payment");
     g.throughput(Throughput::Elements(1));
     let mut total = 0u64;
@@ -89,8 +89,22 @@ fn payments(c: &mut Criterion) {
     g.bench_function("seller verify", |b| {
         b.iter(|| seller.verify_after(total - 1_000, &signed).unwrap())
     });
-    let mut channels = HashMap::new();
-    channels.insert(funding, seller);
+    let mut book: Book<()> = Book::new(
+        BookConfig {
+            network: Network::Regtest,
+            price: Price::msat_per_gib(1_000_000),
+            credit: 1 << 20,
+            min_expiry_blocks: 144,
+            max_expiry_blocks: 4032,
+            min_confirmations: 1,
+            zero_conf_limit_sat: 0,
+            zero_conf_timeout_blocks: 0,
+            close_margin_blocks: 12,
+            serve_free_peers: false,
+        },
+        sk,
+    );
+    book.resume(t, None).unwrap();
     let mut next = total;
     let mut prepare = |n: u64| -> Vec<(OutPoint, Payment)> {
         (0..n)
@@ -111,7 +125,21 @@ fn payments(c: &mut Criterion) {
             b.iter_batched(
                 || prepare(group),
                 |batch| {
-                    let replies = accept_payments(&mut sdb, &mut channels, batch);
+                    // What the seller node does: the book verifies, the
+                    // store commits, the book takes the payments.
+                    let Step::Done(plan) = book.pays(&batch, &Facts::default()) else {
+                        panic!("a confirmed channel needs no chain check")
+                    };
+                    for e in &plan.effects {
+                        if let Effect::StorePayments(u) = e {
+                            let u: Vec<_> = u
+                                .iter()
+                                .map(|(o, t, s)| (channel_id(o), *t, Some(*s)))
+                                .collect();
+                            sdb.advance_many(&u).unwrap();
+                        }
+                    }
+                    let replies = book.commit(None, plan);
                     assert!(replies.iter().all(|m| matches!(m, Msg::Ack { .. })));
                 },
                 BatchSize::SmallInput,

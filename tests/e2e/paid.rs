@@ -161,8 +161,9 @@ fn buyer_channels(p: &Party) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// The mount's `btt status` line mentions no rejected requests.
-fn assert_no_rejects(buyer: &Party, name: &str, m: &Mount) {
+/// The mount's `btt status` line mentions no rejected requests (the
+/// seller's log, if given, is shown when it does).
+fn assert_no_rejects(buyer: &Party, name: &str, m: &Mount, seller_log: Option<&Path>) {
     // The status file is rewritten about once a second.
     std::thread::sleep(Duration::from_millis(1200));
     let st = buyer.ok(&["status"]);
@@ -170,7 +171,14 @@ fn assert_no_rejects(buyer: &Party, name: &str, m: &Mount) {
         .lines()
         .find(|l| l.starts_with("mount ") && l.contains(name))
         .unwrap_or_else(|| panic!("{st}"));
-    assert!(!line.contains("rejected"), "{line}\n{}", m.log());
+    let seller = seller_log
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .unwrap_or_default();
+    assert!(
+        !line.contains("rejected"),
+        "{line}\n{}\n--- seller ---\n{seller}",
+        m.log()
+    );
 }
 
 /// Bytes a seller served on a channel and was never paid for (a buyer that
@@ -218,7 +226,12 @@ fn unpaid_bytes_at_the_seller_are_respected() {
         "{}",
         m.log()
     );
-    assert_no_rejects(&s.buyer, "film.bin", &m);
+    assert_no_rejects(
+        &s.buyer,
+        "film.bin",
+        &m,
+        Some(&s.d.path().join("seller.log")),
+    );
     let want = cost(s.size);
     assert!(
         wait_until(Duration::from_secs(20), || s.seller.channel(&ch).1 >= want),
@@ -237,7 +250,12 @@ fn unpaid_bytes_at_the_seller_are_respected() {
         &["--max-price", PRICE, "--budget", "5000sat"],
     );
     assert!(m.log().contains("using another"), "{}", m.log());
-    assert_no_rejects(&s.buyer, "film.bin", &m);
+    assert_no_rejects(
+        &s.buyer,
+        "film.bin",
+        &m,
+        Some(&s.d.path().join("seller.log")),
+    );
     let chans = buyer_channels(&s.buyer);
     assert_eq!(chans.len(), 2, "{chans:?}");
     let new = chans.iter().find(|c| c.0 != ch).unwrap();
@@ -775,7 +793,7 @@ fn video_from_a_paid_seller_only() {
     );
     assert_eq!(seller.channel(&ch[0].0).1, want);
     // The buyer kept its requests within the seller's credit: no rejects.
-    assert_no_rejects(&buyer, "clip.mp4", &m);
+    assert_no_rejects(&buyer, "clip.mp4", &m, None);
     drop(m);
     sp.signal(libc::SIGTERM);
     sp.wait_exit(Duration::from_secs(30)).expect("seller stops");

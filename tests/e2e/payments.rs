@@ -333,7 +333,10 @@ fn error_code(reply: Option<Vec<u8>>) -> String {
     }
 }
 
-/// Each bad message is refused with a clear error and changes nothing.
+/// Bad messages are refused with a clear error and change nothing, against
+/// a real node and wallet. Every refusal, one by one, is a unit test of the
+/// seller's book (`pay::book`); these are the ones whose facts come from the
+/// chain, the wallet or the store.
 #[test]
 fn seller_refuses_bad_channels_and_payments() {
     let rt = Regtest::start(Backend::Rpc);
@@ -375,7 +378,7 @@ fn seller_refuses_bad_channels_and_payments() {
     bw.sync(chain.as_ref()).unwrap();
     let tip = rt.height();
 
-    // Propose: wrong network, expiry too soon, expiry too far.
+    // Propose: wrong network, expiry too soon.
     let propose = |net: &str, exp: u32| Msg::Propose {
         network: net.into(),
         capacity_sat: 100_000,
@@ -387,10 +390,6 @@ fn seller_refuses_bad_channels_and_payments() {
     );
     assert_eq!(
         error_code(node.handle(peer, &propose("regtest", tip + 2).encode())),
-        "policy"
-    );
-    assert_eq!(
-        error_code(node.handle(peer, &propose("regtest", tip + 500).encode())),
         "policy"
     );
     let Msg::Accept {
@@ -459,25 +458,11 @@ fn seller_refuses_bad_channels_and_payments() {
         "wrong value"
     );
     let mut t = terms.clone();
-    t.buyer_key = public_key(&bw.channel_key(1));
-    assert_eq!(
-        error_code(node.handle(peer, &funded(&t))),
-        "wrong_funding",
-        "wrong script"
-    );
-    let mut t = terms.clone();
-    t.expiry_height = tip + 3;
+    t.seller_payout = bw.payout_script().unwrap();
     assert_eq!(
         error_code(node.handle(peer, &funded(&t))),
         "policy",
-        "expiry too soon"
-    );
-    let mut t = terms.clone();
-    t.expiry_height = tip + 400;
-    assert_eq!(
-        error_code(node.handle(peer, &funded(&t))),
-        "policy",
-        "expiry too far"
+        "a payout script the seller's wallet does not own"
     );
     assert!(
         store_a.list().unwrap().is_empty(),
@@ -523,21 +508,6 @@ fn seller_refuses_bad_channels_and_payments() {
     assert_eq!(error_code(pay(&mut forger, 700_000)), "bad_signature");
     let mut replay = Buyer::new(store_terms.clone(), key, 0).unwrap();
     assert_eq!(error_code(pay(&mut replay, 600_000)), "not_increasing");
-    let mut lower = Buyer::new(store_terms.clone(), key, 0).unwrap();
-    assert_eq!(error_code(pay(&mut lower, 500_000)), "not_increasing");
-    let huge = Msg::Pay {
-        channel: terms.funding,
-        total_msat: 100_000_000,
-        signature: Buyer::new(store_terms.clone(), key, 0)
-            .unwrap()
-            .pay(99_500_000)
-            .unwrap()
-            .signature,
-    };
-    assert_eq!(
-        error_code(node.handle(peer, &huge.encode())),
-        "over_capacity"
-    );
     assert_eq!(
         store_a.get(&id).unwrap().total_msat,
         600_000,
