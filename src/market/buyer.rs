@@ -12,6 +12,7 @@ use crate::chain::{fee_rate_or, ChainBackend};
 use crate::chanstore::{channel_id, ChannelState, ChannelStore, Meta, Record, Role, StoreError};
 use crate::pay::bitcoin::{consensus::encode, Amount, OutPoint, Txid};
 use crate::pay::channel::Buyer;
+use crate::pay::opening::{self, Acks, Resumed, StepError};
 use crate::pay::proto::{self, ChannelTerms, Msg, ProtoError, SellerInfo};
 use crate::pay::script::{funding_script_pubkey, funding_witness_script};
 use crate::pay::tx::Terms;
@@ -19,15 +20,12 @@ use crate::pay::PayError;
 use crate::wallet::{public_key, BttWallet, WalletError};
 use crate::wire::{self, ExtHandshake, Handshake, Message};
 use bytes::{Bytes, BytesMut};
-use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 use tracing::{info, info_span};
 
-/// Virtual size budget of a commitment (one P2WSH input with two signatures,
-/// two outputs), for the fee fixed at open.
-pub const COMMITMENT_VBYTES: u64 = 250;
+pub use crate::pay::opening::OpenState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuyError {
@@ -61,6 +59,24 @@ pub enum BuyError {
 }
 
 impl BuyError {
+    /// A reply from the seller at `addr` that the buyer does not take.
+    fn step(addr: SocketAddr, id: &str, e: StepError) -> BuyError {
+        match e {
+            StepError::Closed => BuyError::Refused {
+                code: "closed".into(),
+                message: e.to_string(),
+            },
+            StepError::SellerAhead { ours, theirs } => BuyError::SellerAhead {
+                id: id.into(),
+                ours,
+                theirs,
+            },
+            StepError::Unexpected { .. } | StepError::OtherKey => {
+                BuyError::Protocol(addr, e.to_string())
+            }
+        }
+    }
+
     /// Whether a payment that failed with this error had already been stored
     /// (it failed on the way to the seller, not before): the buyer owes it
     /// and resumes by re-sending it, never by paying it again.
@@ -205,17 +221,6 @@ impl SellerConn {
     }
 }
 
-/// How an open ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OpenState {
-    Ready,
-    /// The seller waits for confirmations.
-    Pending {
-        have: u32,
-        need: u32,
-    },
-}
-
 pub struct Opened {
     pub id: String,
     pub funding: OutPoint,
@@ -240,32 +245,18 @@ pub fn open_channel(
         });
     }
     let tip = chain.tip_height()?;
-    let blocks = wallet
-        .config
-        .channels
-        .expiry_blocks
-        .clamp(conn.info.min_expiry_blocks, conn.info.max_expiry_blocks);
-    let expiry_height = tip + blocks;
-    let Msg::Accept {
-        seller_key,
-        seller_payout,
-    } = conn.request(&Msg::Propose {
+    let expiry_height =
+        opening::expiry_height(tip, wallet.config.channels.expiry_blocks, &conn.info);
+    let reply = conn.request(&Msg::Propose {
         network: network.clone(),
         capacity_sat,
         expiry_height,
-    })?
-    else {
-        return Err(BuyError::Protocol(addr, "expected accept".into()));
-    };
-    if seller_key != conn.info.node_key {
-        return Err(BuyError::Protocol(
-            addr,
-            "accept names another key than the handshake".into(),
-        ));
-    }
+    })?;
+    let (seller_key, seller_payout) =
+        opening::accepted(&conn.info, reply).map_err(|e| BuyError::step(addr, "", e))?;
     let fallback = wallet.config.channels.fallback_fee_rate;
     let rate = fee_rate_or(chain, 6, fallback);
-    let fee_sat = rate.to_sat_per_vb_ceil() * COMMITMENT_VBYTES;
+    let fee_sat = opening::commitment_fee_sat(rate.to_sat_per_vb_ceil());
     let key_index = store.next_key_index()?;
     let key = wallet.channel_key(key_index);
     let buyer_key = public_key(&key);
@@ -333,17 +324,11 @@ fn wire_terms(t: &Terms) -> ChannelTerms {
 }
 
 fn send_funded(conn: &mut SellerConn, t: &Terms, raw: &[u8]) -> Result<OpenState, BuyError> {
-    match conn.request(&Msg::Funded {
+    let reply = conn.request(&Msg::Funded {
         terms: wire_terms(t),
         tx: raw.to_vec(),
-    })? {
-        Msg::Ready { .. } => Ok(OpenState::Ready),
-        Msg::Pending { have, need, .. } => Ok(OpenState::Pending { have, need }),
-        _ => Err(BuyError::Protocol(
-            conn.addr,
-            "expected ready or pending".into(),
-        )),
-    }
+    })?;
+    opening::funded(reply).map_err(|e| BuyError::step(conn.addr, "", e))
 }
 
 /// A buyer channel reconnected to its seller and brought in step.
@@ -397,21 +382,15 @@ impl Session {
             });
         }
         let funding = r.terms.funding;
+        let ours = r.total_msat;
         let theirs = match conn.request(&Msg::Resume { channel: funding }) {
-            Ok(Msg::State {
-                total_msat, open, ..
-            }) => {
-                if !open {
-                    return Err(BuyError::Refused {
-                        code: "closed".into(),
-                        message: "the seller has closed this channel".into(),
-                    });
-                }
-                total_msat
-            }
-            Ok(_) => return Err(BuyError::Protocol(addr, "expected state".into())),
+            Ok(reply) => match opening::resumed(ours, reply) {
+                Ok(Resumed::InStep) => ours,
+                Ok(Resumed::Resend { theirs }) => theirs,
+                Err(e) => return Err(BuyError::step(addr, id, e)),
+            },
             Err(BuyError::Refused { code, .. })
-                if code == "unknown_channel" && r.total_msat == 0 =>
+                if code == "unknown_channel" && opening::announce_again(ours) =>
             {
                 let tx = chain
                     .get_tx(&funding.txid)?
@@ -433,14 +412,6 @@ impl Session {
             }
             Err(e) => return Err(e),
         };
-        let ours = r.total_msat;
-        if theirs > ours {
-            return Err(BuyError::SellerAhead {
-                id: id.into(),
-                ours,
-                theirs,
-            });
-        }
         if theirs < ours {
             // We stored `ours` but the seller never got it (we crashed or
             // lost the connection): sign it again.
@@ -487,7 +458,7 @@ impl Session {
         count: u64,
         window: usize,
     ) -> Result<u64, BuyError> {
-        let mut in_flight: VecDeque<u64> = VecDeque::new();
+        let mut in_flight = Acks::default();
         let mut sent = 0;
         while sent < count || !in_flight.is_empty() {
             let room = window.max(1) - in_flight.len();
@@ -510,23 +481,16 @@ impl Session {
                         total_msat: p.total_msat,
                         signature: p.signature,
                     })?;
-                    in_flight.push_back(p.total_msat);
+                    in_flight.sent(p.total_msat);
                 }
                 sent += n;
                 crate::failpoint::hit("buyer-pay-sent");
                 continue;
             }
-            match self.conn.recv()? {
-                Msg::Ack { total_msat, .. } if Some(&total_msat) == in_flight.front() => {
-                    in_flight.pop_front();
-                }
-                other => {
-                    return Err(BuyError::Protocol(
-                        self.conn.addr,
-                        format!("expected ack, got {}", other.kind()),
-                    ))
-                }
-            }
+            let reply = self.conn.recv()?;
+            in_flight
+                .reply(&reply)
+                .map_err(|e| BuyError::step(self.conn.addr, &self.id, e))?;
         }
         Ok(self.buyer.total_msat())
     }

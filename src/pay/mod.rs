@@ -26,6 +26,7 @@
 pub mod book;
 pub mod channel;
 pub mod funding;
+pub mod opening;
 pub mod price;
 pub mod proto;
 pub mod script;
