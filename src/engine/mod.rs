@@ -73,16 +73,17 @@ pub trait PayHook: Send + Sync {
     fn handshake(&self) -> bendy::value::Value<'static>;
     /// Handles one message (may block on disk and chain); returns the reply.
     fn handle(&self, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>>;
-    /// Whether to upload `len` bytes to `peer` (`speaks_pay`: it announced
-    /// the extension). Refused requests get a BEP 6 reject.
-    fn may_upload(&self, peer: SocketAddr, speaks_pay: bool, len: u32) -> bool {
-        let _ = (peer, speaks_pay, len);
+    /// Whether to upload `len` bytes of torrent `torrent` (its info hash)
+    /// to `peer` (`speaks_pay`: it announced the extension). Refused
+    /// requests get a BEP 6 reject.
+    fn may_upload(&self, peer: SocketAddr, torrent: [u8; 20], speaks_pay: bool, len: u32) -> bool {
+        let _ = (peer, torrent, speaks_pay, len);
         true
     }
     /// `len` bytes allowed by `may_upload` were never sent (cancelled, or
     /// still queued when the connection ended).
-    fn unserved(&self, peer: SocketAddr, len: u64) {
-        let _ = (peer, len);
+    fn unserved(&self, peer: SocketAddr, torrent: [u8; 20], len: u64) {
+        let _ = (peer, torrent, len);
     }
     /// The connection to `peer` ended.
     fn disconnected(&self, peer: SocketAddr) {
@@ -93,8 +94,9 @@ pub trait PayHook: Send + Sync {
         let _ = peer;
         false
     }
-    /// Earnings, for `btt status`.
-    fn money(&self) -> status::Money {
+    /// Earnings, for `btt status`: torrent `torrent`'s share, and all.
+    fn money(&self, torrent: [u8; 20]) -> status::Money {
+        let _ = torrent;
         status::Money::default()
     }
     /// A burst of messages that arrived together, in order (lets payments
@@ -468,8 +470,9 @@ impl Torrent {
                 paid_peers = b.0.paid_peers();
             }
             if let Some(p) = &self.cfg.pay {
-                let m = p.0.money();
+                let m = p.0.money(self.meta.info_hash.0);
                 money.earned_msat = m.earned_msat;
+                money.earned_all_msat = m.earned_all_msat;
                 money.channels += m.channels;
             }
             let r = status::Report {

@@ -278,7 +278,7 @@ async fn writer(
                         .remove(&r)
                     {
                         if let Some(pay) = &t.cfg.pay {
-                            pay.0.unserved(addr, r.length as u64);
+                            pay.0.unserved(addr, t.meta.info_hash.0, r.length as u64);
                         }
                         continue;
                     }
@@ -898,6 +898,7 @@ impl Session {
         let paid_ok = match &self.t.cfg.pay {
             Some(hook) if !choking && have && queued <= MAX_UPLOAD_QUEUE => hook.0.may_upload(
                 self.addr,
+                self.t.meta.info_hash.0,
                 self.their_pay_id.load(Ordering::Relaxed) != 0,
                 r.length,
             ),
@@ -1035,7 +1036,7 @@ async fn run(
     if let Some(hook) = &t.cfg.pay {
         let unsent = s.queued.bytes.load(Ordering::Relaxed);
         if unsent > 0 {
-            hook.0.unserved(addr, unsent);
+            hook.0.unserved(addr, t.meta.info_hash.0, unsent);
         }
         hook.0.disconnected(addr);
     }

@@ -18,8 +18,13 @@ pub struct Money {
     pub budget_msat: Option<u64>,
     /// Buyer: the budget is spent; no more buying.
     pub budget_spent: bool,
-    /// Seller: msat recorded on its open channels.
+    /// Seller: this torrent's share of what its open channels hold (msat;
+    /// each channel's total split by the bytes of each torrent served on it
+    /// in this run).
     pub earned_msat: u64,
+    /// Seller: what all its open channels hold (msat).
+    #[serde(default)]
+    pub earned_all_msat: u64,
     /// Channels in use (buyer: with sellers it buys from; seller: open).
     pub channels: usize,
     /// Buyer: payments sent, and bytes their connections carried both ways.

@@ -891,10 +891,10 @@ impl crate::engine::BuyHook for BuyerAgent {
             spent_msat: self.spent_msat(),
             budget_msat: Some(self.cfg.budget_msat),
             budget_spent: st.budget_said,
-            earned_msat: 0,
             channels: st.workers.len(),
             payments: wire.0,
             pay_wire_bytes: wire.1,
+            ..Default::default()
         }
     }
     fn paid_peers(&self) -> usize {

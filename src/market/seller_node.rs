@@ -412,8 +412,14 @@ impl SellerNode {
     }
 
     /// Whether to serve `len` bytes to `peer` now (see [`Book::may_upload`]).
-    pub fn may_upload(&self, peer: SocketAddr, speaks_pay: bool, len: u32) -> bool {
-        let ok = lock(&self.book).may_upload(&peer, speaks_pay, len);
+    pub fn may_upload(
+        &self,
+        peer: SocketAddr,
+        torrent: [u8; 20],
+        speaks_pay: bool,
+        len: u32,
+    ) -> bool {
+        let ok = lock(&self.book).may_upload(&peer, torrent, speaks_pay, len);
         if !ok && speaks_pay {
             debug!(%peer, len, "not serving: no credit left on its channel, or none bound");
         }
@@ -422,8 +428,8 @@ impl SellerNode {
 
     /// `len` bytes allowed by [`SellerNode::may_upload`] were not sent after
     /// all (cancelled by the buyer, or the connection closed first).
-    pub fn unserved(&self, peer: SocketAddr, len: u64) {
-        lock(&self.book).unserved(&peer, len)
+    pub fn unserved(&self, peer: SocketAddr, torrent: [u8; 20], len: u64) {
+        lock(&self.book).unserved(&peer, torrent, len)
     }
 
     pub fn disconnected(&self, peer: SocketAddr) {
@@ -573,11 +579,11 @@ impl crate::engine::PayHook for SellerNode {
     fn handle(&self, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
         SellerNode::handle(self, peer, payload)
     }
-    fn may_upload(&self, peer: SocketAddr, speaks_pay: bool, len: u32) -> bool {
-        SellerNode::may_upload(self, peer, speaks_pay, len)
+    fn may_upload(&self, peer: SocketAddr, torrent: [u8; 20], speaks_pay: bool, len: u32) -> bool {
+        SellerNode::may_upload(self, peer, torrent, speaks_pay, len)
     }
-    fn unserved(&self, peer: SocketAddr, len: u64) {
-        SellerNode::unserved(self, peer, len)
+    fn unserved(&self, peer: SocketAddr, torrent: [u8; 20], len: u64) {
+        SellerNode::unserved(self, peer, torrent, len)
     }
     fn disconnected(&self, peer: SocketAddr) {
         SellerNode::disconnected(self, peer)
@@ -585,10 +591,11 @@ impl crate::engine::PayHook for SellerNode {
     fn misbehaving(&self, peer: SocketAddr) -> bool {
         SellerNode::misbehaving(self, peer)
     }
-    fn money(&self) -> crate::engine::status::Money {
+    fn money(&self, torrent: [u8; 20]) -> crate::engine::status::Money {
         let book = lock(&self.book);
         crate::engine::status::Money {
-            earned_msat: book.held_msat(),
+            earned_msat: book.share_msat(&torrent),
+            earned_all_msat: book.held_msat(),
             channels: book.open_channels(),
             ..Default::default()
         }

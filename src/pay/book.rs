@@ -211,6 +211,8 @@ struct Entry {
     /// False once stopped (funding gone or unconfirmed too long): nothing is
     /// served, but a close on stop may still claim what was paid.
     live: bool,
+    /// Bytes served in this run, per torrent (info hash).
+    served_by: HashMap<[u8; 20], u64>,
 }
 
 /// What a malformed message costs the peer that sent it.
@@ -298,6 +300,7 @@ impl<P: Hash + Eq + Clone> Book<P> {
                     checked_served: account.served_bytes,
                 }),
                 live: true,
+                served_by: HashMap::new(),
             },
         );
         Ok(())
@@ -317,7 +320,23 @@ impl<P: Hash + Eq + Clone> Book<P> {
             .sum()
     }
 
-    /// The answer to `msg` from `peer`, given the facts so far.
+    /// Torrent `torrent`'s share of what open channels hold: each channel's
+    /// total split by the bytes of each torrent it paid for in this run
+    /// (bytes served before a restart count for no torrent).
+    pub fn share_msat(&self, torrent: &[u8; 20]) -> u64 {
+        self.channels
+            .values()
+            .filter(|e| e.live && e.account.served_bytes > 0)
+            .map(|e| {
+                let mine = e.served_by.get(torrent).copied().unwrap_or(0);
+                let share = e.account.paid_msat as u128 * mine.min(e.account.served_bytes) as u128
+                    / e.account.served_bytes as u128;
+                share as u64
+            })
+            .sum()
+    }
+
+    /// The answer to `msg`, given the facts so far.
     pub fn handle(&self, msg: &Msg, f: &Facts) -> Step {
         match msg {
             Msg::Propose {
@@ -621,6 +640,7 @@ impl<P: Hash + Eq + Clone> Book<P> {
                             checked_served: 0,
                         }),
                         live: true,
+                        served_by: HashMap::new(),
                     },
                 );
             }
@@ -659,7 +679,7 @@ impl<P: Hash + Eq + Clone> Book<P> {
     /// the waste allowance) beyond what its last check vouched for: an honest
     /// buyer never reaches that (each of its payments is checked before it is
     /// acknowledged); one that prepays waits for the watch's next check.
-    pub fn may_upload(&mut self, peer: &P, speaks_pay: bool, len: u32) -> bool {
+    pub fn may_upload(&mut self, peer: &P, torrent: [u8; 20], speaks_pay: bool, len: u32) -> bool {
         let Some(ch) = self.conns.get(peer) else {
             return !speaks_pay && self.cfg.serve_free_peers;
         };
@@ -678,18 +698,22 @@ impl<P: Hash + Eq + Clone> Book<P> {
             }
         }
         e.account.served_bytes += len as u64;
+        *e.served_by.entry(torrent).or_default() += len as u64;
         true
     }
 
     /// `len` bytes allowed by [`Book::may_upload`] were not sent after all
     /// (cancelled by the buyer, or the connection closed first).
-    pub fn unserved(&mut self, peer: &P, len: u64) {
+    pub fn unserved(&mut self, peer: &P, torrent: [u8; 20], len: u64) {
         if let Some(e) = self
             .conns
             .get(peer)
             .and_then(|ch| self.channels.get_mut(ch))
         {
             e.account.unserved(len);
+            if let Some(n) = e.served_by.get_mut(&torrent) {
+                *n = n.saturating_sub(len);
+            }
         }
     }
 

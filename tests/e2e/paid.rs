@@ -652,7 +652,7 @@ fn two_torrents_one_channel() {
     make_tree(&s.data, &[("other.bin", 500_000)]);
     let t2 = make_torrent(&s.data.join("other.bin"), 65536, &[]);
     let port = free_port();
-    let _sp = Proc::spawn(
+    let sp = Proc::spawn(
         "btt seed (two torrents)",
         std::process::Command::new(BTT)
             .arg("--home")
@@ -710,6 +710,27 @@ fn two_torrents_one_channel() {
         buyer_channels(&s.buyer),
         m1.log(),
         m2.log()
+    );
+    // `btt status` gives each torrent's line its share of the channel, by
+    // the bytes served for it: 600 000 and 500 000 bytes.
+    let share = |name: &str| -> Option<f64> {
+        let st = s.buyer.ok(&["status"]);
+        let line = st.lines().find(|l| {
+            l.starts_with("sell ") && l.contains(&format!("[pid {}]", sp.pid())) && l.contains(name)
+        })?;
+        let after = line.split("earned ").nth(1)?;
+        after.split(' ').next()?.parse().ok()
+    };
+    let total = want as f64 / 1000.0;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let (a, b) = (share("film.bin"), share("other.bin"));
+            matches!((a, b), (Some(a), Some(b)) if (a + b - total).abs() < 2.0 && (a / b - 1.2).abs() < 0.05)
+        }),
+        "shares {:?} {:?} of {total} sat\n{}",
+        share("film.bin"),
+        share("other.bin"),
+        s.buyer.ok(&["status"])
     );
 }
 

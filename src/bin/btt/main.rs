@@ -398,8 +398,15 @@ fn status() {
                 }
             ));
         }
-        if m.earned_msat > 0 || r.role == "sell" {
-            money.push(format!("earned {} sat", m.earned_msat / 1000));
+        if m.earned_all_msat > m.earned_msat {
+            // A channel paid for several torrents: this one's share.
+            money.push(format!(
+                "earned {} (its share of {} in open channels)",
+                btt::cli::fmt_msat(m.earned_msat),
+                btt::cli::fmt_msat(m.earned_all_msat)
+            ));
+        } else if m.earned_msat > 0 || r.role == "sell" {
+            money.push(format!("earned {}", btt::cli::fmt_msat(m.earned_msat)));
         }
         if m.channels > 0 {
             money.push(format!("{} channel(s)", m.channels));

@@ -13,6 +13,9 @@ use crate::pay::channel::Buyer;
 const TIP: u32 = 1_000;
 const CAP: u64 = 100_000;
 const CREDIT: u64 = 64 * 1024;
+/// Two torrents' info hashes.
+const T1: [u8; 20] = [1; 20];
+const T2: [u8; 20] = [2; 20];
 
 fn key(b: u8) -> SecretKey {
     SecretKey::from_slice(&[b; 32]).unwrap()
@@ -398,7 +401,7 @@ fn a_failed_store_opens_nothing() {
     let replies = plan.failed(Code::Internal, "disk full");
     assert_eq!(code(&replies[0]), "internal");
     assert_eq!(b.open_channels(), 0);
-    assert!(!b.may_upload(&1, true, 1), "nothing bound");
+    assert!(!b.may_upload(&1, T1, true, 1), "nothing bound");
     // Already stored and open: ready again, nothing stored twice.
     f.stored = Some(Some(Stored {
         open: true,
@@ -493,32 +496,32 @@ fn the_credit_rule() {
     let c = channel(CAP, TIP + 50);
     let mut b = opened(&c, false);
     // Connection 1 is bound; 2 speaks btt_pay without a channel; 3 does not.
-    assert!(!b.may_upload(&2, true, 1));
-    assert!(b.may_upload(&3, false, 1), "free peers are served");
+    assert!(!b.may_upload(&2, T1, true, 1));
+    assert!(b.may_upload(&3, T1, false, 1), "free peers are served");
     let mut cfg = config();
     cfg.serve_free_peers = false;
-    assert!(!Book::<u8>::new(cfg, key(2)).may_upload(&3, false, 1));
+    assert!(!Book::<u8>::new(cfg, key(2)).may_upload(&3, T1, false, 1));
     // Credit: 64 KiB beyond what is paid, counted as it is allowed.
     for _ in 0..4 {
-        assert!(b.may_upload(&1, true, 16384));
+        assert!(b.may_upload(&1, T1, true, 16384));
     }
-    assert!(!b.may_upload(&1, true, 1), "credit exhausted");
+    assert!(!b.may_upload(&1, T1, true, 1), "credit exhausted");
     // What was allowed and not sent gives room back.
-    b.unserved(&1, 16384);
-    assert!(b.may_upload(&1, true, 16384));
+    b.unserved(&1, T1, 16384);
+    assert!(b.may_upload(&1, T1, true, 16384));
     // Paying opens more.
     let (_, r) = drive(&mut b, &mut World::default(), |b, f| {
         b.pays(&[c.pay(0, 32768)], f)
     });
     assert!(matches!(r[0], Msg::Ack { .. }));
-    assert!(b.may_upload(&1, true, 32768));
+    assert!(b.may_upload(&1, T1, true, 32768));
     assert!(
-        !b.may_upload(&1, true, 1024 + 1),
+        !b.may_upload(&1, T1, true, 1024 + 1),
         "waste allowance: paid / 32"
     );
     // A disconnected connection is unbound.
     b.disconnected(&1);
-    assert!(!b.may_upload(&1, true, 1));
+    assert!(!b.may_upload(&1, T1, true, 1));
 }
 
 #[test]
@@ -546,7 +549,10 @@ fn resume_says_what_is_held_and_unpaid() {
         ),
         "{r:?}"
     );
-    assert!(b.may_upload(&1, true, 16384), "resume binds the connection");
+    assert!(
+        b.may_upload(&1, T1, true, 16384),
+        "resume binds the connection"
+    );
     let (_, r) = drive(&mut b, &mut w, |b, f| b.handle(&resume, f));
     assert!(matches!(r[0], Msg::State { unpaid: 16384, .. }), "{r:?}");
     // Closed in the store: not open, and nothing bound.
@@ -564,7 +570,7 @@ fn resume_says_what_is_held_and_unpaid() {
             ..
         }
     ));
-    assert!(!fresh.may_upload(&1, true, 1));
+    assert!(!fresh.may_upload(&1, T1, true, 1));
 }
 
 #[test]
@@ -577,7 +583,7 @@ fn a_vanished_zero_conf_funding_stops_the_channel() {
     };
     // Before anything is served, a payment needs no chain check.
     for _ in 0..2 {
-        assert!(b.may_upload(&1, true, 16384));
+        assert!(b.may_upload(&1, T1, true, 16384));
     }
     // Served since the last check: the funding is checked before the ack.
     let (_, r) = drive(&mut b, &mut w, |b, f| b.pays(&[c.pay(0, 32768)], f));
@@ -590,7 +596,7 @@ fn a_vanished_zero_conf_funding_stops_the_channel() {
     });
     assert!(matches!(r[0], Msg::Ack { .. }));
     let mut n = 0u64;
-    while b.may_upload(&1, true, 16384) {
+    while b.may_upload(&1, T1, true, 16384) {
         n += 16384;
         assert!(n < 1 << 30);
     }
@@ -602,7 +608,7 @@ fn a_vanished_zero_conf_funding_stops_the_channel() {
         b.pays(&[c.pay(10_000_000, 10_001_000)], f)
     });
     assert_eq!(code(&r[0]), "unknown_channel");
-    assert!(!b.may_upload(&1, true, 1));
+    assert!(!b.may_upload(&1, T1, true, 1));
     assert_eq!(b.open_channels(), 0);
     assert!(b.unconfirmed().is_empty());
     // Still closable on stop, if the funding was mined after all.
@@ -659,7 +665,10 @@ fn close_records_before_it_broadcasts() {
         matches!(&e[..], [Effect::RecordClose { txid: a, .. }, Effect::Broadcast(tx)] if *a == txid && tx.compute_txid() == txid)
     );
     assert_eq!(b.open_channels(), 0);
-    assert!(!b.may_upload(&1, true, 1), "nothing served after a close");
+    assert!(
+        !b.may_upload(&1, T1, true, 1),
+        "nothing served after a close"
+    );
     assert_eq!(b.close(&c.id()).unwrap_err(), CloseError::NotOpen);
 }
 
@@ -695,4 +704,26 @@ fn messages_for_the_buyer_are_refused() {
         panic!()
     };
     assert_eq!(code(&plan.failed(Code::Internal, "")[0]), "malformed");
+}
+
+#[test]
+fn each_torrent_earns_its_share_of_a_channel() {
+    let c = channel(CAP, TIP + 50);
+    let mut b = opened(&c, false);
+    for _ in 0..3 {
+        assert!(b.may_upload(&1, T1, true, 16384));
+    }
+    assert!(b.may_upload(&1, T2, true, 16384));
+    let (_, r) = drive(&mut b, &mut World::default(), |b, f| {
+        b.pays(&[c.pay(0, 65536)], f)
+    });
+    assert!(matches!(r[0], Msg::Ack { .. }));
+    assert_eq!(b.share_msat(&T1), 49152);
+    assert_eq!(b.share_msat(&T2), 16384);
+    assert_eq!(b.share_msat(&[3; 20]), 0);
+    assert_eq!(b.held_msat(), 65536);
+    // Bytes not sent after all are not the torrent's.
+    assert!(b.may_upload(&1, T2, true, 16384));
+    b.unserved(&1, T2, 16384);
+    assert_eq!(b.share_msat(&T2), 16384);
 }
