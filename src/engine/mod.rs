@@ -7,6 +7,7 @@
 //! [`Torrent::read`], which marks the pieces under it critical and waits for them to
 //! be verified. Nothing here knows about FUSE.
 
+mod blame;
 pub mod choke;
 mod peer;
 pub use peer::limit_connections_to_fds;
@@ -296,9 +297,10 @@ pub(crate) struct State {
     pub peers: HashMap<PeerKey, PeerEntry>,
     waiters: HashMap<usize, Vec<oneshot::Sender<Result<(), ()>>>>,
     known: HashMap<SocketAddr, Known>,
-    strikes: HashMap<SocketAddr, u32>,
+    /// Addresses that sent corrupt data or broke the protocol: every
+    /// connection from them is refused (see [`blame`]).
     banned: HashSet<IpAddr>,
-    banned_addrs: HashSet<SocketAddr>,
+    blame: blame::Blame,
     closed: bool,
     optimistic: Option<PeerKey>,
     choke_round: u64,
@@ -392,9 +394,8 @@ impl Torrent {
                 peers: HashMap::new(),
                 waiters: HashMap::new(),
                 known: HashMap::new(),
-                strikes: HashMap::new(),
                 banned: HashSet::new(),
-                banned_addrs: HashSet::new(),
+                blame: blame::Blame::default(),
                 closed: false,
                 optimistic: None,
                 choke_round: 0,
@@ -510,7 +511,7 @@ impl Torrent {
     /// Adds a peer address to dial.
     pub fn add_peer(&self, addr: SocketAddr) {
         let mut st = self.lock();
-        if st.banned.contains(&addr.ip()) && st.banned_addrs.contains(&addr) {
+        if st.banned.contains(&addr.ip()) {
             return;
         }
         st.known.entry(addr).or_default();
@@ -659,7 +660,7 @@ impl Torrent {
                     t.piece_ok(piece, Bytes::from(data), from);
                 } else {
                     t.settle_paid(piece, &from, false);
-                    t.piece_bad(piece, from);
+                    t.piece_bad(piece, &data, from);
                 }
             }
             .instrument(self.span.clone()),
@@ -698,6 +699,14 @@ impl Torrent {
             // paid a second time.
             self.settle_paid(piece, &from, false);
             return;
+        }
+        // A piece that failed before with several senders: whoever sent a
+        // block that differs from the good data lied.
+        let earlier = self.lock().blame.take(piece);
+        if let Some(e) = earlier {
+            for ip in blame::liars(&e, &data, crate::wire::BLOCK_SIZE as usize) {
+                self.ban_ip(ip, "sent a bad block in a piece that failed its hash check");
+            }
         }
         self.store.put_pending(piece, data);
         {
@@ -749,49 +758,69 @@ impl Torrent {
         });
     }
 
-    fn piece_bad(&self, piece: usize, from: Vec<PeerKey>) {
+    fn piece_bad(&self, piece: usize, data: &[u8], from: Vec<PeerKey>) {
         self.stats.hash_failures.fetch_add(1, Ordering::Relaxed);
         self.stats
             .wasted
             .fetch_add(self.meta.piece_size(piece), Ordering::Relaxed);
         let mut st = self.lock();
         st.picker.piece_failed(piece);
-        let mut senders: Vec<PeerKey> = from.clone();
-        senders.sort_unstable();
-        senders.dedup();
-        let sole = senders.len() == 1;
-        for k in senders {
-            let Some(addr) = st.peers.get(&k).map(|p| p.addr) else {
-                continue;
-            };
-            let strikes = {
-                let s = st.strikes.entry(addr).or_default();
-                *s += 1;
-                *s
-            };
-            if sole || strikes >= 2 {
-                warn!(parent: &self.span, %addr, piece, "peer sent data that failed the hash check; dropping and banning it");
-                st.banned_addrs.insert(addr);
-                st.picker.discard_from(k);
-                if let Some(p) = st.peers.get(&k) {
-                    let _ = p.cmd.send(PeerCmd::Close("sent corrupt data".into()));
-                }
-            } else {
-                debug!(parent: &self.span, %addr, piece, "hash failure with several contributors; strike");
+        let blocks: Vec<(Option<IpAddr>, &[u8])> = data
+            .chunks(crate::wire::BLOCK_SIZE as usize)
+            .zip(&from)
+            .map(|(d, k)| (st.peers.get(k).map(|p| p.addr.ip()), d))
+            .collect();
+        match st.blame.failed(piece, &blocks) {
+            blame::Failed::Convicted(ip) => {
+                drop(st);
+                self.ban_ip(ip, "sent data that failed the hash check");
+                return;
+            }
+            blame::Failed::RetryAlone => {
+                debug!(parent: &self.span, piece, "hash failure with several senders: fetching the piece again from one peer alone");
+                st.picker.retry_alone(piece);
             }
         }
         Self::wake_peers(&st);
     }
 
-    /// Bans `addr` for this torrent's life (it broke the protocol).
+    /// Bans `addr`'s IP for this torrent's life (it broke the protocol).
     pub(crate) fn ban(&self, addr: SocketAddr, why: &str) {
-        if self.lock().banned_addrs.insert(addr) {
-            warn!(parent: &self.span, %addr, reason = why, "peer banned");
+        self.ban_ip(addr.ip(), why);
+    }
+
+    /// Refuses every connection from `ip` from now on, closes those open,
+    /// and fetches again the blocks they gave to pieces in progress.
+    fn ban_ip(&self, ip: IpAddr, why: &str) {
+        let mut st = self.lock();
+        if !st.banned.insert(ip) {
+            return;
         }
+        warn!(parent: &self.span, %ip, reason = why, "peer banned, every connection from its address refused");
+        let keys: Vec<PeerKey> = st
+            .peers
+            .iter()
+            .filter(|(_, p)| p.addr.ip() == ip)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            st.picker.discard_from(k);
+            if let Some(p) = st.peers.get(&k) {
+                let _ = p.cmd.send(PeerCmd::Close(why.into()));
+            }
+        }
+        Self::wake_peers(&st);
     }
 
     pub(crate) fn is_banned(&self, addr: &SocketAddr) -> bool {
-        self.lock().banned_addrs.contains(addr)
+        self.lock().banned.contains(&addr.ip())
+    }
+
+    /// Bytes one IP may have delivered to pieces not yet verified before it
+    /// may begin no new piece (it may still finish those it started): what
+    /// a liar can spoil before a hash check catches it.
+    pub(crate) fn unverified_cap(&self) -> u64 {
+        (4 * self.meta.piece_length).max(8 << 20)
     }
 
     /// Registers a connected peer; `None` if it is a duplicate, ourselves or over the limit.
@@ -810,7 +839,7 @@ impl Torrent {
         if peer_id == self.peer_id {
             return Err("connected to ourselves".into());
         }
-        if st.banned_addrs.contains(&addr) {
+        if st.banned.contains(&addr.ip()) {
             return Err("banned".into());
         }
         // The same peer twice (we dialled each other) has the same address's
@@ -926,13 +955,13 @@ impl Torrent {
                 let mut st = self.lock();
                 let room = self.cfg.max_peers.saturating_sub(st.peers.len());
                 let own = self.listen_addr();
-                let banned = st.banned_addrs.clone();
+                let banned = st.banned.clone();
                 let mut out = Vec::new();
                 for (addr, k) in st.known.iter_mut() {
                     if out.len() >= room {
                         break;
                     }
-                    if k.connected || banned.contains(addr) || Some(*addr) == own {
+                    if k.connected || banned.contains(&addr.ip()) || Some(*addr) == own {
                         continue;
                     }
                     let backoff = Duration::from_millis(500 * (1u64 << k.failures.min(5)))

@@ -448,6 +448,7 @@ impl Session {
                         allowed_fast: &self.allowed_fast,
                         slow: false,
                         paid: true,
+                        may_start: true,
                     };
                     st.picker.would_buy(&view, Instant::now())
                 };
@@ -480,6 +481,16 @@ impl Session {
             let mut st = self.t.lock();
             let best = st.peers.values().map(|p| p.rate_down).fold(0.0, f64::max);
             let slow = best > 1e6 && self.rate < best / 8.0;
+            // One address may hold only so much data no hash has checked
+            // yet (however many connections it makes).
+            let ip = self.addr.ip();
+            let same_ip: Vec<PeerKey> = st
+                .peers
+                .iter()
+                .filter(|(_, p)| p.addr.ip() == ip)
+                .map(|(k, _)| *k)
+                .collect();
+            let may_start = st.picker.unverified_from(&same_ip) < self.t.unverified_cap();
             let view = PeerView {
                 key: self.key,
                 has: &self.has,
@@ -487,6 +498,7 @@ impl Session {
                 allowed_fast: &self.allowed_fast,
                 slow,
                 paid,
+                may_start,
             };
             let mut picked = st.picker.pick(&view, want, now);
             if let (true, Some(buy)) = (paid, &self.t.cfg.buy) {
@@ -775,7 +787,7 @@ impl Session {
                 self.snubbed = false;
                 let outcome = {
                     let mut st = self.t.lock();
-                    if st.banned_addrs.contains(&self.addr) {
+                    if st.banned.contains(&self.addr.ip()) {
                         // Banned for corrupt data, not yet closed: whatever
                         // it still sends must not go into a piece.
                         BlockOutcome::Unwanted

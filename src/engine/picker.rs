@@ -54,6 +54,9 @@ pub struct PeerView<'a> {
     /// A seller we pay: only asked for what free peers cannot deliver (no
     /// free peer has the piece, or a reader has waited on it `paid_after`).
     pub paid: bool,
+    /// May begin new pieces; false once its IP holds much unverified data
+    /// in pieces in progress (it may still finish those).
+    pub may_start: bool,
 }
 
 pub enum BlockOutcome {
@@ -94,6 +97,10 @@ pub struct Picker {
     /// moves one entry, a bitfield drops the order to be rebuilt on next use.
     /// Pieces we have stay in it and are skipped.
     rarest: Option<Vec<usize>>,
+    /// Pieces that failed with several senders: fetched again from one peer
+    /// alone, so that a second failure has one sender to blame (see
+    /// `engine::blame`).
+    alone: HashSet<usize>,
 }
 
 impl Picker {
@@ -115,6 +122,7 @@ impl Picker {
             max_active_normal: 16,
             dup_after: Duration::from_millis(300),
             rarest: None,
+            alone: HashSet::new(),
         }
     }
 
@@ -371,6 +379,12 @@ impl Picker {
             if !s.can_ask(peer, p) || (peer.paid && !s.may_buy(p, prio, now)) {
                 return true;
             }
+            if !peer.may_start && !s.active.contains_key(&p) {
+                return true;
+            }
+            if s.alone.contains(&p) && s.owner(p).is_some_and(|o| o != peer.key) {
+                return true; // another peer is fetching it alone
+            }
             if peer.slow && prio == Priority::Critical && s.availability[p] > 1 {
                 return true; // leave it to faster peers that have it
             }
@@ -426,6 +440,7 @@ impl Picker {
         let (cands, _) = self.candidates();
         for &(p, prio) in &cands {
             if prio == Priority::Normal
+                || self.alone.contains(&p)
                 || !self.can_ask(peer, p)
                 || (peer.paid && !self.may_buy(p, prio, now))
             {
@@ -506,6 +521,58 @@ impl Picker {
                 a.blocks[b] = Block::Free;
             }
         }
+        let p = r.index as usize;
+        if self.alone.contains(&p) && self.owner(p).is_some_and(|o| o == peer) {
+            let asks = self.active[&p]
+                .blocks
+                .iter()
+                .any(|b| matches!(b, Block::Asked(w) if w.iter().any(|&(k, _)| k == peer)));
+            if !asks {
+                // Its owner asks nothing more of it (timed out, choked,
+                // gone): another peer may fetch it, alone, from scratch.
+                self.free_blocks_of(p, peer);
+            }
+        }
+    }
+
+    /// Who is fetching piece `p`: the peer with a block asked or done in it.
+    fn owner(&self, p: usize) -> Option<PeerKey> {
+        let a = self.active.get(&p)?;
+        a.blocks.iter().enumerate().find_map(|(b, blk)| match blk {
+            Block::Asked(who) => who.first().map(|&(k, _)| k),
+            Block::Done => Some(a.from[b]),
+            Block::Free => None,
+        })
+    }
+
+    fn free_blocks_of(&mut self, p: usize, peer: PeerKey) {
+        if let Some(a) = self.active.get_mut(&p) {
+            for b in 0..a.blocks.len() {
+                if a.blocks[b] == Block::Done && a.from[b] == peer {
+                    a.blocks[b] = Block::Free;
+                    a.remaining += 1;
+                }
+            }
+        }
+    }
+
+    /// Piece `p` failed with several senders: it is fetched again from one
+    /// peer alone.
+    pub fn retry_alone(&mut self, p: usize) {
+        self.alone.insert(p);
+    }
+
+    /// Bytes of blocks `peers` delivered to pieces not yet complete.
+    pub fn unverified_from(&self, peers: &[PeerKey]) -> u64 {
+        let mut n = 0u64;
+        for (&p, a) in &self.active {
+            for (b, blk) in a.blocks.iter().enumerate() {
+                if *blk == Block::Done && peers.contains(&a.from[b]) {
+                    n += (self.piece_size(p) - b as u64 * BLOCK_SIZE as u64).min(BLOCK_SIZE as u64);
+                }
+            }
+        }
+        n
     }
 
     /// Still worth receiving (not done, piece not had)? Used to cancel duplicates.
@@ -537,6 +604,7 @@ impl Picker {
 
     pub fn piece_verified(&mut self, p: usize) {
         self.verifying.remove(&p);
+        self.alone.remove(&p);
         self.have.set(p);
     }
 
@@ -565,6 +633,7 @@ mod tests {
             allowed_fast: &[],
             slow: false,
             paid: false,
+            may_start: true,
         }
     }
 
@@ -660,6 +729,7 @@ mod tests {
             allowed_fast: &[2],
             slow: false,
             paid: false,
+            may_start: true,
         };
         let got = pk.pick(&v, 10, Instant::now());
         assert!(got.iter().all(|b| b.index == 2) && got.len() == 4);
@@ -720,6 +790,7 @@ mod tests {
             allowed_fast: &[],
             slow: true,
             paid: false,
+            may_start: true,
         };
         assert!(pk.pick(&slow, 10, Instant::now()).is_empty());
         assert_eq!(pk.pick(&view(2, &all), 10, Instant::now()).len(), 4);
@@ -818,5 +889,66 @@ mod tests {
             };
             assert_eq!(pk.rarest.as_ref().unwrap(), &fresh, "step {step}");
         }
+    }
+
+    #[test]
+    fn a_piece_retried_alone_goes_to_one_peer_until_it_lets_go() {
+        let all = Bitfield::full(2);
+        let mut pk = Picker::new(PL, 2 * PL, Bitfield::new(2));
+        pk.add_peer_pieces(&all);
+        pk.add_peer_pieces(&all);
+        pk.add_critical(0);
+        pk.retry_alone(0);
+        let now = Instant::now();
+        let first = pk.pick(&view(1, &all), 2, now);
+        assert!(first.iter().all(|b| b.index == 0) && first.len() == 2);
+        // Peer 2 gets nothing of piece 0, not even an end-game copy later.
+        let later = now + Duration::from_secs(5);
+        assert!(pk
+            .pick(&view(2, &all), 8, later)
+            .iter()
+            .all(|b| b.index != 0));
+        // Peer 1 may ask the rest of it.
+        let more = pk.pick(&view(1, &all), 8, now);
+        assert_eq!(more.iter().filter(|b| b.index == 0).count(), 2);
+        // One block delivered, then peer 1 lets go of the others (timed out):
+        // its block is dropped and peer 2 fetches the whole piece alone.
+        assert!(matches!(
+            pk.on_block(1, 0, 0, &vec![0; BLOCK_SIZE as usize]),
+            BlockOutcome::Accepted
+        ));
+        for b in first
+            .iter()
+            .chain(&more)
+            .filter(|b| b.index == 0 && b.begin != 0)
+        {
+            pk.release(1, b);
+        }
+        let taken = pk.pick(&view(2, &all), 8, later);
+        assert_eq!(taken.iter().filter(|b| b.index == 0).count(), 4);
+        pk.piece_verified(0);
+        assert!(!pk.alone.contains(&0));
+    }
+
+    #[test]
+    fn a_peer_over_its_unverified_share_only_finishes_started_pieces() {
+        let all = Bitfield::full(3);
+        let mut pk = Picker::new(PL, 3 * PL, Bitfield::new(3));
+        pk.add_peer_pieces(&all);
+        pk.fetch_all = true;
+        let now = Instant::now();
+        let got = pk.pick(&view(1, &all), 2, now);
+        for b in &got {
+            pk.on_block(1, b.index, b.begin, &vec![0; BLOCK_SIZE as usize]);
+        }
+        assert_eq!(pk.unverified_from(&[1]), 2 * BLOCK_SIZE as u64);
+        assert_eq!(pk.unverified_from(&[2]), 0);
+        let capped = PeerView {
+            may_start: false,
+            ..view(1, &all)
+        };
+        let next = pk.pick(&capped, 10, now);
+        assert_eq!(next.len(), 2, "the rest of the started piece only");
+        assert!(next.iter().all(|b| b.index == got[0].index));
     }
 }

@@ -102,6 +102,7 @@ fn picker(c: &mut Criterion) {
                     allowed_fast: &[],
                     slow: false,
                     paid: false,
+                    may_start: true,
                 };
                 std::hint::black_box(p.pick(&view, 64, Instant::now()))
             },

@@ -336,6 +336,20 @@ impl Party {
         log: &Path,
         extra: &[&str],
     ) -> Proc {
+        self.sell_at("127.0.0.1", torrent, data, port, log, extra)
+    }
+
+    /// [`Party::sell_with`] listening on `ip` (a peer banned by address
+    /// must not share it with the honest ones).
+    pub fn sell_at(
+        &self,
+        ip: &str,
+        torrent: &Path,
+        data: &Path,
+        port: u16,
+        log: &Path,
+        extra: &[&str],
+    ) -> Proc {
         let p = Proc::spawn(
             "btt seed --sell",
             Command::new(BTT)
@@ -345,7 +359,7 @@ impl Party {
                 .arg(data)
                 .args([
                     "--listen",
-                    &format!("127.0.0.1:{port}"),
+                    &format!("{ip}:{port}"),
                     "--no-trackers",
                     "--sell",
                     "--watch-interval",
@@ -354,7 +368,7 @@ impl Party {
                 .args(extra),
             log,
         );
-        wait_port(port, Duration::from_secs(20));
+        wait_addr(ip, port, Duration::from_secs(20));
         p
     }
 }

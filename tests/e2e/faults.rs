@@ -250,7 +250,9 @@ fn corrupt_peer_is_dropped_and_data_comes_from_another() {
     let bad_port = free_port();
     let _bad = aria2_seed(&torrent, &bad_dir, bad_port, &d.join("bad.log"), true);
     let good_port = free_port();
-    let bad_peer = format!("127.0.0.1:{bad_port}");
+    // Bans are by address: the liar has one of its own (aria2c listens on
+    // every address).
+    let bad_peer = format!("127.0.0.2:{bad_port}");
     let m = Mount::start(d, &torrent, &["--no-trackers", "--peer", &bad_peer]);
     // Only the corrupt peer at first: it must be caught and dropped.
     assert!(

@@ -8,16 +8,23 @@ use btt::wire::{self, BlockRef, Handshake, Message};
 use bytes::BytesMut;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// f.bin of `size` bytes in a scratch dir: (dir, data dir, its torrent).
 fn content(size: usize) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    content_in_pieces(size, 65536)
+}
+
+fn content_in_pieces(
+    size: usize,
+    piece: u64,
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let d = tmpdir();
     let data = d.path().join("data");
     make_tree(&data, &[("f.bin", size)]);
-    let torrent = make_torrent(&data.join("f.bin"), 65536, &[]);
+    let torrent = make_torrent(&data.join("f.bin"), piece, &[]);
     (d, data, torrent)
 }
 
@@ -39,6 +46,12 @@ pub enum Answer {
     ShortBlock,
     /// Never unchokes, never answers: it only takes a slot.
     Silent,
+    /// A block of the right length and the wrong bytes.
+    Corrupt,
+    /// The first block of each piece, wrong; the other requests are kept
+    /// and never answered (they time out and go to another peer), so the
+    /// pieces it spoils are completed by someone else.
+    CorruptFirstBlocks,
 }
 
 /// A peer that has every piece, unchokes everyone and answers requests
@@ -49,10 +62,6 @@ pub struct Hostile {
 }
 
 impl Hostile {
-    pub fn start(torrent: &std::path::Path, answer: Answer) -> Hostile {
-        Self::start_as(torrent, answer, "127.0.0.1", None)
-    }
-
     /// On `ip`, presenting `peer_id` (someone else's) if given.
     pub fn start_as(
         torrent: &std::path::Path,
@@ -72,7 +81,7 @@ impl Hostile {
                     Ok((c, _)) => {
                         let s = s.clone();
                         std::thread::spawn(move || {
-                            let _ = serve(c, ih, n, answer, peer_id, &s);
+                            let _ = serve(c, ih, n, answer, peer_id, false, &s);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -101,14 +110,17 @@ fn serve(
     n: usize,
     answer: Answer,
     peer_id: Option<[u8; 20]>,
+    dialed: bool,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     c.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let mut hs = [0u8; wire::HANDSHAKE_LEN];
-    c.read_exact(&mut hs)?;
     let mut id = *b"-XX0001-hostilepeer0";
     id[19] = b'0' + (rand_byte() % 10);
-    c.write_all(&Handshake::new(ih, peer_id.unwrap_or(id)).encode())?;
+    let mut hs = [0u8; wire::HANDSHAKE_LEN];
+    if !dialed {
+        c.read_exact(&mut hs)?;
+        c.write_all(&Handshake::new(ih, peer_id.unwrap_or(id)).encode())?;
+    }
     send(&mut c, Message::HaveAll)?;
     if !matches!(answer, Answer::Silent) {
         send(&mut c, Message::Unchoke)?;
@@ -147,7 +159,66 @@ fn reply(c: &mut TcpStream, r: BlockRef, answer: Answer) -> std::io::Result<()> 
             c.write_all(&vec![0xAB; len])
         }
         Answer::Silent => Ok(()),
+        Answer::Corrupt => {
+            c.write_all(&Message::piece_header(r.index, r.begin, r.length as usize))?;
+            c.write_all(&vec![0xAB; r.length as usize])
+        }
+        Answer::CorruptFirstBlocks if r.begin == 0 => reply(c, r, Answer::Corrupt),
+        Answer::CorruptFirstBlocks => Ok(()),
     }
+}
+
+/// Whether a mount's log says it banned address `ip`.
+fn banned(log: &str, ip: &str) -> bool {
+    let field = format!("ip={ip} ");
+    log.lines()
+        .any(|l| l.contains("peer banned") && l.contains(&field))
+}
+
+/// Dials the mount's listen port on 127.0.0.1 from `ip`, again and again
+/// (at once after each drop), answering requests with `answer`. Counts the
+/// sessions the mount took (it answered the handshake); stops when the
+/// flag is set.
+fn reconnecting(
+    port: u16,
+    torrent: &std::path::Path,
+    ip: &str,
+    answer: Answer,
+) -> (Arc<AtomicBool>, Arc<AtomicUsize>) {
+    let meta = meta_of(torrent);
+    let (ih, n) = (meta.info_hash.0, meta.num_pieces());
+    let from: std::net::SocketAddr = format!("{ip}:0").parse().unwrap();
+    let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sessions = Arc::new(AtomicUsize::new(0));
+    let (s, k) = (stop.clone(), sessions.clone());
+    std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            sock.bind(&from.into()).unwrap();
+            if sock
+                .connect_timeout(&to.into(), Duration::from_secs(2))
+                .is_err()
+            {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            let mut c: TcpStream = sock.into();
+            let mut id = *b"-XX0001-reconnect000";
+            id[19] = b'0' + (rand_byte() % 10);
+            let mut hs = [0u8; wire::HANDSHAKE_LEN];
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            if c.write_all(&Handshake::new(ih, id).encode()).is_ok()
+                && c.read_exact(&mut hs).is_ok()
+            {
+                k.fetch_add(1, Ordering::Relaxed);
+                let _ = serve(c, ih, n, answer, None, true, &s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    (stop, sessions)
 }
 
 fn rand_byte() -> u8 {
@@ -159,16 +230,21 @@ fn rand_byte() -> u8 {
 
 /// Two peers answering every request with a block one byte short, then a
 /// good seeder: the read completes from the good one (each short block
-/// frees its request at once, and its sender is dropped and banned).
+/// frees its request at once, and its sender is dropped and banned; bans
+/// are by address, so the attackers live on addresses of their own).
 #[test]
 fn short_blocks_do_not_stall_a_read() {
     let (d, data, torrent) = content(3_000_000);
     let (a, b) = (
-        Hostile::start(&torrent, Answer::ShortBlock),
-        Hostile::start(&torrent, Answer::ShortBlock),
+        Hostile::start_as(&torrent, Answer::ShortBlock, "127.0.0.2", None),
+        Hostile::start_as(&torrent, Answer::ShortBlock, "127.0.0.3", None),
     );
     let good = free_port();
-    let peers = [a.port, b.port, good].map(|p| format!("127.0.0.1:{p}"));
+    let peers = [
+        format!("127.0.0.2:{}", a.port),
+        format!("127.0.0.3:{}", b.port),
+        format!("127.0.0.1:{good}"),
+    ];
     let m = Mount::start(
         &d.path().join("m"),
         &torrent,
@@ -193,6 +269,62 @@ fn short_blocks_do_not_stall_a_read() {
         .unwrap()
         .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
     assert_eq!(got, std::fs::read(data.join("f.bin")).unwrap());
+}
+
+/// A peer sending wrong data that reconnects to the mount's listen port at
+/// once whenever it is dropped, before the good seeder is reachable: it is
+/// banned by its address (every later connection from it refused before
+/// the handshake), the good seeder is never blamed for the pieces they
+/// shared, and the read completes from it.
+#[test]
+fn a_reconnecting_corrupt_peer_is_banned_by_its_address() {
+    let (d, data, torrent) = content(3_000_000);
+    let good = free_port();
+    let _seed = btt_seed(&torrent, &data, good, &d.path().join("seed.log"), &[]);
+    let late = free_port();
+    let fwd = forward_later(late, good, Duration::from_millis(1500));
+    let m = Mount::start(
+        &d.path().join("m"),
+        &torrent,
+        &["--no-trackers", "--peer", &format!("127.0.0.1:{late}")],
+    );
+    let (stop, sessions) = reconnecting(listen_port(&m), &torrent, "127.0.0.2", Answer::Corrupt);
+    reads_whole(&m, &data, 30);
+    stop.store(true, Ordering::Relaxed);
+    fwd.store(true, Ordering::Relaxed);
+    let n = sessions.load(Ordering::Relaxed);
+    assert!(n <= 3, "{n} sessions from a banned address\n{}", m.log());
+    assert!(banned(&m.log(), "127.0.0.2"), "{}", m.log());
+    assert!(!banned(&m.log(), "127.0.0.1"), "{}", m.log());
+}
+
+/// A liar spoils the first block of each piece it is asked for and lets
+/// the good seeder complete them, so every piece it touches fails with two
+/// senders: the pieces are fetched again from one peer alone, the liar is
+/// caught (its block differs from the verified piece, or a piece of its own
+/// fails) and banned, and the good seeder is never blamed for the pieces
+/// they shared (two shared failures got it banned, and the read hung).
+#[test]
+fn a_liar_sharing_pieces_with_the_good_seeder_is_the_only_one_banned() {
+    let (d, data, torrent) = content_in_pieces(4_000_000, 256 * 1024);
+    let liar = Hostile::start_as(&torrent, Answer::CorruptFirstBlocks, "127.0.0.2", None);
+    let good = free_port();
+    let _seed = btt_seed(&torrent, &data, good, &d.path().join("seed.log"), &[]);
+    let m = Mount::start(
+        &d.path().join("m"),
+        &torrent,
+        &[
+            "--no-trackers",
+            "--peer",
+            &format!("127.0.0.2:{}", liar.port),
+            "--peer",
+            &format!("127.0.0.1:{good}"),
+        ],
+    );
+    reads_whole(&m, &data, 30);
+    let log = m.log();
+    assert!(banned(&log, "127.0.0.2"), "the liar is banned\n{log}");
+    assert!(!banned(&log, "127.0.0.1"), "the good seeder is not\n{log}");
 }
 
 /// The peer id a BitTorrent peer on 127.0.0.1:`port` presents for `torrent`

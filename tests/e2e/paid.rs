@@ -445,19 +445,29 @@ fn cheating_seller_is_not_paid() {
     bytes.iter_mut().for_each(|b| *b ^= 0x5a);
     std::fs::write(bad.join("film.bin"), &bytes).unwrap();
     let (pc, ph) = (free_port(), free_port());
-    let _c = cheat.sell_with(
+    // Bans are by address: the cheat has one of its own.
+    let _c = cheat.sell_at(
+        "127.0.0.2",
         &s.torrent,
         &bad,
         pc,
         &s.d.path().join("cheat.log"),
         &["--price", "500sat/MiB", "--seed-unverified"],
     );
+    let cheat_addr = format!("127.0.0.2:{pc}");
     let m = buy_mount(
         &s.d.path().join("m"),
         &s.torrent,
         &s.buyer,
-        &[pc, ph],
-        &["--max-price", PRICE, "--read-timeout", "60"],
+        &[ph],
+        &[
+            "--peer",
+            &cheat_addr,
+            "--max-price",
+            PRICE,
+            "--read-timeout",
+            "60",
+        ],
     );
     // Only the cheat is up at first; the honest seller comes once it is caught.
     let file = m.mnt.join("film.bin");
