@@ -297,7 +297,8 @@ impl SellerNode {
 
     /// Runs the book's steps for one answer: looks up each fact it asks
     /// for (without its lock), then makes the plan's effects durable and
-    /// commits it (under the lock).
+    /// commits it (unlocked in between, unless
+    /// [`crate::pay::book::Plan::holds_book`]).
     fn answer(
         &self,
         peer: SocketAddr,
@@ -305,7 +306,7 @@ impl SellerNode {
     ) -> Vec<Msg> {
         let mut f = Facts::default();
         loop {
-            let mut book = lock(&self.book);
+            let book = lock(&self.book);
             match step(&book, &f) {
                 Step::Need(q) => {
                     drop(book);
@@ -314,11 +315,18 @@ impl SellerNode {
                     }
                 }
                 Step::Done(plan) => {
+                    let held = plan.holds_book().then_some(book);
                     return match self.apply(&plan.effects) {
-                        Ok(()) => book.commit(Some(&peer), plan),
+                        Ok(()) => held
+                            .unwrap_or_else(|| lock(&self.book))
+                            .commit(Some(&peer), plan),
                         Err(e) => {
                             let code = match e {
                                 SellError::Store(StoreError::NotOpen(..)) => Code::Closed,
+                                // Another commit passed the total meanwhile.
+                                SellError::Store(StoreError::NotIncreasing { .. }) => {
+                                    Code::NotIncreasing
+                                }
                                 _ => Code::Internal,
                             };
                             plan.failed(code, &e.to_string())

@@ -182,6 +182,16 @@ impl Plan {
         self.replies
     }
 
+    /// Whether the book must stay locked until the plan is committed: a
+    /// close, so that no payment is acknowledged on the channel between its
+    /// close being built and recorded (the close would not claim it). Other
+    /// plans may make their effects durable unlocked, so that a payment's
+    /// fsync does not hold up serving: a payment verified against a total
+    /// another commit has since passed is refused by the store.
+    pub fn holds_book(&self) -> bool {
+        matches!(self.commit, Commit::Closed(_))
+    }
+
     /// The close transaction's id, for a close plan.
     pub fn close_txid(&self) -> Option<Txid> {
         self.effects.iter().find_map(|e| match e {
