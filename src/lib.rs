@@ -17,6 +17,7 @@ pub mod engine;
 pub mod failpoint;
 pub mod fs;
 pub mod fuse;
+pub mod fuzz;
 pub mod get;
 pub mod market;
 pub mod memory;

@@ -50,8 +50,25 @@ pub struct SellerNode {
     store: Mutex<ChannelStore>,
     chain: Arc<dyn ChainBackend>,
     wallet: Mutex<BttWallet>,
-    /// Wakes the watcher to stop.
-    watch: (Mutex<bool>, Condvar),
+    /// Wakes the watcher: to stop, or to check fundings now.
+    watch: (Mutex<Watch>, Condvar),
+}
+
+#[derive(Default)]
+struct Watch {
+    stop: bool,
+    fundings: bool,
+}
+
+/// Why the watcher woke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Its interval passed: every check is due.
+    Due,
+    /// An unconfirmed channel was served half its credit since its last
+    /// check: check fundings now.
+    Fundings,
+    Stop,
 }
 
 /// What a seller does with peers that do not pay over `btt_pay`.
@@ -104,7 +121,7 @@ impl SellerNode {
             store: Mutex::new(store),
             chain,
             wallet: Mutex::new(wallet),
-            watch: (Mutex::new(false), Condvar::new()),
+            watch: (Mutex::new(Watch::default()), Condvar::new()),
         })
     }
 
@@ -115,20 +132,32 @@ impl SellerNode {
         self
     }
 
-    /// Watcher side: waits up to `t`; false once
-    /// [`SellerNode::stop_watching`] was called.
-    pub fn wait_for_check(&self, t: std::time::Duration) -> bool {
+    /// Watcher side: waits up to `t`, or until fundings should be checked
+    /// now, or the watcher should stop.
+    pub fn wait_for_check(&self, t: std::time::Duration) -> Wake {
         let (m, cv) = &self.watch;
         let g = lock(m);
-        let (g, _) = cv
-            .wait_timeout_while(g, t, |stop| !*stop)
+        let (mut g, _) = cv
+            .wait_timeout_while(g, t, |w| !w.stop && !w.fundings)
             .unwrap_or_else(|e| e.into_inner());
-        !*g
+        if g.stop {
+            Wake::Stop
+        } else if std::mem::take(&mut g.fundings) {
+            Wake::Fundings
+        } else {
+            Wake::Due
+        }
     }
 
     pub fn stop_watching(&self) {
         let (m, cv) = &self.watch;
-        *lock(m) = true;
+        lock(m).stop = true;
+        cv.notify_all();
+    }
+
+    fn want_funding_check(&self) {
+        let (m, cv) = &self.watch;
+        lock(m).fundings = true;
         cv.notify_all();
     }
 
@@ -368,13 +397,6 @@ impl SellerNode {
                         .map_err(|e| e.to_string()),
                 )
             }
-            Query::Confirmations { txid, spk } => {
-                let have = self.chain.tx_status(&txid, &spk)?.confirmations();
-                if have == 0 {
-                    info!("funding unconfirmed");
-                }
-                f.confirmations = Some(have);
-            }
             Query::Funding(c) => {
                 match self.chain.tip_height() {
                     Ok(tip) => self.check_funding(&c, tip),
@@ -383,6 +405,13 @@ impl SellerNode {
                     }
                 }
                 f.checked.insert(c.funding);
+            }
+            Query::Confirmations { txid, spk } => {
+                let have = self.chain.tx_status(&txid, &spk)?.confirmations();
+                if have == 0 {
+                    info!("funding unconfirmed");
+                }
+                f.confirmations = Some(have);
             }
         }
         Ok(())
@@ -427,7 +456,14 @@ impl SellerNode {
         speaks_pay: bool,
         len: u32,
     ) -> bool {
-        let ok = lock(&self.book).may_upload(&peer, torrent, speaks_pay, len);
+        let (ok, check) = {
+            let mut b = lock(&self.book);
+            let ok = b.may_upload(&peer, torrent, speaks_pay, len);
+            (ok, b.take_check_wanted())
+        };
+        if check {
+            self.want_funding_check();
+        }
         if !ok && speaks_pay {
             debug!(%peer, len, "not serving: no credit left on its channel, or none bound");
         }

@@ -212,6 +212,8 @@ struct Unconfirmed {
     since: Option<u32>,
     /// Bytes served when the funding was last seen in place.
     checked_served: u64,
+    /// A check was asked for since the last one.
+    asked: bool,
 }
 
 struct Entry {
@@ -255,6 +257,9 @@ pub struct Book<P> {
     /// Which channel pays for each connection.
     conns: HashMap<P, OutPoint>,
     strikes: HashMap<P, u32>,
+    /// An unconfirmed channel was served half its credit since its last
+    /// check: the driver should check fundings now.
+    check_wanted: bool,
 }
 
 impl<P: Hash + Eq + Clone> Book<P> {
@@ -276,6 +281,7 @@ impl<P: Hash + Eq + Clone> Book<P> {
             channels: HashMap::new(),
             conns: HashMap::new(),
             strikes: HashMap::new(),
+            check_wanted: false,
         }
     }
 
@@ -308,6 +314,7 @@ impl<P: Hash + Eq + Clone> Book<P> {
                 unconfirmed: Some(Unconfirmed {
                     since: None,
                     checked_served: account.served_bytes,
+                    asked: false,
                 }),
                 live: true,
                 served_by: HashMap::new(),
@@ -525,18 +532,31 @@ impl<P: Hash + Eq + Clone> Book<P> {
         ))
     }
 
-    /// Payments from one peer, in order: each distinct unconfirmed channel
-    /// served on since its last check is checked on chain first (so an ack
-    /// never lets more than the credit be served past a visible conflict);
-    /// then each is verified against the one before it, and the newest total
-    /// of each channel is stored (one durable write) before any is acked.
+    /// Payments from one peer, in order: each is verified against the one
+    /// before it, and the newest total of each channel is stored (one
+    /// durable write) before any is acked. An unconfirmed funding is checked
+    /// before an ack only if its last check vouched for fewer of the bytes
+    /// served than the ack pays for (else the buyer's room after the ack would pass what
+    /// [`Book::may_upload`] allows); with checks asked for at half the
+    /// credit, that is rare unless the credit is small.
     pub fn pays(&self, batch: &[(OutPoint, Payment)], f: &Facts) -> Step {
-        for (ch, _) in batch {
+        for (ch, p) in batch {
             if f.checked.contains(ch) {
                 continue;
             }
-            if let Some(c) = self.check_due(ch) {
-                return Step::Need(Query::Funding(c));
+            let Some(e) = self.channels.get(ch).filter(|e| e.live) else {
+                continue;
+            };
+            if let Some(u) = e.unconfirmed {
+                // What the ack would vouch for, of what was served.
+                let covers = self
+                    .cfg
+                    .price
+                    .bytes_for(p.total_msat)
+                    .min(e.account.served_bytes);
+                if u.checked_served < covers {
+                    return Step::Need(Query::Funding(self.check_of(ch, e)));
+                }
             }
         }
         let mut replies = Vec::with_capacity(batch.len());
@@ -648,6 +668,7 @@ impl<P: Hash + Eq + Clone> Book<P> {
                         unconfirmed: unconfirmed_since.map(|since| Unconfirmed {
                             since: Some(since),
                             checked_served: 0,
+                            asked: false,
                         }),
                         live: true,
                         served_by: HashMap::new(),
@@ -686,9 +707,13 @@ impl<P: Hash + Eq + Clone> Book<P> {
     /// Whether to serve `len` bytes to `peer` now, and if so count them (the
     /// credit rule, `btt_pay.md` §7). `speaks_pay`: the peer announced
     /// `btt_pay`. An unconfirmed funding is served at most the credit (and
-    /// the waste allowance) beyond what its last check vouched for: an honest
-    /// buyer never reaches that (each of its payments is checked before it is
-    /// acknowledged); one that prepays waits for the watch's next check.
+    /// the waste allowance) beyond what its last check vouched for, and half
+    /// the credit after a check the next one is asked for
+    /// ([`Book::take_check_wanted`]): it completes long before the other
+    /// half is served, so an honest buyer does not wait on it, and once a
+    /// conflict is visible at most the credit is served before the channel
+    /// stops. If the chain is slow to answer, serving waits, never the
+    /// bound.
     pub fn may_upload(&mut self, peer: &P, torrent: [u8; 20], speaks_pay: bool, len: u32) -> bool {
         let Some(ch) = self.conns.get(peer) else {
             return !speaks_pay && self.cfg.serve_free_peers;
@@ -700,11 +725,16 @@ impl<P: Hash + Eq + Clone> Book<P> {
         if !e.account.may_serve(price, credit, len as u64) {
             return false;
         }
-        if let Some(u) = &e.unconfirmed {
+        if let Some(u) = &mut e.unconfirmed {
             let since = e.account.served_bytes.saturating_sub(u.checked_served);
             let allowance = price.bytes_for(waste_allowance_msat(e.account.paid_msat));
             if since + len as u64 > credit + allowance {
+                self.check_wanted = true;
                 return false;
+            }
+            if since + len as u64 >= credit / 2 && !u.asked {
+                u.asked = true;
+                self.check_wanted = true;
             }
         }
         e.account.served_bytes += len as u64;
@@ -753,12 +783,10 @@ impl<P: Hash + Eq + Clone> Book<P> {
             .is_some_and(|&n| n >= BAD_MESSAGES_DROP)
     }
 
-    /// The check an unconfirmed channel needs before a payment on it is
-    /// acknowledged, if data was served since the last one.
-    fn check_due(&self, ch: &OutPoint) -> Option<FundingCheck> {
-        let e = self.channels.get(ch).filter(|e| e.live)?;
-        let u = e.unconfirmed?;
-        (e.account.served_bytes > u.checked_served).then(|| self.check_of(ch, e))
+    /// Whether fundings should be checked now (and forgets that it was
+    /// asked).
+    pub fn take_check_wanted(&mut self) -> bool {
+        std::mem::take(&mut self.check_wanted)
     }
 
     fn check_of(&self, ch: &OutPoint, e: &Entry) -> FundingCheck {
@@ -798,6 +826,7 @@ impl<P: Hash + Eq + Clone> Book<P> {
             }
             Verdict::Wait => {
                 u.checked_served = u.checked_served.max(c.served);
+                u.asked = false;
                 None
             }
             Verdict::Stop(why) => {

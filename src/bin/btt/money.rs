@@ -391,18 +391,27 @@ pub fn start_selling(
     let n = node.clone();
     // Every interval, and whenever an unconfirmed channel asks: channels
     // nearing expiry are closed, unconfirmed fundings checked.
-    let watcher = std::thread::spawn(move || loop {
-        if let Err(e) = n.close_expiring() {
-            tracing::warn!(error = %e, "expiry check failed");
-        }
-        if let Err(e) = n.watch_fundings() {
-            tracing::warn!(error = %e, "funding check failed");
-        }
-        if let Err(e) = n.follow_chain() {
-            tracing::warn!(error = %e, "following channels on chain failed");
-        }
-        if !n.wait_for_check(interval) {
-            break;
+    let watcher = std::thread::spawn(move || {
+        use btt::market::seller_node::Wake;
+        let mut wake = Wake::Due;
+        loop {
+            if wake == Wake::Due {
+                if let Err(e) = n.close_expiring() {
+                    tracing::warn!(error = %e, "expiry check failed");
+                }
+            }
+            if let Err(e) = n.watch_fundings() {
+                tracing::warn!(error = %e, "funding check failed");
+            }
+            if wake == Wake::Due {
+                if let Err(e) = n.follow_chain() {
+                    tracing::warn!(error = %e, "following channels on chain failed");
+                }
+            }
+            wake = n.wait_for_check(interval);
+            if wake == Wake::Stop {
+                break;
+            }
         }
     });
     eprintln!(

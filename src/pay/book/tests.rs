@@ -107,14 +107,14 @@ fn drive(
                     w.asked.push("broadcast");
                     f.broadcast = Some(w.broadcast.clone())
                 }
-                Query::Confirmations { .. } => {
-                    w.asked.push("confirmations");
-                    f.confirmations = Some(w.confirmations)
-                }
                 Query::Funding(c) => {
                     w.asked.push("funding");
                     book.funding_seen(&c, w.funding, w.tip);
                     f.checked.insert(c.funding);
+                }
+                Query::Confirmations { .. } => {
+                    w.asked.push("confirmations");
+                    f.confirmations = Some(w.confirmations)
                 }
             },
             Step::Done(plan) => {
@@ -577,24 +577,31 @@ fn resume_says_what_is_held_and_unpaid() {
 fn a_vanished_zero_conf_funding_stops_the_channel() {
     let c = channel(CAP, TIP + 50);
     let mut b = opened(&c, true);
-    let mut w = World {
-        confirmations: 0,
-        ..World::default()
-    };
-    // Before anything is served, a payment needs no chain check.
-    for _ in 0..2 {
-        assert!(b.may_upload(&1, T1, true, 16384));
-    }
-    // Served since the last check: the funding is checked before the ack.
+    let mut w = World::default();
+    // Half the credit served since the last check: a check is asked for,
+    // once; payments are acked without waiting for it.
+    assert!(b.may_upload(&1, T1, true, 16384));
+    assert!(!b.take_check_wanted());
+    assert!(b.may_upload(&1, T1, true, 16384));
+    assert!(b.take_check_wanted(), "half the credit served");
+    assert!(b.may_upload(&1, T1, true, 16384));
+    assert!(!b.take_check_wanted(), "asked once until checked");
+    // The watch finds it in place: that vouches for the 48 KiB served, so
+    // a payment for 32 KiB is acked without a check of its own.
+    let check = &b.unconfirmed()[0];
+    assert_eq!(b.funding_seen(check, FundingSeen::Mempool, TIP), None);
     let (_, r) = drive(&mut b, &mut w, |b, f| b.pays(&[c.pay(0, 32768)], f));
     assert!(matches!(r[0], Msg::Ack { .. }));
-    assert_eq!(w.asked.iter().filter(|q| **q == "funding").count(), 1);
+    assert!(!w.asked.contains(&"funding"));
     // At most credit + allowance beyond what that check vouched for, even
     // for a buyer that prepays.
+    // One more block served: a payment covering it waits for a check.
+    assert!(b.may_upload(&1, T1, true, 16384));
     let (_, r) = drive(&mut b, &mut w, |b, f| {
         b.pays(&[c.pay(32768, 10_000_000)], f)
     });
     assert!(matches!(r[0], Msg::Ack { .. }));
+    assert_eq!(w.asked.iter().filter(|q| **q == "funding").count(), 1);
     let mut n = 0u64;
     while b.may_upload(&1, T1, true, 16384) {
         n += 16384;
@@ -602,7 +609,11 @@ fn a_vanished_zero_conf_funding_stops_the_channel() {
     }
     let allowance = 10_000_000 / 32;
     assert!(n <= CREDIT + allowance, "{n}");
+    assert!(b.take_check_wanted(), "held: a check is wanted");
     // Gone from the mempool: stopped at the next check, nothing more.
+    let check = &b.unconfirmed()[0];
+    let stopped = b.funding_seen(check, FundingSeen::Gone, TIP).unwrap();
+    assert_eq!(stopped.served_since_check, n);
     w.funding = FundingSeen::Gone;
     let (_, r) = drive(&mut b, &mut w, |b, f| {
         b.pays(&[c.pay(10_000_000, 10_001_000)], f)
