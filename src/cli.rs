@@ -82,6 +82,10 @@ pub struct MountCli {
     /// A read waiting longer than this fails with EIO (default: wait forever).
     #[arg(long, value_name = "SECS")]
     pub read_timeout: Option<f64>,
+    /// Refuse torrents with more files than this (each costs the mount about
+    /// 200 bytes of memory).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub max_files: usize,
     /// Download the whole torrent in the background, not only what is read.
     #[arg(long)]
     pub fetch_all: bool,

@@ -146,15 +146,11 @@ impl Filesystem for BttFuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(ino.0) {
-            Ok(entries) => {
-                for (i, (ino, k, name)) in entries.iter().enumerate().skip(offset as usize) {
-                    if reply.add(INodeNo(*ino), (i + 1) as u64, kind(*k), name) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let listed = self.fs.readdir(ino.0, offset, |ino, next, k, name| {
+            reply.add(INodeNo(ino), next, kind(k), name)
+        });
+        match listed {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }

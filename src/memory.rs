@@ -24,3 +24,15 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
+
+/// Gives freed heap pages back to the system (no-op elsewhere). Called once
+/// a torrent is parsed and its tables are built: parsing a .torrent of a
+/// million files frees about 0.8 GB of small allocations that would
+/// otherwise stay resident for the life of the mount.
+pub fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; any thread may call it.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -28,6 +28,12 @@ pub enum MountError {
     },
     #[error("mount point {path}: {why}")]
     Mountpoint { path: PathBuf, why: String },
+    #[error("torrent {path} has {files} files, more than --max-files {max}; a mount holds about 200 bytes per file: raise --max-files if this machine has the memory")]
+    TooManyFiles {
+        path: PathBuf,
+        files: usize,
+        max: usize,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -51,6 +57,9 @@ pub struct MountConfig {
     /// Keep downloaded data after unmount (`--no-keep` clears it).
     pub keep: bool,
     pub read_timeout: Option<Duration>,
+    /// Torrents with more files are refused (a torrent's size is an attack
+    /// on memory too).
+    pub max_files: usize,
     pub engine: EngineConfig,
     /// `-o` options, comma-separated lists already split.
     pub fuse_options: Vec<String>,
@@ -155,6 +164,13 @@ pub enum Ended {
 /// Mounts and serves until the end; calls `on_ready` once the mount is up.
 pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, MountError> {
     let meta = Arc::new(load_torrent(&cfg.torrent)?);
+    if meta.files.len() > cfg.max_files {
+        return Err(MountError::TooManyFiles {
+            path: cfg.torrent.clone(),
+            files: meta.files.len(),
+            max: cfg.max_files,
+        });
+    }
     let mountpoint =
         std::fs::canonicalize(&cfg.mountpoint).map_err(|e| MountError::Mountpoint {
             path: cfg.mountpoint.clone(),
@@ -179,6 +195,7 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, M
         cfg.engine.clone(),
     ))?;
     let fs = Arc::new(Fs::new(torrent.clone(), cfg.read_timeout));
+    crate::memory::trim();
     let adapter = BttFuse::new(fs.clone(), rt.handle().clone());
     let fcfg = fuse_config(&cfg.fuse_options, &meta.name);
     let session = match fuser::Session::new(adapter, &mountpoint, &fcfg) {

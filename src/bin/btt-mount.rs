@@ -83,6 +83,7 @@ fn main() -> Result<()> {
             .read_timeout
             .filter(|s| *s > 0.0)
             .map(Duration::from_secs_f64),
+        max_files: cli.max_files,
         engine: {
             let mut e = cli.peers.engine(cli.fetch_all);
             e.role = format!("mount {}", cli.mountpoint.display());

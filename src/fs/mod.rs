@@ -1,6 +1,11 @@
 //! File semantics over the engine: an inode table built once from the metainfo,
 //! open handles with a read-ahead window each, and `read` mapped onto torrent bytes.
 //!
+//! The inode table is sized for torrents with a million files: one flat
+//! node per file or directory, a directory's children as a vector sorted by
+//! name (lookup by binary search, `readdir` from an offset without building
+//! the listing), the count of subdirectories kept for `nlink`.
+//!
 //! Nothing here knows fuser's types. Metadata calls (`lookup`, `getattr`, `readdir`,
 //! `statfs`) answer from memory and never wait on the network. `read` waits for the
 //! pieces under it; the read-ahead window grows while a handle reads sequentially
@@ -13,7 +18,7 @@ pub use readahead::{ReadAhead, ReadAheadConfig};
 use crate::engine::{EngineError, Torrent};
 use crate::metainfo::Metainfo;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -89,7 +94,12 @@ struct Node {
     size: u64,
     /// Index into `Metainfo::files` for files.
     file: Option<usize>,
-    children: BTreeMap<String, u64>,
+    /// Its name in its directory (empty for the root).
+    name: Box<str>,
+    /// Directories: the children's inodes, sorted by name.
+    children: Vec<u64>,
+    /// Directories: how many children are directories (for `nlink`).
+    subdirs: u32,
 }
 
 struct Handle {
@@ -125,31 +135,53 @@ impl Fs {
             kind: Kind::Dir,
             size: 0,
             file: None,
-            children: BTreeMap::new(),
+            name: "".into(),
+            children: Vec::new(),
+            subdirs: 0,
         }];
-        for (fi, f) in meta.files.iter().enumerate() {
-            if f.padding {
-                continue;
-            }
-            let mut dir = 0usize;
-            for (ci, comp) in f.path.iter().enumerate() {
-                let last = ci + 1 == f.path.len();
-                if let Some(&ino) = nodes[dir].children.get(comp) {
-                    dir = ino as usize - 1;
+        {
+            // (directory, name) → node, while building.
+            let mut index: HashMap<(usize, &str), usize> = HashMap::new();
+            for (fi, f) in meta.files.iter().enumerate() {
+                if f.padding {
                     continue;
                 }
-                let ino = nodes.len() as u64 + 1;
-                nodes.push(Node {
-                    parent: dir as u64 + 1,
-                    kind: if last { Kind::File } else { Kind::Dir },
-                    size: if last { f.length } else { 0 },
-                    file: last.then_some(fi),
-                    children: BTreeMap::new(),
-                });
-                nodes[dir].children.insert(comp.clone(), ino);
-                dir = ino as usize - 1;
+                let mut dir = 0usize;
+                for (ci, comp) in f.path.iter().enumerate() {
+                    if let Some(&n) = index.get(&(dir, comp.as_str())) {
+                        dir = n;
+                        continue;
+                    }
+                    let last = ci + 1 == f.path.len();
+                    let n = nodes.len();
+                    nodes.push(Node {
+                        parent: dir as u64 + 1,
+                        kind: if last { Kind::File } else { Kind::Dir },
+                        size: if last { f.length } else { 0 },
+                        file: last.then_some(fi),
+                        name: comp.as_str().into(),
+                        children: Vec::new(),
+                        subdirs: 0,
+                    });
+                    nodes[dir].children.push(n as u64 + 1);
+                    index.insert((dir, comp.as_str()), n);
+                    dir = n;
+                }
             }
         }
+        for d in 0..nodes.len() {
+            let mut ch = std::mem::take(&mut nodes[d].children);
+            ch.sort_unstable_by(|&a, &b| {
+                nodes[a as usize - 1].name.cmp(&nodes[b as usize - 1].name)
+            });
+            ch.shrink_to_fit();
+            nodes[d].subdirs = ch
+                .iter()
+                .filter(|&&c| nodes[c as usize - 1].kind == Kind::Dir)
+                .count() as u32;
+            nodes[d].children = ch;
+        }
+        nodes.shrink_to_fit();
         let mtime = meta
             .creation_date
             .filter(|&d| d > 0)
@@ -181,16 +213,15 @@ impl Fs {
 
     pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         let n = self.node(ino)?;
-        let subdirs = n
-            .children
-            .values()
-            .filter(|&&c| self.nodes[c as usize - 1].kind == Kind::Dir)
-            .count() as u32;
         Ok(Attr {
             ino,
             kind: n.kind,
             size: n.size,
-            nlink: if n.kind == Kind::Dir { 2 + subdirs } else { 1 },
+            nlink: if n.kind == Kind::Dir {
+                2 + n.subdirs
+            } else {
+                1
+            },
             perm: if n.kind == Kind::Dir { 0o555 } else { 0o444 },
             mtime: self.mtime,
         })
@@ -201,24 +232,40 @@ impl Fs {
         if p.kind != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        let ino = *p.children.get(name).ok_or(FsError::NotFound)?;
-        self.getattr(ino)
+        let at = p
+            .children
+            .binary_search_by(|&c| self.nodes[c as usize - 1].name.as_ref().cmp(name))
+            .map_err(|_| FsError::NotFound)?;
+        self.getattr(p.children[at])
     }
 
-    /// Entries including `.` and `..`, in a stable order.
-    pub fn readdir(&self, ino: u64) -> Result<Vec<(u64, Kind, String)>, FsError> {
+    /// The entries of directory `ino` from position `offset` on (0 is `.`,
+    /// 1 is `..`, then the children by name), each given to `add` with the
+    /// offset of the entry after it, until `add` says the reply is full.
+    pub fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, u64, Kind, &str) -> bool,
+    ) -> Result<(), FsError> {
         let n = self.node(ino)?;
         if n.kind != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        let mut out = vec![
-            (ino, Kind::Dir, ".".to_string()),
-            (n.parent, Kind::Dir, "..".to_string()),
-        ];
-        for (name, &c) in &n.children {
-            out.push((c, self.nodes[c as usize - 1].kind, name.clone()));
+        let dots = [(ino, "."), (n.parent, "..")];
+        for (i, (c, name)) in dots.iter().enumerate().skip(offset as usize) {
+            if add(*c, i as u64 + 1, Kind::Dir, name) {
+                return Ok(());
+            }
         }
-        Ok(out)
+        let from = (offset as usize).saturating_sub(2);
+        for (i, &c) in n.children.iter().enumerate().skip(from) {
+            let child = &self.nodes[c as usize - 1];
+            if add(c, i as u64 + 3, child.kind, &child.name) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// (total bytes, number of files) for statfs.

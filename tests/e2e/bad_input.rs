@@ -168,3 +168,59 @@ fn oversized_wire_message_drops_the_peer_only() {
         "mount still serves metadata"
     );
 }
+
+/// A .torrent of `n` one-byte files f0000000… in one directory `many`.
+fn many_files_torrent(d: &std::path::Path, n: usize) -> std::path::PathBuf {
+    let mut files = Vec::with_capacity(n * 32);
+    for i in 0..n {
+        let name = format!("f{i:07}");
+        files.extend_from_slice(format!("d6:lengthi1e4:pathl{}:{name}ee", name.len()).as_bytes());
+    }
+    let pieces = n.div_ceil(16384);
+    let mut t = b"d4:infod5:filesl".to_vec();
+    t.extend_from_slice(&files);
+    t.extend_from_slice(
+        format!(
+            "e4:name4:many12:piece lengthi16384e6:pieces{}:",
+            pieces * 20
+        )
+        .as_bytes(),
+    );
+    t.extend(std::iter::repeat_n(0u8, pieces * 20));
+    t.extend_from_slice(b"ee");
+    let p = d.join("many.torrent");
+    std::fs::write(&p, t).unwrap();
+    p
+}
+
+/// Scale as an attack: a torrent of 100 000 files mounts and lists whole,
+/// in order, without the network (`readdir` goes on from its offset rather
+/// than building the listing each time: 10^6 files took 57 s to `ls`), and
+/// `--max-files` refuses one larger than the limit with a clear error.
+#[test]
+fn a_torrent_with_100_000_files_lists_whole_and_max_files_guards() {
+    let d = tmpdir();
+    let d = d.path();
+    let n = 100_000;
+    let t = many_files_torrent(d, n);
+    let m = Mount::start(&d.join("a"), &t, &["--no-trackers"]);
+    let dir = m.mnt.join("many");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), n, "every file listed once");
+    let expect: Vec<String> = (0..n).map(|i| format!("f{i:07}")).collect();
+    assert_eq!(names, expect, "in name order, none twice");
+    assert_eq!(std::fs::metadata(dir.join("f0099999")).unwrap().len(), 1);
+    assert!(std::fs::metadata(dir.join("f0100000")).is_err());
+    drop(m);
+    let e = match Mount::try_start(&d.join("b"), &t, &["--no-trackers", "--max-files", "99999"]) {
+        Ok(_) => panic!("mounted past --max-files"),
+        Err(e) => e,
+    };
+    assert!(
+        e.contains("100000 files, more than --max-files 99999"),
+        "{e}"
+    );
+}

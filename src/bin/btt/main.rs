@@ -268,6 +268,7 @@ fn main() -> Result<()> {
                 cache_size: 32 << 20,
                 keep: false,
                 read_timeout: None,
+                max_files: 1_000_000,
                 engine: btt::engine::EngineConfig {
                     listen: "127.0.0.1:0".parse()?,
                     peers: vec![prep.seeder_addr],
