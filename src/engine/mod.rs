@@ -306,6 +306,17 @@ pub(crate) struct State {
     choke_round: u64,
 }
 
+impl State {
+    /// The connections from `ip`.
+    pub(crate) fn keys_of(&self, ip: IpAddr) -> Vec<PeerKey> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.addr.ip() == ip)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+}
+
 pub struct Torrent {
     pub meta: Arc<Metainfo>,
     pub store: Arc<Store>,
@@ -797,13 +808,7 @@ impl Torrent {
             return;
         }
         warn!(parent: &self.span, %ip, reason = why, "peer banned, every connection from its address refused");
-        let keys: Vec<PeerKey> = st
-            .peers
-            .iter()
-            .filter(|(_, p)| p.addr.ip() == ip)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in keys {
+        for k in st.keys_of(ip) {
             st.picker.discard_from(k);
             if let Some(p) = st.peers.get(&k) {
                 let _ = p.cmd.send(PeerCmd::Close(why.into()));

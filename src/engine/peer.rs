@@ -483,13 +483,7 @@ impl Session {
             let slow = best > 1e6 && self.rate < best / 8.0;
             // One address may hold only so much data no hash has checked
             // yet (however many connections it makes).
-            let ip = self.addr.ip();
-            let same_ip: Vec<PeerKey> = st
-                .peers
-                .iter()
-                .filter(|(_, p)| p.addr.ip() == ip)
-                .map(|(k, _)| *k)
-                .collect();
+            let same_ip = st.keys_of(self.addr.ip());
             let may_start = st.picker.unverified_from(&same_ip) < self.t.unverified_cap();
             let view = PeerView {
                 key: self.key,

@@ -461,17 +461,7 @@ impl<P: Hash + Eq + Clone> Book<P> {
             Some(Some(_)) => return err(Code::Closed, "channel is no longer open".into()),
             Some(None) => {}
         }
-        let terms = Terms {
-            network: self.cfg.network,
-            capacity_sat: t.capacity_sat,
-            fee_sat: t.fee_sat,
-            expiry_height: t.expiry_height,
-            buyer: t.buyer_key,
-            seller: t.seller_key,
-            buyer_payout: t.buyer_payout.clone(),
-            seller_payout: t.seller_payout.clone(),
-            funding: ch,
-        };
+        let terms = t.to_terms(self.cfg.network);
         let Some(tip) = f.tip else {
             return Step::Need(Query::Tip);
         };

@@ -63,6 +63,24 @@ pub struct ChannelTerms {
     pub funding: OutPoint,
 }
 
+impl ChannelTerms {
+    /// The channel's terms on `network` (the wire names it by string; the
+    /// receiver checks that string against its own network first).
+    pub fn to_terms(&self, network: crate::pay::bitcoin::Network) -> crate::pay::tx::Terms {
+        crate::pay::tx::Terms {
+            network,
+            capacity_sat: self.capacity_sat,
+            fee_sat: self.fee_sat,
+            expiry_height: self.expiry_height,
+            buyer: self.buyer_key,
+            seller: self.seller_key,
+            buyer_payout: self.buyer_payout.clone(),
+            seller_payout: self.seller_payout.clone(),
+            funding: self.funding,
+        }
+    }
+}
+
 /// Error codes (`code` field of `error`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Code {

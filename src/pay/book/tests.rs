@@ -201,23 +201,7 @@ impl Chan {
         self.terms.funding
     }
     fn buyer_at(&self, total: u64) -> Buyer {
-        let t = &self.terms;
-        Buyer::new(
-            Terms {
-                network: Network::Regtest,
-                capacity_sat: t.capacity_sat,
-                fee_sat: t.fee_sat,
-                expiry_height: t.expiry_height,
-                buyer: t.buyer_key,
-                seller: t.seller_key,
-                buyer_payout: t.buyer_payout.clone(),
-                seller_payout: t.seller_payout.clone(),
-                funding: t.funding,
-            },
-            self.buyer,
-            total,
-        )
-        .unwrap()
+        Buyer::new(self.terms.to_terms(Network::Regtest), self.buyer, total).unwrap()
     }
     fn pay(&self, from: u64, to: u64) -> (OutPoint, Payment) {
         (self.id(), self.buyer_at(from).pay(to).unwrap())
