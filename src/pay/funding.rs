@@ -3,13 +3,15 @@
 //! A seller that accepts a channel before its funding confirms risks that the
 //! buyer double-spends the funding's inputs. It cannot prevent that, but it can
 //! bound what it serves once the conflict is visible: the funding is checked
-//! on chain every watch interval and before a payment is acknowledged when
-//! data was served since the last check, and the seller serves at most
+//! on chain every watch interval, whenever half the credit was served since
+//! the last check, and before an acknowledgement that pays for more of the
+//! served bytes than the last check vouched for; the seller serves at most
 //! `credit` (plus the waste allowance) beyond what the last good check
 //! vouched for. So once the funding is gone (replaced, its input spent by
 //! another transaction, or dropped from the node's mempool) at most that much
-//! is served before the channel stops. An honest buyer never waits on this:
-//! it is never more than the credit beyond its last acknowledged payment.
+//! is served before the channel stops. An honest buyer does not wait on
+//! this: the check asked at half the credit returns before the other half is
+//! served (the book in [`super::book`] applies these rules).
 
 /// What the chain says about a funding transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
