@@ -60,9 +60,7 @@ impl Blame {
     /// Piece `piece` failed; `blocks` are its blocks in order with the IP
     /// that sent each (`None`: a peer gone before we knew its address).
     pub fn failed(&mut self, piece: usize, blocks: &[(Option<IpAddr>, &[u8])]) -> Failed {
-        let mut ips = blocks.iter().map(|(ip, _)| *ip);
-        let first = ips.next().flatten();
-        if let Some(ip) = first {
+        if let Some(&(Some(ip), _)) = blocks.first() {
             if blocks.iter().all(|(b, _)| *b == Some(ip)) {
                 return Failed::Convicted(ip);
             }

@@ -483,8 +483,11 @@ impl Session {
             let slow = best > 1e6 && self.rate < best / 8.0;
             // One address may hold only so much data no hash has checked
             // yet (however many connections it makes).
-            let same_ip = st.keys_of(self.addr.ip());
-            let may_start = st.picker.unverified_from(&same_ip) < self.t.unverified_cap();
+            // (The scan is needed only when pieces in progress could hold
+            // that much.)
+            let cap = self.t.unverified_cap();
+            let may_start = st.picker.unverified_bound() < cap
+                || st.picker.unverified_from(&st.keys_of(self.addr.ip())) < cap;
             let view = PeerView {
                 key: self.key,
                 has: &self.has,

@@ -562,6 +562,12 @@ impl Picker {
         self.alone.insert(p);
     }
 
+    /// At most what pieces in progress can hold: a bound on
+    /// [`Picker::unverified_from`] that costs nothing.
+    pub fn unverified_bound(&self) -> u64 {
+        self.active.len() as u64 * self.piece_length
+    }
+
     /// Bytes of blocks `peers` delivered to pieces not yet complete.
     pub fn unverified_from(&self, peers: &[PeerKey]) -> u64 {
         let mut n = 0u64;
@@ -592,13 +598,9 @@ impl Picker {
     /// would fail those pieces too and cast suspicion on whoever completes
     /// them).
     pub fn discard_from(&mut self, peer: PeerKey) {
-        for a in self.active.values_mut() {
-            for b in 0..a.blocks.len() {
-                if a.blocks[b] == Block::Done && a.from[b] == peer {
-                    a.blocks[b] = Block::Free;
-                    a.remaining += 1;
-                }
-            }
+        let started: Vec<usize> = self.active.keys().copied().collect();
+        for p in started {
+            self.free_blocks_of(p, peer);
         }
     }
 

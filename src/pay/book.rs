@@ -290,10 +290,6 @@ impl<P: Hash + Eq + Clone> Book<P> {
         &self.info
     }
 
-    pub fn config(&self) -> &BookConfig {
-        &self.cfg
-    }
-
     /// Blocks an unconfirmed funding is served at all (0: no limit).
     pub fn set_zero_conf_timeout(&mut self, blocks: u32) {
         self.cfg.zero_conf_timeout_blocks = blocks;

@@ -30,6 +30,8 @@ pub mod opening;
 pub mod price;
 pub mod proto;
 pub mod script;
+#[cfg(test)]
+mod testkit;
 pub mod tx;
 
 pub use bdk_wallet::bitcoin;

@@ -159,15 +159,10 @@ impl Acks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pay::bitcoin::secp256k1::{Secp256k1, SecretKey};
     use crate::pay::bitcoin::{OutPoint, PublicKey};
 
     fn key(b: u8) -> PublicKey {
-        PublicKey::new(
-            SecretKey::from_slice(&[b; 32])
-                .unwrap()
-                .public_key(&Secp256k1::new()),
-        )
+        crate::pay::testkit::pubkey(&crate::pay::testkit::key(b))
     }
 
     fn info() -> SellerInfo {

@@ -506,11 +506,7 @@ mod tests {
     use crate::pay::bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
 
     fn key(b: u8) -> PublicKey {
-        PublicKey::new(
-            SecretKey::from_slice(&[b; 32])
-                .unwrap()
-                .public_key(&Secp256k1::new()),
-        )
+        crate::pay::testkit::pubkey(&crate::pay::testkit::key(b))
     }
 
     fn outpoint() -> OutPoint {

@@ -4,9 +4,8 @@
 
 use super::*;
 use crate::pay::bitcoin::hashes::Hash;
-use crate::pay::bitcoin::secp256k1::Secp256k1;
 use crate::pay::bitcoin::{
-    absolute::LockTime, transaction::Version, Amount, PublicKey, Sequence, TxIn, TxOut, Witness,
+    absolute::LockTime, transaction::Version, Amount, Sequence, TxIn, TxOut, Witness,
 };
 use crate::pay::channel::Buyer;
 
@@ -17,15 +16,7 @@ const CREDIT: u64 = 64 * 1024;
 const T1: [u8; 20] = [1; 20];
 const T2: [u8; 20] = [2; 20];
 
-fn key(b: u8) -> SecretKey {
-    SecretKey::from_slice(&[b; 32]).unwrap()
-}
-fn pubkey(k: &SecretKey) -> PublicKey {
-    PublicKey::new(k.public_key(&Secp256k1::new()))
-}
-fn wpkh(k: &SecretKey) -> ScriptBuf {
-    ScriptBuf::new_p2wpkh(&pubkey(k).wpubkey_hash().unwrap())
-}
+use crate::pay::testkit::{key, pubkey, wpkh};
 
 fn config() -> BookConfig {
     BookConfig {

@@ -17,15 +17,7 @@ const CAP: u64 = 990_000;
 const FEE: u64 = 500;
 const EXPIRY: u32 = 1_500;
 
-fn key(b: u8) -> SecretKey {
-    SecretKey::from_slice(&[b; 32]).unwrap()
-}
-fn pubkey(k: &SecretKey) -> PublicKey {
-    PublicKey::new(k.public_key(&Secp256k1::new()))
-}
-fn wpkh(k: &SecretKey) -> ScriptBuf {
-    ScriptBuf::new_p2wpkh(&pubkey(k).wpubkey_hash().unwrap())
-}
+use crate::pay::testkit::{key, pubkey, wpkh};
 
 fn consensus(
     spk: &ScriptBuf,
