@@ -28,7 +28,7 @@ pub enum MountError {
     },
     #[error("mount point {path}: {why}")]
     Mountpoint { path: PathBuf, why: String },
-    #[error("torrent {path} has {files} files, more than --max-files {max}; a mount holds about 200 bytes per file: raise --max-files if this machine has the memory")]
+    #[error("torrent {path} has {files} files, more than --max-files {max}; a mount holds about 400 bytes per file: raise --max-files if this machine has the memory")]
     TooManyFiles {
         path: PathBuf,
         files: usize,

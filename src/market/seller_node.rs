@@ -5,9 +5,10 @@
 //! request, on stop and before expiry.
 //!
 //! The book decides, this module does the I/O in the order the book gives.
-//! Chain lookups run without the book's lock; a plan's effects (local store
-//! writes, and the broadcast of a close) run under it, so no payment is
-//! acknowledged on a channel while it is being closed. Chain calls block;
+//! Chain lookups and a plan's store writes run without the book's lock (a
+//! payment's fsync does not hold up serving); a close keeps the lock until
+//! it is recorded and broadcast, so no payment is acknowledged on a channel
+//! while it is being closed. Chain calls block;
 //! callers run [`SellerNode::handle`] off the async runtime.
 
 use crate::chain::{ChainBackend, OutputStatus, TxStatus};
