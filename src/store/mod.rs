@@ -3,7 +3,8 @@
 //! Layout: the torrent's files live under a content root exactly as other clients
 //! lay them out (`root/<name>` or `root/<name>/<path…>`), created sparse at full size
 //! on first write, so a finished download is a normal directory tree. The set of
-//! pieces known to be on disk is persisted next to it and reloaded on remount.
+//! pieces known to be on disk is recorded next to it ([`record`]: a snapshot and
+//! a journal) and reloaded on remount.
 //!
 //! All methods block (they do file I/O); the engine calls them from
 //! `spawn_blocking`. A verified piece is readable at once from `pending` while its
@@ -19,11 +20,12 @@ use lru::LruCache;
 use sha1::{Digest, Sha1};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+mod record;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,7 +48,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 pub struct Store {
     meta: Arc<Metainfo>,
     root: PathBuf,
-    state_file: PathBuf,
     /// Open handles, and whether each was opened for writing: a file first
     /// opened to read (a remount serving pieces it has) is reopened to write.
     files: Vec<Mutex<Option<Handle>>>,
@@ -54,15 +55,13 @@ pub struct Store {
     pending: Mutex<HashMap<usize, Bytes>>,
     on_disk: Mutex<Bitfield>,
     dirty: Mutex<Vec<usize>>,
-    /// One flush at a time: each syncs what was written before it and
-    /// replaces the state file (a shared temp name), in order.
-    flushing: Mutex<()>,
+    /// The record of pieces on disk; also makes flushes one at a time (each
+    /// syncs what was written before it, then records it), in order.
+    record: Mutex<record::Record>,
 }
 
 /// An open file of the torrent, and whether it was opened for writing.
 type Handle = (Arc<File>, bool);
-
-const STATE_MAGIC: &[u8; 8] = b"bttbf001";
 
 impl Store {
     /// Opens (creating directories as needed) and loads the persisted bitfield.
@@ -85,17 +84,13 @@ impl Store {
             pending: Mutex::new(HashMap::new()),
             on_disk: Mutex::new(Bitfield::new(n)),
             dirty: Mutex::new(Vec::new()),
-            flushing: Mutex::new(()),
+            record: Mutex::new(record::Record::new(state_file, meta.info_hash.0, n)),
             root: root.to_path_buf(),
-            state_file: state_file.to_path_buf(),
             meta,
         };
-        if let Ok(raw) = std::fs::read(state_file) {
-            if raw.len() > 28 && &raw[..8] == STATE_MAGIC && raw[8..28] == store.meta.info_hash.0 {
-                if let Some(bf) = Bitfield::from_bytes(&raw[28..], n) {
-                    *store.on_disk.lock().expect("lock") = store.drop_missing(bf);
-                }
-            }
+        let recorded = store.record.lock().expect("lock").load();
+        if let Some(bf) = recorded {
+            *store.on_disk.lock().expect("lock") = store.drop_missing(bf);
         }
         Ok(store)
     }
@@ -347,17 +342,17 @@ impl Store {
         bf
     }
 
-    /// Syncs files written since the last call, then persists the bitfield
-    /// atomically (write temp + rename), so a crash never records unwritten data.
+    /// Syncs files written since the last call, then records their pieces
+    /// durably, so a crash never records unwritten data.
     pub fn flush(&self) -> Result<(), StoreError> {
-        let _one = self.flushing.lock().expect("lock");
+        let mut record = self.record.lock().expect("lock");
         let written: Vec<usize> = std::mem::take(&mut *self.dirty.lock().expect("lock"));
         if written.is_empty() {
             return Ok(());
         }
         // Pieces count as on disk only once the record of them is durable;
         // if any step fails they stay dirty for the next flush.
-        match self.persist(&written) {
+        match self.persist(&mut record, &written) {
             Ok(()) => {
                 let mut bf = self.on_disk.lock().expect("lock");
                 for &p in &written {
@@ -372,9 +367,8 @@ impl Store {
         }
     }
 
-    /// Syncs the files of `written` and replaces the state file with the
-    /// pieces on disk plus them (temp file, rename, directory sync).
-    fn persist(&self, written: &[usize]) -> Result<(), StoreError> {
+    /// Syncs the files of `written`, then records them.
+    fn persist(&self, record: &mut record::Record, written: &[usize]) -> Result<(), StoreError> {
         let mut files = std::collections::BTreeSet::new();
         for &p in written {
             for s in self.meta.piece_slices(p) {
@@ -388,24 +382,11 @@ impl Store {
                 .sync_data()
                 .map_err(io_err(&self.path_of(i)))?;
         }
-        let mut snapshot = self.on_disk.lock().expect("lock").clone();
+        let mut all = self.on_disk.lock().expect("lock").clone();
         for &p in written {
-            snapshot.set(p);
+            all.set(p);
         }
-        let tmp = self.state_file.with_extension("tmp");
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(STATE_MAGIC).map_err(io_err(&tmp))?;
-        f.write_all(&self.meta.info_hash.0).map_err(io_err(&tmp))?;
-        f.write_all(snapshot.as_bytes()).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &self.state_file).map_err(io_err(&self.state_file))?;
-        // The rename itself is durable only once the directory is synced.
-        if let Some(dir) = self.state_file.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(dir))?;
-        }
-        Ok(())
+        record.add(&all, written)
     }
 
     /// Writes a verified piece and makes it durable: synced and recorded in
@@ -419,6 +400,7 @@ impl Store {
             Ok(()) | Err(StoreError::Missing(_)) => {}
             Err(e) => return Err(e),
         }
+        self.start_writeback(piece);
         self.flush()?;
         if self.on_disk.lock().expect("lock").get(piece) {
             Ok(())
@@ -427,12 +409,36 @@ impl Store {
         }
     }
 
+    /// Starts writing `piece`'s pages to disk without waiting for them, so
+    /// that while another flush syncs, this piece's I/O is under way and its
+    /// own sync finds little left. Errors are left to that sync to report.
+    fn start_writeback(&self, piece: usize) {
+        use std::os::fd::AsRawFd;
+        for s in self.meta.piece_slices(piece) {
+            if self.meta.files[s.file].padding {
+                continue;
+            }
+            if let Ok(f) = self.file(s.file, true) {
+                // SAFETY: `f` is an open file for the whole call; the call
+                // only queues its pages for writing.
+                unsafe {
+                    libc::sync_file_range(
+                        f.as_raw_fd(),
+                        s.file_offset as libc::off64_t,
+                        s.len as libc::off64_t,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    );
+                }
+            }
+        }
+    }
+
     /// `--no-keep`: remove the downloaded data and state.
     pub fn delete(&self) -> Result<(), StoreError> {
         for f in &self.files {
             *f.lock().expect("lock") = None;
         }
-        let _ = std::fs::remove_file(&self.state_file);
+        self.record.lock().expect("lock").remove();
         std::fs::remove_dir_all(&self.root).map_err(io_err(&self.root))
     }
 }
