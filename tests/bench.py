@@ -200,6 +200,12 @@ def proc_figures(pid):
         return None, None
 
 
+def idle_seconds():
+    """The machine's idle CPU seconds so far (all cores), from /proc/stat."""
+    f = open("/proc/stat").readline().split()
+    return (int(f[4]) + int(f[5])) / os.sysconf("SC_CLK_TCK")
+
+
 def rpc(method, params):
     """A JSON-RPC call to the regtest node, from inside the namespace."""
     auth = "Basic " + base64.b64encode(f"x:{RPC_KEY}".encode()).decode()
@@ -281,14 +287,16 @@ class Swarm:
         for i in range(2):
             wait_port(ARIA_PORT + i, SEED_IP)
         torrents = [t for t, _ in self.torrents.values()]
-        self.procs.append(spawn([BTT, "seed", *torrents, "--data", self.content, "--listen",
-                                 f"127.0.0.1:{OWN_PORT}", "--no-trackers"], f"{W}/own-seed.log"))
+        self.own_seed = spawn([BTT, "seed", *torrents, "--data", self.content, "--listen",
+                               f"127.0.0.1:{OWN_PORT}", "--no-trackers"], f"{W}/own-seed.log")
+        self.procs.append(self.own_seed)
         wait_port(OWN_PORT)
         # The paid seller: a regtest chain and two wallets.
         node = os.path.join(ROOT, "tests/regtest/bcoin-node.js")
-        self.procs.append(spawn(["node", node, "--http-host=127.0.0.1", f"--http-port={RPC_PORT}",
-                                 f"--api-key={RPC_KEY}", "--no-wallet=true", "--index-tx=true"],
-                                f"{W}/bcoin.log"))
+        self.node = spawn(["node", node, "--http-host=127.0.0.1", f"--http-port={RPC_PORT}",
+                           f"--api-key={RPC_KEY}", "--no-wallet=true", "--index-tx=true"],
+                          f"{W}/bcoin.log")
+        self.procs.append(self.node)
         wait_port(RPC_PORT)
         time.sleep(0.5)
         rpc("generatetoaddress", [440, BURN])
@@ -299,12 +307,13 @@ class Swarm:
         btt(seller, *init, "--zero-conf-limit", "10000000", "--min-expiry-blocks", "10")
         rpc("generatetoaddress", [3, btt(self.buyer, "wallet", "address").strip()])
         rpc("generatetoaddress", [100, BURN])
-        self.procs.append(spawn([BTT, "--home", seller, "seed", *torrents, "--data", self.content,
-                                 "--listen", f"127.0.0.1:{PAID_PORT}", "--no-trackers",
-                                 "--price", "1000sat/GiB",
-                                 *(["--credit", os.environ["BTT_BENCH_CREDIT"]]
-                                   if os.environ.get("BTT_BENCH_CREDIT") else [])],
-                                f"{W}/paid-seed.log"))
+        self.paid_seed = spawn([BTT, "--home", seller, "seed", *torrents, "--data",
+                                self.content, "--listen", f"127.0.0.1:{PAID_PORT}",
+                                "--no-trackers", "--price", "1000sat/GiB",
+                                *(["--credit", os.environ["BTT_BENCH_CREDIT"]]
+                                  if os.environ.get("BTT_BENCH_CREDIT") else [])],
+                               f"{W}/paid-seed.log")
+        self.procs.append(self.paid_seed)
         wait_port(PAID_PORT)
         time.sleep(2)  # aria2c seeders announce
 
@@ -408,8 +417,19 @@ def measure_stream(swarm, kind, run):
     try:
         r["first_64k_s"] = m.first_byte()
         prof = profile_start(f"{kind}-{run}")
+        others = {"btt-paid": [swarm.paid_seed, swarm.node],
+                  "btt-own": [swarm.own_seed]}.get(kind, [])
+        before = [proc_figures(p.pid)[1] or 0 for p in others]
+        idle0 = idle_seconds()
         r["seq_MBps"] = seq_read(m)
+        idle1 = idle_seconds()
+        after = [proc_figures(p.pid)[1] or 0 for p in others]
         profile_stop(prof)
+        if others:
+            r["seller_cpu_s"] = after[0] - before[0]
+        if kind == "btt-paid":
+            r["node_cpu_s"] = after[1] - before[1]
+        r["idle_share"] = (idle1 - idle0) / (os.cpu_count() * BIG_SIZE / 1e6 / r["seq_MBps"])
         r["rss_MiB"], r["cpu_s"] = m.figures()
         if kind == "btt-paid":
             time.sleep(1.5)  # the last payments, and a status write
@@ -479,6 +499,9 @@ METRICS = [
     ("seek_decode_s", "then seek to 60 s + decode a frame (s)", 2),
     ("rss_MiB", "peak RSS (MiB)", 0),
     ("cpu_s", "CPU for mount + sequential read (s)", 2),
+    ("seller_cpu_s", "CPU of the btt seeder during the sequential read (s)", 2),
+    ("node_cpu_s", "CPU of the chain node during the sequential read (s)", 2),
+    ("idle_share", "machine idle during the sequential read (share of 2 cores)", 2),
     ("paid_sat_per_GiB", "paid: sat per GiB read (price 1000 sat/GiB)", 0),
     ("payments_per_GiB", "paid: payments per GiB", 0),
     ("pay_wire_bytes_per_GiB", "paid: payment bytes on the wire per GiB", 0),
