@@ -11,6 +11,7 @@
 //! while it is being closed. Chain calls block;
 //! callers run [`SellerNode::handle`] off the async runtime.
 
+use super::admit::Admit;
 use crate::chain::{ChainBackend, OutputStatus, TxStatus};
 use crate::chanstore::{channel_id, ChannelState, ChannelStore, Role, StoreError};
 use crate::pay::bitcoin::secp256k1::SecretKey;
@@ -53,6 +54,8 @@ pub struct SellerNode {
     wallet: Mutex<BttWallet>,
     /// Wakes the watcher: to stop, or to check fundings now.
     watch: (Mutex<Watch>, Condvar),
+    /// How many proposals each IP may still make.
+    admit: Mutex<Admit>,
 }
 
 #[derive(Default)]
@@ -123,6 +126,7 @@ impl SellerNode {
             chain,
             wallet: Mutex::new(wallet),
             watch: (Mutex::new(Watch::default()), Condvar::new()),
+            admit: Mutex::new(Admit::default()),
         })
     }
 
@@ -275,6 +279,23 @@ impl SellerNode {
         if let Msg::Error { code, message, .. } = &msg {
             warn!(%peer, %code, %message, "buyer reported an error");
             return None;
+        }
+        if matches!(msg, Msg::Propose { .. })
+            && !lock(&self.admit).propose(peer.ip(), std::time::Instant::now())
+        {
+            // Refused without a look-up; a peer that keeps on is dropped.
+            let s = lock(&self.book).malformed(&peer);
+            if s.log {
+                warn!(%peer, count = s.count, "too many channel proposals from this address; refused");
+            }
+            return Some(
+                Msg::error(
+                    None,
+                    Code::Policy,
+                    "too many proposals from this address; try again in a minute",
+                )
+                .encode(),
+            );
         }
         let span = match &msg {
             Msg::Funded { terms, .. } => info_span!("channel", id = %channel_id(&terms.funding)),

@@ -748,7 +748,8 @@ impl<P: Hash + Eq + Clone> Book<P> {
         self.strikes.remove(peer);
     }
 
-    /// Counts a malformed message from `peer`.
+    /// Counts a message from `peer` that broke the rules: malformed, or
+    /// refused as part of a flood (the driver's limits).
     pub fn malformed(&mut self, peer: &P) -> Strike {
         let n = self.strikes.entry(peer.clone()).or_default();
         *n = n.saturating_add(1);

@@ -6,6 +6,9 @@ use btt::wire::Message;
 /// 5 000 `propose` messages (they need no authentication) reveal no new
 /// wallet address each: the seller offers its first unused address until a
 /// close pays it, so a wallet restored from the words finds every payout.
+/// And they cost the seller little: one IP gets a few answers a minute, the
+/// rest are refused without a chain or wallet look-up, and a peer that keeps
+/// on is dropped.
 #[test]
 fn proposals_do_not_drain_the_sellers_addresses() {
     let rt = Regtest::start(Backend::Rpc);
@@ -16,25 +19,44 @@ fn proposals_do_not_drain_the_sellers_addresses() {
     let _sp = seller.sell(&torrent, &data, port, &d.path().join("seller.log"));
     let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut conn = btt::market::buyer::SellerConn::connect(addr, meta.info_hash.0).unwrap();
     let tip = rt.height();
+    let propose = Msg::Propose {
+        network: "regtest".into(),
+        capacity_sat: 100_000,
+        expiry_height: tip + 40,
+    };
     let mut offered = std::collections::HashSet::new();
-    for _ in 0..5000 {
-        match conn
-            .request(&Msg::Propose {
-                network: "regtest".into(),
-                capacity_sat: 100_000,
-                expiry_height: tip + 40,
-            })
-            .unwrap()
-        {
-            Msg::Accept { seller_payout, .. } => {
-                offered.insert(seller_payout);
+    let (mut accepted, mut refused, mut connections) = (0, 0, 0);
+    'flood: while accepted + refused < 5000 && connections < 20 {
+        let Ok(mut conn) = btt::market::buyer::SellerConn::connect(addr, meta.info_hash.0) else {
+            break;
+        };
+        connections += 1;
+        loop {
+            match conn.request(&propose) {
+                Ok(Msg::Accept { seller_payout, .. }) => {
+                    accepted += 1;
+                    offered.insert(seller_payout);
+                }
+                Ok(other) => panic!("{}", other.kind()),
+                Err(btt::market::buyer::BuyError::Refused { code, .. }) if code == "policy" => {
+                    refused += 1;
+                }
+                Err(_) => break, // dropped: connect again
             }
-            other => panic!("{}", other.kind()),
+            if accepted + refused >= 5000 {
+                break 'flood;
+            }
         }
     }
-    let _ = conn.send_wire(Message::KeepAlive);
+    assert!(
+        accepted <= btt::market::admit::PER_WINDOW as usize,
+        "{accepted} proposals answered in a minute"
+    );
+    assert!(
+        connections > 1 && refused <= 20 * 16,
+        "a flooding peer is dropped ({connections} connections, {refused} refused)"
+    );
     assert_eq!(
         offered.len(),
         1,
