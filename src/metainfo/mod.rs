@@ -148,6 +148,111 @@ fn string(d: &Dict, key: &'static str) -> Result<Option<String>> {
         .transpose()
 }
 
+/// The info dictionary's fields but a list under `files`, whose raw bytes
+/// are returned to be read as a stream by [`file_list`]: a torrent of a
+/// million files would otherwise become a million small maps (over 1 GiB)
+/// before its entries are built. A `files` that is not a list stays in the
+/// fields (for the error).
+fn info_fields(raw: &[u8]) -> Result<(Dict<'static>, Option<&[u8]>)> {
+    let mut d = Decoder::new(raw).with_max_depth(crate::bencode::MAX_DEPTH);
+    let Some(Object::Dict(mut dict)) = d.next_object().map_err(bencode_err)? else {
+        return Err(MetainfoError::WrongType("info"));
+    };
+    let (mut fields, mut files) = (BTreeMap::new(), None);
+    while let Some((key, value)) = dict.next_pair().map_err(bencode_err)? {
+        match value {
+            Object::List(list) if key == b"files" => {
+                if files.is_some() {
+                    return Err(MetainfoError::Invalid {
+                        field: "files",
+                        why: "given twice".into(),
+                    });
+                }
+                files = Some(list.into_raw().map_err(bencode_err)?);
+            }
+            value => {
+                let v = Value::decode_bencode_object(value).map_err(bencode_err)?;
+                fields.insert(Cow::Owned(key.to_vec()), v.into_owned());
+            }
+        }
+    }
+    Ok((fields, files))
+}
+
+/// The entries of a multi-file torrent's `files` list (its raw bytes), read
+/// one at a time, and their total length.
+fn file_list(raw: &[u8], name: &str) -> Result<(Vec<FileEntry>, u64)> {
+    let mut d = Decoder::new(raw).with_max_depth(crate::bencode::MAX_DEPTH);
+    let Some(Object::List(mut list)) = d.next_object().map_err(bencode_err)? else {
+        return Err(MetainfoError::WrongType("files"));
+    };
+    let (mut files, mut offset) = (Vec::new(), 0u64);
+    while let Some(item) = list.next_object().map_err(bencode_err)? {
+        let Object::Dict(mut fd) = item else {
+            return Err(MetainfoError::WrongType("files"));
+        };
+        let (mut length, mut path, mut padding) = (None, None, false);
+        while let Some((key, value)) = fd.next_pair().map_err(bencode_err)? {
+            match (key, value) {
+                (b"length", Object::Integer(i)) => {
+                    length =
+                        Some(i.parse::<i64>().map_err(|e| {
+                            MetainfoError::Bencode(format!("files.length {i:?}: {e}"))
+                        })?)
+                }
+                (b"length", _) => return Err(MetainfoError::WrongType("files.length")),
+                (b"path", Object::List(mut comps)) => {
+                    let mut p = vec![name.to_string()];
+                    while let Some(c) = comps.next_object().map_err(bencode_err)? {
+                        let Object::Bytes(b) = c else {
+                            return Err(MetainfoError::WrongType("files.path"));
+                        };
+                        let s = std::str::from_utf8(b).map_err(|_| MetainfoError::Invalid {
+                            field: "files.path",
+                            why: "not UTF-8".into(),
+                        })?;
+                        p.push(sanitize_component(s)?);
+                    }
+                    path = Some(p);
+                }
+                (b"attr", Object::Bytes(a)) => {
+                    padding = std::str::from_utf8(a).is_ok_and(|a| a.contains('p'))
+                }
+                _ => {} // other keys (and their nested values) are skipped
+            }
+        }
+        let length = length.ok_or(MetainfoError::Missing("files.length"))?;
+        if length < 0 {
+            return Err(MetainfoError::Invalid {
+                field: "files.length",
+                why: "negative".into(),
+            });
+        }
+        let path = path.ok_or(MetainfoError::Missing("files.path"))?;
+        if path.len() == 1 {
+            return Err(MetainfoError::UnsafePath(String::new()));
+        }
+        let length = length as u64;
+        files.push(FileEntry {
+            path,
+            length,
+            offset,
+            padding,
+        });
+        offset = offset.checked_add(length).ok_or(MetainfoError::Invalid {
+            field: "files.length",
+            why: "overflow".into(),
+        })?;
+    }
+    if files.is_empty() {
+        return Err(MetainfoError::Invalid {
+            field: "files",
+            why: "empty list".into(),
+        });
+    }
+    Ok((files, offset))
+}
+
 /// Rejects components that would escape the mount or the data directory.
 pub fn sanitize_component(c: &str) -> Result<String> {
     if c.is_empty() || c == "." || c == ".." || c.contains('/') || c.contains('\0') {
@@ -182,10 +287,7 @@ impl Metainfo {
         }
         let info_raw = info_raw.ok_or(MetainfoError::Missing("info"))?;
         let info_hash = InfoHash(Sha1::digest(info_raw).into());
-        let info = match crate::bencode::decode(info_raw).map_err(bencode_err)? {
-            Value::Dict(d) => d,
-            _ => return Err(MetainfoError::WrongType("info")),
-        };
+        let (info, files_raw) = info_fields(info_raw)?;
 
         let mut trackers: Vec<Vec<String>> = Vec::new();
         if let Some(Value::List(tiers)) = get(&top, "announce-list") {
@@ -236,88 +338,37 @@ impl Metainfo {
             .map(|c| c.try_into().expect("20 bytes"))
             .collect();
 
-        let mut files = Vec::new();
-        let mut offset = 0u64;
-        let multi_file;
-        match (get(&info, "length"), get(&info, "files")) {
-            (Some(Value::Integer(len)), None) => {
-                multi_file = false;
-                if *len < 0 {
-                    return Err(MetainfoError::Invalid {
-                        field: "length",
-                        why: "negative".into(),
-                    });
-                }
-                files.push(FileEntry {
-                    path: vec![name.clone()],
-                    length: *len as u64,
-                    offset: 0,
-                    padding: false,
-                });
-                offset = *len as u64;
-            }
-            (None, Some(Value::List(list))) => {
-                multi_file = true;
-                if list.is_empty() {
-                    return Err(MetainfoError::Invalid {
-                        field: "files",
-                        why: "empty list".into(),
-                    });
-                }
-                for f in list {
-                    let Value::Dict(fd) = f else {
-                        return Err(MetainfoError::WrongType("files"));
-                    };
-                    let length =
-                        int(fd, "length")?.ok_or(MetainfoError::Missing("files.length"))?;
-                    if length < 0 {
+        let (files, total_length, multi_file) =
+            match (get(&info, "length"), files_raw, get(&info, "files")) {
+                (Some(Value::Integer(len)), None, None) => {
+                    if *len < 0 {
                         return Err(MetainfoError::Invalid {
-                            field: "files.length",
+                            field: "length",
                             why: "negative".into(),
                         });
                     }
-                    let padding = matches!(string(fd, "attr"), Ok(Some(a)) if a.contains('p'));
-                    let Some(Value::List(comps)) = get(fd, "path") else {
-                        return Err(MetainfoError::Missing("files.path"));
+                    let one = FileEntry {
+                        path: vec![name.clone()],
+                        length: *len as u64,
+                        offset: 0,
+                        padding: false,
                     };
-                    if comps.is_empty() {
-                        return Err(MetainfoError::UnsafePath(String::new()));
-                    }
-                    let mut path = vec![name.clone()];
-                    for c in comps {
-                        let Value::Bytes(b) = c else {
-                            return Err(MetainfoError::WrongType("files.path"));
-                        };
-                        let s = std::str::from_utf8(b).map_err(|_| MetainfoError::Invalid {
-                            field: "files.path",
-                            why: "not UTF-8".into(),
-                        })?;
-                        path.push(sanitize_component(s)?);
-                    }
-                    let length = length as u64;
-                    files.push(FileEntry {
-                        path,
-                        length,
-                        offset,
-                        padding,
-                    });
-                    offset = offset.checked_add(length).ok_or(MetainfoError::Invalid {
-                        field: "files.length",
-                        why: "overflow".into(),
-                    })?;
+                    (vec![one], *len as u64, false)
                 }
-            }
-            (Some(_), Some(_)) => {
-                return Err(MetainfoError::Invalid {
-                    field: "info",
-                    why: "has both `length` and `files`".into(),
-                })
-            }
-            (None, None) => return Err(MetainfoError::Missing("length or files")),
-            (Some(_), None) => return Err(MetainfoError::WrongType("length")),
-            (None, Some(_)) => return Err(MetainfoError::WrongType("files")),
-        }
-        let total_length = offset;
+                (None, Some(raw), None) => {
+                    let (files, total) = file_list(raw, &name)?;
+                    (files, total, true)
+                }
+                (None, None, None) => return Err(MetainfoError::Missing("length or files")),
+                (Some(_), None, None) => return Err(MetainfoError::WrongType("length")),
+                (None, None, Some(_)) => return Err(MetainfoError::WrongType("files")),
+                _ => {
+                    return Err(MetainfoError::Invalid {
+                        field: "info",
+                        why: "has both `length` and `files`".into(),
+                    })
+                }
+            };
         let need = total_length.div_ceil(piece_length);
         if pieces.len() as u64 != need {
             return Err(MetainfoError::PieceCount {

@@ -165,3 +165,36 @@ fn magnets() {
     assert!(Magnet::parse("http://x").is_err());
     assert!(Magnet::parse("magnet:?xt=urn:btih:zz").is_err());
 }
+
+/// The file list is read as a stream: unknown keys (with nested values) in a
+/// file's dict are skipped, and every wrong shape is still a named error.
+#[test]
+fn the_streamed_file_list_skips_unknown_keys_and_names_wrong_shapes() {
+    let info = |files: &str| {
+        let pieces = "x".repeat(20);
+        format!("d4:infod5:files{files}4:name1:t12:piece lengthi16e6:pieces20:{pieces}ee")
+            .into_bytes()
+    };
+    let t = info("ld6:lengthi3e4:pathl1:ae5:sha1xld1:ali1eeeeed4:attr1:p6:lengthi2e4:pathl1:beee");
+    let m = Metainfo::from_bytes(&t).unwrap();
+    assert_eq!(m.files.len(), 2);
+    assert_eq!(m.files[0].path, vec!["t", "a"]);
+    assert!(m.files[1].padding && m.total_length == 5);
+    for (files, want) in [
+        ("le", "empty list"),
+        ("li1ee", "wrong type"),
+        ("ld4:pathl1:aeee", "files.length"),
+        ("ld6:lengthi1eee", "files.path"),
+        ("ld6:length1:x4:pathl1:aeee", "files.length"),
+        ("ld6:lengthi1e4:pathleee", "unsafe path"),
+        ("ld6:lengthi1e4:pathli1eeee", "files.path"),
+        ("ld6:lengthi-1e4:pathl1:aeee", "negative"),
+        ("i5e", "wrong type"),
+    ] {
+        let e = Metainfo::from_bytes(&info(files)).unwrap_err().to_string();
+        assert!(e.contains(want), "{files}: {e}");
+    }
+    let both = b"d4:infod5:filesld6:lengthi1e4:pathl1:aeee6:lengthi1e4:name1:t12:piece lengthi16e6:pieces20:xxxxxxxxxxxxxxxxxxxxee";
+    let e = Metainfo::from_bytes(both).unwrap_err().to_string();
+    assert!(e.contains("both"), "{e}");
+}
