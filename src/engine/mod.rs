@@ -17,7 +17,7 @@ pub mod status;
 use crate::bitfield::Bitfield;
 use crate::metainfo::Metainfo;
 use crate::store::{Store, StoreError};
-use crate::tracker::{AnnounceRequest, Event, TrackerSet};
+use crate::tracker::{schedule::Schedule, AnnounceRequest, Event, TrackerSet};
 use bytes::Bytes;
 pub use picker::PeerKey;
 use picker::Picker;
@@ -1073,6 +1073,7 @@ impl Torrent {
             event,
             numwant: 50,
             key,
+            tracker_id: None,
         }
     }
 
@@ -1080,6 +1081,7 @@ impl Torrent {
     async fn tracker_loop(self: Arc<Self>) {
         let mut stop = self.shutdown.subscribe();
         let mut set = TrackerSet::new(self.meta.trackers.clone());
+        let mut schedule = Schedule::default();
         let key: u32 = rand::random();
         let mut event = Event::Started;
         let mut completed_sent = self.is_complete();
@@ -1087,19 +1089,19 @@ impl Torrent {
             let req = self.announce_request(event, key);
             let wait = match set.announce(&req, self.cfg.announce_timeout).await {
                 Ok(resp) => {
-                    info!(peers = resp.peers.len(), interval = ?resp.interval, "announced");
+                    let (n, asked) = (resp.peers.len(), resp.interval);
                     for p in resp.peers {
                         self.add_peer(p);
                     }
                     event = Event::None;
-                    // Re-announce sooner than asked while we have few peers (every
-                    // 15 s), else at most every 60 s; never more often than 5 s.
-                    let cap = Duration::from_secs(if self.peer_count() < 3 { 15 } else { 60 });
-                    resp.interval.min(cap).max(Duration::from_secs(5))
+                    let wait = schedule.answered(asked, resp.min_interval, self.peer_count() > 0);
+                    info!(peers = n, interval = ?asked, next_in = ?wait, "announced");
+                    wait
                 }
                 Err(e) => {
-                    warn!(error = %e, "announce failed; retrying");
-                    Duration::from_secs(5)
+                    let wait = schedule.failed();
+                    warn!(error = %e, retry_in = ?wait, "announce failed");
+                    wait
                 }
             };
             let deadline = tokio::time::Instant::now() + wait;

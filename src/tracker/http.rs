@@ -17,8 +17,13 @@ pub fn announce_url(base: &str, r: &AnnounceRequest) -> String {
         Event::Completed => "&event=completed",
         Event::Stopped => "&event=stopped",
     };
+    let tracker_id = r
+        .tracker_id
+        .as_ref()
+        .map(|id| format!("&trackerid={}", percent_encode(id, NON_ALPHANUMERIC)))
+        .unwrap_or_default();
     format!(
-        "{base}{sep}info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact=1&numwant={}&key={:08x}{event}",
+        "{base}{sep}info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact=1&numwant={}&key={:08x}{tracker_id}{event}",
         percent_encode(&r.info_hash, NON_ALPHANUMERIC),
         percent_encode(&r.peer_id, NON_ALPHANUMERIC),
         r.port,
@@ -44,6 +49,14 @@ pub fn parse_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
     let interval = match d.get(&b"interval"[..]) {
         Some(Value::Integer(i)) if *i > 0 => Duration::from_secs(*i as u64),
         _ => Duration::from_secs(1800),
+    };
+    let min_interval = match d.get(&b"min interval"[..]) {
+        Some(Value::Integer(i)) if *i > 0 => Some(Duration::from_secs(*i as u64)),
+        _ => None,
+    };
+    let tracker_id = match d.get(&b"tracker id"[..]) {
+        Some(Value::Bytes(b)) if !b.is_empty() && b.len() <= 256 => Some(b.to_vec()),
+        _ => None,
     };
     let mut peers = Vec::new();
     match d.get(&b"peers"[..]) {
@@ -78,6 +91,8 @@ pub fn parse_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
     };
     Ok(AnnounceResponse {
         interval,
+        min_interval,
+        tracker_id,
         peers,
         seeders: count(b"complete"),
         leechers: count(b"incomplete"),
@@ -90,21 +105,46 @@ pub async fn announce(base: &str, req: &AnnounceRequest) -> Result<AnnounceRespo
         .no_proxy()
         .user_agent(concat!("btt/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| TrackerError::Io(e.to_string()))?;
+        .map_err(|e| TrackerError::Io(human(&e)))?;
     let resp = client
         .get(&url)
         .send()
         .await
-        .map_err(|e| TrackerError::Io(e.to_string()))?;
+        .map_err(|e| TrackerError::Io(human(&e)))?;
     let status = resp.status();
     let body = resp
         .bytes()
         .await
-        .map_err(|e| TrackerError::Io(e.to_string()))?;
+        .map_err(|e| TrackerError::Io(human(&e)))?;
     if !status.is_success() {
         return Err(TrackerError::BadResponse(format!("HTTP {status}")));
     }
     parse_response(&body)
+}
+
+/// A short reason for a failed request, without the URL: its query holds
+/// the info-hash and our peer id, and it is long.
+fn human(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    let mut innermost: Option<&dyn Error> = None;
+    let mut next = e.source();
+    while let Some(x) = next {
+        innermost = Some(x);
+        next = x.source();
+    }
+    match innermost {
+        Some(x) => match x.downcast_ref::<std::io::Error>().map(|io| io.kind()) {
+            Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".into(),
+            Some(std::io::ErrorKind::TimedOut) => "timed out".into(),
+            _ => x.to_string(),
+        },
+        // reqwest's own text would name the URL.
+        None if e.is_decode() || e.is_body() => "bad answer".into(),
+        None => "request failed".into(),
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +162,7 @@ mod tests {
             event: Event::Started,
             numwant: 50,
             key: 0x1234,
+            tracker_id: None,
         }
     }
 
@@ -159,5 +200,19 @@ mod tests {
         let e = parse_response(b"d14:failure reason9:not founde").unwrap_err();
         assert!(e.to_string().contains("not found"));
         assert!(parse_response(b"garbage").is_err());
+    }
+
+    #[test]
+    fn min_interval_and_tracker_id_are_read_and_the_id_sent_back() {
+        let r =
+            parse_response(b"d8:intervali1800e12:min intervali900e10:tracker id3:a&be").unwrap();
+        assert_eq!(r.min_interval, Some(Duration::from_secs(900)));
+        assert_eq!(r.tracker_id.as_deref(), Some(&b"a&b"[..]));
+        let mut q = req();
+        q.tracker_id = r.tracker_id;
+        let u = announce_url("http://127.0.0.1:6969/announce", &q);
+        assert!(u.contains("&trackerid=a%26b&event=started"), "{u}");
+        let r = parse_response(b"d8:intervali60e12:min intervali0ee").unwrap();
+        assert_eq!((r.min_interval, r.tracker_id), (None, None));
     }
 }

@@ -2,9 +2,12 @@
 //!
 //! Request building and response parsing are pure functions in [`http`] and [`udp`];
 //! the async `announce` functions only move those bytes. [`TrackerSet`] walks the
-//! tiers: within a tier the tracker that answered is moved to the front.
+//! tiers: within a tier the tracker that answered is moved to the front; it keeps
+//! each tracker's `tracker id` to send back. [`schedule`] says when to announce
+//! again (the tracker's interval, back-off on failure).
 
 pub mod http;
+pub mod schedule;
 pub mod udp;
 
 use std::net::SocketAddr;
@@ -44,11 +47,17 @@ pub struct AnnounceRequest {
     pub numwant: u32,
     /// Random per session (BEP 15 `key`) so trackers can recognise us across IP changes.
     pub key: u32,
+    /// The `tracker id` this tracker gave in an earlier answer (HTTP only).
+    pub tracker_id: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AnnounceResponse {
     pub interval: Duration,
+    /// The tracker's `min interval` (HTTP only): never announce sooner.
+    pub min_interval: Option<Duration>,
+    /// To be sent back in later announces to this tracker (HTTP only).
+    pub tracker_id: Option<Vec<u8>>,
     pub peers: Vec<SocketAddr>,
     pub seeders: Option<u32>,
     pub leechers: Option<u32>,
@@ -79,6 +88,8 @@ pub async fn announce(
 #[derive(Clone, Debug)]
 pub struct TrackerSet {
     pub tiers: Vec<Vec<String>>,
+    /// The `tracker id` each tracker gave (bounded by the torrent's trackers).
+    ids: std::collections::HashMap<String, Vec<u8>>,
 }
 
 impl TrackerSet {
@@ -88,7 +99,10 @@ impl TrackerSet {
         for t in &mut tiers {
             t.shuffle(&mut rng);
         }
-        TrackerSet { tiers }
+        TrackerSet {
+            tiers,
+            ids: Default::default(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -103,8 +117,13 @@ impl TrackerSet {
         let mut last = TrackerError::Failure("no trackers".into());
         for tier in &mut self.tiers {
             for i in 0..tier.len() {
-                match announce(&tier[i], req, timeout).await {
+                let mut req = req.clone();
+                req.tracker_id = self.ids.get(&tier[i]).cloned();
+                match announce(&tier[i], &req, timeout).await {
                     Ok(r) => {
+                        if let Some(id) = &r.tracker_id {
+                            self.ids.insert(tier[i].clone(), id.clone());
+                        }
                         let url = tier.remove(i);
                         tier.insert(0, url);
                         return Ok(r);

@@ -79,6 +79,8 @@ pub fn parse_announce(b: &[u8], tid: u32) -> Result<AnnounceResponse, TrackerErr
     let u = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().expect("4"));
     Ok(AnnounceResponse {
         interval: Duration::from_secs(u(8).max(1) as u64),
+        min_interval: None,
+        tracker_id: None,
         leechers: Some(u(12)),
         seeders: Some(u(16)),
         peers: parse_compact_v4(&b[20..]),

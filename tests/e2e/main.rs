@@ -13,4 +13,5 @@ mod packaging;
 mod paid;
 mod payments;
 mod peers;
+mod tracker;
 mod video;
