@@ -48,9 +48,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 pub struct Store {
     meta: Arc<Metainfo>,
     root: PathBuf,
-    /// Open handles, and whether each was opened for writing: a file first
-    /// opened to read (a remount serving pieces it has) is reopened to write.
-    files: Vec<Mutex<Option<Handle>>>,
+    /// Open handles by file index, and whether each was opened for writing
+    /// (a file first opened to read, by a remount serving pieces it has, is
+    /// reopened to write). At most [`MAX_OPEN_FILES`], least recently used
+    /// closed first: a torrent of a million files read one after another
+    /// would otherwise hold a million descriptors.
+    files: Mutex<LruCache<usize, Handle>>,
     cache: Mutex<LruCache<usize, Bytes>>,
     pending: Mutex<HashMap<usize, Bytes>>,
     on_disk: Mutex<Bitfield>,
@@ -62,6 +65,9 @@ pub struct Store {
 
 /// An open file of the torrent, and whether it was opened for writing.
 type Handle = (Arc<File>, bool);
+
+/// Most files a store keeps open at once.
+const MAX_OPEN_FILES: usize = 256;
 
 impl Store {
     /// Opens (creating directories as needed) and loads the persisted bitfield.
@@ -79,7 +85,9 @@ impl Store {
         let n = meta.num_pieces();
         let entries = (cache_bytes / meta.piece_length.max(1)).max(1) as usize;
         let store = Store {
-            files: meta.files.iter().map(|_| Mutex::new(None)).collect(),
+            files: Mutex::new(LruCache::new(
+                NonZeroUsize::new(MAX_OPEN_FILES).expect("not zero"),
+            )),
             cache: Mutex::new(LruCache::new(NonZeroUsize::new(entries).expect("max(1)"))),
             pending: Mutex::new(HashMap::new()),
             on_disk: Mutex::new(Bitfield::new(n)),
@@ -127,8 +135,10 @@ impl Store {
     }
 
     fn file(&self, idx: usize, create: bool) -> Result<Arc<File>, StoreError> {
-        let mut slot = self.files[idx].lock().expect("lock");
-        if let Some((f, writable)) = &*slot {
+        // Opened under the lock: opens are rare next to reads and writes,
+        // and two callers must not open the same file twice.
+        let mut open = self.files.lock().expect("lock");
+        if let Some((f, writable)) = open.get(&idx) {
             if *writable || !create {
                 return Ok(f.clone());
             }
@@ -158,7 +168,7 @@ impl Store {
                 .map_err(io_err(&path))?
         };
         let f = Arc::new(f);
-        *slot = Some((f.clone(), create));
+        open.put(idx, (f.clone(), create));
         Ok(f)
     }
 
@@ -435,9 +445,7 @@ impl Store {
 
     /// `--no-keep`: remove the downloaded data and state.
     pub fn delete(&self) -> Result<(), StoreError> {
-        for f in &self.files {
-            *f.lock().expect("lock") = None;
-        }
+        self.files.lock().expect("lock").clear();
         self.record.lock().expect("lock").remove();
         std::fs::remove_dir_all(&self.root).map_err(io_err(&self.root))
     }
@@ -575,5 +583,54 @@ mod write_after_read {
         let st = Store::open(meta, &root, &state, 1).unwrap();
         assert!(st.on_disk().is_complete(), "every piece recorded");
         assert_eq!(std::fs::read(root.join("a")).unwrap(), a);
+    }
+}
+
+#[cfg(test)]
+mod many_files {
+    use super::*;
+    use crate::create::{create_torrent, CreateOptions};
+
+    /// More files than the store keeps open: each is opened when needed,
+    /// the least recently used closed, and reads and writes stay right.
+    #[test]
+    fn open_files_are_bounded() {
+        let src = tempfile::tempdir().unwrap();
+        let dir = src.path().join("t");
+        let n = MAX_OPEN_FILES + 44;
+        for i in 0..n {
+            std::fs::create_dir_all(dir.join(format!("d{}", i % 7))).unwrap();
+            let body: Vec<u8> = (0..1000u32).map(|j| (i as u32 * 31 + j) as u8).collect();
+            std::fs::write(dir.join(format!("d{}/f{i}", i % 7)), body).unwrap();
+        }
+        let t = create_torrent(
+            &dir,
+            &CreateOptions {
+                piece_length: Some(16384),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let meta = Arc::new(Metainfo::from_bytes(&t).unwrap());
+        let seed = Store::open(meta.clone(), src.path(), &src.path().join("s"), 1).unwrap();
+        assert!(seed.recheck().is_complete());
+        assert!(seed.files.lock().unwrap().len() <= MAX_OPEN_FILES);
+        let out = tempfile::tempdir().unwrap();
+        let st = Store::open(meta.clone(), out.path(), &out.path().join("state"), 1).unwrap();
+        st.create_files().unwrap();
+        for p in 0..meta.num_pieces() {
+            st.put_pending(p, seed.read_piece(p).unwrap());
+            st.write(p).unwrap();
+        }
+        st.flush().unwrap();
+        assert!(st.files.lock().unwrap().len() <= MAX_OPEN_FILES);
+        for i in 0..n {
+            let rel = format!("t/d{}/f{i}", i % 7);
+            assert_eq!(
+                std::fs::read(out.path().join(&rel)).unwrap(),
+                std::fs::read(src.path().join(&rel)).unwrap(),
+                "{rel}"
+            );
+        }
     }
 }
