@@ -1094,7 +1094,9 @@ impl Torrent {
                         self.add_peer(p);
                     }
                     event = Event::None;
-                    let wait = schedule.answered(asked, resp.min_interval, self.peer_count() > 0);
+                    // Peers just handed to us count: they are being dialed.
+                    let have_peers = n > 0 || self.peer_count() > 0;
+                    let wait = schedule.answered(asked, resp.min_interval, have_peers);
                     info!(peers = n, interval = ?asked, next_in = ?wait, "announced");
                     wait
                 }
