@@ -1094,8 +1094,8 @@ impl Torrent {
                         self.add_peer(p);
                     }
                     event = Event::None;
-                    // Peers just handed to us count: they are being dialed.
-                    let have_peers = n > 0 || self.peer_count() > 0;
+                    // Connected peers only: an address may not answer.
+                    let have_peers = self.peer_count() > 0;
                     let wait = schedule.answered(asked, resp.min_interval, have_peers);
                     info!(peers = n, interval = ?asked, next_in = ?wait, "announced");
                     wait

@@ -6,8 +6,10 @@
 //! without I/O or a clock:
 //! - after an answer, wait the tracker's `interval`, never less than its
 //!   `min interval` and never less than [`FLOOR`];
-//! - while we have no peers at all, ask again sooner: after the larger of
-//!   `min interval` and [`FLOOR`];
+//! - the one exception: the first time an answer leaves us with no peers at
+//!   all, ask again after [`FLOOR`] (a seeder that starts just after us is
+//!   then found in half a minute, not after a min interval that trackers
+//!   such as opentracker set to a quarter of an hour); once only;
 //! - after a failure, wait [`FIRST_RETRY`], doubling with each failure in a
 //!   row up to [`MAX_BACKOFF`]; an answer resets it.
 
@@ -23,6 +25,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
 #[derive(Debug, Default)]
 pub struct Schedule {
     failures: u32,
+    /// The early re-announce for want of peers was made.
+    early_used: bool,
 }
 
 impl Schedule {
@@ -35,11 +39,11 @@ impl Schedule {
     ) -> Duration {
         self.failures = 0;
         let least = min_interval.unwrap_or(FLOOR).max(FLOOR);
-        if have_peers {
-            interval.max(least)
-        } else {
-            least
+        if !have_peers && !self.early_used {
+            self.early_used = true;
+            return FLOOR;
         }
+        interval.max(least)
     }
 
     /// The announce failed; how long until the next try.
@@ -70,12 +74,15 @@ mod tests {
     }
 
     #[test]
-    fn with_no_peers_sooner_but_not_below_the_minimum() {
+    fn with_no_peers_once_sooner_then_as_asked() {
         let mut s = Schedule::default();
-        assert_eq!(s.answered(S(1800), None, false), FLOOR);
-        assert_eq!(s.answered(S(1800), Some(S(300)), false), S(300));
+        assert_eq!(s.answered(S(1800), Some(S(900)), false), FLOOR);
+        assert_eq!(s.answered(S(1800), Some(S(900)), false), S(1800));
         assert_eq!(s.answered(S(20), None, false), FLOOR);
-        assert_eq!(s.answered(S(45), Some(S(40)), false), S(40));
+        let mut s = Schedule::default();
+        assert_eq!(s.answered(S(1800), None, true), S(1800));
+        assert_eq!(s.answered(S(1800), None, false), FLOOR, "peers lost later");
+        assert_eq!(s.answered(S(1800), None, false), S(1800));
     }
 
     #[test]
