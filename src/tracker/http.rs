@@ -1,4 +1,5 @@
-//! HTTP tracker announce (BEP 3), compact (BEP 23) and dictionary peer lists.
+//! HTTP and HTTPS tracker announce (BEP 3), compact (BEP 23) and dictionary
+//! peer lists.
 
 use super::{
     parse_compact_v4, parse_compact_v6, AnnounceRequest, AnnounceResponse, Event, TrackerError,
@@ -99,23 +100,45 @@ pub fn parse_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
     })
 }
 
-pub async fn announce(base: &str, req: &AnnounceRequest) -> Result<AnnounceResponse, TrackerError> {
-    let url = announce_url(base, req);
-    let client = reqwest::Client::builder()
+/// Largest tracker answer read (200 compact peers are 1.2 KB): a tracker
+/// that sends more is answering something else, or attacking.
+const MAX_BODY: usize = 1 << 20;
+
+/// One HTTP(S) client for the process (TLS: rustls with ring).
+fn client() -> Result<&'static reqwest::Client, TrackerError> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c);
+    }
+    // Fails only if a provider is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let c = reqwest::Client::builder()
         .no_proxy()
         .user_agent(concat!("btt/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| TrackerError::Io(human(&e)))?;
-    let resp = client
+    Ok(CLIENT.get_or_init(|| c))
+}
+
+pub async fn announce(base: &str, req: &AnnounceRequest) -> Result<AnnounceResponse, TrackerError> {
+    let url = announce_url(base, req);
+    let mut resp = client()?
         .get(&url)
         .send()
         .await
         .map_err(|e| TrackerError::Io(human(&e)))?;
     let status = resp.status();
-    let body = resp
-        .bytes()
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
         .await
-        .map_err(|e| TrackerError::Io(human(&e)))?;
+        .map_err(|e| TrackerError::Io(human(&e)))?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(TrackerError::BadResponse("answer larger than 1 MiB".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
     if !status.is_success() {
         return Err(TrackerError::BadResponse(format!("HTTP {status}")));
     }

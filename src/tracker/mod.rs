@@ -1,4 +1,5 @@
-//! Tracker announces: HTTP (BEP 3, compact BEP 23) and UDP (BEP 15), tiered per BEP 12.
+//! Tracker announces: HTTP and HTTPS (BEP 3, compact BEP 23) and UDP (BEP 15), tiered
+//! per BEP 12.
 //!
 //! Request building and response parsing are pure functions in [`http`] and [`udp`];
 //! the async `announce` functions only move those bytes. [`TrackerSet`] walks the
@@ -19,7 +20,7 @@ pub enum TrackerError {
     Failure(String),
     #[error("bad tracker response: {0}")]
     BadResponse(String),
-    #[error("unsupported tracker URL {0:?} (http:// and udp:// are supported)")]
+    #[error("unsupported tracker URL {0:?} (http://, https:// and udp:// are supported)")]
     Unsupported(String),
     #[error("tracker did not answer in time")]
     Timeout,
@@ -70,7 +71,7 @@ pub async fn announce(
     timeout: Duration,
 ) -> Result<AnnounceResponse, TrackerError> {
     let fut = async {
-        if url.starts_with("http://") {
+        if url.starts_with("http://") || url.starts_with("https://") {
             http::announce(url, req).await
         } else if let Some(rest) = url.strip_prefix("udp://") {
             udp::announce(rest, req, timeout).await

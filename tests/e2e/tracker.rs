@@ -143,3 +143,170 @@ fn announces_keep_the_interval_and_back_off_on_failure() {
         good.seen()
     );
 }
+
+/// An HTTPS tracker (Python's `ssl` with a certificate for 127.0.0.1 signed
+/// by a CA made here with openssl): a mount that trusts the CA
+/// (`SSL_CERT_FILE`) announces over TLS; one that does not says the
+/// announce failed, in a short line without the URL's query.
+#[test]
+fn https_trackers_are_announced_to() {
+    let d = tmpdir();
+    let d = d.path();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=btt test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "srv.key",
+                "-out",
+                "srv.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let server = r#"
+import http.server, ssl, sys
+port, cert, key, log = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+body = b"d8:intervali1800e5:peers0:e"
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        with open(log, "a") as f:
+            f.write(self.path + "\n")
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", port), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#;
+    let port = free_port();
+    let seen = d.join("seen.log");
+    let _tracker = Proc::spawn(
+        "https tracker",
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(server)
+            .arg(port.to_string())
+            .arg(d.join("srv.pem"))
+            .arg(d.join("srv.key"))
+            .arg(&seen),
+        &d.join("tracker.out"),
+    );
+    wait_port(port, Duration::from_secs(10));
+    make_tree(&d.join("c"), &[("c.bin", 50_000)]);
+    let t = make_torrent(
+        &d.join("c/c.bin"),
+        16384,
+        &[format!("https://127.0.0.1:{port}/announce")],
+    );
+    let ca = d.join("ca.pem");
+    let trusting = Mount::try_start_env(
+        &d.join("m1"),
+        &t,
+        &[],
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        wait_until(Duration::from_secs(15), || trusting
+            .log()
+            .contains("announced")),
+        "{}",
+        trusting.log()
+    );
+    let got = std::fs::read_to_string(&seen).unwrap_or_default();
+    assert!(got.contains("/announce?info_hash="), "{got}");
+    // With only the system's CAs, the tracker's certificate is refused.
+    let wary = Mount::try_start_env(
+        &d.join("m2"),
+        &t,
+        &[],
+        &[("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        wait_until(Duration::from_secs(15), || wary
+            .log()
+            .contains("announce failed")),
+        "{}",
+        wary.log()
+    );
+    let line = wary
+        .log()
+        .lines()
+        .find(|l| l.contains("announce failed"))
+        .unwrap()
+        .to_string();
+    assert!(!line.contains("info_hash="), "{line}");
+    assert!(!wary.log().contains("announced peers"), "{}", wary.log());
+}
