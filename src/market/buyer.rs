@@ -23,6 +23,9 @@ use bytes::{Bytes, BytesMut};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
+
+/// How long a seller may take to answer one message (seconds).
+const ANSWER_SECS: u64 = 60;
 use tracing::{info, info_span};
 
 pub use crate::pay::opening::OpenState;
@@ -34,6 +37,8 @@ pub enum BuyError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("seller {addr} did not answer within {secs} s (busy, or its chain backend is slow); try again")]
+    NoAnswer { addr: SocketAddr, secs: u64 },
     #[error("seller {0}: protocol error: {1}")]
     Protocol(SocketAddr, String),
     #[error("seller {0} does not sell over btt_pay")]
@@ -104,7 +109,7 @@ impl SellerConn {
         let io = |source| BuyError::Io { addr, source };
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(io)?;
         stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
+            .set_read_timeout(Some(Duration::from_secs(ANSWER_SECS)))
             .map_err(io)?;
         let _ = stream.set_nodelay(true);
         let mut c = SellerConn {
@@ -175,10 +180,20 @@ impl SellerConn {
                 return Ok(m);
             }
             let mut chunk = [0u8; 64 * 1024];
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .map_err(|source| BuyError::Io { addr, source })?;
+            let n = self.stream.read(&mut chunk).map_err(|source| {
+                // The read timeout shows as WouldBlock (or TimedOut).
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) {
+                    BuyError::NoAnswer {
+                        addr,
+                        secs: ANSWER_SECS,
+                    }
+                } else {
+                    BuyError::Io { addr, source }
+                }
+            })?;
             if n == 0 {
                 return Err(BuyError::Io {
                     addr,
