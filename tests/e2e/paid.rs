@@ -208,16 +208,28 @@ fn unpaid_bytes_at_the_seller_are_respected() {
     let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(&s.torrent).unwrap()).unwrap();
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let channel: btt::pay::bitcoin::OutPoint = ch.parse().unwrap();
-    // A buyer that takes `n` blocks on the channel and goes away unpaid.
+    // A buyer that takes `n` blocks on the channel and goes away unpaid. It
+    // asks only once unchoked, as a client must: requests sent while choked
+    // are rejected, and that race once failed this test (3 rejects).
     let take_unpaid = |first: u32, n: u32| {
         let mut conn = btt::market::buyer::SellerConn::connect(addr, meta.info_hash.0).unwrap();
         conn.send_wire(Message::Interested).unwrap();
-        let unpaid = match conn.request(&Msg::Resume { channel }).unwrap() {
-            Msg::State { unpaid, .. } => unpaid,
-            other => panic!("{}", other.kind()),
-        };
+        conn.send(&Msg::Resume { channel }).unwrap();
+        let (mut unpaid, mut unchoked) = (None, false);
+        while unpaid.is_none() || !unchoked {
+            match conn.recv_wire().unwrap() {
+                Message::Unchoke => unchoked = true,
+                Message::Extended { id, payload } if id == btt::pay::proto::LOCAL_EXT_ID => {
+                    match Msg::decode(&payload).unwrap() {
+                        Msg::State { unpaid: u, .. } => unpaid = Some(u),
+                        other => panic!("{}", other.kind()),
+                    }
+                }
+                _ => {}
+            }
+        }
         assert_eq!(crate::payments::request_blocks(&mut conn, first, n), (n, 0));
-        unpaid
+        unpaid.unwrap()
     };
     assert_eq!(take_unpaid(0, 3), 0);
 
