@@ -5,6 +5,8 @@
 //! ([`metainfo`], [`wire`], the tracker message codecs) never do I/O so they can be
 //! tested byte for byte without sockets.
 
+#[cfg(test)]
+mod alloc_count;
 pub mod bencode;
 pub mod bitfield;
 pub mod chain;

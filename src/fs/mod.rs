@@ -1,10 +1,7 @@
 //! File semantics over the engine: an inode table built once from the metainfo,
 //! open handles with a read-ahead window each, and `read` mapped onto torrent bytes.
 //!
-//! The inode table is sized for torrents with a million files: one flat
-//! node per file or directory, a directory's children as a vector sorted by
-//! name (lookup by binary search, `readdir` from an offset without building
-//! the listing), the count of subdirectories kept for `nlink`.
+//! The inode table (`tree`) is sized for torrents with a million files.
 //!
 //! Nothing here knows fuser's types. Metadata calls (`lookup`, `getattr`, `readdir`,
 //! `statfs`) answer from memory and never wait on the network. `read` waits for the
@@ -12,8 +9,10 @@
 //! and snaps back after a seek (the shape of mountpoint-s3's prefetcher).
 
 mod readahead;
+mod tree;
 
 pub use readahead::{ReadAhead, ReadAheadConfig};
+use tree::Tree;
 
 use crate::engine::{EngineError, Torrent};
 use crate::metainfo::Metainfo;
@@ -88,20 +87,6 @@ pub struct Attr {
     pub mtime: SystemTime,
 }
 
-struct Node {
-    parent: u64,
-    kind: Kind,
-    size: u64,
-    /// Index into `Metainfo::files` for files.
-    file: Option<usize>,
-    /// Its name in its directory (empty for the root).
-    name: Box<str>,
-    /// Directories: the children's inodes, sorted by name.
-    children: Vec<u64>,
-    /// Directories: how many children are directories (for `nlink`).
-    subdirs: u32,
-}
-
 struct Handle {
     file: usize,
     readahead: ReadAhead,
@@ -116,7 +101,7 @@ struct Waiting {
 pub struct Fs {
     meta: Arc<Metainfo>,
     torrent: Arc<Torrent>,
-    nodes: Vec<Node>,
+    tree: Tree,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     waiting: Mutex<HashMap<u64, Waiting>>,
@@ -129,59 +114,7 @@ pub struct Fs {
 impl Fs {
     pub fn new(torrent: Arc<Torrent>, read_timeout: Option<Duration>) -> Fs {
         let meta = torrent.meta.clone();
-        // ino = index + 1; node 0 is the root.
-        let mut nodes = vec![Node {
-            parent: ROOT_INO,
-            kind: Kind::Dir,
-            size: 0,
-            file: None,
-            name: "".into(),
-            children: Vec::new(),
-            subdirs: 0,
-        }];
-        {
-            // (directory, name) → node, while building.
-            let mut index: HashMap<(usize, &str), usize> = HashMap::new();
-            for (fi, f) in meta.files.iter().enumerate() {
-                if f.padding {
-                    continue;
-                }
-                let mut dir = 0usize;
-                for (ci, comp) in f.path.iter().enumerate() {
-                    if let Some(&n) = index.get(&(dir, comp.as_str())) {
-                        dir = n;
-                        continue;
-                    }
-                    let last = ci + 1 == f.path.len();
-                    let n = nodes.len();
-                    nodes.push(Node {
-                        parent: dir as u64 + 1,
-                        kind: if last { Kind::File } else { Kind::Dir },
-                        size: if last { f.length } else { 0 },
-                        file: last.then_some(fi),
-                        name: comp.as_str().into(),
-                        children: Vec::new(),
-                        subdirs: 0,
-                    });
-                    nodes[dir].children.push(n as u64 + 1);
-                    index.insert((dir, comp.as_str()), n);
-                    dir = n;
-                }
-            }
-        }
-        for d in 0..nodes.len() {
-            let mut ch = std::mem::take(&mut nodes[d].children);
-            ch.sort_unstable_by(|&a, &b| {
-                nodes[a as usize - 1].name.cmp(&nodes[b as usize - 1].name)
-            });
-            ch.shrink_to_fit();
-            nodes[d].subdirs = ch
-                .iter()
-                .filter(|&&c| nodes[c as usize - 1].kind == Kind::Dir)
-                .count() as u32;
-            nodes[d].children = ch;
-        }
-        nodes.shrink_to_fit();
+        let tree = Tree::new(meta.clone());
         let mtime = meta
             .creation_date
             .filter(|&d| d > 0)
@@ -190,7 +123,7 @@ impl Fs {
         Fs {
             meta,
             torrent,
-            nodes,
+            tree,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             waiting: Mutex::new(HashMap::new()),
@@ -205,38 +138,20 @@ impl Fs {
         &self.torrent
     }
 
-    fn node(&self, ino: u64) -> Result<&Node, FsError> {
-        ino.checked_sub(1)
-            .and_then(|i| self.nodes.get(i as usize))
-            .ok_or(FsError::NotFound)
-    }
-
     pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
-        let n = self.node(ino)?;
+        let n = self.tree.info(ino)?;
         Ok(Attr {
             ino,
             kind: n.kind,
             size: n.size,
-            nlink: if n.kind == Kind::Dir {
-                2 + n.subdirs
-            } else {
-                1
-            },
+            nlink: n.nlink,
             perm: if n.kind == Kind::Dir { 0o555 } else { 0o444 },
             mtime: self.mtime,
         })
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
-        let p = self.node(parent)?;
-        if p.kind != Kind::Dir {
-            return Err(FsError::NotDir);
-        }
-        let at = p
-            .children
-            .binary_search_by(|&c| self.nodes[c as usize - 1].name.as_ref().cmp(name))
-            .map_err(|_| FsError::NotFound)?;
-        self.getattr(p.children[at])
+        self.getattr(self.tree.lookup(parent, name)?)
     }
 
     /// The entries of directory `ino` from position `offset` on (0 is `.`,
@@ -248,20 +163,18 @@ impl Fs {
         offset: u64,
         mut add: impl FnMut(u64, u64, Kind, &str) -> bool,
     ) -> Result<(), FsError> {
-        let n = self.node(ino)?;
-        if n.kind != Kind::Dir {
-            return Err(FsError::NotDir);
-        }
-        let dots = [(ino, "."), (n.parent, "..")];
+        let parent = self.tree.info(ino)?.parent;
+        let children = self
+            .tree
+            .children(ino, (offset as usize).saturating_sub(2))?;
+        let dots = [(ino, "."), (parent, "..")];
         for (i, (c, name)) in dots.iter().enumerate().skip(offset as usize) {
             if add(*c, i as u64 + 1, Kind::Dir, name) {
                 return Ok(());
             }
         }
-        let from = (offset as usize).saturating_sub(2);
-        for (i, &c) in n.children.iter().enumerate().skip(from) {
-            let child = &self.nodes[c as usize - 1];
-            if add(c, i as u64 + 3, child.kind, &child.name) {
+        for (next, (c, kind, name)) in (offset.max(2) + 1..).zip(children) {
+            if add(c, next, kind, name) {
                 break;
             }
         }
@@ -270,18 +183,15 @@ impl Fs {
 
     /// (total bytes, number of files) for statfs.
     pub fn totals(&self) -> (u64, u64) {
-        (self.meta.total_length, self.nodes.len() as u64)
+        (self.meta.total_length, self.tree.node_count() as u64)
     }
 
     pub fn open(&self, ino: u64, write: bool) -> Result<u64, FsError> {
-        let n = self.node(ino)?;
+        let n = self.tree.info(ino)?;
         if write {
             return Err(FsError::ReadOnly);
         }
-        let file = match (n.kind, n.file) {
-            (Kind::File, Some(f)) => f,
-            _ => return Err(FsError::IsDir),
-        };
+        let file = n.file.ok_or(FsError::IsDir)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().expect("lock").insert(
             fh,

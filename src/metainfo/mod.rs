@@ -61,12 +61,15 @@ pub enum MetainfoError {
 
 type Result<T> = std::result::Result<T, MetainfoError>;
 
-/// One file of the torrent, in torrent order.
+/// One file of the torrent, in torrent order. Its path is a span of
+/// [`Metainfo::paths`], read with [`Metainfo::path`] and friends: a torrent of
+/// a million files would otherwise hold two or three small strings per file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileEntry {
-    /// Components relative to the download root; the first is the torrent's name
-    /// for multi-file torrents, the only one for single-file torrents.
-    pub path: Vec<String>,
+    /// Where its components (joined by `/`, the torrent's name not included)
+    /// are in [`Metainfo::paths`]; empty for a single-file torrent.
+    path_start: u32,
+    path_len: u32,
     pub length: u64,
     /// Offset of the file's first byte in the torrent's concatenated content.
     pub offset: u64,
@@ -78,8 +81,8 @@ impl FileEntry {
     pub fn end(&self) -> u64 {
         self.offset + self.length
     }
-    pub fn rel_path(&self) -> std::path::PathBuf {
-        self.path.iter().collect()
+    fn path_span(&self) -> std::ops::Range<usize> {
+        self.path_start as usize..(self.path_start + self.path_len) as usize
     }
 }
 
@@ -101,6 +104,9 @@ pub struct Metainfo {
     /// BEP 12 tiers; a lone `announce` becomes one tier.
     pub trackers: Vec<Vec<String>>,
     pub name: String,
+    /// Every file's path, one arena: the torrent's name, then each file's
+    /// components joined by `/` (a file's span is in its [`FileEntry`]).
+    pub paths: Box<str>,
     pub piece_length: u64,
     pub pieces: Vec<[u8; 20]>,
     pub files: Vec<FileEntry>,
@@ -180,8 +186,8 @@ fn info_fields(raw: &[u8]) -> Result<(Dict<'static>, Option<&[u8]>)> {
 }
 
 /// The entries of a multi-file torrent's `files` list (its raw bytes), read
-/// one at a time, and their total length.
-fn file_list(raw: &[u8], name: &str) -> Result<(Vec<FileEntry>, u64)> {
+/// one at a time, and their total length. Each path is appended to `paths`.
+fn file_list(raw: &[u8], paths: &mut String) -> Result<(Vec<FileEntry>, u64)> {
     let mut d = Decoder::new(raw).with_max_depth(crate::bencode::MAX_DEPTH);
     let Some(Object::List(mut list)) = d.next_object().map_err(bencode_err)? else {
         return Err(MetainfoError::WrongType("files"));
@@ -202,7 +208,13 @@ fn file_list(raw: &[u8], name: &str) -> Result<(Vec<FileEntry>, u64)> {
                 }
                 (b"length", _) => return Err(MetainfoError::WrongType("files.length")),
                 (b"path", Object::List(mut comps)) => {
-                    let mut p = vec![name.to_string()];
+                    if path.is_some() {
+                        return Err(MetainfoError::Invalid {
+                            field: "files.path",
+                            why: "given twice".into(),
+                        });
+                    }
+                    let start = paths.len();
                     while let Some(c) = comps.next_object().map_err(bencode_err)? {
                         let Object::Bytes(b) = c else {
                             return Err(MetainfoError::WrongType("files.path"));
@@ -211,9 +223,13 @@ fn file_list(raw: &[u8], name: &str) -> Result<(Vec<FileEntry>, u64)> {
                             field: "files.path",
                             why: "not UTF-8".into(),
                         })?;
-                        p.push(sanitize_component(s)?);
+                        check_component(s)?;
+                        if paths.len() > start {
+                            paths.push('/');
+                        }
+                        paths.push_str(s);
                     }
-                    path = Some(p);
+                    path = Some(start..paths.len());
                 }
                 (b"attr", Object::Bytes(a)) => {
                     padding = std::str::from_utf8(a).is_ok_and(|a| a.contains('p'))
@@ -229,20 +245,27 @@ fn file_list(raw: &[u8], name: &str) -> Result<(Vec<FileEntry>, u64)> {
             });
         }
         let path = path.ok_or(MetainfoError::Missing("files.path"))?;
-        if path.len() == 1 {
+        if path.is_empty() {
             return Err(MetainfoError::UnsafePath(String::new()));
         }
+        let too_long = || MetainfoError::Invalid {
+            field: "files.path",
+            why: "the paths add up to more than 4 GiB".into(),
+        };
         let length = length as u64;
         files.push(FileEntry {
-            path,
+            path_start: u32::try_from(path.start).map_err(|_| too_long())?,
+            path_len: u32::try_from(path.len()).map_err(|_| too_long())?,
             length,
             offset,
             padding,
         });
-        offset = offset.checked_add(length).ok_or(MetainfoError::Invalid {
-            field: "files.length",
-            why: "overflow".into(),
-        })?;
+        offset = offset
+            .checked_add(length)
+            .ok_or_else(|| MetainfoError::Invalid {
+                field: "files.length",
+                why: "overflow".into(),
+            })?;
     }
     if files.is_empty() {
         return Err(MetainfoError::Invalid {
@@ -250,15 +273,16 @@ fn file_list(raw: &[u8], name: &str) -> Result<(Vec<FileEntry>, u64)> {
             why: "empty list".into(),
         });
     }
+    files.shrink_to_fit();
     Ok((files, offset))
 }
 
 /// Rejects components that would escape the mount or the data directory.
-pub fn sanitize_component(c: &str) -> Result<String> {
+pub fn check_component(c: &str) -> Result<()> {
     if c.is_empty() || c == "." || c == ".." || c.contains('/') || c.contains('\0') {
         return Err(MetainfoError::UnsafePath(c.to_string()));
     }
-    Ok(c.to_string())
+    Ok(())
 }
 
 impl Metainfo {
@@ -316,7 +340,9 @@ impl Metainfo {
         }
 
         let name_raw = string(&info, "name")?.ok_or(MetainfoError::Missing("name"))?;
-        let name = sanitize_component(&name_raw)?;
+        check_component(&name_raw)?;
+        let name = name_raw;
+        let mut paths = name.clone();
         let piece_length =
             int(&info, "piece length")?.ok_or(MetainfoError::Missing("piece length"))?;
         if piece_length <= 0 || piece_length > 256 << 20 {
@@ -348,7 +374,8 @@ impl Metainfo {
                         });
                     }
                     let one = FileEntry {
-                        path: vec![name.clone()],
+                        path_start: 0,
+                        path_len: 0,
                         length: *len as u64,
                         offset: 0,
                         padding: false,
@@ -356,7 +383,7 @@ impl Metainfo {
                     (vec![one], *len as u64, false)
                 }
                 (None, Some(raw), None) => {
-                    let (files, total) = file_list(raw, &name)?;
+                    let (files, total) = file_list(raw, &mut paths)?;
                     (files, total, true)
                 }
                 (None, None, None) => return Err(MetainfoError::Missing("length or files")),
@@ -376,21 +403,37 @@ impl Metainfo {
                 need,
             });
         }
-        // Two files with the same path would shadow each other on disk and in the fs.
-        let mut seen = std::collections::HashSet::new();
+        // Two files with the same path would shadow each other on disk and in
+        // the fs, and so would a file whose path is another one's directory.
+        let mut seen = std::collections::HashSet::with_capacity(files.len());
         for f in files.iter().filter(|f| !f.padding) {
-            if !seen.insert(&f.path) {
+            let p = &paths[f.path_span()];
+            if !seen.insert(p) {
                 return Err(MetainfoError::Invalid {
                     field: "files.path",
-                    why: format!("duplicate {:?}", f.path.join("/")),
+                    why: format!("duplicate {p:?}"),
                 });
             }
         }
+        for f in files.iter().filter(|f| !f.padding) {
+            let p = &paths[f.path_span()];
+            for (at, _) in p.match_indices('/') {
+                if seen.contains(&p[..at]) {
+                    return Err(MetainfoError::Invalid {
+                        field: "files.path",
+                        why: format!("{:?} is both a file and a directory", &p[..at]),
+                    });
+                }
+            }
+        }
+        drop(seen);
+        let paths = paths.into_boxed_str();
         Ok(Metainfo {
             info_hash,
             info_bytes: info_raw.to_vec(),
             trackers,
             name,
+            paths,
             piece_length,
             pieces,
             files,
@@ -400,6 +443,34 @@ impl Metainfo {
             creation_date: int(&top, "creation date").ok().flatten(),
             comment: string(&top, "comment").ok().flatten(),
         })
+    }
+
+    /// File `i`'s path inside the torrent's folder, components joined by
+    /// `/` (empty for a single-file torrent, whose file is the torrent's name).
+    pub fn path(&self, i: usize) -> &str {
+        &self.paths[self.files[i].path_span()]
+    }
+
+    /// File `i`'s components relative to the download root, each with its
+    /// span in [`Self::paths`]: the torrent's name first, then (multi-file)
+    /// the file's components.
+    pub fn components(&self, i: usize) -> impl Iterator<Item = (&str, std::ops::Range<usize>)> {
+        let span = self.files[i].path_span();
+        let start = span.start;
+        let inner = (!span.is_empty()).then(|| {
+            self.paths[span].split('/').scan(start, |at, c| {
+                let r = *at..*at + c.len();
+                *at = r.end + 1;
+                Some((c, r))
+            })
+        });
+        std::iter::once((&self.paths[..self.name.len()], 0..self.name.len()))
+            .chain(inner.into_iter().flatten())
+    }
+
+    /// File `i`'s path relative to the download root.
+    pub fn rel_path(&self, i: usize) -> std::path::PathBuf {
+        self.components(i).map(|(c, _)| c).collect()
     }
 
     pub fn num_pieces(&self) -> usize {

@@ -56,7 +56,11 @@ fn multi_file_zero_length_spanning_and_padding() {
     let m = Metainfo::from_bytes(&t).unwrap();
     assert_eq!(m.total_length, 57);
     assert_eq!(m.num_pieces(), 4);
-    assert_eq!(m.files[3].path, vec!["dir", "sub", "b c"]);
+    let comps = |i| m.components(i).map(|(c, _)| c).collect::<Vec<_>>();
+    assert_eq!(comps(3), vec!["dir", "sub", "b c"]);
+    assert_eq!(m.path(3), "sub/b c");
+    assert_eq!(comps(4), vec!["dir", "ü"]);
+    assert_eq!(m.rel_path(3), std::path::Path::new("dir/sub/b c"));
     assert!(m.files[2].padding);
     // piece 0 covers a (10) + pad (6); the zero-length file is skipped.
     let s = m.piece_slices(0);
@@ -144,6 +148,16 @@ fn duplicate_paths_are_rejected() {
         .unwrap_err()
         .to_string()
         .contains("duplicate"));
+    for files in [
+        [("a/b", 1, false), ("a", 1, false)],
+        [("a", 1, false), ("a/b/c", 1, false)],
+    ] {
+        let e = Metainfo::from_bytes(&multi(&files, 16)).unwrap_err();
+        assert!(e.to_string().contains("both a file and a directory"), "{e}");
+    }
+    let one = Metainfo::from_bytes(&single(10, 16)).unwrap();
+    assert_eq!(one.path(0), "");
+    assert_eq!(one.rel_path(0), std::path::Path::new("a.bin"));
 }
 
 #[test]
@@ -178,7 +192,7 @@ fn the_streamed_file_list_skips_unknown_keys_and_names_wrong_shapes() {
     let t = info("ld6:lengthi3e4:pathl1:ae5:sha1xld1:ali1eeeeed4:attr1:p6:lengthi2e4:pathl1:beee");
     let m = Metainfo::from_bytes(&t).unwrap();
     assert_eq!(m.files.len(), 2);
-    assert_eq!(m.files[0].path, vec!["t", "a"]);
+    assert_eq!(m.rel_path(0), std::path::Path::new("t/a"));
     assert!(m.files[1].padding && m.total_length == 5);
     for (files, want) in [
         ("le", "empty list"),

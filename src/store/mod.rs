@@ -126,7 +126,7 @@ impl Store {
     }
 
     pub fn path_of(&self, file: usize) -> PathBuf {
-        self.root.join(self.meta.files[file].rel_path())
+        self.root.join(self.meta.rel_path(file))
     }
 
     /// Pieces persisted as present on disk.
