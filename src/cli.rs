@@ -38,6 +38,10 @@ pub struct PeerArgs {
     /// Upload slots (peers unchoked at once).
     #[arg(long, default_value_t = 8)]
     pub upload_slots: usize,
+    /// For a magnet link: give up when its metadata has not arrived in this
+    /// many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub metadata_timeout: f64,
 }
 
 impl PeerArgs {
@@ -66,7 +70,7 @@ impl PeerArgs {
     about = "Mount a torrent as a read-only filesystem; reads wait for verified pieces"
 )]
 pub struct MountCli {
-    /// The .torrent file.
+    /// The .torrent file, a magnet link (quote it), or a file holding one.
     pub torrent: PathBuf,
     /// Where to mount it (an existing directory).
     pub mountpoint: PathBuf,

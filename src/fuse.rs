@@ -4,6 +4,11 @@
 //! is handed to the tokio runtime and answered from there, so a read waiting on the
 //! network never holds fuser's request thread and reads of different files progress
 //! independently. Everything that would modify the tree gets EROFS.
+//!
+//! A mount of a magnet link appears before its metadata has arrived: until
+//! then its [`Slot`] is empty and the root holds one small file that says
+//! what the mount waits for (answered with no caching, so the torrent's
+//! files show as soon as they are known).
 
 use crate::fs::{Attr, Fs, FsError, Kind};
 use fuser::{
@@ -20,18 +25,80 @@ const TTL: Duration = Duration::from_secs(3600);
 /// Largest read the kernel sends us (and its read-ahead), in bytes.
 pub const MAX_READ: u32 = 1 << 20;
 
+/// The name of the note shown while the metadata is on its way.
+pub const NOTE_NAME: &str = "btt-waiting-for-metadata.txt";
+/// Its inode: outside any torrent's table.
+const NOTE_INO: u64 = u64::MAX - 1;
+
+/// The filesystem behind a mount, set once; until then a note.
+pub struct Slot {
+    fs: std::sync::OnceLock<Arc<Fs>>,
+    note: std::sync::Mutex<String>,
+    since: std::time::SystemTime,
+}
+
+impl Slot {
+    pub fn ready(fs: Arc<Fs>) -> Arc<Slot> {
+        let s = Slot::waiting(String::new());
+        let _ = s.fs.set(fs);
+        s
+    }
+
+    pub fn waiting(note: String) -> Arc<Slot> {
+        Arc::new(Slot {
+            fs: Default::default(),
+            note: std::sync::Mutex::new(note),
+            since: std::time::SystemTime::now(),
+        })
+    }
+
+    /// The torrent's files replace the note.
+    pub fn set(&self, fs: Arc<Fs>) {
+        let _ = self.fs.set(fs);
+    }
+
+    pub fn set_note(&self, note: String) {
+        *self.note.lock().unwrap_or_else(|e| e.into_inner()) = note;
+    }
+
+    fn note(&self) -> String {
+        self.note.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 pub struct BttFuse {
-    fs: Arc<Fs>,
+    slot: Arc<Slot>,
     rt: tokio::runtime::Handle,
     uid: u32,
     gid: u32,
 }
 
 impl BttFuse {
-    pub fn new(fs: Arc<Fs>, rt: tokio::runtime::Handle) -> Self {
+    pub fn new(slot: Arc<Slot>, rt: tokio::runtime::Handle) -> Self {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        BttFuse { fs, rt, uid, gid }
+        BttFuse { slot, rt, uid, gid }
+    }
+
+    fn fs(&self) -> Option<&Arc<Fs>> {
+        self.slot.fs.get()
+    }
+
+    /// While waiting: the root and the note.
+    fn waiting_attr(&self, ino: u64) -> Option<FileAttr> {
+        let (kind, size, nlink, perm) = match ino {
+            1 => (Kind::Dir, 0, 2, 0o555),
+            NOTE_INO => (Kind::File, self.slot.note().len() as u64, 1, 0o444),
+            _ => return None,
+        };
+        Some(self.attr(&Attr {
+            ino,
+            kind,
+            size,
+            nlink,
+            perm,
+            mtime: self.slot.since,
+        }))
     }
 
     fn attr(&self, a: &Attr) -> FileAttr {
@@ -77,14 +144,30 @@ impl Filesystem for BttFuse {
         let Some(name) = name.to_str() else {
             return reply.error(Errno::ENOENT);
         };
-        match self.fs.lookup(parent.0, name) {
+        let Some(fs) = self.fs() else {
+            return match (parent.0, name) {
+                (1, NOTE_NAME) => reply.entry(
+                    &Duration::ZERO,
+                    &self.waiting_attr(NOTE_INO).expect("the note"),
+                    Generation(0),
+                ),
+                _ => reply.error(Errno::ENOENT),
+            };
+        };
+        match fs.lookup(parent.0, name) {
             Ok(a) => reply.entry(&TTL, &self.attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
+        let Some(fs) = self.fs() else {
+            return match self.waiting_attr(ino.0) {
+                Some(a) => reply.attr(&Duration::ZERO, &a),
+                None => reply.error(Errno::ENOENT),
+            };
+        };
+        match fs.getattr(ino.0) {
             Ok(a) => reply.attr(&TTL, &self.attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -93,7 +176,15 @@ impl Filesystem for BttFuse {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write =
             !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
-        match self.fs.open(ino.0, write) {
+        let Some(fs) = self.fs() else {
+            return match (ino.0, write) {
+                (NOTE_INO, false) => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
+                (NOTE_INO, true) => reply.error(Errno::EROFS),
+                (1, _) => reply.error(Errno::EISDIR),
+                _ => reply.error(Errno::ENOENT),
+            };
+        };
+        match fs.open(ino.0, write) {
             // Immutable content: keep the page cache across opens.
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(&e)),
@@ -111,7 +202,12 @@ impl Filesystem for BttFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let fs = self.fs.clone();
+        let Some(fs) = self.fs().cloned() else {
+            let note = self.slot.note().into_bytes();
+            let start = (offset as usize).min(note.len());
+            let end = start.saturating_add(size as usize).min(note.len());
+            return reply.data(&note[start..end]);
+        };
         let pid = req.pid();
         self.rt.spawn(async move {
             match fs.read(fh.0, offset, size, pid).await {
@@ -134,7 +230,9 @@ impl Filesystem for BttFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.release(fh.0);
+        if let Some(fs) = self.fs() {
+            fs.release(fh.0);
+        }
         reply.ok();
     }
 
@@ -146,7 +244,23 @@ impl Filesystem for BttFuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let listed = self.fs.readdir(ino.0, offset, |ino, next, k, name| {
+        let Some(fs) = self.fs() else {
+            if ino.0 != 1 {
+                return reply.error(Errno::ENOTDIR);
+            }
+            let entries = [
+                (1, ".", Kind::Dir),
+                (1, "..", Kind::Dir),
+                (NOTE_INO, NOTE_NAME, Kind::File),
+            ];
+            for (i, (ino, name, k)) in entries.iter().enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(*ino), i as u64 + 1, kind(*k), name) {
+                    break;
+                }
+            }
+            return reply.ok();
+        };
+        let listed = fs.readdir(ino.0, offset, |ino, next, k, name| {
             reply.add(INodeNo(ino), next, kind(k), name)
         });
         match listed {
@@ -156,12 +270,16 @@ impl Filesystem for BttFuse {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let (bytes, files) = self.fs.totals();
+        let (bytes, files) = self.fs().map_or((0, 1), |fs| fs.totals());
         reply.statfs(bytes.div_ceil(4096), 0, 0, files, 0, 4096, 255, 4096);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        if self.fs.getattr(ino.0).is_err() {
+        let exists = match self.fs() {
+            Some(fs) => fs.getattr(ino.0).is_ok(),
+            None => self.waiting_attr(ino.0).is_some(),
+        };
+        if !exists {
             return reply.error(Errno::ENOENT);
         }
         if mask.bits() & libc::W_OK != 0 {

@@ -21,6 +21,7 @@ pub mod fs;
 pub mod fuse;
 pub mod fuzz;
 pub mod get;
+pub mod magnet;
 pub mod market;
 pub mod memory;
 pub mod metainfo;

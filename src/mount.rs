@@ -5,8 +5,9 @@
 
 use crate::engine::{EngineConfig, EngineError, Torrent};
 use crate::fs::Fs;
-use crate::fuse::BttFuse;
-use crate::metainfo::{Metainfo, MetainfoError};
+use crate::fuse::{BttFuse, Slot};
+use crate::magnet::MagnetError;
+use crate::metainfo::{Magnet, Metainfo, MetainfoError};
 use crate::store::{Store, StoreError};
 use fuser::{Config, MountOption, SessionACL};
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ pub enum MountError {
     },
     #[error("mount point {path}: {why}")]
     Mountpoint { path: PathBuf, why: String },
-    #[error("torrent {path} has {files} files, more than --max-files {max}; a mount holds about 400 bytes per file: raise --max-files if this machine has the memory")]
+    #[error("torrent {path} has {files} files, more than --max-files {max}; a mount holds about 120 bytes per file: raise --max-files if this machine has the memory")]
     TooManyFiles {
         path: PathBuf,
         files: usize,
@@ -45,11 +46,21 @@ pub enum MountError {
     },
     #[error("async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Magnet(#[from] MagnetError),
+    #[error("cannot keep the metadata at {path}: {source}")]
+    KeepMetadata {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Clone, Debug)]
 pub struct MountConfig {
+    /// A .torrent file, a magnet link, or a file holding a magnet link.
     pub torrent: PathBuf,
+    /// How long a magnet link's metadata may take to arrive.
+    pub metadata_timeout: Duration,
     pub mountpoint: PathBuf,
     /// Downloads go to `<data_dir>/<info-hash>/`.
     pub data_dir: PathBuf,
@@ -69,7 +80,92 @@ pub struct MountConfig {
 pub struct Mounted {
     pub mountpoint: PathBuf,
     pub listen: Option<std::net::SocketAddr>,
-    pub meta: Arc<Metainfo>,
+    /// The torrent's name (a magnet's `dn=`, or its info-hash, while its
+    /// metadata is on its way).
+    pub name: String,
+    /// The metadata is on its way (a magnet link).
+    pub waiting: bool,
+}
+
+/// What the user named: a torrent, or a magnet link to fetch it from.
+pub enum Source {
+    Torrent(Metainfo),
+    Magnet(Magnet),
+}
+
+/// Reads `arg`: a magnet link, a file holding one, or a .torrent file. A
+/// magnet whose metadata was fetched before is its kept .torrent.
+pub fn resolve(arg: &Path, data_dir: &Path) -> Result<Source, MountError> {
+    let bad = |source| MountError::Torrent {
+        path: arg.to_path_buf(),
+        source,
+    };
+    let text = arg.as_os_str().to_str().unwrap_or("");
+    let magnet = if text.starts_with("magnet:") {
+        text.to_string()
+    } else {
+        let bytes = std::fs::read(arg).map_err(|source| MountError::ReadTorrent {
+            path: arg.to_path_buf(),
+            source,
+        })?;
+        if !bytes.starts_with(b"magnet:") {
+            return Ok(Source::Torrent(Metainfo::from_bytes(&bytes).map_err(bad)?));
+        }
+        String::from_utf8_lossy(&bytes).trim().to_string()
+    };
+    let m = Magnet::parse(&magnet).map_err(bad)?;
+    let kept = kept_metadata(data_dir, &m.info_hash);
+    if let Ok(bytes) = std::fs::read(&kept) {
+        match Metainfo::from_bytes(&bytes) {
+            Ok(meta) if meta.info_hash == m.info_hash => return Ok(Source::Torrent(meta)),
+            _ => warn!(path = %kept.display(), "kept metadata is unreadable; fetching it again"),
+        }
+    }
+    Ok(Source::Magnet(m))
+}
+
+/// Where a magnet link's fetched metadata is kept (as a .torrent file).
+pub fn kept_metadata(data_dir: &Path, hash: &crate::metainfo::InfoHash) -> PathBuf {
+    data_dir.join(format!("{}.torrent", hash.hex()))
+}
+
+/// Writes the fetched metadata where a remount finds it (atomically).
+fn keep_metadata(data_dir: &Path, meta: &Metainfo) -> Result<(), MountError> {
+    let path = kept_metadata(data_dir, &meta.info_hash);
+    let err = |source| MountError::KeepMetadata {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(data_dir).map_err(err)?;
+    let tmp = path.with_extension("torrent.tmp");
+    std::fs::write(&tmp, meta.to_torrent_bytes()).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)
+}
+
+/// The sources a magnet's metadata is fetched from.
+fn magnet_sources(
+    m: &Magnet,
+    cfg: &EngineConfig,
+    own: Option<std::net::SocketAddr>,
+) -> crate::magnet::Sources {
+    let mut peers = cfg.peers.clone();
+    peers.extend(
+        m.peers
+            .iter()
+            .filter_map(|p| p.parse::<std::net::SocketAddr>().ok()),
+    );
+    crate::magnet::Sources {
+        peers,
+        trackers: if cfg.use_trackers {
+            m.trackers.iter().map(|t| vec![t.clone()]).collect()
+        } else {
+            vec![]
+        },
+        peer_id: crate::new_peer_id(),
+        port: own.map_or(0, |a| a.port()),
+        own,
+        announce_timeout: cfg.announce_timeout,
+    }
 }
 
 /// `$XDG_DATA_HOME/btt`, else `~/.local/share/btt`.
@@ -161,15 +257,59 @@ pub enum Ended {
     Unmounted,
 }
 
-/// Mounts and serves until the end; calls `on_ready` once the mount is up.
-pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, MountError> {
-    let meta = Arc::new(load_torrent(&cfg.torrent)?);
+fn check_files(meta: &Metainfo, cfg: &MountConfig) -> Result<(), MountError> {
     if meta.files.len() > cfg.max_files {
         return Err(MountError::TooManyFiles {
             path: cfg.torrent.clone(),
             files: meta.files.len(),
             max: cfg.max_files,
         });
+    }
+    Ok(())
+}
+
+/// A mount's running torrent: its engine, store and files.
+type Started = (Arc<Torrent>, Arc<Store>, Arc<Fs>);
+
+/// The torrent's store, engine and files, on the listener bound before.
+fn start_torrent(
+    meta: Arc<Metainfo>,
+    cfg: &MountConfig,
+    listener: tokio::net::TcpListener,
+) -> Result<Started, MountError> {
+    let (root, state) = data_paths(&cfg.data_dir, &meta);
+    let store = Arc::new(Store::open(meta.clone(), &root, &state, cfg.cache_size)?);
+    let torrent = Torrent::start_on(meta, store.clone(), cfg.engine.clone(), listener)?;
+    let fs = Arc::new(Fs::new(torrent.clone(), cfg.read_timeout));
+    crate::memory::trim();
+    Ok((torrent, store, fs))
+}
+
+/// What the note in a waiting mount says.
+fn waiting_note(m: &Magnet, src: &crate::magnet::Sources, timeout: Duration) -> String {
+    format!(
+        "btt is fetching the metadata of torrent {hash}{name} from peers \
+         ({peers} given, {trackers} trackers). The torrent's files appear here \
+         when it arrives; after {secs} s without it the mount ends (see the \
+         log, or give --peer HOST:PORT, or --metadata-timeout).\n",
+        hash = m.info_hash,
+        name = m
+            .display_name
+            .as_ref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default(),
+        peers = src.peers.len(),
+        trackers = src.trackers.len(),
+        secs = timeout.as_secs(),
+    )
+}
+
+/// Mounts and serves until the end; calls `on_ready` once the mount is up
+/// (for a magnet link, at once: its files appear when the metadata arrives).
+pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, MountError> {
+    let source = resolve(&cfg.torrent, &cfg.data_dir)?;
+    if let Source::Torrent(meta) = &source {
+        check_files(meta, &cfg)?;
     }
     let mountpoint =
         std::fs::canonicalize(&cfg.mountpoint).map_err(|e| MountError::Mountpoint {
@@ -187,21 +327,39 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, M
         .thread_name("btt-rt")
         .build()
         .map_err(MountError::Runtime)?;
-    let (root, state) = data_paths(&cfg.data_dir, &meta);
-    let store = Arc::new(Store::open(meta.clone(), &root, &state, cfg.cache_size)?);
-    let torrent = rt.block_on(Torrent::start(
-        meta.clone(),
-        store.clone(),
-        cfg.engine.clone(),
-    ))?;
-    let fs = Arc::new(Fs::new(torrent.clone(), cfg.read_timeout));
-    crate::memory::trim();
-    let adapter = BttFuse::new(fs.clone(), rt.handle().clone());
-    let fcfg = fuse_config(&cfg.fuse_options, &meta.name);
+    let listener = rt.block_on(Torrent::listen(cfg.engine.listen))?;
+    let local = listener.local_addr().ok();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut started = None;
+    let mut fetching = None;
+    let mut listener = Some(listener);
+    let (slot, name) = match source {
+        Source::Torrent(meta) => {
+            let name = meta.name.clone();
+            let l = listener.take().expect("listener");
+            let t = rt.block_on(async { start_torrent(Arc::new(meta), &cfg, l) })?;
+            let slot = Slot::ready(t.2.clone());
+            started = Some(t);
+            (slot, name)
+        }
+        Source::Magnet(m) => {
+            let src = magnet_sources(&m, &cfg.engine, local);
+            let slot = Slot::waiting(waiting_note(&m, &src, cfg.metadata_timeout));
+            let name = m.display_name.clone().unwrap_or_else(|| m.info_hash.hex());
+            let fetch = crate::magnet::fetch(m.info_hash, src, cfg.metadata_timeout, stop_rx);
+            let trackers: Vec<Vec<String>> = m.trackers.iter().map(|t| vec![t.clone()]).collect();
+            fetching = Some((Box::pin(fetch), trackers));
+            (slot, name)
+        }
+    };
+    let adapter = BttFuse::new(slot.clone(), rt.handle().clone());
+    let fcfg = fuse_config(&cfg.fuse_options, &name);
     let session = match fuser::Session::new(adapter, &mountpoint, &fcfg) {
         Ok(s) => s,
         Err(source) => {
-            rt.block_on(torrent.shutdown());
+            if let Some((torrent, _, _)) = &started {
+                rt.block_on(torrent.shutdown());
+            }
             return Err(MountError::Fuse {
                 path: mountpoint,
                 source,
@@ -219,11 +377,12 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, M
         })
         .map_err(MountError::Runtime)?;
     let id = mount_id(&mountpoint);
-    info!(mountpoint = %mountpoint.display(), name = %meta.name, "mounted");
+    info!(mountpoint = %mountpoint.display(), %name, waiting = fetching.is_some(), "mounted");
     on_ready(&Mounted {
         mountpoint: mountpoint.clone(),
-        listen: torrent.listen_addr(),
-        meta: meta.clone(),
+        listen: local,
+        name,
+        waiting: fetching.is_some(),
     });
 
     let ended = rt.block_on(async {
@@ -232,27 +391,68 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, M
         let mut sigterm = signal(SignalKind::terminate()).map_err(MountError::Runtime)?;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
+            let fetch = async {
+                match &mut fetching {
+                    Some((f, _)) => f.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = sigint.recv() => return Ok::<_, MountError>(Ended::Signal),
-                _ = sigterm.recv() => return Ok(Ended::Signal),
-                _ = &mut done_rx => return Ok(Ended::Unmounted),
+                _ = sigint.recv() => return Ok::<_, MountError>(Ok(Ended::Signal)),
+                _ = sigterm.recv() => return Ok(Ok(Ended::Signal)),
+                _ = &mut done_rx => return Ok(Ok(Ended::Unmounted)),
+                got = fetch => {
+                    let (_, trackers) = fetching.take().expect("fetching");
+                    let meta = got.map_err(MountError::from).and_then(|info| {
+                        let meta = Metainfo::from_info(&info, trackers).map_err(|source| {
+                            MountError::Torrent { path: cfg.torrent.clone(), source }
+                        })?;
+                        check_files(&meta, &cfg)?;
+                        keep_metadata(&cfg.data_dir, &meta)?;
+                        Ok(meta)
+                    });
+                    let meta = match meta {
+                        Ok(m) => m,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    info!(name = %meta.name, files = meta.files.len(), "metadata arrived; the files are shown");
+                    match start_torrent(Arc::new(meta), &cfg, listener.take().expect("listener")) {
+                        Ok(t) => {
+                            slot.set(t.2.clone());
+                            started = Some(t);
+                        }
+                        Err(e) => return Ok(Err(e)),
+                    }
+                }
                 _ = tick.tick() => {
-                    if fs.waiting_reads() > 0 {
-                        fs.reap_killed_readers();
+                    if let Some((_, _, fs)) = &started {
+                        if fs.waiting_reads() > 0 {
+                            fs.reap_killed_readers();
+                        }
                     }
                     if let Some(id) = &id {
                         if !still_mounted(id) {
-                            return Ok(Ended::Unmounted);
+                            return Ok(Ok(Ended::Unmounted));
                         }
                     }
                 }
             }
         }
     })?;
+    let _ = stop_tx.send(true);
+    let (ended, failed) = match ended {
+        Ok(e) => (e, None),
+        Err(e) => {
+            warn!(error = %e, "giving up");
+            (Ended::Signal, Some(e))
+        }
+    };
     info!(?ended, "unmounting");
     // Fail blocked reads first (they get EIO), then detach the mount.
     rt.block_on(async {
-        torrent.shutdown().await;
+        if let Some((torrent, _, _)) = &started {
+            torrent.shutdown().await;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     });
     if let Some(buy) = &cfg.engine.buy {
@@ -278,11 +478,14 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, M
     while !session_thread.is_finished() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if !cfg.keep {
+    if let (false, Some((_, store, _))) = (cfg.keep, &started) {
         if let Err(e) = store.delete() {
             warn!(error = %e, "could not delete data (--no-keep)");
         }
     }
     rt.shutdown_timeout(Duration::from_millis(200));
-    Ok(ended)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(ended),
+    }
 }

@@ -1,4 +1,4 @@
-//! `btt-mount TORRENT MOUNTPOINT`: mount a torrent read-only.
+//! `btt-mount TORRENT|MAGNET MOUNTPOINT`: mount a torrent read-only.
 //!
 //! Goes to the background once the mount answers (unless `--foreground`): the
 //! parent re-executes itself in the foreground as a detached child and waits on a
@@ -75,6 +75,7 @@ fn main() -> Result<()> {
     let mut ready = ready_fd.map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
     let cfg = MountConfig {
         torrent: cli.torrent.clone(),
+        metadata_timeout: Duration::from_secs_f64(cli.peers.metadata_timeout.max(1.0)),
         mountpoint: cli.mountpoint.clone(),
         data_dir: cli.data_dir.clone().unwrap_or_else(default_data_dir),
         cache_size: cli.cache_size,
@@ -105,7 +106,14 @@ fn main() -> Result<()> {
         fuse_options: cli.options.clone(),
     };
     let res = run(cfg, |m| {
-        let line = format!("mounted {} at {}\n", m.meta.name, m.mountpoint.display());
+        let line = match m.waiting {
+            false => format!("mounted {} at {}\n", m.name, m.mountpoint.display()),
+            true => format!(
+                "mounted {} at {}; its files appear when the metadata arrives from peers\n",
+                m.name,
+                m.mountpoint.display()
+            ),
+        };
         match ready.take() {
             Some(mut f) => {
                 let _ = f.write_all(format!("ok {line}").as_bytes());

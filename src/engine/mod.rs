@@ -49,6 +49,8 @@ pub enum EngineError {
 /// Our BEP 10 message id for the payment extension (whose name the hooks
 /// give): the engine routes its messages and knows nothing of their content.
 pub const PAY_EXT_ID: u8 = 7;
+/// The id we receive BEP 9 `ut_metadata` on.
+pub const METADATA_EXT_ID: u8 = 2;
 
 /// What a seller's payment-extension message means to the buyer side.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -363,7 +365,27 @@ impl Torrent {
         store: Arc<Store>,
         cfg: EngineConfig,
     ) -> Result<Arc<Torrent>, EngineError> {
-        let (listener, local) = bind(cfg.listen).await?;
+        let (listener, _) = bind(cfg.listen).await?;
+        Torrent::start_on(meta, store, cfg, listener)
+    }
+
+    /// Binds `addr` for [`Self::start_on`] (a magnet's mount listens, and
+    /// announces its port, before the torrent's metadata is known).
+    pub async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, EngineError> {
+        Ok(bind(addr).await?.0)
+    }
+
+    /// Starts the engine on a listener bound before.
+    pub fn start_on(
+        meta: Arc<Metainfo>,
+        store: Arc<Store>,
+        cfg: EngineConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Arc<Torrent>, EngineError> {
+        let addr = cfg.listen;
+        let local = listener
+            .local_addr()
+            .map_err(|source| EngineError::Listen { addr, source })?;
         let t = Torrent::build(meta, store, cfg, local);
         tokio::spawn(peer::accept_loop(vec![t.clone()], listener));
         Ok(t)

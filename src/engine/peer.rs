@@ -231,6 +231,9 @@ struct UploadQueue {
 /// rejects of a request flood, say) before it is dropped: every per-peer
 /// queue has a bound.
 const MAX_OUT_MSGS: usize = 16384;
+/// Messages waiting for a peer beyond which its metadata requests are
+/// refused (each reply holds a 16 KiB piece).
+const MAX_METADATA_QUEUED: usize = 64;
 /// `btt_pay` messages a peer may have waiting for an answer.
 const MAX_PAY_QUEUE: usize = 1024;
 
@@ -362,6 +365,8 @@ struct Session {
     their_pay_id: Arc<std::sync::atomic::AtomicU8>,
     /// Wakes this session (new pieces wanted, credit freed by a payment).
     wake: Arc<Notify>,
+    /// The id the peer wants `ut_metadata` messages on (0: it does not).
+    their_metadata_id: u8,
 }
 
 impl Session {
@@ -847,6 +852,8 @@ impl Session {
                         if let Some(q) = h.reqq {
                             self.reqq = (q as usize).clamp(1, 2048);
                         }
+                        self.their_metadata_id =
+                            h.m.get(wire::metadata::NAME).copied().unwrap_or(0);
                         debug!(client = ?h.client, reqq = ?h.reqq, "extension handshake");
                     }
                     Err(e) => debug!(error = %e, "ignoring bad extension handshake"),
@@ -879,9 +886,42 @@ impl Session {
                     }
                 }
             }
+            Message::Extended { id, payload } if id == super::METADATA_EXT_ID => {
+                self.on_metadata_msg(&payload);
+            }
             Message::Extended { .. } => {}
         }
         Ok(())
+    }
+
+    /// BEP 9: a peer with only the info-hash asks for the info dictionary.
+    /// A reply waits in the writer's queue; while more than
+    /// [`MAX_METADATA_QUEUED`] messages wait there, requests are refused, so
+    /// a peer that asks and does not read holds at most that many pieces.
+    fn on_metadata_msg(&mut self, payload: &Bytes) {
+        use wire::metadata::{piece_of, MetadataMsg};
+        let Ok(MetadataMsg::Request { piece }) = MetadataMsg::decode(payload) else {
+            return; // data or rejects for us: we never ask an engine's peers
+        };
+        if self.their_metadata_id == 0 {
+            return;
+        }
+        let info = &self.t.meta.info_bytes;
+        let reply = match piece_of(info, piece) {
+            Some(data) if self.queued.msgs.load(Ordering::Relaxed) <= MAX_METADATA_QUEUED => {
+                MetadataMsg::Data {
+                    piece,
+                    total_size: info.len() as u64,
+                    data: Bytes::copy_from_slice(data),
+                }
+            }
+            _ => MetadataMsg::Reject { piece },
+        };
+        let id = self.their_metadata_id;
+        self.send(Message::Extended {
+            id,
+            payload: Bytes::from(reply.encode()),
+        });
     }
 
     fn on_request(&mut self, r: BlockRef) -> Result<(), PeerError> {
@@ -1036,6 +1076,7 @@ async fn run(
         rtt: Duration::ZERO,
         last_sent: Instant::now(),
         t: t.clone(),
+        their_metadata_id: 0,
     };
     let result = session_loop(&mut s, &mut rd, &wake, &mut cmd_rx).await;
     writer_task.abort();
@@ -1089,8 +1130,10 @@ async fn session_loop(
             port: s.t.listen_addr().map(|a| a.port()),
             client: Some(concat!("btt ", env!("CARGO_PKG_VERSION")).into()),
             reqq: Some(MAX_UPLOAD_QUEUE as u32),
+            metadata_size: Some(s.t.meta.info_bytes.len() as u64),
             ..Default::default()
         };
+        h.m.insert(wire::metadata::NAME.into(), super::METADATA_EXT_ID);
         if let Some(hook) = &s.t.cfg.pay {
             let name = hook.0.ext_name().to_string();
             h.m.insert(name.clone(), super::PAY_EXT_ID);

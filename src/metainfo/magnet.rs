@@ -9,6 +9,8 @@ pub struct Magnet {
     pub display_name: Option<String>,
     pub trackers: Vec<String>,
     pub peers: Vec<String>,
+    /// BEP 53 `so=`: the files to fetch, by index (`None`: all of them).
+    pub select: Option<Vec<std::ops::RangeInclusive<usize>>>,
 }
 
 impl Magnet {
@@ -24,6 +26,7 @@ impl Magnet {
             display_name: None,
             trackers: vec![],
             peers: vec![],
+            select: None,
         };
         for (k, v) in url.query_pairs() {
             match &*k {
@@ -41,10 +44,39 @@ impl Magnet {
                 "dn" => m.display_name = Some(v.into_owned()),
                 "tr" => m.trackers.push(v.into_owned()),
                 "x.pe" => m.peers.push(v.into_owned()),
+                "so" => {
+                    let mut sel = m.select.take().unwrap_or_default();
+                    for part in v.split(',').filter(|p| !p.is_empty()) {
+                        let num = |s: &str| {
+                            s.trim()
+                                .parse::<usize>()
+                                .map_err(|_| err("so= must be file indices like 0,2,4-6"))
+                        };
+                        let r = match part.split_once('-') {
+                            Some((a, b)) => num(a)?..=num(b)?,
+                            None => num(part)?..=num(part)?,
+                        };
+                        if r.is_empty() {
+                            return Err(err("so= range runs backwards"));
+                        }
+                        if sel.len() >= 1024 {
+                            return Err(err("so= has more than 1024 ranges"));
+                        }
+                        sel.push(r);
+                    }
+                    m.select = Some(sel);
+                }
                 _ => {}
             }
         }
         m.info_hash = info_hash.ok_or_else(|| err("no `xt=urn:btih:` (v1 info-hash)"))?;
         Ok(m)
+    }
+
+    /// Whether BEP 53's `so=` selects file `i` (no `so=`: every file).
+    pub fn selects(&self, i: usize) -> bool {
+        self.select
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|r| r.contains(&i)))
     }
 }

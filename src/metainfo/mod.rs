@@ -310,8 +310,6 @@ impl Metainfo {
             Some(_) => return Err(MetainfoError::NotADict),
         }
         let info_raw = info_raw.ok_or(MetainfoError::Missing("info"))?;
-        let info_hash = InfoHash(Sha1::digest(info_raw).into());
-        let (info, files_raw) = info_fields(info_raw)?;
 
         let mut trackers: Vec<Vec<String>> = Vec::new();
         if let Some(Value::List(tiers)) = get(&top, "announce-list") {
@@ -338,6 +336,17 @@ impl Metainfo {
                 }
             }
         }
+        let mut m = Metainfo::from_info(info_raw, trackers)?;
+        m.creation_date = int(&top, "creation date").ok().flatten();
+        m.comment = string(&top, "comment").ok().flatten();
+        Ok(m)
+    }
+
+    /// A torrent from its info dictionary's raw bytes alone (fetched from
+    /// peers for a magnet link, BEP 9) and the trackers to use.
+    pub fn from_info(info_raw: &[u8], trackers: Vec<Vec<String>>) -> Result<Metainfo> {
+        let info_hash = InfoHash(Sha1::digest(info_raw).into());
+        let (info, files_raw) = info_fields(info_raw)?;
 
         let name_raw = string(&info, "name")?.ok_or(MetainfoError::Missing("name"))?;
         check_component(&name_raw)?;
@@ -440,9 +449,50 @@ impl Metainfo {
             total_length,
             private: int(&info, "private")? == Some(1),
             multi_file,
-            creation_date: int(&top, "creation date").ok().flatten(),
-            comment: string(&top, "comment").ok().flatten(),
+            creation_date: None,
+            comment: None,
         })
+    }
+
+    /// A `.torrent` file of this torrent: its trackers and the info
+    /// dictionary's exact bytes (what a magnet link's metadata is kept as).
+    pub fn to_torrent_bytes(&self) -> Vec<u8> {
+        use bendy::value::Value as V;
+        let tiers = self
+            .trackers
+            .iter()
+            .map(|t| {
+                V::List(
+                    t.iter()
+                        .map(|u| V::Bytes(Cow::Owned(u.as_bytes().to_vec())))
+                        .collect(),
+                )
+            })
+            .collect();
+        let mut out = b"d".to_vec();
+        if !self.trackers.is_empty() {
+            out.extend_from_slice(b"13:announce-list");
+            out.extend(crate::bencode::encode(&V::List(tiers)));
+        }
+        out.extend_from_slice(b"4:info");
+        out.extend_from_slice(&self.info_bytes);
+        out.push(b'e');
+        out
+    }
+
+    /// A magnet link for this torrent: info-hash, name and trackers.
+    pub fn magnet(&self) -> String {
+        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+        let mut m = format!(
+            "magnet:?xt=urn:btih:{}&dn={}",
+            self.info_hash.hex(),
+            utf8_percent_encode(&self.name, NON_ALPHANUMERIC)
+        );
+        for url in self.trackers.iter().flatten() {
+            m += "&tr=";
+            m += &utf8_percent_encode(url, NON_ALPHANUMERIC).to_string();
+        }
+        m
     }
 
     /// File `i`'s path inside the torrent's folder, components joined by

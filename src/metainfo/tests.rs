@@ -175,6 +175,16 @@ fn magnets() {
         b32.info_hash.hex(),
         "0123456789abcdef0123456789abcdef01234567"
     );
+    assert!(m.selects(7) && m.select.is_none());
+    let so =
+        Magnet::parse("magnet:?xt=urn:btih:0123456789abcdef0123456789ABCDEF01234567&so=0,2,4-6")
+            .unwrap();
+    assert_eq!(so.select, Some(vec![0..=0, 2..=2, 4..=6]));
+    assert!(so.selects(5) && !so.selects(3) && !so.selects(7));
+    for bad in ["so=x", "so=5-2", "so=1-"] {
+        let uri = format!("magnet:?xt=urn:btih:0123456789abcdef0123456789ABCDEF01234567&{bad}");
+        assert!(Magnet::parse(&uri).is_err(), "{bad}");
+    }
     assert!(Magnet::parse("magnet:?dn=x").is_err());
     assert!(Magnet::parse("http://x").is_err());
     assert!(Magnet::parse("magnet:?xt=urn:btih:zz").is_err());
@@ -211,4 +221,23 @@ fn the_streamed_file_list_skips_unknown_keys_and_names_wrong_shapes() {
     let both = b"d4:infod5:filesld6:lengthi1e4:pathl1:aeee6:lengthi1e4:name1:t12:piece lengthi16e6:pieces20:xxxxxxxxxxxxxxxxxxxxee";
     let e = Metainfo::from_bytes(both).unwrap_err().to_string();
     assert!(e.contains("both"), "{e}");
+}
+
+#[test]
+fn a_torrent_rebuilt_from_its_info_dict_is_the_same_torrent() {
+    let t = multi(&[("a", 10, false), ("sub/b", 40, false)], 16);
+    let m = Metainfo::from_bytes(&t).unwrap();
+    let again = Metainfo::from_info(&m.info_bytes, vec![vec!["udp://127.0.0.1:1".into()]]).unwrap();
+    assert_eq!(again.info_hash, m.info_hash);
+    assert_eq!(
+        (again.files.clone(), again.paths.clone()),
+        (m.files.clone(), m.paths.clone())
+    );
+    let file = Metainfo::from_bytes(&again.to_torrent_bytes()).unwrap();
+    assert_eq!(file.info_hash, m.info_hash);
+    assert_eq!(file.trackers, again.trackers);
+    let magnet = Magnet::parse(&file.magnet()).unwrap();
+    assert_eq!(magnet.info_hash, m.info_hash);
+    assert_eq!(magnet.display_name.as_deref(), Some("dir"));
+    assert_eq!(magnet.trackers, vec!["udp://127.0.0.1:1"]);
 }

@@ -6,6 +6,7 @@
 //! longer than a caller-set maximum so a hostile peer cannot make us allocate.
 
 mod ext;
+pub mod metadata;
 #[cfg(test)]
 mod tests;
 

@@ -9,6 +9,7 @@ mod bad_input;
 mod chain;
 mod faults;
 mod hostile;
+mod magnet;
 mod packaging;
 mod paid;
 mod payments;

@@ -263,6 +263,7 @@ fn main() -> Result<()> {
             std::fs::create_dir_all(&mnt)?;
             let cfg = btt::mount::MountConfig {
                 torrent: prep.torrent.clone(),
+                metadata_timeout: std::time::Duration::from_secs(300),
                 mountpoint: mnt,
                 data_dir: dir.join("data"),
                 cache_size: 32 << 20,

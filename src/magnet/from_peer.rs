@@ -1,0 +1,222 @@
+//! Fetching the info dictionary from one peer (BEP 9), sans-io.
+//!
+//! Each peer is asked for the whole dictionary on its own and the result is
+//! checked against the info-hash: a peer that lies costs only its own
+//! attempt, and blame needs no bookkeeping across peers. Memory grows only
+//! with what the peer really sent, up to the size it announced (at most
+//! [`MAX_SIZE`]), so a peer announcing a huge size and sending nothing costs
+//! nothing.
+
+use crate::metainfo::InfoHash;
+use crate::wire::metadata::{pieces, MetadataMsg, MAX_SIZE, PIECE};
+use sha1::{Digest, Sha1};
+
+/// Requests kept in flight to one peer.
+const WINDOW: u32 = 16;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FetchError {
+    #[error("the peer does not serve metadata (no ut_metadata or metadata_size)")]
+    NotServed,
+    #[error("the peer announces metadata of {0} bytes (the limit is 64 MiB)")]
+    TooBig(u64),
+    #[error("the peer refused metadata piece {0}")]
+    Rejected(u32),
+    #[error("the peer sent metadata piece {piece} we did not ask for or of the wrong size")]
+    Unasked { piece: u32 },
+    #[error("the metadata the peer sent does not match the info-hash")]
+    WrongHash,
+}
+
+/// One peer's attempt.
+pub struct FromPeer {
+    info_hash: InfoHash,
+    size: usize,
+    /// Pieces received in order so far are `got`; `asked` is the next to ask.
+    got: Vec<u8>,
+    asked: u32,
+    /// Pieces that came early, out of order (a peer may answer so).
+    early: std::collections::BTreeMap<u32, bytes::Bytes>,
+}
+
+impl FromPeer {
+    /// From the peer's extension handshake: its `metadata_size`. Returns the
+    /// attempt and the first requests to send.
+    pub fn start(
+        info_hash: InfoHash,
+        size: Option<u64>,
+    ) -> Result<(FromPeer, Vec<MetadataMsg>), FetchError> {
+        let size = size.ok_or(FetchError::NotServed)?;
+        if size == 0 || size > MAX_SIZE as u64 {
+            return Err(FetchError::TooBig(size));
+        }
+        let mut f = FromPeer {
+            info_hash,
+            size: size as usize,
+            got: Vec::new(),
+            asked: 0,
+            early: Default::default(),
+        };
+        let first = f.more();
+        Ok((f, first))
+    }
+
+    fn received(&self) -> u32 {
+        (self.got.len() / PIECE) as u32 + self.early.len() as u32
+    }
+
+    fn more(&mut self) -> Vec<MetadataMsg> {
+        let mut out = Vec::new();
+        while self.asked < pieces(self.size) && self.asked < self.received() + WINDOW {
+            out.push(MetadataMsg::Request { piece: self.asked });
+            self.asked += 1;
+        }
+        out
+    }
+
+    /// Bytes of metadata held so far, of the total.
+    pub fn progress(&self) -> (usize, usize) {
+        (
+            self.got.len() + self.early.values().map(|d| d.len()).sum::<usize>(),
+            self.size,
+        )
+    }
+
+    /// A `ut_metadata` message from the peer: more requests to send, or the
+    /// verified info dictionary once it is whole.
+    pub fn on_msg(&mut self, m: MetadataMsg) -> Result<Step, FetchError> {
+        match m {
+            // Serving is the engine's job; a fetcher has nothing to give.
+            MetadataMsg::Request { .. } => Ok(Step::More(vec![])),
+            MetadataMsg::Reject { piece } => Err(FetchError::Rejected(piece)),
+            MetadataMsg::Data {
+                piece,
+                total_size,
+                data,
+            } => {
+                let next = (self.got.len() / PIECE) as u32;
+                let ok = total_size == self.size as u64
+                    && piece >= next
+                    && piece < self.asked
+                    && !self.early.contains_key(&piece)
+                    && (piece as usize) < pieces(self.size) as usize
+                    && data.len() == (self.size - piece as usize * PIECE).min(PIECE);
+                if !ok {
+                    return Err(FetchError::Unasked { piece });
+                }
+                self.early.insert(piece, data);
+                while let Some(d) = self.early.remove(&((self.got.len() / PIECE) as u32)) {
+                    if self.got.is_empty() {
+                        self.got.reserve_exact(self.size);
+                    }
+                    self.got.extend_from_slice(&d);
+                    if self.got.len() == self.size {
+                        break;
+                    }
+                }
+                if self.got.len() == self.size {
+                    if InfoHash(Sha1::digest(&self.got).into()) != self.info_hash {
+                        return Err(FetchError::WrongHash);
+                    }
+                    return Ok(Step::Done(std::mem::take(&mut self.got)));
+                }
+                Ok(Step::More(self.more()))
+            }
+        }
+    }
+}
+
+pub enum Step {
+    More(Vec<MetadataMsg>),
+    Done(Vec<u8>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::metadata::piece_of;
+    use bytes::Bytes;
+
+    fn info(len: usize) -> (Vec<u8>, InfoHash) {
+        let v: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let h = InfoHash(Sha1::digest(&v).into());
+        (v, h)
+    }
+
+    fn data(info: &[u8], piece: u32) -> MetadataMsg {
+        MetadataMsg::Data {
+            piece,
+            total_size: info.len() as u64,
+            data: Bytes::copy_from_slice(piece_of(info, piece).unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_whole_dictionary_in_any_order_is_checked_and_given() {
+        let (v, h) = info(PIECE * 20 + 3);
+        let (mut f, first) = FromPeer::start(h, Some(v.len() as u64)).unwrap();
+        assert_eq!(first.len(), WINDOW as usize);
+        // Answers out of order: piece 1 before 0.
+        let mut asked: Vec<u32> = first
+            .iter()
+            .map(|m| match m {
+                MetadataMsg::Request { piece } => *piece,
+                _ => unreachable!(),
+            })
+            .collect();
+        asked.swap(0, 1);
+        let mut done = None;
+        while let Some(p) = (!asked.is_empty()).then(|| asked.remove(0)) {
+            match f.on_msg(data(&v, p)).unwrap() {
+                Step::More(reqs) => asked.extend(reqs.iter().map(|m| match m {
+                    MetadataMsg::Request { piece } => *piece,
+                    _ => unreachable!(),
+                })),
+                Step::Done(d) => done = Some(d),
+            }
+        }
+        assert_eq!(done.as_deref(), Some(&v[..]));
+    }
+
+    #[test]
+    fn liars_are_caught() {
+        let (v, h) = info(PIECE + 10);
+        assert_eq!(FromPeer::start(h, None).err(), Some(FetchError::NotServed));
+        assert_eq!(
+            FromPeer::start(h, Some(MAX_SIZE as u64 + 1)).err(),
+            Some(FetchError::TooBig(MAX_SIZE as u64 + 1))
+        );
+        assert_eq!(
+            FromPeer::start(h, Some(0)).err(),
+            Some(FetchError::TooBig(0))
+        );
+        // Wrong bytes: the hash says so.
+        let (mut f, _) = FromPeer::start(h, Some(v.len() as u64)).unwrap();
+        let mut bad = v.clone();
+        bad[5] ^= 1;
+        assert!(matches!(f.on_msg(data(&bad, 0)), Ok(Step::More(_))));
+        assert_eq!(f.on_msg(data(&bad, 1)).err(), Some(FetchError::WrongHash));
+        // A piece twice, a piece not asked, a short piece, another total.
+        let (mut f, _) = FromPeer::start(h, Some(v.len() as u64)).unwrap();
+        f.on_msg(data(&v, 0)).ok().unwrap();
+        assert!(f.on_msg(data(&v, 0)).is_err());
+        let (mut f, _) = FromPeer::start(h, Some(v.len() as u64)).unwrap();
+        assert!(f.on_msg(data(&v, 7)).is_err());
+        let short = MetadataMsg::Data {
+            piece: 0,
+            total_size: v.len() as u64,
+            data: Bytes::from_static(b"abc"),
+        };
+        assert!(f.on_msg(short).is_err());
+        let other = MetadataMsg::Data {
+            piece: 1,
+            total_size: 5,
+            data: Bytes::copy_from_slice(&v[PIECE..]),
+        };
+        assert!(f.on_msg(other).is_err());
+        assert_eq!(
+            f.on_msg(MetadataMsg::Reject { piece: 0 }).err(),
+            Some(FetchError::Rejected(0))
+        );
+    }
+}

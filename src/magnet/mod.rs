@@ -1,0 +1,359 @@
+//! Magnet links: getting a torrent's info dictionary when all we have is its
+//! info-hash (BEP 9).
+//!
+//! This runs before the torrent's engine exists, on connections of its own:
+//! the engine needs the metadata for everything it does (piece count,
+//! bitfields, the store), and a short first phase that ends with a verified
+//! dictionary keeps the engine free of a "no metadata yet" state. Peers come
+//! from the magnet's `x.pe=` and `--peer`, and from its trackers (announced
+//! to on the tracker's schedule). Up to [`PARALLEL`] peers are asked at
+//! once, each for the whole dictionary ([`from_peer`]); the first verified
+//! copy wins. A peer that sends a wrong copy is not asked again.
+
+pub mod from_peer;
+
+use crate::metainfo::InfoHash;
+use crate::tracker::{schedule::Schedule, AnnounceRequest, Event, TrackerSet};
+use crate::wire::metadata::{MetadataMsg, NAME};
+use crate::wire::{self, ExtHandshake, Handshake, Message};
+use bytes::{Bytes, BytesMut};
+use from_peer::{FetchError, FromPeer, Step};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn, Instrument};
+
+/// Peers asked at once.
+pub const PARALLEL: usize = 8;
+/// The id we receive `ut_metadata` on.
+const OUR_ID: u8 = 3;
+/// A peer that sends nothing useful for this long is let go.
+const IDLE: Duration = Duration::from_secs(20);
+/// An address that failed is tried again after this long.
+const RETRY: Duration = Duration::from_secs(15);
+/// Addresses remembered (tracker answers add to them).
+const MAX_KNOWN: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MagnetError {
+    #[error("no metadata for {hash} within {secs} s ({why}); check the magnet's trackers and peers, or give --peer HOST:PORT, or a longer --metadata-timeout")]
+    Timeout {
+        hash: InfoHash,
+        secs: u64,
+        why: String,
+    },
+    #[error("stopped before the metadata arrived")]
+    Stopped,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PeerFail {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out")]
+    Timeout,
+    #[error("not a BitTorrent peer: {0}")]
+    Wire(#[from] wire::WireError),
+    #[error("has another torrent")]
+    OtherTorrent,
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+}
+
+/// Where to look and who we are.
+#[derive(Clone, Debug)]
+pub struct Sources {
+    pub peers: Vec<SocketAddr>,
+    pub trackers: Vec<Vec<String>>,
+    pub peer_id: [u8; 20],
+    /// Our listening port, announced to trackers.
+    pub port: u16,
+    /// Our listening address: a tracker may hand it back to us.
+    pub own: Option<SocketAddr>,
+    pub announce_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Known {
+    last_try: Option<Instant>,
+    /// Sent a wrong copy: never again.
+    liar: bool,
+    busy: bool,
+}
+
+/// What the attempts so far ran into, for the timeout's message.
+#[derive(Default)]
+struct Tally {
+    tried: usize,
+    failures: HashMap<&'static str, usize>,
+    tracker: Option<String>,
+}
+
+fn is_own(own: Option<SocketAddr>, a: SocketAddr) -> bool {
+    own.is_some_and(|o| {
+        o.port() == a.port()
+            && (o.ip() == a.ip() || (o.ip().is_unspecified() && a.ip().is_loopback()))
+    })
+}
+
+impl Tally {
+    fn why(&self, known: usize) -> String {
+        if known == 0 {
+            return match &self.tracker {
+                Some(e) => format!("no peers: the trackers failed ({e})"),
+                None => "no peers known".into(),
+            };
+        }
+        let mut parts: Vec<String> = self
+            .failures
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        parts.sort();
+        format!("{} peers asked: {}", self.tried, parts.join(", "))
+    }
+}
+
+fn kind(e: &PeerFail) -> &'static str {
+    match e {
+        PeerFail::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "refused the connection"
+        }
+        PeerFail::Io(_) => "dropped the connection",
+        PeerFail::Timeout => "did not answer",
+        PeerFail::Wire(_) => "spoke no BitTorrent",
+        PeerFail::OtherTorrent => "have another torrent",
+        PeerFail::Fetch(FetchError::NotServed) => "do not serve metadata",
+        PeerFail::Fetch(FetchError::WrongHash) => "sent wrong metadata",
+        PeerFail::Fetch(_) => "broke the metadata protocol",
+    }
+}
+
+/// Fetches and verifies the info dictionary of `hash`, or gives up after
+/// `timeout` (or when `stop` fires).
+pub async fn fetch(
+    hash: InfoHash,
+    src: Sources,
+    timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<u8>, MagnetError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut known: HashMap<SocketAddr, Known> = HashMap::new();
+    for p in &src.peers {
+        known.entry(*p).or_default();
+    }
+    let (addr_tx, mut addr_rx) = tokio::sync::mpsc::channel::<Result<Vec<SocketAddr>, String>>(4);
+    let trackers = (!src.trackers.is_empty())
+        .then(|| tokio::spawn(announce_loop(hash, src.clone(), addr_tx).in_current_span()));
+    let mut tasks: JoinSet<(SocketAddr, Result<Vec<u8>, PeerFail>)> = JoinSet::new();
+    let mut tally = Tally::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    info!(
+        peers = known.len(),
+        trackers = src.trackers.len(),
+        "fetching metadata"
+    );
+    let result = loop {
+        // Dial whom we may.
+        let now = Instant::now();
+        for (addr, k) in known.iter_mut() {
+            if tasks.len() >= PARALLEL {
+                break;
+            }
+            if k.busy || k.liar || k.last_try.is_some_and(|t| now - t < RETRY) {
+                continue;
+            }
+            k.busy = true;
+            k.last_try = Some(now);
+            tally.tried += 1;
+            let (addr, src) = (*addr, src.clone());
+            let span = tracing::debug_span!("metadata", %addr);
+            tasks.spawn(async move { (addr, from_peer(addr, hash, &src).await) }.instrument(span));
+        }
+        tokio::select! {
+            _ = stop.changed() => break Err(MagnetError::Stopped),
+            _ = tokio::time::sleep_until(deadline) => break Err(MagnetError::Timeout {
+                hash,
+                secs: timeout.as_secs(),
+                why: tally.why(known.len()),
+            }),
+            Some(done) = tasks.join_next() => {
+                let Ok((addr, r)) = done else { continue };
+                match r {
+                    Ok(info) => {
+                        info!(%addr, bytes = info.len(), "metadata received and verified");
+                        break Ok(info);
+                    }
+                    Err(e) => {
+                        debug!(%addr, error = %e, "no metadata from this peer");
+                        if let Some(k) = known.get_mut(&addr) {
+                            k.busy = false;
+                            if matches!(e, PeerFail::Fetch(FetchError::WrongHash)) {
+                                warn!(%addr, "peer sent metadata that does not match the info-hash; not asking it again");
+                                k.liar = true;
+                            }
+                        }
+                        *tally.failures.entry(kind(&e)).or_default() += 1;
+                    }
+                }
+            }
+            Some(answer) = addr_rx.recv() => match answer {
+                Ok(addrs) => {
+                    for a in addrs.into_iter().filter(|a| !is_own(src.own, *a)) {
+                        if known.len() < MAX_KNOWN {
+                            known.entry(a).or_default();
+                        }
+                    }
+                }
+                Err(e) => tally.tracker = Some(e),
+            },
+            _ = tick.tick() => {}
+        }
+    };
+    tasks.abort_all();
+    if let Some(t) = trackers {
+        t.abort();
+    }
+    result
+}
+
+/// Announces on the tracker's schedule and hands over what it learns.
+async fn announce_loop(
+    hash: InfoHash,
+    src: Sources,
+    tx: tokio::sync::mpsc::Sender<Result<Vec<SocketAddr>, String>>,
+) {
+    let mut set = TrackerSet::new(src.trackers.clone());
+    let mut schedule = Schedule::default();
+    let mut event = Event::Started;
+    let key: u32 = rand::random();
+    loop {
+        let req = AnnounceRequest {
+            info_hash: hash.0,
+            peer_id: src.peer_id,
+            port: src.port,
+            uploaded: 0,
+            downloaded: 0,
+            // The size is not known yet; not zero, so we are not taken for a seeder.
+            left: 16 * 1024,
+            event,
+            numwant: 50,
+            key,
+            tracker_id: None,
+        };
+        let wait = match set.announce(&req, src.announce_timeout).await {
+            Ok(r) => {
+                event = Event::None;
+                // Ourselves only, or no one: ask again soon (once), as the
+                // engine does when an answer leaves it without peers.
+                let others = r.peers.iter().any(|a| !is_own(src.own, *a));
+                info!(peers = r.peers.len(), "announced (for metadata)");
+                if tx.send(Ok(r.peers)).await.is_err() {
+                    return;
+                }
+                schedule.answered(r.interval, r.min_interval, others)
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string())).await;
+                schedule.failed()
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn send(s: &mut TcpStream, m: Message) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    m.encode(&mut out);
+    s.write_all(&out).await
+}
+
+/// One peer's attempt: handshake, extension handshake, then the pieces.
+async fn from_peer(addr: SocketAddr, hash: InfoHash, src: &Sources) -> Result<Vec<u8>, PeerFail> {
+    let mut s = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+        .await
+        .map_err(|_| PeerFail::Timeout)??;
+    let _ = s.set_nodelay(true);
+    s.write_all(&Handshake::new(hash.0, src.peer_id).encode())
+        .await?;
+    let mut hs = [0u8; wire::HANDSHAKE_LEN];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut hs))
+        .await
+        .map_err(|_| PeerFail::Timeout)??;
+    let theirs = Handshake::decode(&hs)?;
+    if theirs.info_hash != hash.0 {
+        return Err(PeerFail::OtherTorrent);
+    }
+    if !theirs.supports_extensions() {
+        return Err(FetchError::NotServed.into());
+    }
+    let mut ours = ExtHandshake {
+        client: Some(concat!("btt ", env!("CARGO_PKG_VERSION")).into()),
+        port: (src.port != 0).then_some(src.port),
+        ..Default::default()
+    };
+    ours.m.insert(NAME.into(), OUR_ID);
+    send(
+        &mut s,
+        Message::Extended {
+            id: 0,
+            payload: Bytes::from(ours.encode()),
+        },
+    )
+    .await?;
+    let max = wire::max_frame_for(0);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut attempt: Option<(FromPeer, u8)> = None;
+    let mut last_progress = tokio::time::Instant::now();
+    loop {
+        let n = tokio::time::timeout_at(last_progress + IDLE, s.read_buf(&mut buf))
+            .await
+            .map_err(|_| PeerFail::Timeout)??;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        while let Some(m) = wire::decode(&mut buf, max)? {
+            let reqs = match (m, &mut attempt) {
+                (Message::Extended { id: 0, payload }, None) => {
+                    let h = ExtHandshake::decode(&payload).map_err(|_| FetchError::NotServed)?;
+                    let their = h.m.get(NAME).copied().filter(|&id| id != 0);
+                    let their = their.ok_or(FetchError::NotServed)?;
+                    let (f, first) = FromPeer::start(hash, h.metadata_size)?;
+                    debug!(size = ?h.metadata_size, client = ?h.client, "peer serves metadata");
+                    attempt = Some((f, their));
+                    first
+                }
+                (
+                    Message::Extended {
+                        id: OUR_ID,
+                        payload,
+                    },
+                    Some((f, _)),
+                ) => {
+                    let msg = MetadataMsg::decode(&payload)
+                        .map_err(|_| FetchError::Unasked { piece: u32::MAX })?;
+                    last_progress = tokio::time::Instant::now();
+                    match f.on_msg(msg)? {
+                        Step::Done(info) => return Ok(info),
+                        Step::More(reqs) => reqs,
+                    }
+                }
+                _ => vec![],
+            };
+            let their = attempt.as_ref().map_or(0, |a| a.1);
+            for r in reqs {
+                send(
+                    &mut s,
+                    Message::Extended {
+                        id: their,
+                        payload: Bytes::from(r.encode()),
+                    },
+                )
+                .await?;
+            }
+        }
+    }
+}
