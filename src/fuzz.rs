@@ -68,6 +68,28 @@ pub fn tracker(data: &[u8]) {
     let _ = crate::tracker::parse_compact_v6(data);
 }
 
+/// BEP 9 `ut_metadata` messages; then the input, split at `|`, as the
+/// messages a peer sends to a fetch of a 40 000-byte info dictionary.
+pub fn ut_metadata(data: &[u8]) {
+    use crate::wire::metadata::MetadataMsg;
+    let decode = |b: &[u8]| MetadataMsg::decode(&bytes::Bytes::copy_from_slice(b));
+    if let Ok(m) = decode(data) {
+        assert_eq!(decode(&m.encode()).ok(), Some(m), "re-encodes");
+    }
+    let hash = crate::metainfo::InfoHash([0; 20]);
+    let (mut fetch, _) =
+        crate::magnet::from_peer::FromPeer::start(hash, Some(40_000)).expect("a valid size");
+    for part in data.split(|&b| b == b'|') {
+        if let Ok(m) = decode(part) {
+            if fetch.on_msg(m).is_err() {
+                break;
+            }
+        }
+    }
+    let (held, total) = fetch.progress();
+    assert!(held <= total, "never more than the announced size");
+}
+
 /// A target: it must return for any input.
 pub type Target = fn(&[u8]);
 
@@ -78,6 +100,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("wire", wire),
     ("pay_msg", pay_msg),
     ("tracker", tracker),
+    ("ut_metadata", ut_metadata),
 ];
 
 #[cfg(test)]

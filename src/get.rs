@@ -9,7 +9,7 @@
 
 use crate::engine::{BuyHookRef, EngineConfig, Torrent};
 use crate::market::buying::BuyerAgent;
-use crate::mount::{load_torrent, MountError};
+use crate::mount::{load_or_fetch, MountError};
 use crate::store::Store;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,7 +31,10 @@ pub enum GetError {
 }
 
 pub struct GetConfig {
+    /// A .torrent file, a magnet link, or a file holding one.
     pub torrent: PathBuf,
+    /// How long a magnet link's metadata may take to arrive.
+    pub metadata_timeout: Duration,
     pub dir: PathBuf,
     pub engine: EngineConfig,
     pub buyer: Option<Arc<BuyerAgent>>,
@@ -47,7 +50,12 @@ pub struct Progress {
 }
 
 pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<(), GetError> {
-    let meta = Arc::new(load_torrent(&cfg.torrent)?);
+    let meta = Arc::new(load_or_fetch(
+        &cfg.torrent,
+        |h| cfg.dir.join(format!(".btt-{}.torrent", h.hex())),
+        &cfg.engine,
+        cfg.metadata_timeout,
+    )?);
     let state = cfg
         .dir
         .join(format!(".btt-{}.bitfield", meta.info_hash.hex()));
@@ -108,6 +116,10 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
         });
         // Flushes the store: what verified is on disk and recorded.
         t.shutdown().await;
+        if outcome.is_ok() {
+            // No piece covers an empty file: made here, or it would be missing.
+            store.create_empty_files().map_err(MountError::from)?;
+        }
         outcome
     });
     if let Some(b) = &cfg.buyer {

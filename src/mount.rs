@@ -94,8 +94,12 @@ pub enum Source {
 }
 
 /// Reads `arg`: a magnet link, a file holding one, or a .torrent file. A
-/// magnet whose metadata was fetched before is its kept .torrent.
-pub fn resolve(arg: &Path, data_dir: &Path) -> Result<Source, MountError> {
+/// magnet whose metadata was fetched before is its kept .torrent (at
+/// `kept(info-hash)`).
+pub fn resolve(
+    arg: &Path,
+    kept: impl Fn(&crate::metainfo::InfoHash) -> PathBuf,
+) -> Result<Source, MountError> {
     let bad = |source| MountError::Torrent {
         path: arg.to_path_buf(),
         source,
@@ -114,7 +118,7 @@ pub fn resolve(arg: &Path, data_dir: &Path) -> Result<Source, MountError> {
         String::from_utf8_lossy(&bytes).trim().to_string()
     };
     let m = Magnet::parse(&magnet).map_err(bad)?;
-    let kept = kept_metadata(data_dir, &m.info_hash);
+    let kept = kept(&m.info_hash);
     if let Ok(bytes) = std::fs::read(&kept) {
         match Metainfo::from_bytes(&bytes) {
             Ok(meta) if meta.info_hash == m.info_hash => return Ok(Source::Torrent(meta)),
@@ -129,17 +133,66 @@ pub fn kept_metadata(data_dir: &Path, hash: &crate::metainfo::InfoHash) -> PathB
     data_dir.join(format!("{}.torrent", hash.hex()))
 }
 
-/// Writes the fetched metadata where a remount finds it (atomically).
-fn keep_metadata(data_dir: &Path, meta: &Metainfo) -> Result<(), MountError> {
-    let path = kept_metadata(data_dir, &meta.info_hash);
+/// Writes the fetched metadata to `path`, where the next run finds it
+/// (atomically: a torn file is never taken for the torrent).
+fn keep_metadata(path: &Path, meta: &Metainfo) -> Result<(), MountError> {
     let err = |source| MountError::KeepMetadata {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     };
-    std::fs::create_dir_all(data_dir).map_err(err)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
     let tmp = path.with_extension("torrent.tmp");
     std::fs::write(&tmp, meta.to_torrent_bytes()).map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// The torrent `arg` names (see [`resolve`]); a magnet link's metadata is
+/// fetched first, until Ctrl-C or `timeout`, and kept at `kept(info-hash)`.
+/// For `btt get` and `btt seed`, which need the metadata before anything.
+pub fn load_or_fetch(
+    arg: &Path,
+    kept: impl Fn(&crate::metainfo::InfoHash) -> PathBuf,
+    engine: &EngineConfig,
+    timeout: Duration,
+) -> Result<Metainfo, MountError> {
+    let m = match resolve(arg, &kept)? {
+        Source::Torrent(meta) => return Ok(meta),
+        Source::Magnet(m) => m,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(MountError::Runtime)?;
+    // The port we will listen on, if fixed, is what trackers should hand out.
+    let own = (engine.listen.port() != 0).then_some(engine.listen);
+    let src = magnet_sources(&m, engine, own);
+    eprintln!(
+        "fetching the metadata of {} from peers ({} given, {} trackers)…",
+        m.display_name.as_deref().unwrap_or(&m.info_hash.hex()),
+        src.peers.len(),
+        src.trackers.len()
+    );
+    let info = rt.block_on(async {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let fetch = crate::magnet::fetch(m.info_hash, src, timeout, stop_rx);
+        tokio::select! {
+            r = fetch => r,
+            _ = tokio::signal::ctrl_c() => {
+                let _ = stop_tx.send(true);
+                Err(MagnetError::Stopped)
+            }
+        }
+    })?;
+    rt.shutdown_timeout(Duration::from_millis(200));
+    let meta = Metainfo::from_info(&info, m.trackers.iter().map(|t| vec![t.clone()]).collect())
+        .map_err(|source| MountError::Torrent {
+            path: arg.to_path_buf(),
+            source,
+        })?;
+    keep_metadata(&kept(&meta.info_hash), &meta)?;
+    Ok(meta)
 }
 
 /// The sources a magnet's metadata is fetched from.
@@ -307,7 +360,7 @@ fn waiting_note(m: &Magnet, src: &crate::magnet::Sources, timeout: Duration) -> 
 /// Mounts and serves until the end; calls `on_ready` once the mount is up
 /// (for a magnet link, at once: its files appear when the metadata arrives).
 pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, MountError> {
-    let source = resolve(&cfg.torrent, &cfg.data_dir)?;
+    let source = resolve(&cfg.torrent, |h| kept_metadata(&cfg.data_dir, h))?;
     if let Source::Torrent(meta) = &source {
         check_files(meta, &cfg)?;
     }
@@ -408,7 +461,7 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, M
                             MountError::Torrent { path: cfg.torrent.clone(), source }
                         })?;
                         check_files(&meta, &cfg)?;
-                        keep_metadata(&cfg.data_dir, &meta)?;
+                        keep_metadata(&kept_metadata(&cfg.data_dir, &meta.info_hash), &meta)?;
                         Ok(meta)
                     });
                     let meta = match meta {

@@ -4,7 +4,7 @@
 //! do not match the torrent. The engine runs as for a mount, minus the filesystem.
 
 use crate::engine::{EngineConfig, Torrent};
-use crate::mount::{default_data_dir, load_torrent, MountError};
+use crate::mount::{default_data_dir, load_or_fetch, MountError};
 use crate::store::Store;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +16,8 @@ pub struct SeedConfig {
     /// One or more torrents, served by one process (and, when selling, one
     /// seller node: a buyer's channel pays for all of them).
     pub torrents: Vec<PathBuf>,
+    /// How long a magnet link's metadata may take to arrive.
+    pub metadata_timeout: Duration,
     /// Directory holding the content (`DIR/<name>…`), as other clients lay it out.
     pub data: PathBuf,
     /// All torrents share one listener on `engine.listen`; a peer reaches
@@ -35,7 +37,16 @@ pub fn run(
 ) -> Result<(), MountError> {
     let mut prepared = Vec::new();
     for path in &cfg.torrents {
-        let meta = Arc::new(load_torrent(path)?);
+        let meta = Arc::new(load_or_fetch(
+            path,
+            |h| {
+                default_data_dir()
+                    .join("seed")
+                    .join(format!("{}.torrent", h.hex()))
+            },
+            &cfg.engine,
+            cfg.metadata_timeout,
+        )?);
         if cfg.credit.is_some_and(|c| c < meta.piece_length) {
             // A buyer pays after a piece verifies: it needs a piece on credit.
             warn!(

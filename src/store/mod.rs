@@ -183,6 +183,16 @@ impl Store {
         Ok(())
     }
 
+    /// Creates the torrent's empty files (no piece covers them).
+    pub fn create_empty_files(&self) -> Result<(), StoreError> {
+        for (i, f) in self.meta.files.iter().enumerate() {
+            if !f.padding && f.length == 0 {
+                self.file(i, true)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes a verified piece readable at once; the caller then calls [`Self::write`].
     pub fn put_pending(&self, piece: usize, data: Bytes) {
         self.pending.lock().expect("lock").insert(piece, data);

@@ -8,6 +8,7 @@ use btt::metainfo::Metainfo;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -261,5 +262,47 @@ fn aria2_fetches_the_metadata_of_a_magnet_from_btt_seed() {
         .wait_exit(Duration::from_secs(120))
         .expect("aria2c finished");
     assert!(st.success(), "aria2c failed: {}", aria.log_text());
+    assert_tree_eq(&out.join("tree"), &content);
+}
+
+/// `btt seed` and `btt get` take magnets too: a seeder given only the magnet
+/// and the data fetches the metadata from another seeder, checks its data
+/// and serves; `btt get` with the magnet and that seeder alone downloads it.
+#[test]
+fn btt_seed_and_btt_get_take_magnets() {
+    let d = tmpdir();
+    let d = d.path();
+    let content = d.join("seed/tree");
+    make_tree(&content, TRICKY);
+    let torrent = make_torrent(&content, 64 * 1024, &[]);
+    let m = meta(&torrent);
+    let (_first, first) = seed_with_btt(d, &torrent);
+    let magnet = format!("magnet:?xt=urn:btih:{}&dn=tree", m.info_hash.hex());
+    let port = free_port();
+    let home = d.join("home");
+    let mut seed = Command::new(BTT);
+    seed.args(["seed", &magnet, "--data"])
+        .arg(d.join("seed"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--no-trackers", "--peer", &first])
+        .env("HOME", &home);
+    let _second = Proc::spawn("btt seed (magnet)", &mut seed, &d.join("seed2.log"));
+    wait_port(port, Duration::from_secs(60));
+    let out = d.join("down");
+    let mut get = Command::new(BTT);
+    get.args(["get", &magnet])
+        .arg(&out)
+        .args([
+            "--no-trackers",
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--quiet",
+        ])
+        .env("HOME", &home);
+    let mut get = Proc::spawn("btt get (magnet)", &mut get, &d.join("get.log"));
+    let st = get
+        .wait_exit(Duration::from_secs(120))
+        .expect("btt get ends");
+    assert!(st.success(), "btt get failed: {}", get.log_text());
     assert_tree_eq(&out.join("tree"), &content);
 }

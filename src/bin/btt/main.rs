@@ -28,7 +28,7 @@ struct Cli {
 enum Cmd {
     /// Serve torrents' data to peers (free, or sold with --price).
     Seed {
-        /// The .torrent file(s), all served on the one --listen port.
+        /// The .torrent file(s) or magnet links, all served on the one --listen port.
         #[arg(required = true)]
         torrents: Vec<PathBuf>,
         /// Directory holding the content (DIR/<name>…).
@@ -45,6 +45,7 @@ enum Cmd {
     /// Fetch a whole torrent into DIR (resumable), buying from sellers when
     /// free peers cannot deliver.
     Get {
+        /// The .torrent file, a magnet link (quote it), or a file holding one.
         torrent: PathBuf,
         /// Where the content goes (DIR/<name>…).
         dir: PathBuf,
@@ -194,6 +195,9 @@ fn main() -> Result<()> {
             }
             let cfg = btt::seed::SeedConfig {
                 torrents,
+                metadata_timeout: std::time::Duration::from_secs_f64(
+                    peers.metadata_timeout.max(1.0),
+                ),
                 data,
                 engine,
                 unverified: seed_unverified,
@@ -248,11 +252,12 @@ fn main() -> Result<()> {
             let out = output.unwrap_or_else(|| PathBuf::from(format!("{}.torrent", meta.name)));
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!(
-                "{} {} ({} pieces of {} bytes)",
+                "{} {} ({} pieces of {} bytes)\n{}",
                 meta.info_hash,
                 out.display(),
                 meta.num_pieces(),
-                meta.piece_length
+                meta.piece_length,
+                meta.magnet()
             );
         }
         Cmd::Demo { dir, mountpoint } => {
@@ -352,6 +357,7 @@ fn get(
     );
     let cfg = btt::get::GetConfig {
         torrent,
+        metadata_timeout: std::time::Duration::from_secs_f64(peers.metadata_timeout.max(1.0)),
         dir: dir.clone(),
         engine: {
             let mut e = peers.engine(true);
