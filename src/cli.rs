@@ -38,6 +38,13 @@ pub struct PeerArgs {
     /// Upload slots (peers unchoked at once).
     #[arg(long, default_value_t = 8)]
     pub upload_slots: usize,
+    /// Do not use the DHT (peers then come from trackers and --peer only).
+    #[arg(long, env = "BTT_NO_DHT")]
+    pub no_dht: bool,
+    /// A DHT node to start from (repeatable) [default: the public routers,
+    /// or the nodes saved from the last run].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
     /// For a magnet link: give up when its metadata has not arrived in this
     /// many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300.0)]
@@ -57,6 +64,18 @@ impl PeerArgs {
             pay: None,
             buy: None,
             role: String::new(),
+            dht_settings: (!self.no_dht).then(|| crate::dht::DhtSettings {
+                bootstrap: if self.dht_bootstrap.is_empty() {
+                    crate::dht::PUBLIC_BOOTSTRAP
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                } else {
+                    self.dht_bootstrap.clone()
+                },
+                state_file: crate::mount::default_data_dir().join("dht.json"),
+            }),
+            dht: None,
         }
     }
 }

@@ -50,7 +50,17 @@ pub struct Progress {
 }
 
 pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<(), GetError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(MountError::Runtime)?;
+    crate::mount::start_dht(
+        &rt,
+        &mut cfg.engine,
+        crate::mount::default_data_dir().join("dht.json"),
+    );
     let meta = Arc::new(load_or_fetch(
+        &rt,
         &cfg.torrent,
         |h| cfg.dir.join(format!(".btt-{}.torrent", h.hex())),
         &cfg.engine,
@@ -66,10 +76,6 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
         cfg.engine.buy = Some(BuyHookRef(b.clone()));
     }
     let total = meta.total_length;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(MountError::Runtime)?;
     let result = rt.block_on(async {
         let t = Torrent::start(meta.clone(), store.clone(), cfg.engine.clone())
             .await
@@ -133,6 +139,7 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
             spent_msat: b.spent_msat(),
         });
     }
+    crate::mount::stop_dht(&cfg.engine);
     rt.shutdown_timeout(Duration::from_millis(200));
     result
 }

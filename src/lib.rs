@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod create;
 pub mod demo;
+pub mod dht;
 pub mod engine;
 pub mod failpoint;
 pub mod fs;

@@ -152,6 +152,7 @@ fn keep_metadata(path: &Path, meta: &Metainfo) -> Result<(), MountError> {
 /// fetched first, until Ctrl-C or `timeout`, and kept at `kept(info-hash)`.
 /// For `btt get` and `btt seed`, which need the metadata before anything.
 pub fn load_or_fetch(
+    rt: &tokio::runtime::Runtime,
     arg: &Path,
     kept: impl Fn(&crate::metainfo::InfoHash) -> PathBuf,
     engine: &EngineConfig,
@@ -161,10 +162,6 @@ pub fn load_or_fetch(
         Source::Torrent(meta) => return Ok(meta),
         Source::Magnet(m) => m,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(MountError::Runtime)?;
     // The port we will listen on, if fixed, is what trackers should hand out.
     let own = (engine.listen.port() != 0).then_some(engine.listen);
     let src = magnet_sources(&m, engine, own);
@@ -185,7 +182,6 @@ pub fn load_or_fetch(
             }
         }
     })?;
-    rt.shutdown_timeout(Duration::from_millis(200));
     let meta = Metainfo::from_info(&info, m.trackers.iter().map(|t| vec![t.clone()]).collect())
         .map_err(|source| MountError::Torrent {
             path: arg.to_path_buf(),
@@ -218,6 +214,7 @@ fn magnet_sources(
         port: own.map_or(0, |a| a.port()),
         own,
         announce_timeout: cfg.announce_timeout,
+        dht: cfg.dht.clone(),
     }
 }
 
@@ -359,7 +356,28 @@ fn waiting_note(m: &Magnet, src: &crate::magnet::Sources, timeout: Duration) -> 
 
 /// Mounts and serves until the end; calls `on_ready` once the mount is up
 /// (for a magnet link, at once: its files appear when the metadata arrives).
-pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, MountError> {
+/// Starts the process's DHT node (if the config asks for one) and hands it
+/// to the engine config; its routing table is kept at `state_file`.
+pub fn start_dht(rt: &tokio::runtime::Runtime, engine: &mut EngineConfig, state_file: PathBuf) {
+    if let Some(s) = &engine.dht_settings {
+        let s = crate::dht::DhtSettings {
+            state_file,
+            ..s.clone()
+        };
+        engine.dht = rt
+            .block_on(crate::dht::DhtNode::start_or_warn(&s))
+            .map(crate::dht::DhtRef);
+    }
+}
+
+/// Stops the DHT node [`start_dht`] started.
+pub fn stop_dht(engine: &EngineConfig) {
+    if let Some(d) = &engine.dht {
+        d.0.stop();
+    }
+}
+
+pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, MountError> {
     let source = resolve(&cfg.torrent, |h| kept_metadata(&cfg.data_dir, h))?;
     if let Source::Torrent(meta) = &source {
         check_files(meta, &cfg)?;
@@ -381,6 +399,7 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, M
         .build()
         .map_err(MountError::Runtime)?;
     let listener = rt.block_on(Torrent::listen(cfg.engine.listen))?;
+    start_dht(&rt, &mut cfg.engine, cfg.data_dir.join("dht.json"));
     let local = listener.local_addr().ok();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut started = None;
@@ -536,6 +555,7 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, M
             warn!(error = %e, "could not delete data (--no-keep)");
         }
     }
+    stop_dht(&cfg.engine);
     rt.shutdown_timeout(Duration::from_millis(200));
     match failed {
         Some(e) => Err(e),

@@ -32,12 +32,22 @@ pub struct SeedConfig {
 /// Verifies the data, then serves until SIGINT/SIGTERM. `on_ready` gets, per
 /// torrent, the listen address and how many pieces verified.
 pub fn run(
-    cfg: SeedConfig,
+    mut cfg: SeedConfig,
     mut on_ready: impl FnMut(std::net::SocketAddr, usize, usize),
 ) -> Result<(), MountError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(MountError::Runtime)?;
+    crate::mount::start_dht(
+        &rt,
+        &mut cfg.engine,
+        default_data_dir().join("seed").join("dht.json"),
+    );
     let mut prepared = Vec::new();
     for path in &cfg.torrents {
         let meta = Arc::new(load_or_fetch(
+            &rt,
             path,
             |h| {
                 default_data_dir()
@@ -83,10 +93,6 @@ pub fn run(
         }
         prepared.push((meta, store, have.count()));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(MountError::Runtime)?;
     rt.block_on(async {
         let counts: Vec<(usize, usize)> = prepared
             .iter()
@@ -109,6 +115,7 @@ pub fn run(
         }
         Ok::<_, MountError>(())
     })?;
+    crate::mount::stop_dht(&cfg.engine);
     rt.shutdown_timeout(Duration::from_millis(200));
     Ok(())
 }

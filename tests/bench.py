@@ -41,6 +41,9 @@ import subprocess
 import sys
 import time
 
+# btt's DHT stays off in these runs (rqbit's and aria2c's are off too).
+os.environ["BTT_NO_DHT"] = "true"
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 OUT = os.path.join(ROOT, "target", "bench")
 REL = os.path.join(ROOT, "target", "release")

@@ -15,10 +15,14 @@ directory (sorted, as a user types it), `ls -f` (unsorted), `find`, and a
 import argparse
 import hashlib
 import os
+
 import shutil
 import subprocess
 import sys
 import time
+
+# btt's DHT stays off in these runs.
+os.environ["BTT_NO_DHT"] = "true"
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MOUNT = os.path.join(ROOT, "target", "release", "btt-mount")

@@ -49,6 +49,8 @@ pub enum EngineError {
 /// Our BEP 10 message id for the payment extension (whose name the hooks
 /// give): the engine routes its messages and knows nothing of their content.
 pub const PAY_EXT_ID: u8 = 7;
+/// Peer addresses a torrent keeps to dial.
+pub const MAX_KNOWN: usize = 2000;
 /// The id we receive BEP 9 `ut_metadata` on.
 pub const METADATA_EXT_ID: u8 = 2;
 
@@ -215,6 +217,11 @@ pub struct EngineConfig {
     pub role: String,
     /// Buy from `btt_pay` sellers (mount, `btt get`).
     pub buy: Option<BuyHookRef>,
+    /// How to start the process's DHT node (`None`: `--no-dht`).
+    pub dht_settings: Option<crate::dht::DhtSettings>,
+    /// The process's DHT node, started by whoever runs the engines from
+    /// `dht_settings` (one per process, shared by its torrents).
+    pub dht: Option<crate::dht::DhtRef>,
 }
 
 impl Default for EngineConfig {
@@ -230,6 +237,8 @@ impl Default for EngineConfig {
             pay: None,
             buy: None,
             role: String::new(),
+            dht_settings: None,
+            dht: None,
         }
     }
 }
@@ -457,7 +466,44 @@ impl Torrent {
         if t.cfg.use_trackers && !t.meta.trackers.is_empty() {
             tokio::spawn(t.clone().tracker_loop().instrument(t.span.clone()));
         }
+        match &t.cfg.dht {
+            // BEP 27: a private torrent's peers come from its trackers only.
+            Some(_) if t.meta.private => info!(parent: &t.span, "private torrent: DHT not used"),
+            Some(node) => {
+                tokio::spawn(
+                    t.clone()
+                        .dht_loop(node.0.clone())
+                        .instrument(t.span.clone()),
+                );
+            }
+            None => {}
+        }
         t
+    }
+
+    /// Peers from the DHT for as long as the torrent runs; its lookups
+    /// announce our port.
+    async fn dht_loop(self: Arc<Self>, node: Arc<crate::dht::DhtNode>) {
+        let mut stop = self.shutdown.subscribe();
+        let port = self.listen_addr().map(|a| a.port());
+        let mut peers = node.peers(self.meta.info_hash.0, port);
+        let mut found = 0u64;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                a = peers.next() => {
+                    let Some(a) = a else { return };
+                    if Some(a) == self.listen_addr() {
+                        continue;
+                    }
+                    found += 1;
+                    if found == 1 || found.is_power_of_two() {
+                        info!(found, "peers from the DHT");
+                    }
+                    self.add_peer(a);
+                }
+            }
+        }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -541,10 +587,14 @@ impl Torrent {
         *self.shutdown.borrow()
     }
 
-    /// Adds a peer address to dial.
+    /// Adds a peer address to dial (up to [`MAX_KNOWN`] addresses are kept:
+    /// trackers and the DHT may hand out many).
     pub fn add_peer(&self, addr: SocketAddr) {
         let mut st = self.lock();
         if st.banned.contains(&addr.ip()) {
+            return;
+        }
+        if st.known.len() >= MAX_KNOWN && !st.known.contains_key(&addr) {
             return;
         }
         st.known.entry(addr).or_default();

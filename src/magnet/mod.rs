@@ -5,8 +5,8 @@
 //! the engine needs the metadata for everything it does (piece count,
 //! bitfields, the store), and a short first phase that ends with a verified
 //! dictionary keeps the engine free of a "no metadata yet" state. Peers come
-//! from the magnet's `x.pe=` and `--peer`, and from its trackers (announced
-//! to on the tracker's schedule). Up to [`PARALLEL`] peers are asked at
+//! from the magnet's `x.pe=` and `--peer`, from its trackers (announced
+//! to on the tracker's schedule) and from the DHT. Up to [`PARALLEL`] peers are asked at
 //! once, each for the whole dictionary ([`from_peer`]); the first verified
 //! copy wins. A peer that sends a wrong copy is not asked again.
 
@@ -74,6 +74,8 @@ pub struct Sources {
     /// Our listening address: a tracker may hand it back to us.
     pub own: Option<SocketAddr>,
     pub announce_timeout: Duration,
+    /// The process's DHT node, if it has one.
+    pub dht: Option<crate::dht::DhtRef>,
 }
 
 #[derive(Default)]
@@ -103,7 +105,7 @@ impl Tally {
     fn why(&self, known: usize) -> String {
         if known == 0 {
             return match &self.tracker {
-                Some(e) => format!("no peers: the trackers failed ({e})"),
+                Some(e) => format!("no peers: the trackers failed ({e}), none from the DHT"),
                 None => "no peers known".into(),
             };
         }
@@ -146,6 +148,20 @@ pub async fn fetch(
         known.entry(*p).or_default();
     }
     let (addr_tx, mut addr_rx) = tokio::sync::mpsc::channel::<Result<Vec<SocketAddr>, String>>(4);
+    let dht = src.dht.clone().map(|node| {
+        let (tx, port) = (addr_tx.clone(), (src.port != 0).then_some(src.port));
+        tokio::spawn(
+            async move {
+                let mut peers = node.0.peers(hash.0, port);
+                while let Some(a) = peers.next().await {
+                    if tx.send(Ok(vec![a])).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            .in_current_span(),
+        )
+    });
     let trackers = (!src.trackers.is_empty())
         .then(|| tokio::spawn(announce_loop(hash, src.clone(), addr_tx).in_current_span()));
     let mut tasks: JoinSet<(SocketAddr, Result<Vec<u8>, PeerFail>)> = JoinSet::new();
@@ -214,7 +230,7 @@ pub async fn fetch(
         }
     };
     tasks.abort_all();
-    if let Some(t) = trackers {
+    for t in [trackers, dht].into_iter().flatten() {
         t.abort();
     }
     result

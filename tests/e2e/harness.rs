@@ -21,6 +21,11 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Proc {
+        // No btt process speaks DHT outside a test's own network namespace
+        // (the DHT tests set BTT_NO_DHT=false inside theirs).
+        if !cmd.get_envs().any(|(k, _)| k == "BTT_NO_DHT") {
+            cmd.env("BTT_NO_DHT", "true");
+        }
         let out = std::fs::File::create(log).expect("log file");
         let err = out.try_clone().expect("dup");
         let child = cmd
@@ -78,6 +83,10 @@ impl Drop for Proc {
 /// A scratch dir, traversable by other users (opentracker and VLC run as `nobody`).
 pub fn tmpdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
+    // Every test starts here: no btt process it starts speaks DHT unless
+    // the test says so inside its own network namespace.
+    static NO_DHT: std::sync::Once = std::sync::Once::new();
+    NO_DHT.call_once(|| std::env::set_var("BTT_NO_DHT", "true"));
     let d = tempfile::Builder::new()
         .prefix("btt-e2e-")
         .tempdir()
@@ -259,9 +268,23 @@ impl Mount {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Mount, String> {
+        Self::try_start_in(None, dir, torrent, args, env)
+    }
+
+    /// A mount whose process runs in network namespace `ns` (if given).
+    pub fn try_start_in(
+        ns: Option<&NetNs>,
+        dir: &Path,
+        torrent: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Mount, String> {
         let mnt = dir.join("mnt");
         std::fs::create_dir_all(&mnt).unwrap();
-        let mut cmd = Command::new(BTT_MOUNT);
+        let mut cmd = match ns {
+            Some(ns) => ns.command(BTT_MOUNT),
+            None => Command::new(BTT_MOUNT),
+        };
         cmd.arg(torrent)
             .arg(&mnt)
             .arg("--foreground")
@@ -309,6 +332,52 @@ impl Drop for Mount {
         }
         self.proc.signal(libc::SIGTERM);
         let _ = self.proc.wait_exit(Duration::from_secs(3));
+    }
+}
+
+/// A network namespace with only loopback, made for one test (anything that
+/// may speak DHT runs in one). Held by a sleeping process; others join it
+/// with `nsenter`. If it cannot be made, the test fails.
+pub struct NetNs {
+    holder: Proc,
+}
+
+impl NetNs {
+    pub fn new(dir: &Path) -> NetNs {
+        let mut holder = Proc::spawn(
+            "unshare",
+            Command::new("unshare").args(["--net", "--", "sleep", "3600"]),
+            &dir.join("netns.log"),
+        );
+        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+        let theirs = format!("/proc/{}/ns/net", holder.pid());
+        let made = wait_until(Duration::from_secs(10), || {
+            std::fs::read_link(&theirs).is_ok_and(|l| l != ours)
+        });
+        if !made {
+            let _ = holder.wait_exit(Duration::from_secs(1));
+            panic!("cannot make a network namespace: {}", holder.log_text());
+        }
+        let ns = NetNs { holder };
+        let up = ns
+            .command("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(up.success(), "ip link set lo up in the namespace");
+        let links = ns.command("ip").args(["-o", "link"]).output().unwrap();
+        let links = String::from_utf8_lossy(&links.stdout).to_string();
+        assert_eq!(links.lines().count(), 1, "only loopback: {links}");
+        ns
+    }
+
+    /// `prog`, to be run inside the namespace.
+    pub fn command(&self, prog: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/proc/{}/ns/net", self.holder.pid()))
+            .arg("--")
+            .arg(prog);
+        c
     }
 }
 

@@ -7,6 +7,7 @@ mod harness;
 
 mod bad_input;
 mod chain;
+mod dht;
 mod faults;
 mod hostile;
 mod magnet;

@@ -1,0 +1,64 @@
+#!/usr/bin/python3
+"""A libtorrent (python3-libtorrent) peer and DHT node for the end-to-end
+tests, run inside the test's loopback-only network namespace.
+
+    lt_node.py PORT [--bootstrap HOST:PORT] [--seed TORRENT DATA_DIR]
+
+Listens for peers and DHT on 127.0.0.1:PORT (TCP and UDP), starts from the
+bootstrap node if given, seeds TORRENT from DATA_DIR if given. libtorrent's
+checks that assume a real internet (one node per IP, BEP 42 ids, no
+private addresses) are off: every node here is 127.0.0.1. Prints "ready"
+once listening (after "node_id HEX", its DHT id), then the DHT node
+count every second.
+"""
+import argparse
+import sys
+import time
+import warnings
+
+import libtorrent as lt
+
+p = argparse.ArgumentParser()
+p.add_argument("port", type=int)
+p.add_argument("--bootstrap")
+p.add_argument("--seed", nargs=2, metavar=("TORRENT", "DATA"))
+a = p.parse_args()
+
+settings = {
+    "listen_interfaces": f"127.0.0.1:{a.port}",
+    "enable_dht": True,
+    "enable_lsd": False,
+    "enable_upnp": False,
+    "enable_natpmp": False,
+    # Bootstrap nodes are "routers", never kept in the routing table: the
+    # node to start from is added as an ordinary node below.
+    "dht_bootstrap_nodes": "",
+    "dht_restrict_routing_ips": False,
+    "dht_restrict_search_ips": False,
+    "dht_prefer_verified_node_ids": False,
+    "dht_ignore_dark_internet": False,
+    "allow_multiple_connections_per_ip": True,
+    "alert_mask": lt.alert.category_t.error_notification | lt.alert.category_t.dht_notification,
+}
+s = lt.session(settings)
+if a.bootstrap:
+    host, port = a.bootstrap.rsplit(":", 1)
+    s.add_dht_node((host, int(port)))
+if a.seed:
+    torrent, data = a.seed
+    s.add_torrent({"ti": lt.torrent_info(torrent), "save_path": data,
+                   "flags": lt.torrent_flags.seed_mode})
+time.sleep(0.5)
+ids = s.save_state().get(b"dht state", {}).get(b"node-id", [])
+if ids:
+    print("node_id", bytes(ids[0][:20]).hex(), flush=True)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        st = s.status()
+    print("dht_nodes", st.dht_nodes, flush=True)
+    for al in s.pop_alerts():
+        if al.category() & lt.alert.category_t.error_notification:
+            print("alert", al.message(), flush=True)
