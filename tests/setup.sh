@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests and the benchmark drive, on a bare
-# machine: BitTorrent clients, tracker, players, FUSE (Debian packages), bcoin
+# machine: BitTorrent clients (libtorrent for the DHT tests), tracker, players, FUSE (Debian packages), bcoin
 # (npm) and ElectrumX (PyPI) for the regtest chain. Extra Debian packages may be
 # named as arguments (tests/bench.py adds btfs). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=(aria2 transmission-daemon qbittorrent-nox opentracker ffmpeg vlc-bin vlc-plugin-base fuse3 psmisc lintian man-db dpkg-dev systemd "$@")
+need=(aria2 transmission-daemon qbittorrent-nox python3-libtorrent opentracker ffmpeg vlc-bin vlc-plugin-base fuse3 psmisc iproute2 util-linux lintian man-db dpkg-dev systemd "$@")
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
