@@ -3,9 +3,11 @@
 tests, run inside the test's loopback-only network namespace.
 
     lt_node.py PORT [--bootstrap HOST:PORT] [--seed TORRENT DATA_DIR]
+                    [--get TORRENT DIR]
 
 Listens for peers and DHT on 127.0.0.1:PORT (TCP and UDP), starts from the
-bootstrap node if given, seeds TORRENT from DATA_DIR if given. libtorrent's
+bootstrap node if given, seeds TORRENT from DATA_DIR if given, or downloads
+TORRENT into DIR (printing "finished" when it has it all). libtorrent's
 checks that assume a real internet (one node per IP, BEP 42 ids, no
 private addresses) are off: every node here is 127.0.0.1. Prints "ready"
 once listening (after "node_id HEX", its DHT id), then the DHT node
@@ -22,6 +24,7 @@ p = argparse.ArgumentParser()
 p.add_argument("port", type=int)
 p.add_argument("--bootstrap")
 p.add_argument("--seed", nargs=2, metavar=("TORRENT", "DATA"))
+p.add_argument("--get", nargs=2, metavar=("TORRENT", "DIR"))
 a = p.parse_args()
 
 settings = {
@@ -52,6 +55,10 @@ time.sleep(0.5)
 ids = s.save_state().get(b"dht state", {}).get(b"node-id", [])
 if ids:
     print("node_id", bytes(ids[0][:20]).hex(), flush=True)
+got = None
+if a.get:
+    torrent, out = a.get
+    got = s.add_torrent({"ti": lt.torrent_info(torrent), "save_path": out})
 print("ready", flush=True)
 while True:
     time.sleep(1)
@@ -59,6 +66,9 @@ while True:
         warnings.simplefilter("ignore")
         st = s.status()
     print("dht_nodes", st.dht_nodes, flush=True)
+    if got is not None and got.status().is_seeding:
+        print("finished", flush=True)
+        got = None
     for al in s.pop_alerts():
         if al.category() & lt.alert.category_t.error_notification:
             print("alert", al.message(), flush=True)

@@ -201,7 +201,12 @@ mod tests {
         f.on_msg(data(&v, 0)).ok().unwrap();
         assert!(f.on_msg(data(&v, 0)).is_err());
         let (mut f, _) = FromPeer::start(h, Some(v.len() as u64)).unwrap();
-        assert!(f.on_msg(data(&v, 7)).is_err());
+        let beyond = MetadataMsg::Data {
+            piece: 7,
+            total_size: v.len() as u64,
+            data: Bytes::from_static(b"abc"),
+        };
+        assert!(f.on_msg(beyond).is_err());
         let short = MetadataMsg::Data {
             piece: 0,
             total_size: v.len() as u64,
