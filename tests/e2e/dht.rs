@@ -4,7 +4,6 @@
 
 use crate::harness::*;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const LT_NODE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lt_node.py");
