@@ -50,15 +50,10 @@ pub struct Progress {
 }
 
 pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<(), GetError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(MountError::Runtime)?;
-    crate::mount::start_dht(
-        &rt,
+    let rt = crate::mount::runtime_with_dht(
         &mut cfg.engine,
         crate::mount::default_data_dir().join("dht.json"),
-    );
+    )?;
     let meta = Arc::new(load_or_fetch(
         &rt,
         &cfg.torrent,

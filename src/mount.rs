@@ -370,6 +370,20 @@ pub fn start_dht(rt: &tokio::runtime::Runtime, engine: &mut EngineConfig, state_
     }
 }
 
+/// A runtime for `btt get` and `btt seed`, with the process's DHT node
+/// started on it (see [`start_dht`]).
+pub fn runtime_with_dht(
+    engine: &mut EngineConfig,
+    state_file: PathBuf,
+) -> Result<tokio::runtime::Runtime, MountError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(MountError::Runtime)?;
+    start_dht(&rt, engine, state_file);
+    Ok(rt)
+}
+
 /// Stops the DHT node [`start_dht`] started.
 pub fn stop_dht(engine: &EngineConfig) {
     if let Some(d) = &engine.dht {

@@ -35,15 +35,10 @@ pub fn run(
     mut cfg: SeedConfig,
     mut on_ready: impl FnMut(std::net::SocketAddr, usize, usize),
 ) -> Result<(), MountError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(MountError::Runtime)?;
-    crate::mount::start_dht(
-        &rt,
+    let rt = crate::mount::runtime_with_dht(
         &mut cfg.engine,
         default_data_dir().join("seed").join("dht.json"),
-    );
+    )?;
     let mut prepared = Vec::new();
     for path in &cfg.torrents {
         let meta = Arc::new(load_or_fetch(

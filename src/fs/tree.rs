@@ -206,7 +206,8 @@ impl Tree {
 mod tests {
     use super::*;
 
-    fn torrent(files: &[&str]) -> Metainfo {
+    /// A .torrent named `t` of one-byte files at `files`, 16-byte pieces.
+    fn raw_torrent(files: &[&str]) -> Vec<u8> {
         let mut list = String::new();
         for p in files {
             let comps: String = p.split('/').map(|c| format!("{}:{}", c.len(), c)).collect();
@@ -220,7 +221,11 @@ mod tests {
         .into_bytes();
         v.extend(std::iter::repeat_n(1u8, n * 20));
         v.extend_from_slice(b"ee");
-        Metainfo::from_bytes(&v).unwrap()
+        v
+    }
+
+    fn torrent(files: &[&str]) -> Metainfo {
+        Metainfo::from_bytes(&raw_torrent(files)).unwrap()
     }
 
     fn list(t: &Tree, ino: u64) -> Vec<String> {
@@ -259,19 +264,7 @@ mod tests {
             .map(|i| format!("dir{}/f{i:07}", i % 4))
             .collect();
         let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-        let mut list = String::new();
-        for p in &names {
-            let comps: String = p.split('/').map(|c| format!("{}:{}", c.len(), c)).collect();
-            list += &format!("d6:lengthi1e4:pathl{comps}ee");
-        }
-        let n = names.len().div_ceil(16);
-        let mut raw = format!(
-            "d4:infod5:filesl{list}e4:name1:t12:piece lengthi16e6:pieces{}:",
-            n * 20
-        )
-        .into_bytes();
-        raw.extend(std::iter::repeat_n(1u8, n * 20));
-        raw.extend_from_slice(b"ee");
+        let raw = raw_torrent(&names);
 
         let before = crate::alloc_count::now();
         let meta = Arc::new(Metainfo::from_bytes(&raw).unwrap());
