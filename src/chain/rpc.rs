@@ -204,10 +204,130 @@ impl ChainBackend for RpcBackend {
         let Some(tx) = self.get_tx(&outpoint.txid)? else {
             return Ok(OutputStatus::Unknown);
         };
-        if (outpoint.vout as usize) < tx.output.len() {
-            Ok(OutputStatus::Spent)
-        } else {
-            Ok(OutputStatus::Unknown)
+        if (outpoint.vout as usize) >= tx.output.len() {
+            return Ok(OutputStatus::Unknown);
         }
+        // The transaction may have reached the mempool between the two
+        // calls (a funding just broadcast): spent only if its output is
+        // still missing now that the node knows the transaction.
+        let again: Value = self.call(
+            "gettxout",
+            &[json!(outpoint.txid), json!(outpoint.vout), json!(true)],
+        )?;
+        Ok(if again.is_null() {
+            OutputStatus::Spent
+        } else {
+            OutputStatus::Unspent
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    /// A JSON-RPC node on 127.0.0.1 answering each method from `answer`,
+    /// which sees how many times the method was asked before.
+    fn node(answer: fn(&str, usize) -> Value) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let mut asked = std::collections::HashMap::<String, usize>::new();
+            for s in l.incoming() {
+                let Ok(s) = s else { return };
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                loop {
+                    let mut len = 0;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            break;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    if len == 0 {
+                        break;
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    let req: Value = serde_json::from_slice(&body).unwrap();
+                    let method = req["method"].as_str().unwrap().to_string();
+                    let n = asked.entry(method.clone()).or_default();
+                    let reply =
+                        json!({"result": answer(&method, *n), "error": null, "id": req["id"]});
+                    *n += 1;
+                    let reply = reply.to_string();
+                    let mut w = &s;
+                    let _ = write!(
+                        w,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+                        reply.len()
+                    );
+                }
+            }
+        });
+        url
+    }
+
+    fn funding() -> (Transaction, OutPoint) {
+        use crate::pay::bitcoin::{absolute, transaction, Amount, ScriptBuf, TxOut};
+        let tx = Transaction {
+            version: transaction::Version::TWO,
+            lock_time: absolute::LockTime::ZERO,
+            input: vec![],
+            output: vec![TxOut {
+                value: Amount::from_sat(1000),
+                script_pubkey: ScriptBuf::new(),
+            }],
+        };
+        let op = OutPoint::new(tx.compute_txid(), 0);
+        (tx, op)
+    }
+
+    /// Seen in the paid suite: a funding broadcast a moment before was
+    /// reported spent (its output not yet in the node's view, the
+    /// transaction found a call later), and the buyer gave up the channel.
+    #[test]
+    fn a_funding_that_reaches_the_mempool_between_two_calls_is_not_spent() {
+        fn answer(method: &str, n: usize) -> Value {
+            let (tx, _) = funding();
+            match (method, n) {
+                ("getblockchaininfo", _) => json!({"chain": "regtest"}),
+                // Not yet in the mempool, then there.
+                ("gettxout", 0) => Value::Null,
+                ("gettxout", _) => json!({"value": 0.00001}),
+                ("getrawtransaction", _) => json!(encode::serialize_hex(&tx)),
+                _ => Value::Null,
+            }
+        }
+        let url = node(answer);
+        let rpc = RpcBackend::connect(&url, "u", "p", None, Network::Regtest).unwrap();
+        let (_, op) = funding();
+        assert_eq!(
+            rpc.output_status(&op, &crate::pay::bitcoin::ScriptBuf::new())
+                .unwrap(),
+            OutputStatus::Unspent
+        );
+        fn spent(method: &str, _: usize) -> Value {
+            let (tx, _) = funding();
+            match method {
+                "getblockchaininfo" => json!({"chain": "regtest"}),
+                "getrawtransaction" => json!(encode::serialize_hex(&tx)),
+                _ => Value::Null,
+            }
+        }
+        let rpc = RpcBackend::connect(&node(spent), "u", "p", None, Network::Regtest).unwrap();
+        assert_eq!(
+            rpc.output_status(&op, &crate::pay::bitcoin::ScriptBuf::new())
+                .unwrap(),
+            OutputStatus::Spent
+        );
     }
 }
