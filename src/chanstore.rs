@@ -54,6 +54,11 @@ impl Role {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChannelState {
+    /// Buyer: stored, its funding not yet (known to be) broadcast. Only
+    /// [`crate::market::follow`] moves it on, and only while no opener holds
+    /// [`ChannelStore::opening`]: a funding that is missing then was never
+    /// broadcast (the opener died or failed first).
+    Opening,
     Open,
     Closing,
     Closed,
@@ -66,6 +71,7 @@ pub enum ChannelState {
 impl ChannelState {
     fn as_str(self) -> &'static str {
         match self {
+            ChannelState::Opening => "opening",
             ChannelState::Open => "open",
             ChannelState::Closing => "closing",
             ChannelState::Closed => "closed",
@@ -75,6 +81,7 @@ impl ChannelState {
     }
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
+            "opening" => ChannelState::Opening,
             "open" => ChannelState::Open,
             "closing" => ChannelState::Closing,
             "closed" => ChannelState::Closed,
@@ -153,7 +160,15 @@ fn refusal(db: &Connection, id: &str, total_msat: u64) -> Result<StoreError, Sto
 
 pub struct ChannelStore {
     db: Connection,
+    /// Beside the database: openers hold it shared while a channel they
+    /// stored is `opening`; [`ChannelStore::no_opener`] tries it exclusive.
+    opening_lock: std::path::PathBuf,
 }
+
+/// Held by a buyer from storing a channel until its funding is broadcast
+/// and the channel marked open; released by the kernel if the process dies.
+#[must_use]
+pub struct OpeningGuard(#[allow(dead_code)] std::fs::File);
 
 impl ChannelStore {
     /// Opens (creating, mode 0600) the database at `path`.
@@ -188,7 +203,49 @@ impl ChannelStore {
                 close_txid BLOB
             )",
         )?;
-        Ok(ChannelStore { db })
+        let mut opening_lock = path.as_os_str().to_owned();
+        opening_lock.push(".opening");
+        Ok(ChannelStore {
+            db,
+            opening_lock: opening_lock.into(),
+        })
+    }
+
+    fn lock_file(&self) -> Result<std::fs::File, StoreError> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.opening_lock)
+            .map_err(|source| StoreError::Io {
+                path: self.opening_lock.display().to_string(),
+                source,
+            })
+    }
+
+    /// Marks an open in progress (any number may run at once); waits while
+    /// a [`ChannelStore::no_opener`] check holds the lock.
+    pub fn opening(&self) -> Result<OpeningGuard, StoreError> {
+        let f = self.lock_file()?;
+        f.lock_shared().map_err(|source| StoreError::Io {
+            path: self.opening_lock.display().to_string(),
+            source,
+        })?;
+        Ok(OpeningGuard(f))
+    }
+
+    /// `Some` (hold it while judging `opening` channels) if no process is
+    /// between storing a channel and marking it open; `None` if one is.
+    pub fn no_opener(&self) -> Result<Option<std::fs::File>, StoreError> {
+        let f = self.lock_file()?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io {
+                path: self.opening_lock.display().to_string(),
+                source,
+            }),
+        }
     }
 
     /// Records a new channel (total 0).
@@ -199,11 +256,27 @@ impl ChannelStore {
     /// Records a new channel with the buyer's bookkeeping (key index, seller
     /// address, torrent used to reach it).
     pub fn insert_with(&self, role: Role, t: &Terms, meta: &Meta) -> Result<String, StoreError> {
+        self.insert_in(ChannelState::Open, role, t, meta)
+    }
+
+    /// Records a buyer's new channel as `opening`, before its funding is
+    /// broadcast (hold an [`OpeningGuard`] until it is marked open).
+    pub fn insert_opening(&self, t: &Terms, meta: &Meta) -> Result<String, StoreError> {
+        self.insert_in(ChannelState::Opening, Role::Buyer, t, meta)
+    }
+
+    fn insert_in(
+        &self,
+        state: ChannelState,
+        role: Role,
+        t: &Terms,
+        meta: &Meta,
+    ) -> Result<String, StoreError> {
         let id = channel_id(&t.funding);
         self.db.execute(
             "INSERT INTO channels (id, role, network, capacity_sat, fee_sat, expiry_height, buyer_pubkey, seller_pubkey,
-               buyer_payout, seller_payout, funding_txid, funding_vout, key_index, peer, info_hash)
-               VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+               buyer_payout, seller_payout, funding_txid, funding_vout, key_index, peer, info_hash, state)
+               VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
             params![
                 id,
                 role.as_str(),
@@ -220,6 +293,7 @@ impl ChannelStore {
                 meta.key_index,
                 meta.peer,
                 meta.info_hash.map(|h| h.to_vec()),
+                state.as_str(),
             ],
         )?;
         Ok(id)
@@ -496,5 +570,34 @@ mod tests {
         s.receive(b.pay(50_000).unwrap()).unwrap();
         seller_db.set_state(&sid, ChannelState::Closing).unwrap();
         assert_eq!(seller_db.list().unwrap()[0].state, ChannelState::Closing);
+    }
+
+    #[test]
+    fn an_open_in_progress_is_seen_by_other_handles() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("channels.sqlite");
+        let (a, b) = (
+            ChannelStore::open(&path).unwrap(),
+            ChannelStore::open(&path).unwrap(),
+        );
+        let (t, _, _) = terms();
+        assert!(b.no_opener().unwrap().is_some(), "nobody opens yet");
+        let g1 = a.opening().unwrap();
+        let g2 = b.opening().unwrap(); // openers do not wait for each other
+        let id = a.insert_opening(&t, &Meta::default()).unwrap();
+        assert_eq!(b.get(&id).unwrap().state, ChannelState::Opening);
+        assert!(b.no_opener().unwrap().is_none());
+        drop(g1);
+        assert!(a.no_opener().unwrap().is_none(), "one opener left");
+        drop(g2);
+        let quiet = b.no_opener().unwrap();
+        assert!(quiet.is_some());
+        // Payments wait for the open to be marked done.
+        let mut a = a;
+        assert!(matches!(
+            a.advance(&id, 1_000, None),
+            Err(StoreError::NotOpen(..))
+        ));
+        drop(quiet);
     }
 }

@@ -1082,7 +1082,7 @@ impl Torrent {
                         rate: if seeding { p.rate_up } else { p.rate_down },
                     })
                     .collect();
-                let rotate = st.choke_round % 3 == 0;
+                let rotate = st.choke_round.is_multiple_of(3);
                 let (unchoke, opt) = choke::choose(
                     &cands,
                     self.cfg.upload_slots,

@@ -479,7 +479,7 @@ impl Picker {
     /// A block arrived from `peer`.
     pub fn on_block(&mut self, peer: PeerKey, index: u32, begin: u32, data: &[u8]) -> BlockOutcome {
         let p = index as usize;
-        if begin % BLOCK_SIZE != 0 {
+        if !begin.is_multiple_of(BLOCK_SIZE) {
             return BlockOutcome::Unwanted;
         }
         let b = (begin / BLOCK_SIZE) as usize;

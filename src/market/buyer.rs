@@ -306,9 +306,11 @@ pub fn open_channel(
     let id = channel_id(&funding);
     let span = info_span!("channel", %id);
     let _g = span.enter();
-    // Stored before broadcast: whatever happens next, we can refund.
-    store.insert_with(
-        Role::Buyer,
+    // Stored before broadcast: whatever happens next, we can refund. While
+    // the guard is held, no follow judges the unbroadcast funding gone; if we
+    // die or the broadcast fails, the next follow settles the channel.
+    let opening = store.opening()?;
+    store.insert_opening(
         &terms,
         &Meta {
             key_index: Some(key_index),
@@ -320,6 +322,8 @@ pub fn open_channel(
     wallet.broadcast(chain, tx.clone())?;
     info!(capacity_sat, fee_sat, expiry_height, "funding broadcast");
     crate::failpoint::hit("buyer-open-broadcast");
+    store.set_state(&id, ChannelState::Open)?;
+    drop(opening);
     let state = send_funded(&mut conn, &terms, &encode::serialize(&tx))?;
     Ok(Opened { id, funding, state })
 }

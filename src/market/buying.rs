@@ -348,7 +348,7 @@ impl BuyerAgent {
             if let Err(e) =
                 crate::market::follow::follow(&store, chain.as_ref(), Some(&wallet), |r| {
                     r.role == Role::Buyer
-                        && r.state == ChannelState::Open
+                        && matches!(r.state, ChannelState::Open | ChannelState::Opening)
                         && r.terms.seller == node_key
                 })
             {

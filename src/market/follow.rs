@@ -5,7 +5,10 @@
 //! not settled yet and records what it finds: a funding spent by the other
 //! side's close (or a refund) makes an open channel closing, then closed once
 //! the spending transaction confirms; a funding that left the node's mempool
-//! unconfirmed makes it failed. `btt wallet sync`, `btt channels list`, a
+//! unconfirmed makes it failed. A buyer's channel stored as opening moves
+//! to open once its funding is seen; it is judged failed only when no
+//! process is opening a channel (see [`ChannelStore::opening`]): in between
+//! storing and broadcasting, a missing funding is not news. `btt wallet sync`, `btt channels list`, a
 //! running seller and a buying mount all call it, so `channels list` is true
 //! after a sync and while they run.
 
@@ -57,24 +60,48 @@ pub fn next_state(
         (Closed | Failed, _, _) => stored,
         (Refunded, _, _) => Refunded,
         (_, _, Some(c)) if c > 0 => Closed,
-        (Open, Funding::Spent, _) => Closing,
-        (Open, Funding::Gone, _) => Failed,
+        (Open | Opening, Funding::Spent, _) => Closing,
+        (Open | Opening, Funding::Gone, _) => Failed,
+        (Opening, Funding::Unspent, _) => Open,
         (state, _, _) => state,
     }
 }
 
 /// Follows the channels in `store` that `which` selects on `chain` (failed
 /// ones are settled and skipped); `wallet` (optional) names spenders the
-/// store does not know. Records changes; returns what it saw.
+/// store does not know. Records changes; returns what it saw. Opening
+/// channels are followed only while no opener is at work (and listed as
+/// they are otherwise).
 pub fn follow(
     store: &ChannelStore,
     chain: &dyn ChainBackend,
     wallet: Option<&BttWallet>,
     which: impl Fn(&Record) -> bool,
 ) -> Result<Vec<Seen>, FollowError> {
+    let mut records = store.list()?;
+    // Held while the chain is asked: no opener stores and broadcasts in
+    // between, so a funding missing now was never broadcast. Listed again
+    // under it, as an opener may have finished meanwhile.
+    let quiet = match records.iter().any(|r| r.state == ChannelState::Opening) {
+        true => store.no_opener()?,
+        false => None,
+    };
+    if quiet.is_some() {
+        records = store.list()?;
+    }
     let mut out = Vec::new();
-    for r in store.list()? {
+    for r in records {
         if matches!(r.state, ChannelState::Failed) || !which(&r) {
+            continue;
+        }
+        if r.state == ChannelState::Opening && quiet.is_none() {
+            out.push(Seen {
+                id: r.id.clone(),
+                state: r.state,
+                close_txid: None,
+                close_confirmations: 0,
+                changed: false,
+            });
             continue;
         }
         out.push(follow_one(store, chain, wallet, &r)?);
@@ -144,5 +171,8 @@ mod tests {
         assert_eq!(next_state(Open, Funding::Gone, None), Failed);
         assert_eq!(next_state(Refunded, Funding::Spent, Some(5)), Refunded);
         assert_eq!(next_state(Closed, Funding::Unspent, None), Closed);
+        assert_eq!(next_state(Opening, Funding::Unspent, None), Open);
+        assert_eq!(next_state(Opening, Funding::Gone, None), Failed);
+        assert_eq!(next_state(Opening, Funding::Spent, Some(0)), Closing);
     }
 }

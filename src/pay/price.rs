@@ -77,7 +77,7 @@ impl FromStr for Price {
 
 impl fmt::Display for Price {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.msat_per_gib % 1000 == 0 {
+        if self.msat_per_gib.is_multiple_of(1000) {
             write!(f, "{}sat/GiB", self.msat_per_gib / 1000)
         } else {
             write!(f, "{}msat/GiB", self.msat_per_gib)

@@ -119,3 +119,79 @@ fn channels_list_follows_the_chain() {
         "{err}"
     );
 }
+
+/// `channels list` (which follows every channel on the chain) run while a
+/// mount has stored its new channel and not yet broadcast the funding (the
+/// failpoint holds that window open) must not judge the funding gone: the
+/// channel is listed as opening, then open, and the mount pays over it.
+#[test]
+fn channels_list_during_an_open_leaves_the_channel_alone() {
+    let s = swarm(1_500_000);
+    let port = free_port();
+    let _sp = s.sell(port, "seller.log", &["--price", PRICE]);
+    let dir = s.d.path().join("m");
+    let mut args = vec!["--no-trackers", "--home", s.buyer.home.to_str().unwrap()];
+    let peer = format!("127.0.0.1:{port}");
+    args.extend(["--peer", &peer]);
+    args.extend(super::recovery::SLOW_BUY);
+    let m = Mount::try_start_env(
+        &dir,
+        &s.torrent,
+        &args,
+        &[("BTT_FAILPOINT", "buyer-open-stored=pause:4000")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let path = m.mnt.join("film.bin");
+    let reader = std::thread::spawn(move || read_file_timeout(&path, Duration::from_secs(90)));
+    // Inside the window: the channel is stored, its funding not broadcast.
+    let mut seen = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            seen = buyer_states(&s.buyer);
+            !seen.is_empty()
+        }),
+        "no channel stored\n{}",
+        m.log()
+    );
+    assert!(
+        m.proc
+            .log_text()
+            .contains("failpoint buyer-open-stored: pausing")
+            && !m.log().contains("funding broadcast"),
+        "not inside the window: {seen:?}\n{}\n{}",
+        m.proc.log_text(),
+        m.log()
+    );
+    assert_eq!(seen[0].1, "opening", "{seen:?}");
+    let got = reader
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    assert_eq!(got, std::fs::read(s.data.join("film.bin")).unwrap());
+    let rows = buyer_states(&s.buyer);
+    assert_eq!(
+        rows.len(),
+        1,
+        "one channel, not a second after a failed one: {rows:?}"
+    );
+    assert_eq!(rows[0].1, "open", "{rows:?}\n{}", m.log());
+    assert!(
+        wait_until(Duration::from_secs(20), || s.buyer.channel(&rows[0].0).1
+            > 0),
+        "nothing paid over the channel\n{}",
+        m.log()
+    );
+    drop(m);
+}
+
+/// The buyer's channels as (id, state), following the chain.
+fn buyer_states(p: &Party) -> Vec<(String, String)> {
+    p.ok(&["channels", "list"])
+        .lines()
+        .filter(|l| l.starts_with("buyer"))
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[5].to_string(), f[1].to_string())
+        })
+        .collect()
+}
