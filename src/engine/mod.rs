@@ -9,8 +9,11 @@
 
 mod blame;
 pub mod choke;
+mod conn;
+mod ext;
 mod peer;
-pub use peer::limit_connections_to_fds;
+pub use conn::limit_connections_to_fds;
+pub use ext::{METADATA_EXT_ID, PAY_EXT_ID};
 pub mod picker;
 pub mod status;
 
@@ -46,13 +49,8 @@ pub enum EngineError {
     },
 }
 
-/// Our BEP 10 message id for the payment extension (whose name the hooks
-/// give): the engine routes its messages and knows nothing of their content.
-pub const PAY_EXT_ID: u8 = 7;
 /// Peer addresses a torrent keeps to dial.
 pub const MAX_KNOWN: usize = 2000;
-/// The id we receive BEP 9 `ut_metadata` on.
-pub const METADATA_EXT_ID: u8 = 2;
 
 /// What a seller's payment-extension message means to the buyer side.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -266,7 +264,6 @@ pub(crate) enum PeerCmd {
 pub(crate) struct PeerEntry {
     pub addr: SocketAddr,
     pub peer_id: [u8; 20],
-    pub has: Bitfield,
     pub wake: Arc<Notify>,
     pub cmd: mpsc::UnboundedSender<PeerCmd>,
     pub rate_down: f64,
@@ -396,7 +393,7 @@ impl Torrent {
             .local_addr()
             .map_err(|source| EngineError::Listen { addr, source })?;
         let t = Torrent::build(meta, store, cfg, local);
-        tokio::spawn(peer::accept_loop(vec![t.clone()], listener));
+        tokio::spawn(conn::accept_loop(vec![t.clone()], listener));
         Ok(t)
     }
 
@@ -412,7 +409,7 @@ impl Torrent {
             .into_iter()
             .map(|(meta, store)| Torrent::build(meta, store, cfg.clone(), local))
             .collect();
-        tokio::spawn(peer::accept_loop(all.clone(), listener));
+        tokio::spawn(conn::accept_loop(all.clone(), listener));
         Ok(all)
     }
 
@@ -954,7 +951,7 @@ impl Torrent {
             match victim {
                 Some(k) => {
                     if let Some(p) = st.peers.remove(&k) {
-                        st.picker.remove_peer_pieces(&p.has);
+                        // Its pieces leave the picker when its session ends.
                         let _ = p.cmd.send(PeerCmd::Close(
                             "evicted: gave nothing while slots were short".into(),
                         ));
@@ -968,13 +965,11 @@ impl Torrent {
         // may serve several torrents and names connections by their key.
         static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
         let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
-        let n = self.meta.num_pieces();
         st.peers.insert(
             key,
             PeerEntry {
                 addr,
                 peer_id,
-                has: Bitfield::new(n),
                 wake,
                 cmd,
                 rate_down: 0.0,
@@ -993,11 +988,17 @@ impl Torrent {
         Ok(key)
     }
 
-    pub(crate) fn unregister_peer(&self, key: PeerKey, outstanding: &[crate::wire::BlockRef]) {
+    /// A session ended: its peer's pieces (`has`, which the session owns)
+    /// and requests leave the picker.
+    pub(crate) fn unregister_peer(
+        &self,
+        key: PeerKey,
+        has: &Bitfield,
+        outstanding: &[crate::wire::BlockRef],
+    ) {
         let mut st = self.lock();
+        st.picker.remove_peer_pieces(has);
         if let Some(p) = st.peers.remove(&key) {
-            let has = p.has;
-            st.picker.remove_peer_pieces(&has);
             if let Some(k) = st.known.get_mut(&p.addr) {
                 k.connected = false;
             }
@@ -1055,7 +1056,7 @@ impl Torrent {
                 out
             };
             for addr in dial {
-                tokio::spawn(peer::dial(self.clone(), addr));
+                tokio::spawn(conn::dial(self.clone(), addr));
             }
             tokio::select! {
                 _ = stop.changed() => return,

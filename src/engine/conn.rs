@@ -1,0 +1,463 @@
+//! A peer connection: dial or accept, handshakes, the writer task, flow
+//! control. What the messages mean is [`super::peer`]'s job, what the
+//! BEP 10 extensions say is [`super::ext`]'s.
+//!
+//! Writes go through a separate writer task fed by a channel, so a peer that
+//! reads slowly never stalls our reading from it, and uploads read pieces
+//! from the store off the runtime. Every queue toward a peer is counted
+//! ([`UploadQueue`]) and bounded.
+
+use super::ext;
+use super::peer::{Session, MAX_UPLOAD_QUEUE};
+use super::{PeerCmd, Torrent};
+use crate::wire::{self, BlockRef, Handshake, Message};
+use bytes::{Bytes, BytesMut};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify};
+use tracing::{debug, info, Instrument};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Wire(#[from] wire::WireError),
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    #[error("peer is for another torrent (info-hash {0})")]
+    WrongInfoHash(String),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections of this process (all torrents), and the most it keeps:
+/// below the file-descriptor limit, so a crowd is refused early instead of
+/// the process hitting "Too many open files" (which also fails its own disk
+/// and chain work).
+static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+static MAX_CONNECTIONS: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Raises the soft open-files limit to the hard one and keeps connections
+/// 128 below it. Call once at start.
+pub fn limit_connections_to_fds() {
+    // SAFETY: plain getrlimit/setrlimit on our own process.
+    let soft = unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                r.rlim_cur = r.rlim_max;
+            }
+        }
+        r.rlim_cur
+    };
+    let cap = (soft as usize).saturating_sub(128).max(16);
+    MAX_CONNECTIONS.store(cap, Ordering::Relaxed);
+}
+
+/// One connection counted against [`MAX_CONNECTIONS`] while it lives.
+struct ConnSlot;
+
+impl ConnSlot {
+    fn take() -> Option<ConnSlot> {
+        let max = MAX_CONNECTIONS.load(Ordering::Relaxed);
+        CONNECTIONS
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnSlot)
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts peers for one or several torrents (`btt seed T1 T2` shares a
+/// port): each incoming peer is handed to the torrent its handshake asks for.
+pub(crate) async fn accept_loop(torrents: Vec<Arc<Torrent>>, listener: TcpListener) {
+    let Some(first) = torrents.first() else {
+        return;
+    };
+    // They are stopped together; the first one's signal ends the loop.
+    let mut stop = first.shutdown_signal();
+    let torrents = Arc::new(torrents);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            r = listener.accept() => match r {
+                Ok((mut stream, addr)) => {
+                    let Some(slot) = ConnSlot::take() else {
+                        debug!(%addr, "too many connections: refused");
+                        continue;
+                    };
+                    let torrents = torrents.clone();
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        let theirs = match read_handshake(&mut stream).await {
+                            Ok(h) => h,
+                            Err(e) => return debug!(%addr, error = %e, "incoming peer closed"),
+                        };
+                        let Some(t) = torrents.iter().find(|t| t.meta.info_hash.0 == theirs.info_hash) else {
+                            let ih = data_encoding::HEXLOWER.encode(&theirs.info_hash);
+                            return info!(%addr, error = %PeerError::WrongInfoHash(ih), "incoming peer refused");
+                        };
+                        let span = tracing::info_span!(parent: &t.span, "peer", %addr, dir = "in");
+                        if let Err(e) = incoming(t.clone(), stream, addr, theirs).instrument(span.clone()).await {
+                            debug!(parent: &span, error = %e, "incoming peer closed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// An accepted connection whose handshake `theirs` named this torrent.
+async fn incoming(
+    t: Arc<Torrent>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    theirs: Handshake,
+) -> Result<(), PeerError> {
+    if t.is_banned(&addr) {
+        return Err(PeerError::Refused("banned".into()));
+    }
+    stream
+        .write_all(&Handshake::new(t.meta.info_hash.0, t.peer_id).encode())
+        .await?;
+    run(t, stream, addr, theirs, true).await
+}
+
+/// Dials `addr`, runs the session, and reports a failed dial for back-off.
+pub(crate) async fn dial(t: Arc<Torrent>, addr: SocketAddr) {
+    let span = tracing::info_span!("peer", %addr, dir = "out");
+    async move {
+        let Some(_slot) = ConnSlot::take() else {
+            debug!("too many connections: not dialling");
+            t.note_dial_failure(addr);
+            return;
+        };
+        let res = async {
+            let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+                .await
+                .map_err(|_| PeerError::HandshakeTimeout)??;
+            stream
+                .write_all(&Handshake::new(t.meta.info_hash.0, t.peer_id).encode())
+                .await?;
+            let theirs = their_handshake(&t, &mut stream).await?;
+            run(t.clone(), stream, addr, theirs, false).await
+        }
+        .await;
+        match res {
+            Ok(()) => {}
+            Err(e) => {
+                debug!(error = %e, "peer session ended");
+                if matches!(e, PeerError::WrongInfoHash(_)) {
+                    tracing::warn!(error = %e, "peer refused");
+                }
+            }
+        }
+        t.note_dial_failure(addr);
+    }
+    .instrument(span)
+    .await
+}
+
+/// Reads a peer's handshake, bounded in time.
+async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, PeerError> {
+    let mut buf = [0u8; wire::HANDSHAKE_LEN];
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf))
+        .await
+        .map_err(|_| PeerError::HandshakeTimeout)??;
+    Ok(Handshake::decode(&buf)?)
+}
+
+/// Reads the peer's handshake (bounded in time) and checks it is for our torrent.
+async fn their_handshake(t: &Torrent, stream: &mut TcpStream) -> Result<Handshake, PeerError> {
+    let theirs = read_handshake(stream).await?;
+    if theirs.info_hash != t.meta.info_hash.0 {
+        return Err(PeerError::WrongInfoHash(
+            data_encoding::HEXLOWER.encode(&theirs.info_hash),
+        ));
+    }
+    Ok(theirs)
+}
+
+/// What the writer sends: a message, or a block it reads from the store.
+pub(super) enum Out {
+    Msg(Message),
+    Upload(BlockRef),
+}
+
+/// Uploads accepted and not yet written: bounds the queue, and tells a
+/// paid seller what it counted but never sent when the connection ends.
+#[derive(Default)]
+pub(super) struct UploadQueue {
+    pub(super) blocks: AtomicUsize,
+    pub(super) bytes: std::sync::atomic::AtomicU64,
+    /// Other messages queued for the writer.
+    pub(super) msgs: AtomicUsize,
+    /// `btt_pay` messages waiting for the seller hook.
+    pub(super) pay: AtomicUsize,
+}
+
+/// Messages we may have queued for a peer that does not read them (BEP 6
+/// rejects of a request flood, say) before it is dropped: every per-peer
+/// queue has a bound.
+pub(super) const MAX_OUT_MSGS: usize = 16384;
+
+pub(super) fn dec(a: &AtomicUsize) {
+    let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(1))
+    });
+}
+
+impl UploadQueue {
+    pub(super) fn push(&self, len: u32) {
+        self.blocks.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+    }
+    pub(super) fn pop(&self, len: u32) {
+        self.blocks.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(len as u64, Ordering::Relaxed);
+    }
+}
+
+/// The sending side of a connection, as the session and its helper tasks
+/// hold it: every message is counted until the writer takes it.
+#[derive(Clone)]
+pub(super) struct Link {
+    pub(super) out: mpsc::UnboundedSender<Out>,
+    /// Uploads the peer cancelled before the writer reached them.
+    pub(super) cancelled: Arc<Mutex<HashSet<BlockRef>>>,
+    pub(super) queued: Arc<UploadQueue>,
+}
+
+impl Link {
+    pub(super) fn send(&self, m: Message) {
+        self.queued.msgs.fetch_add(1, Ordering::Relaxed);
+        let _ = self.out.send(Out::Msg(m));
+    }
+}
+
+/// Sends queued messages, batching whatever is ready into one write.
+async fn writer(
+    t: Arc<Torrent>,
+    addr: SocketAddr,
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    cancelled: Arc<Mutex<HashSet<BlockRef>>>,
+    queued: Arc<UploadQueue>,
+) -> Result<(), PeerError> {
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut cached: Option<(usize, Bytes)> = None;
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            match out {
+                Out::Msg(m) => {
+                    dec(&queued.msgs);
+                    m.encode(&mut buf)
+                }
+                Out::Upload(r) => {
+                    queued.pop(r.length);
+                    if cancelled
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&r)
+                    {
+                        if let Some(pay) = &t.cfg.pay {
+                            pay.0.unserved(addr, t.meta.info_hash.0, r.length as u64);
+                        }
+                        continue;
+                    }
+                    let p = r.index as usize;
+                    let data = match &cached {
+                        Some((cp, d)) if *cp == p => d.clone(),
+                        _ => {
+                            let store = t.store.clone();
+                            let d = tokio::task::spawn_blocking(move || store.read_piece(p))
+                                .await
+                                .map_err(|e| PeerError::Protocol(e.to_string()))?
+                                .map_err(|e| PeerError::Protocol(e.to_string()))?;
+                            cached = Some((p, d.clone()));
+                            d
+                        }
+                    };
+                    let (b, e) = (r.begin as usize, (r.begin + r.length) as usize);
+                    buf.extend_from_slice(&Message::piece_header(r.index, r.begin, e - b));
+                    buf.extend_from_slice(&data[b..e]);
+                    t.stats
+                        .uploaded
+                        .fetch_add(r.length as u64, Ordering::Relaxed);
+                }
+            }
+            if buf.len() < 256 * 1024 {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !buf.is_empty() {
+            wr.write_all(&buf).await?;
+            buf.clear();
+        }
+    }
+    Ok(())
+}
+
+/// Runs a connection whose handshakes are done: its writer task, the
+/// session reading and answering messages, and what it leaves behind.
+async fn run(
+    t: Arc<Torrent>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    theirs: Handshake,
+    incoming: bool,
+) -> Result<(), PeerError> {
+    let _ = stream.set_nodelay(true);
+    let wake = Arc::new(Notify::new());
+    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
+    // The seller hook's task may close the connection (a peer that breaks
+    // the extension's rules).
+    let pay_close = t.cfg.pay.as_ref().map(|_| cmd_tx.clone());
+    let key = t
+        .register_peer(addr, theirs.peer_id, wake.clone(), cmd_tx, incoming)
+        .map_err(PeerError::Refused)?;
+    let client = String::from_utf8_lossy(&theirs.peer_id[..8]).into_owned();
+    info!(%client, "peer connected");
+    let (mut rd, wr) = stream.into_split();
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let cancelled = Arc::new(Mutex::new(HashSet::new()));
+    let queued = Arc::new(UploadQueue::default());
+    let writer_task = tokio::spawn(
+        writer(
+            t.clone(),
+            addr,
+            wr,
+            out_rx,
+            cancelled.clone(),
+            queued.clone(),
+        )
+        .in_current_span(),
+    );
+    let link = Link {
+        out: out_tx,
+        cancelled,
+        queued,
+    };
+    let pay = ext::pay::PayState::start(&t, addr, &link, pay_close);
+    let mut s = Session::new(t.clone(), key, addr, link, pay, wake.clone(), &theirs);
+    let result = session_loop(&mut s, &mut rd, &wake, &mut cmd_rx).await;
+    writer_task.abort();
+    s.close();
+    match &result {
+        Ok(()) => info!("peer closed"),
+        Err(e) => info!(error = %e, "peer dropped"),
+    }
+    result
+}
+
+/// Reads and answers the peer, follows the torrent's commands, and keeps
+/// requests flowing and the connection alive on a timer.
+async fn session_loop(
+    s: &mut Session,
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    wake: &Notify,
+    cmd_rx: &mut mpsc::UnboundedReceiver<PeerCmd>,
+) -> Result<(), PeerError> {
+    let n = s.t.meta.num_pieces();
+    let max = wire::max_frame_for(n);
+    let have = s.t.have();
+    if s.fast && have.is_complete() {
+        s.send(Message::HaveAll);
+    } else if s.fast && have.count() == 0 {
+        s.send(Message::HaveNone);
+    } else if have.count() > 0 {
+        s.send(Message::Bitfield(Bytes::copy_from_slice(have.as_bytes())));
+    }
+    if s.extended {
+        s.send(Message::Extended {
+            id: 0,
+            payload: Bytes::from(ext::our_handshake(&s.t, MAX_UPLOAD_QUEUE).encode()),
+        });
+    }
+    let mut stop = s.t.shutdown_signal();
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut last_tick = Instant::now();
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return Ok(()),
+            r = rd.read_buf(&mut buf) => {
+                if r? == 0 {
+                    return Err(PeerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                last_heard = Instant::now();
+                while let Some(m) = wire::decode(&mut buf, max)? {
+                    s.handle(m)?;
+                    if let Some(e) = s.overflowing() {
+                        return Err(e);
+                    }
+                }
+                if buf.capacity() - buf.len() < 64 * 1024 {
+                    buf.reserve(256 * 1024);
+                }
+            }
+            cmd = cmd_rx.recv() => match cmd {
+                Some(PeerCmd::Have(p)) => {
+                    if !s.has.get(p as usize) {
+                        s.send(Message::Have(p));
+                    }
+                    s.update_interest();
+                }
+                Some(PeerCmd::Choke) => s.send(Message::Choke),
+                Some(PeerCmd::Unchoke) => s.send(Message::Unchoke),
+                Some(PeerCmd::Close(why)) => return Err(PeerError::Refused(why)),
+                None => return Ok(()),
+            },
+            _ = wake.notified() => {
+                s.update_interest();
+                s.request_more();
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                s.tick(now.duration_since(last_tick));
+                last_tick = now;
+                s.tidy_requests();
+                s.update_interest();
+                s.request_more();
+                if now.duration_since(s.last_sent) > Duration::from_secs(90) {
+                    s.send(Message::KeepAlive);
+                }
+                if now.duration_since(last_heard) > Duration::from_secs(180) {
+                    return Err(PeerError::Protocol("silent for 3 minutes".into()));
+                }
+            }
+        }
+    }
+}
