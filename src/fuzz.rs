@@ -90,6 +90,23 @@ pub fn ut_metadata(data: &[u8]) {
     assert!(held <= total, "never more than the announced size");
 }
 
+/// BEP 11 `ut_pex` messages: bounded whatever they claim, and what decodes
+/// re-encodes to the same peers.
+pub fn ut_pex(data: &[u8]) {
+    use crate::wire::pex::{PexMsg, MAX_TAKE};
+    if let Ok(m) = PexMsg::decode(data) {
+        assert!(m.added.len() <= 2 * MAX_TAKE && m.dropped.len() <= 2 * MAX_TAKE);
+        let again = PexMsg::decode(&m.encode()).expect("re-encodes");
+        let sorted = |m: &PexMsg| {
+            let (mut a, mut d) = (m.added.clone(), m.dropped.clone());
+            a.sort();
+            d.sort();
+            (a, d)
+        };
+        assert_eq!(sorted(&again), sorted(&m), "the same peers");
+    }
+}
+
 /// A target: it must return for any input.
 pub type Target = fn(&[u8]);
 
@@ -101,6 +118,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("pay_msg", pay_msg),
     ("tracker", tracker),
     ("ut_metadata", ut_metadata),
+    ("ut_pex", ut_pex),
 ];
 
 #[cfg(test)]

@@ -3,11 +3,14 @@
 tests, run inside the test's loopback-only network namespace.
 
     lt_node.py PORT [--bootstrap HOST:PORT] [--seed TORRENT DATA_DIR]
-                    [--get TORRENT DIR]
+                    [--get TORRENT DIR] [--connect HOST:PORT]...
 
 Listens for peers and DHT on 127.0.0.1:PORT (TCP and UDP), starts from the
 bootstrap node if given, seeds TORRENT from DATA_DIR if given, or downloads
-TORRENT into DIR (printing "finished" when it has it all). libtorrent's
+TORRENT into DIR (printing "finished" when it has it all), and dials the
+--connect peers for it. Each peer it connects to is printed once, as
+"peer IP:PORT SOURCE" (libtorrent's peer_info source flags: 4 is PEX).
+Seeds keep connections to seeds (PEX passes them on). libtorrent's
 checks that assume a real internet (one node per IP, BEP 42 ids, no
 private addresses) are off: every node here is 127.0.0.1. Prints "ready"
 once listening (after "node_id HEX", its DHT id), then the DHT node
@@ -25,6 +28,7 @@ p.add_argument("port", type=int)
 p.add_argument("--bootstrap")
 p.add_argument("--seed", nargs=2, metavar=("TORRENT", "DATA"))
 p.add_argument("--get", nargs=2, metavar=("TORRENT", "DIR"))
+p.add_argument("--connect", action="append", default=[])
 a = p.parse_args()
 
 settings = {
@@ -41,16 +45,18 @@ settings = {
     "dht_prefer_verified_node_ids": False,
     "dht_ignore_dark_internet": False,
     "allow_multiple_connections_per_ip": True,
+    "close_redundant_connections": False,
     "alert_mask": lt.alert.category_t.error_notification | lt.alert.category_t.dht_notification,
 }
 s = lt.session(settings)
 if a.bootstrap:
     host, port = a.bootstrap.rsplit(":", 1)
     s.add_dht_node((host, int(port)))
+handle = None
 if a.seed:
     torrent, data = a.seed
-    s.add_torrent({"ti": lt.torrent_info(torrent), "save_path": data,
-                   "flags": lt.torrent_flags.seed_mode})
+    handle = s.add_torrent({"ti": lt.torrent_info(torrent), "save_path": data,
+                            "flags": lt.torrent_flags.seed_mode})
 time.sleep(0.5)
 ids = s.save_state().get(b"dht state", {}).get(b"node-id", [])
 if ids:
@@ -58,8 +64,12 @@ if ids:
 got = None
 if a.get:
     torrent, out = a.get
-    got = s.add_torrent({"ti": lt.torrent_info(torrent), "save_path": out})
+    got = handle = s.add_torrent({"ti": lt.torrent_info(torrent), "save_path": out})
+for c in a.connect:
+    host, port = c.rsplit(":", 1)
+    handle.connect_peer((host, int(port)))
 print("ready", flush=True)
+seen = set()
 while True:
     time.sleep(1)
     with warnings.catch_warnings():
@@ -69,6 +79,11 @@ while True:
     if got is not None and got.status().is_seeding:
         print("finished", flush=True)
         got = None
+    if handle is not None:
+        for peer in handle.get_peer_info():
+            if peer.ip not in seen:
+                seen.add(peer.ip)
+                print("peer %s:%d %d" % (peer.ip[0], peer.ip[1], peer.source), flush=True)
     for al in s.pop_alerts():
         if al.category() & lt.alert.category_t.error_notification:
             print("alert", al.message(), flush=True)

@@ -8,7 +8,7 @@
 //! ([`UploadQueue`]) and bounded.
 
 use super::ext;
-use super::peer::{Session, MAX_UPLOAD_QUEUE};
+use super::peer::{Remote, Session, MAX_UPLOAD_QUEUE};
 use super::{PeerCmd, Torrent};
 use crate::wire::{self, BlockRef, Handshake, Message};
 use bytes::{Bytes, BytesMut};
@@ -370,7 +370,12 @@ async fn run(
         queued,
     };
     let pay = ext::pay::PayState::start(&t, addr, &link, pay_close);
-    let mut s = Session::new(t.clone(), key, addr, link, pay, wake.clone(), &theirs);
+    let remote = Remote {
+        key,
+        addr,
+        incoming,
+    };
+    let mut s = Session::new(t.clone(), remote, link, pay, wake.clone(), &theirs);
     let result = session_loop(&mut s, &mut rd, &wake, &mut cmd_rx).await;
     writer_task.abort();
     s.close();
@@ -448,6 +453,7 @@ async fn session_loop(
                 let now = Instant::now();
                 s.tick(now.duration_since(last_tick));
                 last_tick = now;
+                s.pex_tick(now);
                 s.tidy_requests();
                 s.update_interest();
                 s.request_more();

@@ -263,6 +263,9 @@ pub(crate) enum PeerCmd {
 
 pub(crate) struct PeerEntry {
     pub addr: SocketAddr,
+    /// Where the peer accepts connections, if known (what PEX passes on):
+    /// the address we dialed, or an incoming peer's announced port.
+    pub listen: Option<SocketAddr>,
     pub peer_id: [u8; 20],
     pub wake: Arc<Notify>,
     pub cmd: mpsc::UnboundedSender<PeerCmd>,
@@ -597,6 +600,54 @@ impl Torrent {
         st.known.entry(addr).or_default();
         drop(st);
         self.connector_wake.notify_one();
+    }
+
+    /// Addresses a peer told us of through PEX (see [`Torrent::add_peer`]);
+    /// returns how many were new.
+    pub(crate) fn add_peers_from_pex(&self, addrs: &[SocketAddr]) -> usize {
+        let own = self.listen_addr();
+        let mut st = self.lock();
+        let mut new = 0;
+        for a in addrs {
+            if st.banned.contains(&a.ip()) || Some(*a) == own || st.known.contains_key(a) {
+                continue;
+            }
+            if st.known.len() >= MAX_KNOWN {
+                break;
+            }
+            st.known.entry(*a).or_default();
+            new += 1;
+        }
+        drop(st);
+        if new > 0 {
+            self.connector_wake.notify_one();
+        }
+        new
+    }
+
+    /// An incoming peer announced where it listens.
+    pub(crate) fn set_listen(&self, key: PeerKey, addr: SocketAddr) {
+        if let Some(p) = self.lock().peers.get_mut(&key) {
+            p.listen = Some(addr);
+        }
+    }
+
+    /// What PEX tells peer `except` of: where our other peers listen, with
+    /// BEP 11 flags (connectable: we reached it).
+    pub(crate) fn pex_peers(&self, except: PeerKey) -> Vec<(SocketAddr, u8)> {
+        let st = self.lock();
+        st.peers
+            .iter()
+            .filter(|(k, _)| **k != except)
+            .filter_map(|(_, p)| {
+                let flags = match p.incoming {
+                    false => crate::wire::pex::FLAG_CONNECTABLE,
+                    true => 0,
+                };
+                p.listen.map(|a| (a, flags))
+            })
+            .filter(|(a, _)| !st.banned.contains(&a.ip()))
+            .collect()
     }
 
     pub fn have(&self) -> Bitfield {
@@ -969,6 +1020,7 @@ impl Torrent {
             key,
             PeerEntry {
                 addr,
+                listen: (!incoming).then_some(addr),
                 peer_id,
                 wake,
                 cmd,

@@ -52,18 +52,34 @@ pub(super) struct Session {
     pub(super) wake: Arc<Notify>,
     /// The `ut_metadata` handler's state on this connection.
     pub(super) metadata: ext::metadata::MetadataState,
+    /// The `ut_pex` handler's state on this connection.
+    pub(super) pex: ext::pex::PexState,
+    /// Whether the peer dialed us.
+    pub(super) incoming: bool,
+}
+
+/// Who a session is with.
+pub(super) struct Remote {
+    pub(super) key: PeerKey,
+    pub(super) addr: SocketAddr,
+    /// Whether it dialed us.
+    pub(super) incoming: bool,
 }
 
 impl Session {
     pub(super) fn new(
         t: Arc<Torrent>,
-        key: PeerKey,
-        addr: SocketAddr,
+        remote: Remote,
         link: Link,
         pay: ext::pay::PayState,
         wake: Arc<Notify>,
         theirs: &Handshake,
     ) -> Session {
+        let Remote {
+            key,
+            addr,
+            incoming,
+        } = remote;
         Session {
             addr,
             pay,
@@ -85,6 +101,8 @@ impl Session {
             rtt: Duration::ZERO,
             last_sent: Instant::now(),
             metadata: Default::default(),
+            pex: Default::default(),
+            incoming,
             t,
         }
     }
@@ -513,6 +531,7 @@ impl Session {
         match ext::Ext::ours(id) {
             Some(ext::Ext::Metadata) => self.on_metadata_msg(&payload),
             Some(ext::Ext::Pay) => self.on_pay_msg(payload),
+            Some(ext::Ext::Pex) => self.on_pex_msg(&payload),
             None => {}
         }
         Ok(())
@@ -524,6 +543,12 @@ impl Session {
             self.reqq = (q as usize).clamp(1, 2048);
         }
         self.metadata_handshake(h);
+        self.pex_handshake(h);
+        if let (Some(port), true) = (h.port, self.incoming) {
+            // An incoming peer's own listening address, to pass on.
+            self.t
+                .set_listen(self.key, SocketAddr::new(self.addr.ip(), port));
+        }
         debug!(client = ?h.client, reqq = ?h.reqq, "extension handshake");
     }
 

@@ -7,6 +7,7 @@
 
 mod ext;
 pub mod metadata;
+pub mod pex;
 #[cfg(test)]
 mod tests;
 

@@ -16,14 +16,24 @@ fn lt_node(
     seed: Option<(&Path, &Path)>,
     log: &Path,
 ) -> Proc {
-    let mut c = ns.command("/usr/bin/python3");
-    c.arg(LT_NODE).arg(port.to_string());
+    let mut args = Vec::new();
     if let Some(b) = bootstrap {
-        c.args(["--bootstrap", &format!("127.0.0.1:{b}")]);
+        args.extend(["--bootstrap".to_string(), format!("127.0.0.1:{b}")]);
     }
     if let Some((t, d)) = seed {
-        c.arg("--seed").arg(t).arg(d);
+        args.extend(["--seed".to_string(), path_str(t), path_str(d)]);
     }
+    lt_peer(ns, port, &args, log)
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_str().expect("a UTF-8 path").to_string()
+}
+
+/// `tests/lt_node.py PORT ARGS` in `ns`, once it says it is ready.
+pub(crate) fn lt_peer(ns: &NetNs, port: u16, args: &[String], log: &Path) -> Proc {
+    let mut c = ns.command("/usr/bin/python3");
+    c.arg(LT_NODE).arg(port.to_string()).args(args);
     let p = Proc::spawn("libtorrent node", &mut c, log);
     let ready = wait_until(Duration::from_secs(20), || p.log_text().contains("ready"));
     assert!(ready, "libtorrent node did not start: {}", p.log_text());

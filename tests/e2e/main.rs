@@ -15,5 +15,6 @@ mod packaging;
 mod paid;
 mod payments;
 mod peers;
+mod pex;
 mod tracker;
 mod video;

@@ -5,13 +5,17 @@
 //!
 //! - [`metadata`]: BEP 9 `ut_metadata`, serving the info dictionary.
 //! - [`pay`]: `btt_pay`, the payment channel's messages (buyer and seller).
+//! - [`pex`]: BEP 11 `ut_pex`, peers telling each other of peers.
 
 pub(super) mod metadata;
 pub(super) mod pay;
+pub(super) mod pex;
 
 use super::Torrent;
 use crate::wire::{self, ExtHandshake};
 
+/// The id we receive BEP 11 `ut_pex` on.
+pub const PEX_EXT_ID: u8 = 1;
 /// The id we receive BEP 9 `ut_metadata` on.
 pub const METADATA_EXT_ID: u8 = 2;
 /// Our id for the payment extension (whose name the hooks give): the
@@ -23,6 +27,7 @@ pub const PAY_EXT_ID: u8 = 7;
 pub(super) enum Ext {
     Metadata,
     Pay,
+    Pex,
 }
 
 impl Ext {
@@ -30,6 +35,7 @@ impl Ext {
         match id {
             METADATA_EXT_ID => Some(Ext::Metadata),
             PAY_EXT_ID => Some(Ext::Pay),
+            PEX_EXT_ID => Some(Ext::Pex),
             _ => None,
         }
     }
@@ -45,6 +51,9 @@ pub(super) fn our_handshake(t: &Torrent, reqq: usize) -> ExtHandshake {
         ..Default::default()
     };
     h.m.insert(wire::metadata::NAME.into(), METADATA_EXT_ID);
+    if !t.meta.private {
+        h.m.insert(wire::pex::NAME.into(), PEX_EXT_ID);
+    }
     pay::add_to_handshake(t, &mut h);
     h
 }
