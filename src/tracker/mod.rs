@@ -5,10 +5,12 @@
 //! the async `announce` functions only move those bytes. [`TrackerSet`] walks the
 //! tiers: within a tier the tracker that answered is moved to the front; it keeps
 //! each tracker's `tracker id` to send back. [`schedule`] says when to announce
-//! again (the tracker's interval, back-off on failure).
+//! again (the tracker's interval, back-off on failure). [`server`] is the
+//! other side: `btt tracker`.
 
 pub mod http;
 pub mod schedule;
+pub mod server;
 pub mod udp;
 
 use std::net::SocketAddr;

@@ -11,6 +11,7 @@ mod dht;
 mod faults;
 mod hostile;
 mod magnet;
+mod own_tracker;
 mod packaging;
 mod paid;
 mod payments;

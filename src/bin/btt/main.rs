@@ -94,6 +94,22 @@ enum Cmd {
         #[arg(long)]
         comment: Option<String>,
     },
+    /// Run a BitTorrent tracker (HTTP and UDP announces on one address).
+    Tracker {
+        /// Address for both HTTP (http://ADDR/announce) and UDP (udp://ADDR).
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6969")]
+        listen: std::net::SocketAddr,
+        /// Track only the info-hashes in FILE (40 hex digits per line).
+        #[arg(long, value_name = "FILE")]
+        allow: Option<PathBuf>,
+        /// Seconds peers are asked to wait between announces; a peer is
+        /// forgotten after two.
+        #[arg(long, value_name = "SECS", default_value_t = 1800)]
+        interval: u64,
+        /// Peers kept in all (memory: about 100 bytes each).
+        #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+        max_peers: usize,
+    },
     /// Write man pages and shell completions for btt and btt-mount (packaging).
     #[command(hide = true)]
     GenerateDocs {
@@ -211,6 +227,12 @@ fn main() -> Result<()> {
             }
             res?;
         }
+        Cmd::Tracker {
+            listen,
+            allow,
+            interval,
+            max_peers,
+        } => tracker(listen, allow, interval, max_peers)?,
         Cmd::GenerateDocs { out } => generate_docs(&out)?,
         Cmd::Get {
             torrent,
@@ -332,6 +354,43 @@ fn write_man(cmd: &clap::Command, dir: &std::path::Path, name: String) -> Result
 }
 
 type BuyFlags = (Option<btt::pay::price::Price>, Option<u64>, Option<u64>);
+
+/// `btt tracker`: serves until Ctrl-C or SIGTERM.
+fn tracker(
+    listen: std::net::SocketAddr,
+    allow: Option<PathBuf>,
+    interval: u64,
+    max_peers: usize,
+) -> Result<()> {
+    use btt::tracker::server;
+    let allow = allow.map(|p| server::read_allow_list(&p)).transpose()?;
+    let cfg = server::ServerConfig {
+        listen,
+        limits: server::table::Limits {
+            interval: std::time::Duration::from_secs(interval.max(10)),
+            max_peers,
+            ..Default::default()
+        },
+        allow,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(server::serve(
+        cfg,
+        |addr| {
+            eprintln!("tracker on http://{addr}/announce and udp://{addr}");
+        },
+        async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("a SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        },
+    ))?;
+    Ok(())
+}
 
 fn get(
     home: &btt::config::Home,

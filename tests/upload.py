@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""How fast other clients download from `btt seed`, in one run.
+
+Run on demand as root (not part of the test suite):
+
+    python3 tests/upload.py [--runs 2] [--size-mib 256]
+
+Builds release, makes a random file, and starts inside a network namespace
+that has only loopback: opentracker and `btt seed`. Then aria2c,
+transmission-daemon and qbittorrent-nox each download the file from it
+(fresh state every time; they meet through the tracker) and the seconds to
+the complete file are measured. Prints MB/s per downloader and its ratio
+to aria2c's (the issue's bar: at least 0.8 for Transmission and
+qBittorrent). Writes target/bench/upload.json.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import time
+
+os.environ["BTT_NO_DHT"] = "true"
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+OUT = os.path.join(ROOT, "target", "bench")
+BTT = os.path.join(ROOT, "target", "release", "btt")
+NS = "bttupload"
+W = "/tmp/btt-upload"
+TRACKER, BTT_PORT = 16970, 30110
+SEED_IP = "127.0.0.1"
+# libtorrent refuses its own address: qBittorrent lives on 127.0.0.2.
+QBT_IP = "127.0.0.2"
+
+
+def ns(cmd):
+    return ["ip", "netns", "exec", NS, *cmd]
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def spawn(cmd, log, **kw):
+    return subprocess.Popen(ns(cmd), stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True, **kw)
+
+
+def stop(p):
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def wait_port(port, ip="127.0.0.1", t=60):
+    end = time.time() + t
+    while time.time() < end:
+        if subprocess.run(ns(["bash", "-c", f"exec 3<>/dev/tcp/{ip}/{port}"]),
+                          stderr=subprocess.DEVNULL).returncode == 0:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"nothing on {ip}:{port}")
+
+
+def wait_file(path, size, t, proc):
+    end = time.time() + t
+    while time.time() < end:
+        if os.path.exists(path) and os.path.getsize(path) == size:
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def free_port(base=[41000]):
+    base[0] += 1
+    return base[0]
+
+
+def aria2c_get(torrent, d, size, name):
+    t = time.perf_counter()
+    sh(ns(["aria2c", torrent, f"--dir={d}", "--seed-time=0", "--enable-dht=false",
+           "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
+           f"--listen-port={free_port()}", "--summary-interval=0",
+           "--console-log-level=warn", "--file-allocation=none"]), stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def transmission_get(torrent, d, size, name):
+    conf, watch, dl = f"{d}/conf", f"{d}/watch", f"{d}/dl"
+    for x in (conf, watch, dl):
+        os.makedirs(x)
+    with open(f"{conf}/settings.json", "w") as f:
+        json.dump({"dht-enabled": False, "lpd-enabled": False, "pex-enabled": False,
+                   "port-forwarding-enabled": False, "utp-enabled": False,
+                   "peer-port": free_port(), "peer-port-random-on-start": False,
+                   "rpc-enabled": True, "rpc-port": free_port(), "rpc-bind-address": "127.0.0.1",
+                   "rpc-whitelist": "127.0.0.1", "bind-address-ipv4": "127.0.0.1",
+                   "download-dir": dl, "watch-dir": watch, "watch-dir-enabled": True,
+                   "start-added-torrents": True, "rename-partial-files": True,
+                   "ratio-limit-enabled": False, "encryption": 1, "message-level": 1}, f)
+    p = spawn(["transmission-daemon", "-f", "-g", conf], f"{d}/transmission.log")
+    time.sleep(1)
+    t = time.perf_counter()
+    shutil.copy(torrent, f"{watch}/t.torrent")
+    ok = wait_file(f"{dl}/{name}", size, 600, p)
+    s = time.perf_counter() - t
+    stop(p)
+    return s if ok else None
+
+
+def qbittorrent_get(torrent, d, size, name):
+    conf, dl = f"{d}/qbt/qBittorrent/config", f"{d}/dl"
+    os.makedirs(conf)
+    os.makedirs(dl)
+    with open(f"{conf}/qBittorrent.conf", "w") as f:
+        f.write("[LegalNotice]\nAccepted=true\n\n[BitTorrent]\nSession\\DHTEnabled=false\n"
+                "Session\\LSDEnabled=false\nSession\\PeXEnabled=false\n"
+                f"Session\\Port={free_port()}\nSession\\BTProtocol=TCP\nSession\\Interface=lo\n"
+                f"Session\\InterfaceName=lo\nSession\\InterfaceAddress={QBT_IP}\n"
+                "Session\\AddExtensionToIncompleteFiles=true\n"
+                "Session\\QueueingSystemEnabled=false\n\n[Network]\nPortForwardingEnabled=false\n\n"
+                "[Preferences]\nConnection\\UPnP=false\nWebUI\\Enabled=false\n")
+    t = time.perf_counter()
+    p = spawn(["qbittorrent-nox", f"--profile={d}/qbt", f"--save-path={dl}",
+               "--add-paused=false", "--skip-dialog=true", torrent], f"{d}/qbt.log",
+              env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    ok = wait_file(f"{dl}/{name}", size, 600, p)
+    s = time.perf_counter() - t
+    stop(p)
+    return s if ok else None
+
+
+CLIENTS = {"aria2c": aria2c_get, "transmission": transmission_get,
+           "qbittorrent": qbittorrent_get}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--no-build", action="store_true")
+    a = ap.parse_args()
+    if not a.no_build:
+        sh(["cargo", "build", "--release", "--bins"], cwd=ROOT)
+    size = a.size_mib << 20
+    subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
+    sh(["ip", "netns", "add", NS])
+    sh(ns(["ip", "link", "set", "lo", "up"]))
+    shutil.rmtree(W, ignore_errors=True)
+    os.makedirs(f"{W}/data")
+    os.chmod(W, 0o755)
+    procs = []
+    try:
+        with open(f"{W}/data/from-btt.bin", "wb") as f:
+            for _ in range(a.size_mib):
+                f.write(os.urandom(1 << 20))
+        torrents, hashes = {}, []
+        for kind in ("btt",):
+            t = f"{W}/{kind}.torrent"
+            out = subprocess.run([BTT, "create", f"{W}/data/from-{kind}.bin", "-o", t, "-t",
+                                  f"http://127.0.0.1:{TRACKER}/announce"],
+                                 check=True, capture_output=True, text=True).stdout
+            hashes.append(out.split()[0])
+            torrents[kind] = t
+        os.makedirs(f"{W}/ot")
+        with open(f"{W}/ot/whitelist", "w") as f:
+            f.write("".join(h + "\n" for h in hashes))
+        procs.append(spawn(["opentracker", "-i", "127.0.0.1", "-p", str(TRACKER), "-P",
+                            str(TRACKER), "-w", f"{W}/ot/whitelist"], f"{W}/ot.log"))
+        wait_port(TRACKER)
+        procs.append(spawn([BTT, "seed", torrents["btt"], "--data", f"{W}/data", "--listen",
+                            f"{SEED_IP}:{BTT_PORT}"], f"{W}/btt-seed.log"))
+        wait_port(BTT_PORT, SEED_IP)
+        time.sleep(3)  # announced
+        results = {}
+        for run in range(a.runs):
+            for client, get in CLIENTS.items():
+                for kind in ("btt",):
+                    d = f"{W}/dl-{client}-{kind}-{run}"
+                    os.makedirs(d)
+                    os.chmod(d, 0o755)
+                    s = get(torrents[kind], d, size, f"from-{kind}.bin")
+                    mbps = size / s / 1e6 if s else None
+                    results.setdefault(client, {}).setdefault(kind, []).append(mbps)
+                    print(f"run {run}: {client} from {kind}: "
+                          f"{'failed' if mbps is None else f'{mbps:.1f} MB/s'}", flush=True)
+                    shutil.rmtree(d, ignore_errors=True)
+        rows = []
+        base = statistics.median([x for x in results["aria2c"]["btt"] if x] or [0])
+        for client, by in results.items():
+            med = statistics.median([x for x in by["btt"] if x] or [0])
+            rows.append({"client": client, "MBps": med, "ratio_to_aria2c": med / base if base else None,
+                         "runs": by["btt"]})
+        print("\n| downloader | from btt seed (MB/s) | ratio to aria2c |")
+        print("|---|---|---|")
+        for r in rows:
+            print(f"| {r['client']} | {r['MBps']:.1f} | {r['ratio_to_aria2c']:.2f} |")
+        os.makedirs(OUT, exist_ok=True)
+        with open(os.path.join(OUT, "upload.json"), "w") as f:
+            json.dump({"size_mib": a.size_mib, "rows": rows}, f, indent=1)
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
+
+
+if __name__ == "__main__":
+    main()
