@@ -45,6 +45,9 @@ pub struct PeerArgs {
     /// or the nodes saved from the last run].
     #[arg(long, value_name = "HOST:PORT")]
     pub dht_bootstrap: Vec<String>,
+    /// Find peers on the local network too (BEP 14 multicast).
+    #[arg(long)]
+    pub lsd: bool,
     /// For a magnet link: give up when its metadata has not arrived in this
     /// many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300.0)]
@@ -76,6 +79,8 @@ impl PeerArgs {
                 state_file: crate::mount::default_data_dir().join("dht.json"),
             }),
             dht: None,
+            lsd_on: self.lsd,
+            lsd: None,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod fs;
 pub mod fuse;
 pub mod fuzz;
 pub mod get;
+pub mod lsd;
 pub mod magnet;
 pub mod market;
 pub mod memory;

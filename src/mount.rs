@@ -354,11 +354,14 @@ fn waiting_note(m: &Magnet, src: &crate::magnet::Sources, timeout: Duration) -> 
     )
 }
 
-/// Mounts and serves until the end; calls `on_ready` once the mount is up
-/// (for a magnet link, at once: its files appear when the metadata arrives).
 /// Starts the process's DHT node (if the config asks for one) and hands it
-/// to the engine config; its routing table is kept at `state_file`.
+/// to the engine config; its routing table is kept at `state_file`. The
+/// LSD node too, with `--lsd`.
 pub fn start_dht(rt: &tokio::runtime::Runtime, engine: &mut EngineConfig, state_file: PathBuf) {
+    if engine.lsd_on {
+        let _in_rt = rt.enter();
+        engine.lsd = crate::lsd::LsdNode::start_or_warn().map(crate::lsd::LsdRef);
+    }
     if let Some(s) = &engine.dht_settings {
         let s = crate::dht::DhtSettings {
             state_file,
@@ -389,8 +392,13 @@ pub fn stop_dht(engine: &EngineConfig) {
     if let Some(d) = &engine.dht {
         d.0.stop();
     }
+    if let Some(l) = &engine.lsd {
+        l.0.stop();
+    }
 }
 
+/// Mounts and serves until the end; calls `on_ready` once the mount is up
+/// (for a magnet link, at once: its files appear when the metadata arrives).
 pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ended, MountError> {
     let source = resolve(&cfg.torrent, |h| kept_metadata(&cfg.data_dir, h))?;
     if let Source::Torrent(meta) = &source {

@@ -220,6 +220,10 @@ pub struct EngineConfig {
     /// The process's DHT node, started by whoever runs the engines from
     /// `dht_settings` (one per process, shared by its torrents).
     pub dht: Option<crate::dht::DhtRef>,
+    /// Start the process's LSD node (`--lsd`).
+    pub lsd_on: bool,
+    /// The process's LSD node (BEP 14), started like `dht`.
+    pub lsd: Option<crate::lsd::LsdRef>,
 }
 
 impl Default for EngineConfig {
@@ -237,6 +241,8 @@ impl Default for EngineConfig {
             role: String::new(),
             dht_settings: None,
             dht: None,
+            lsd_on: false,
+            lsd: None,
         }
     }
 }
@@ -478,7 +484,48 @@ impl Torrent {
             }
             None => {}
         }
+        match &t.cfg.lsd {
+            Some(_) if t.meta.private => {}
+            Some(node) => {
+                tokio::spawn(
+                    t.clone()
+                        .lsd_loop(node.0.clone())
+                        .instrument(t.span.clone()),
+                );
+            }
+            None => {}
+        }
         t
+    }
+
+    /// BEP 14: announces our port to the local network every 5 minutes
+    /// (first at once) and dials the peers announced for this torrent.
+    async fn lsd_loop(self: Arc<Self>, node: Arc<crate::lsd::LsdNode>) {
+        let mut stop = self.shutdown.subscribe();
+        let mut found = node.subscribe(self.meta.info_hash.0);
+        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        let mut n = 0u64;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => {
+                    if let Some(a) = self.listen_addr() {
+                        node.announce(self.meta.info_hash.0, a.port()).await;
+                    }
+                }
+                a = found.recv() => {
+                    let Some(a) = a else { return };
+                    if Some(a) == self.listen_addr() {
+                        continue;
+                    }
+                    n += 1;
+                    if n == 1 || n.is_power_of_two() {
+                        info!(found = n, "peers from local peer discovery");
+                    }
+                    self.add_peer(a);
+                }
+            }
+        }
     }
 
     /// Peers from the DHT for as long as the torrent runs; its lookups

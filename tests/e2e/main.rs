@@ -10,6 +10,7 @@ mod chain;
 mod dht;
 mod faults;
 mod hostile;
+mod lsd;
 mod magnet;
 mod own_tracker;
 mod packaging;

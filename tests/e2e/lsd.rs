@@ -1,0 +1,73 @@
+//! Local Service Discovery (BEP 14, `--lsd`), in a network namespace with
+//! only loopback (multicast switched on for it): peers find each other on
+//! the local network with no tracker, no DHT and no `--peer`.
+
+use crate::harness::*;
+use std::time::Duration;
+
+/// Loopback made to carry the LSD group's multicast.
+fn multicast_on(ns: &NetNs) {
+    for args in [
+        &["link", "set", "lo", "multicast", "on"][..],
+        &["route", "add", "224.0.0.0/4", "dev", "lo"][..],
+    ] {
+        let ok = ns.command("ip").args(args).status().unwrap();
+        assert!(ok.success(), "ip {args:?} in the namespace");
+    }
+}
+
+#[test]
+fn a_mount_finds_btt_seed_through_local_service_discovery() {
+    let d = tmpdir();
+    let d = d.path();
+    let ns = NetNs::new(d);
+    multicast_on(&ns);
+    let seed = d.join("seed");
+    make_tree(&seed, &[("clip.bin", 2_000_000)]);
+    let torrent = make_torrent(&seed.join("clip.bin"), 64 * 1024, &[]);
+    let mut c = ns.command(BTT);
+    c.arg("seed")
+        .arg(&torrent)
+        .arg("--data")
+        .arg(&seed)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--no-trackers",
+            "--lsd",
+        ])
+        .env("RUST_LOG", "btt=debug,info");
+    let seeder = Proc::spawn("btt seed", &mut c, &d.join("seed.log"));
+    assert!(
+        wait_until(Duration::from_secs(20), || seeder
+            .log_text()
+            .contains("local peer discovery on")),
+        "{}",
+        seeder.log_text()
+    );
+    let m = Mount::try_start_in(
+        Some(&ns),
+        &d.join("m"),
+        &torrent,
+        &["--no-trackers", "--lsd"],
+        &[],
+    )
+    .unwrap();
+    let got = read_file_timeout(&m.mnt.join("clip.bin"), Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n--- seed ---\n{}", m.log(), seeder.log_text()));
+    assert!(
+        got == std::fs::read(seed.join("clip.bin")).unwrap(),
+        "byte-exact"
+    );
+    // Whichever heard the other's announce dialed (each announces once at
+    // start): nothing else could have told either of them.
+    assert!(
+        m.log().contains("peers from local peer discovery")
+            || seeder
+                .log_text()
+                .contains("peers from local peer discovery"),
+        "{}\n--- seed ---\n{}",
+        m.log(),
+        seeder.log_text()
+    );
+}
