@@ -432,7 +432,10 @@ impl Torrent {
         let have = store.on_disk();
         let mut picker = Picker::new(meta.piece_length, meta.total_length, have);
         picker.fetch_all = cfg.fetch_all;
-        picker.max_active_normal = ((8u64 << 20) / meta.piece_length.max(1)).clamp(4, 64) as usize;
+        // Read-ahead and background pieces in progress, each a whole piece
+        // in memory: about 8 MiB of each kind (at least one piece), so 16 MiB
+        // pieces do not hold 4 × 2 × 16 MiB.
+        picker.max_active_normal = ((8u64 << 20) / meta.piece_length.max(1)).clamp(1, 64) as usize;
         let span = tracing::info_span!("torrent", ih = %&meta.info_hash.hex()[..8]);
         let (shutdown, _) = watch::channel(false);
         let t = Arc::new(Torrent {
