@@ -155,7 +155,7 @@ async fn incoming(
 
 /// Dials `addr`, runs the session, and reports a failed dial for back-off.
 pub(crate) async fn dial(t: Arc<Torrent>, addr: SocketAddr) {
-    let span = tracing::info_span!("peer", %addr, dir = "out");
+    let span = tracing::info_span!(parent: &t.span, "peer", %addr, dir = "out");
     async move {
         let Some(_slot) = ConnSlot::take() else {
             debug!("too many connections: not dialling");

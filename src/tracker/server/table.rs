@@ -10,14 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-/// What an announce says of the announcing peer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
-    None,
-    Started,
-    Completed,
-    Stopped,
-}
+/// What an announce says of the announcing peer (the client's own type).
+pub use crate::tracker::Event;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Announce {
