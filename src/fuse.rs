@@ -274,16 +274,20 @@ impl Filesystem for BttFuse {
         reply.statfs(bytes.div_ceil(4096), 0, 0, files, 0, 4096, 255, 4096);
     }
 
+    /// From the mode bits: nothing is writable, only directories are
+    /// searchable (`[ -x file ]` and `find -executable` say what execve does).
     fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        let exists = match self.fs() {
-            Some(fs) => fs.getattr(ino.0).is_ok(),
-            None => self.waiting_attr(ino.0).is_some(),
+        let perm = match self.fs() {
+            Some(fs) => fs.getattr(ino.0).ok().map(|a| a.perm),
+            None => self.waiting_attr(ino.0).map(|a| a.perm),
         };
-        if !exists {
+        let Some(perm) = perm else {
             return reply.error(Errno::ENOENT);
-        }
+        };
         if mask.bits() & libc::W_OK != 0 {
             reply.error(Errno::EROFS)
+        } else if mask.bits() & libc::X_OK != 0 && perm & 0o111 == 0 {
+            reply.error(Errno::EACCES)
         } else {
             reply.ok()
         }

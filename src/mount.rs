@@ -249,6 +249,81 @@ pub fn data_paths(data_dir: &Path, meta: &Metainfo) -> (PathBuf, PathBuf) {
     )
 }
 
+/// The mount point, made absolute, if it can take a mount: a directory, not
+/// already a live btt mount, empty unless `-o nonempty`. A stale btt mount
+/// (its btt-mount was killed) is cleared; another program's stale mount is
+/// explained.
+fn check_mountpoint(path: &Path, opts: &[String]) -> Result<PathBuf, MountError> {
+    let refuse = |why: String| MountError::Mountpoint {
+        path: path.to_path_buf(),
+        why,
+    };
+    // Where mountinfo would name it (the mount point itself may not answer).
+    let named = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })
+        .map(|d| d.join(name))
+        .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    };
+    if mount_id(&named).is_some() {
+        // A btt mount is there: live (its btt-mount answers), or stale (it
+        // was killed; the kernel answers ENOTCONN once asked past its caches).
+        match std::fs::read_dir(&named) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+                let cleared = std::process::Command::new("fusermount3")
+                    .args(["-u", "-z", "--"])
+                    .arg(&named)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !cleared {
+                    return Err(refuse(format!(
+                        "a stale btt mount that could not be cleared: run `fusermount3 -u {}`",
+                        named.display()
+                    )));
+                }
+                info!(mountpoint = %named.display(), "cleared a stale btt mount left by a killed btt-mount");
+            }
+            _ => {
+                return Err(refuse(format!(
+                    "already a btt mount (`btt status` lists it): unmount it first (`fusermount3 -u {}`) or pick another directory",
+                    named.display()
+                )))
+            }
+        }
+    }
+    let mp = match std::fs::canonicalize(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(refuse(format!(
+                "a stale FUSE mount (the program that served it is gone): run `fusermount3 -u {}` and mount again",
+                named.display()
+            )))
+        }
+        Err(e) => return Err(refuse(e.to_string())),
+        Ok(p) => p,
+    };
+    if !mp.is_dir() {
+        return Err(refuse("not a directory".into()));
+    }
+    let nonempty = opts
+        .iter()
+        .flat_map(|o| o.split(','))
+        .any(|o| o == "nonempty");
+    let has_entries = std::fs::read_dir(&mp)
+        .map_err(|e| refuse(e.to_string()))?
+        .next()
+        .is_some();
+    if has_entries && !nonempty {
+        return Err(refuse(
+            "not empty: mount on an empty directory, or add `-o nonempty` to hide its contents while mounted".into(),
+        ));
+    }
+    Ok(mp)
+}
+
 fn fuse_config(opts: &[String], name: &str) -> Config {
     let mut c = Config::default();
     c.mount_options = vec![
@@ -267,6 +342,7 @@ fn fuse_config(opts: &[String], name: &str) -> Config {
             "allow_other" => c.acl = SessionACL::All,
             "allow_root" => c.acl = SessionACL::RootAndOwner,
             "ro" | "rw" => {} // always read-only
+            "nonempty" => {}  // checked before mounting; fuse3 mounts over anyway
             "auto_unmount" => c.mount_options.push(MountOption::AutoUnmount),
             "default_permissions" => c.mount_options.push(MountOption::DefaultPermissions),
             "noexec" => c.mount_options.push(MountOption::NoExec),
@@ -404,17 +480,7 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
     if let Source::Torrent(meta) = &source {
         check_files(meta, &cfg)?;
     }
-    let mountpoint =
-        std::fs::canonicalize(&cfg.mountpoint).map_err(|e| MountError::Mountpoint {
-            path: cfg.mountpoint.clone(),
-            why: e.to_string(),
-        })?;
-    if !mountpoint.is_dir() {
-        return Err(MountError::Mountpoint {
-            path: mountpoint,
-            why: "not a directory".into(),
-        });
-    }
+    let mountpoint = check_mountpoint(&cfg.mountpoint, &cfg.fuse_options)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("btt-rt")

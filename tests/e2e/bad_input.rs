@@ -224,3 +224,148 @@ fn a_torrent_with_100_000_files_lists_whole_and_max_files_guards() {
         "{e}"
     );
 }
+
+/// `btt-mount TORRENT MNT ARGS` in the foreground, logging to `log`.
+fn raw_mount(
+    torrent: &std::path::Path,
+    mnt: &std::path::Path,
+    args: &[&str],
+    log: &std::path::Path,
+) -> Proc {
+    let mut c = Command::new(BTT_MOUNT);
+    c.arg(torrent)
+        .arg(mnt)
+        .args(["--foreground", "--listen", "127.0.0.1:0", "--no-trackers"])
+        .args(args)
+        .env("RUST_LOG", "btt=info");
+    Proc::spawn("btt-mount", &mut c, log)
+}
+
+/// Mount points that cannot take a mount are explained with what to do; a
+/// stale btt mount left by a killed btt-mount is cleared and mounted over.
+#[test]
+fn mount_point_mistakes_are_explained_or_cleared() {
+    let d = tmpdir();
+    let d = d.path();
+    let torrent = one_file(d, 3);
+    let port = free_port();
+    let _seed = btt_seed(
+        &torrent,
+        &d.join("seed3"),
+        port,
+        &d.join("seed.log"),
+        &["--no-trackers"],
+    );
+    let peer = format!("127.0.0.1:{port}");
+    // Not empty: refused, unless -o nonempty.
+    let full = d.join("full/mnt");
+    std::fs::create_dir_all(&full).unwrap();
+    std::fs::write(full.join("mine.txt"), b"keep").unwrap();
+    let err = mount_err(&d.join("full"), &torrent);
+    assert!(
+        err.contains("not empty") && err.contains("-o nonempty"),
+        "{err}"
+    );
+    let over = Mount::start(
+        &d.join("full"),
+        &torrent,
+        &["--no-trackers", "--peer", &peer, "-o", "nonempty"],
+    );
+    assert!(over.mnt.join("a.bin").exists(), "{}", over.log());
+    drop(over);
+    assert!(
+        full.join("mine.txt").exists(),
+        "its contents are back once unmounted"
+    );
+    // Already a btt mount: refused, the first one untouched.
+    let first = Mount::start(&d.join("m"), &torrent, &["--no-trackers", "--peer", &peer]);
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(BTT_MOUNT)
+        .arg(&torrent)
+        .arg(&first.mnt)
+        .arg("--no-trackers")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("already a btt mount"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(first.mnt.join("a.bin")).is_ok(),
+        "the first mount still serves"
+    );
+    // Stale: the first btt-mount killed leaves a dead mount behind
+    // (ENOTCONN); a new btt-mount clears it and serves.
+    let mut first = first;
+    first.proc.signal(libc::SIGKILL);
+    first
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("killed");
+    assert!(is_mounted(&first.mnt), "a stale mount is left");
+    assert_eq!(
+        std::fs::read_dir(&first.mnt).unwrap_err().raw_os_error(),
+        Some(libc::ENOTCONN)
+    );
+    let log = d.join("again.log");
+    let again = raw_mount(
+        &torrent,
+        &first.mnt,
+        &[
+            "--peer",
+            &peer,
+            "--data-dir",
+            d.join("m/data").to_str().unwrap(),
+        ],
+        &log,
+    );
+    let served = wait_until(Duration::from_secs(20), || {
+        std::fs::read(first.mnt.join("a.bin")).is_ok_and(|b| b == bytes(200_000, 3))
+    });
+    assert!(served, "{}", again.log_text());
+    assert!(
+        again.log_text().contains("cleared a stale btt mount"),
+        "{}",
+        again.log_text()
+    );
+    let _ = Command::new("fusermount3")
+        .args(["-u", "-z", "--"])
+        .arg(&first.mnt)
+        .status();
+    drop(again);
+}
+
+/// `access()` answers from the mode bits: files are not executable,
+/// directories are searchable, nothing is writable.
+#[test]
+fn access_follows_the_mode_bits() {
+    let d = tmpdir();
+    let d = d.path();
+    let content = d.join("seed/tree");
+    make_tree(&content, TRICKY);
+    let torrent = make_torrent(&content, 64 * 1024, &[]);
+    let m = Mount::start(&d.join("m"), &torrent, &["--no-trackers"]);
+    let test = |flag: &str, p: &std::path::Path| {
+        Command::new("test")
+            .arg(flag)
+            .arg(p)
+            .status()
+            .unwrap()
+            .success()
+    };
+    let file = m.mnt.join("tree/big file.bin");
+    assert!(test("-r", &file) && !test("-x", &file) && !test("-w", &file));
+    assert!(test("-x", &m.mnt.join("tree")));
+    let out = Command::new("find")
+        .arg(&m.mnt)
+        .args(["-type", "f", "-executable"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "no file is executable"
+    );
+}
