@@ -137,10 +137,6 @@ impl Table {
         }
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// Records `a` and picks up to its `numwant` other peers at random
     /// (`pick` chooses an index below its argument).
     pub fn announce(
