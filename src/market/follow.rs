@@ -5,7 +5,10 @@
 //! not settled yet and records what it finds: a funding spent by the other
 //! side's close (or a refund) makes an open channel closing, then closed once
 //! the spending transaction confirms; a funding that left the node's mempool
-//! unconfirmed makes it failed. A buyer's channel stored as opening moves
+//! unconfirmed makes it failed. Failed is not final: anyone holding the
+//! transaction may broadcast it again, and then the coins sit in the
+//! channel, so a failed channel whose funding is back is open again (or
+//! closing, if already spent), and `channels list` says so. A buyer's channel stored as opening moves
 //! to open once its funding is seen; it is judged failed only when no
 //! process is opening a channel (see [`ChannelStore::opening`]): in between
 //! storing and broadcasting, a missing funding is not news. `btt wallet sync`, `btt channels list`, a
@@ -57,18 +60,18 @@ pub fn next_state(
     use ChannelState::*;
     match (stored, funding, spender_confirmations) {
         // Settled: nothing moves them back.
-        (Closed | Failed, _, _) => stored,
+        (Closed, _, _) => Closed,
         (Refunded, _, _) => Refunded,
         (_, _, Some(c)) if c > 0 => Closed,
-        (Open | Opening, Funding::Spent, _) => Closing,
+        (Open | Opening | Failed, Funding::Spent, _) => Closing,
         (Open | Opening, Funding::Gone, _) => Failed,
-        (Opening, Funding::Unspent, _) => Open,
+        // A funding back in the mempool or mined: the coins are in the channel.
+        (Opening | Failed, Funding::Unspent, _) => Open,
         (state, _, _) => state,
     }
 }
 
-/// Follows the channels in `store` that `which` selects on `chain` (failed
-/// ones are settled and skipped); `wallet` (optional) names spenders the
+/// Follows the channels in `store` that `which` selects on `chain`; `wallet` (optional) names spenders the
 /// store does not know. Records changes; returns what it saw. Opening
 /// channels are followed only while no opener is at work (and listed as
 /// they are otherwise).
@@ -91,7 +94,7 @@ pub fn follow(
     }
     let mut out = Vec::new();
     for r in records {
-        if matches!(r.state, ChannelState::Failed) || !which(&r) {
+        if !which(&r) {
             continue;
         }
         if r.state == ChannelState::Opening && quiet.is_none() {
@@ -174,5 +177,10 @@ mod tests {
         assert_eq!(next_state(Opening, Funding::Unspent, None), Open);
         assert_eq!(next_state(Opening, Funding::Gone, None), Failed);
         assert_eq!(next_state(Opening, Funding::Spent, Some(0)), Closing);
+        // A failed funding broadcast again.
+        assert_eq!(next_state(Failed, Funding::Gone, None), Failed);
+        assert_eq!(next_state(Failed, Funding::Unspent, None), Open);
+        assert_eq!(next_state(Failed, Funding::Spent, Some(0)), Closing);
+        assert_eq!(next_state(Failed, Funding::Spent, Some(3)), Closed);
     }
 }

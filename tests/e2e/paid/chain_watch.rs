@@ -195,3 +195,46 @@ fn buyer_states(p: &Party) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A buyer's channel judged failed because its zero-conf funding left the
+/// mempool is followed again: when the same funding comes back (anyone may
+/// rebroadcast it) and is mined, the coins sit in the channel, so `channels
+/// list` lists it open and counts what was paid over it, and the seller's
+/// close on stop settles it (closed on both sides).
+#[test]
+fn a_failed_channel_whose_funding_comes_back_is_followed_again() {
+    let s = swarm(1_500_000);
+    let port = free_port();
+    let mut sp = s.sell(port, "seller.log", &["--price", PRICE]);
+    drop(s.buy_and_read(
+        "m",
+        &[port],
+        &["--max-price", PRICE, "--read-timeout", "60"],
+    ));
+    let ch = buyer_channels(&s.buyer)[0].0.clone();
+    let txid = ch.split(':').next().unwrap().to_string();
+    let raw: String = s.rt.rpc("getrawtransaction", &[serde_json::json!(txid)]);
+    let _: bool = s.rt.rpc("evictmempooltx", &[serde_json::json!(txid)]);
+    assert_eq!(s.buyer.channel(&ch).0, "failed", "the funding is gone");
+    let _: String = s.rt.rpc("sendrawtransaction", &[serde_json::json!(raw)]);
+    s.rt.mine(1, BURN);
+    let (state, paid, _) = s.buyer.channel(&ch);
+    assert_eq!(state, "open", "the funding is back and mined");
+    let o = s.buyer.cmd(&["channels", "list"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("paid {} sat as buyer", paid.div_ceil(1000))),
+        "{err}"
+    );
+    sp.signal(libc::SIGTERM);
+    sp.wait_exit(Duration::from_secs(30)).expect("seller stops");
+    let close = s.seller.channel(&ch).2;
+    assert_ne!(close, "-", "the seller closes the channel on stop");
+    s.rt.mine(1, BURN);
+    // The buyer learns the close's id from its wallet.
+    s.buyer.ok(&["wallet", "sync"]);
+    for p in [&s.buyer, &s.seller] {
+        let (state, _, txid) = p.channel(&ch);
+        assert_eq!((state.as_str(), txid.as_str()), ("closed", close.as_str()));
+    }
+}
