@@ -24,7 +24,6 @@ use crate::tracker::{schedule::Schedule, AnnounceRequest, Event, TrackerSet};
 use bytes::Bytes;
 pub use picker::PeerKey;
 use picker::Picker;
-use sha1::{Digest, Sha1};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -830,9 +829,9 @@ impl Torrent {
         let t = self.clone();
         tokio::spawn(
             async move {
-                let expected = t.meta.pieces[piece];
+                let meta = t.meta.clone();
                 let (ok, data) = tokio::task::spawn_blocking(move || {
-                    let ok = <[u8; 20]>::from(Sha1::digest(&data)) == expected;
+                    let ok = meta.piece_ok(piece, &data);
                     (ok, data)
                 })
                 .await

@@ -20,7 +20,7 @@ impl Magnet {
         if url.scheme() != "magnet" {
             return Err(err("scheme is not `magnet:`"));
         }
-        let mut info_hash = None;
+        let (mut info_hash, mut v2) = (None, false);
         let mut m = Magnet {
             info_hash: InfoHash([0; 20]),
             display_name: None,
@@ -40,6 +40,7 @@ impl Magnet {
                         .map_err(|_| err("btih is not valid hex/base32"))?;
                         info_hash = Some(InfoHash(raw.try_into().map_err(|_| err("btih length"))?));
                     }
+                    v2 |= v.starts_with("urn:btmh:");
                 }
                 "dn" => m.display_name = Some(v.into_owned()),
                 "tr" => m.trackers.push(v.into_owned()),
@@ -69,7 +70,12 @@ impl Magnet {
                 _ => {}
             }
         }
-        m.info_hash = info_hash.ok_or_else(|| err("no `xt=urn:btih:` (v1 info-hash)"))?;
+        m.info_hash = info_hash.ok_or_else(|| match v2 {
+            // Its metadata lacks the piece layers, fetched with BEP 52's
+            // hash requests, which btt does not send yet.
+            true => err("a v2-only magnet link (urn:btmh, no urn:btih) cannot be fetched yet: use its .torrent file"),
+            false => err("no `xt=urn:btih:` (v1 info-hash)"),
+        })?;
         Ok(m)
     }
 

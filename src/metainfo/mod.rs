@@ -1,4 +1,4 @@
-//! `.torrent` files (BEP 3, 12, 47) and magnet links (BEP 9) → typed [`Metainfo`].
+//! `.torrent` files (BEP 3, 12, 47, 52) and magnet links (BEP 9) → typed [`Metainfo`].
 //!
 //! Pure: no I/O. The info-hash is the SHA-1 of the *raw* bytes of the `info`
 //! dictionary as they appear in the file (re-encoding would change it for torrents
@@ -6,6 +6,7 @@
 //! the picker agree on it.
 
 mod magnet;
+pub mod v2;
 
 pub use magnet::Magnet;
 
@@ -108,7 +109,13 @@ pub struct Metainfo {
     /// components joined by `/` (a file's span is in its [`FileEntry`]).
     pub paths: Box<str>,
     pub piece_length: u64,
+    /// v1 SHA-1 piece hashes (empty for a v2-only torrent).
     pub pieces: Vec<[u8; 20]>,
+    /// The v2 hashes of a v2 or hybrid torrent (BEP 52). A v2-only one is
+    /// checked with them, and its `info_hash` is their info-hash's first 20
+    /// bytes (what stands for it on the wire); a hybrid is checked with its
+    /// v1 hashes and known by both.
+    pub v2: Option<Box<v2::V2>>,
     pub files: Vec<FileEntry>,
     pub total_length: u64,
     pub private: bool,
@@ -285,6 +292,39 @@ pub fn check_component(c: &str) -> Result<()> {
     Ok(())
 }
 
+/// A hybrid torrent's v1 files (pad files aside) must be its v2 files, in
+/// the same order, each starting on a piece boundary: the two swarms then
+/// share one piece space.
+fn same_files(
+    tree: &[v2::TreeFile],
+    files: &[FileEntry],
+    paths: &str,
+    multi_file: bool,
+    piece_length: u64,
+) -> Result<()> {
+    let differ = |why: String| MetainfoError::Invalid {
+        field: "file tree",
+        why: format!("the v1 and v2 parts of this hybrid torrent differ: {why}"),
+    };
+    let v1: Vec<&FileEntry> = files.iter().filter(|f| !f.padding).collect();
+    if v1.len() != tree.len() {
+        return Err(differ(format!("{} files and {}", v1.len(), tree.len())));
+    }
+    for (f, t) in v1.iter().zip(tree) {
+        let path = match multi_file {
+            true => &paths[f.path_span()],
+            false => paths,
+        };
+        if path != t.path || f.length != t.length {
+            return Err(differ(format!("{path:?} against {:?}", t.path)));
+        }
+        if f.length > 0 && f.offset % piece_length != 0 {
+            return Err(differ(format!("{path:?} does not start a piece")));
+        }
+    }
+    Ok(())
+}
+
 impl Metainfo {
     /// Parses a `.torrent` file's bytes.
     pub fn from_bytes(data: &[u8]) -> Result<Metainfo> {
@@ -336,7 +376,12 @@ impl Metainfo {
                 }
             }
         }
-        let mut m = Metainfo::from_info(info_raw, trackers)?;
+        let layers = match get(&top, "piece layers") {
+            Some(Value::Dict(d)) => Some(d),
+            Some(_) => return Err(MetainfoError::WrongType("piece layers")),
+            None => None,
+        };
+        let mut m = Metainfo::from_info_and_layers(info_raw, trackers, layers)?;
         m.creation_date = int(&top, "creation date").ok().flatten();
         m.comment = string(&top, "comment").ok().flatten();
         Ok(m)
@@ -345,8 +390,30 @@ impl Metainfo {
     /// A torrent from its info dictionary's raw bytes alone (fetched from
     /// peers for a magnet link, BEP 9) and the trackers to use.
     pub fn from_info(info_raw: &[u8], trackers: Vec<Vec<String>>) -> Result<Metainfo> {
-        let info_hash = InfoHash(Sha1::digest(info_raw).into());
+        Self::from_info_and_layers(info_raw, trackers, None)
+    }
+
+    /// [`Metainfo::from_info`] with a v2 torrent's piece layers.
+    fn from_info_and_layers(
+        info_raw: &[u8],
+        trackers: Vec<Vec<String>>,
+        layers: Option<&v2::Layers>,
+    ) -> Result<Metainfo> {
+        let mut info_hash = InfoHash(Sha1::digest(info_raw).into());
         let (info, files_raw) = info_fields(info_raw)?;
+        let tree = match int(&info, "meta version")? {
+            None | Some(1) => None,
+            Some(2) => Some(v2::file_tree(
+                get(&info, "file tree").ok_or(MetainfoError::Missing("file tree"))?,
+            )?),
+            Some(v) => {
+                return Err(MetainfoError::Invalid {
+                    field: "meta version",
+                    why: format!("version {v} is not known"),
+                })
+            }
+        };
+        let v2_only = tree.is_some() && get(&info, "pieces").is_none();
 
         let name_raw = string(&info, "name")?.ok_or(MetainfoError::Missing("name"))?;
         check_component(&name_raw)?;
@@ -361,6 +428,31 @@ impl Metainfo {
             });
         }
         let piece_length = piece_length as u64;
+        let v2 = match &tree {
+            Some(t) => Some(Box::new(v2::V2::new(
+                v2::sha256(info_raw),
+                piece_length,
+                t,
+                layers,
+                v2_only,
+            )?)),
+            None => None,
+        };
+        if v2_only {
+            let v2 = v2.expect("a v2 torrent");
+            info_hash = InfoHash(v2.info_hash[..20].try_into().expect("20"));
+            let tree = tree.expect("a v2 torrent");
+            return Self::from_v2_tree(
+                info_raw,
+                info,
+                trackers,
+                name,
+                piece_length,
+                tree,
+                v2,
+                info_hash,
+            );
+        }
         let pieces_raw = bytes(&info, "pieces")?.ok_or(MetainfoError::Missing("pieces"))?;
         if pieces_raw.len() % 20 != 0 {
             return Err(MetainfoError::Invalid {
@@ -436,6 +528,9 @@ impl Metainfo {
             }
         }
         drop(seen);
+        if let Some(tree) = &tree {
+            same_files(tree, &files, &paths, multi_file, piece_length)?;
+        }
         let paths = paths.into_boxed_str();
         Ok(Metainfo {
             info_hash,
@@ -445,6 +540,7 @@ impl Metainfo {
             paths,
             piece_length,
             pieces,
+            v2,
             files,
             total_length,
             private: int(&info, "private")? == Some(1),
@@ -452,6 +548,104 @@ impl Metainfo {
             creation_date: None,
             comment: None,
         })
+    }
+
+    /// A v2-only torrent: each file of `tree` followed by padding up to a
+    /// piece boundary (after the last one too, as libtorrent lays it out,
+    /// so peers may ask for whole blocks at the end of any file).
+    #[allow(clippy::too_many_arguments)]
+    fn from_v2_tree(
+        info_raw: &[u8],
+        info: Dict,
+        trackers: Vec<Vec<String>>,
+        name: String,
+        piece_length: u64,
+        tree: Vec<v2::TreeFile>,
+        v2: Box<v2::V2>,
+        info_hash: InfoHash,
+    ) -> Result<Metainfo> {
+        let multi_file = !(tree.len() == 1 && tree[0].path == name);
+        let mut paths = name.clone();
+        let too_long = || MetainfoError::Invalid {
+            field: "file tree",
+            why: "the paths add up to more than 4 GiB".into(),
+        };
+        let (mut files, mut offset) = (Vec::with_capacity(tree.len() * 2), 0u64);
+        for f in &tree {
+            let (path_start, path_len) = match multi_file {
+                true => {
+                    let start = paths.len();
+                    paths.push_str(&f.path);
+                    (
+                        u32::try_from(start).map_err(|_| too_long())?,
+                        u32::try_from(f.path.len()).map_err(|_| too_long())?,
+                    )
+                }
+                false => (0, 0),
+            };
+            let overflow = || MetainfoError::Invalid {
+                field: "file tree",
+                why: "lengths overflow".into(),
+            };
+            files.push(FileEntry {
+                path_start,
+                path_len,
+                length: f.length,
+                offset,
+                padding: false,
+            });
+            offset = offset.checked_add(f.length).ok_or_else(overflow)?;
+            let rest = (piece_length - f.length % piece_length) % piece_length;
+            if rest > 0 {
+                files.push(FileEntry {
+                    path_start: 0,
+                    path_len: 0,
+                    length: rest,
+                    offset,
+                    padding: true,
+                });
+                offset = offset.checked_add(rest).ok_or_else(overflow)?;
+            }
+        }
+        files.shrink_to_fit();
+        let need = offset.div_ceil(piece_length);
+        if v2.num_pieces() as u64 != need {
+            return Err(MetainfoError::PieceCount {
+                have: v2.num_pieces(),
+                need,
+            });
+        }
+        Ok(Metainfo {
+            info_hash,
+            info_bytes: info_raw.to_vec(),
+            trackers,
+            name,
+            paths: paths.into_boxed_str(),
+            piece_length,
+            pieces: Vec::new(),
+            v2: Some(v2),
+            files,
+            total_length: offset,
+            private: int(&info, "private")? == Some(1),
+            multi_file,
+            creation_date: None,
+            comment: None,
+        })
+    }
+
+    /// Whether `data` is piece `piece` as the torrent's hashes say (SHA-1,
+    /// or for a v2-only torrent its merkle trees).
+    pub fn piece_ok(&self, piece: usize, data: &[u8]) -> bool {
+        match (&self.v2, self.pieces.get(piece)) {
+            (_, Some(want)) => <[u8; 20]>::from(Sha1::digest(data)) == *want,
+            (Some(v2), None) if self.pieces.is_empty() => v2.piece_ok(piece, data),
+            _ => false,
+        }
+    }
+
+    /// Whether this is a v2-only torrent (BEP 52).
+    pub fn v2_only(&self) -> bool {
+        self.v2.is_some() && self.pieces.is_empty()
     }
 
     /// A `.torrent` file of this torrent: its trackers and the info
@@ -476,18 +670,31 @@ impl Metainfo {
         }
         out.extend_from_slice(b"4:info");
         out.extend_from_slice(&self.info_bytes);
+        if let Some(layers) = self.v2.as_ref().map(|v| v.layers_value()) {
+            if !matches!(&layers, V::Dict(d) if d.is_empty()) {
+                out.extend_from_slice(b"12:piece layers");
+                out.extend(crate::bencode::encode(&layers));
+            }
+        }
         out.push(b'e');
         out
     }
 
-    /// A magnet link for this torrent: info-hash, name and trackers.
+    /// A magnet link for this torrent: info-hash (v1 `btih`, v2 `btmh`, a
+    /// hybrid both), name and trackers.
     pub fn magnet(&self) -> String {
         use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-        let mut m = format!(
-            "magnet:?xt=urn:btih:{}&dn={}",
-            self.info_hash.hex(),
-            utf8_percent_encode(&self.name, NON_ALPHANUMERIC)
-        );
+        let mut m = "magnet:?".to_string();
+        if !self.v2_only() {
+            m += &format!("xt=urn:btih:{}&", self.info_hash.hex());
+        }
+        if let Some(v2) = &self.v2 {
+            m += &format!(
+                "xt=urn:btmh:1220{}&",
+                data_encoding::HEXLOWER.encode(&v2.info_hash)
+            );
+        }
+        m += &format!("dn={}", utf8_percent_encode(&self.name, NON_ALPHANUMERIC));
         for url in self.trackers.iter().flatten() {
             m += "&tr=";
             m += &utf8_percent_encode(url, NON_ALPHANUMERIC).to_string();
@@ -524,7 +731,10 @@ impl Metainfo {
     }
 
     pub fn num_pieces(&self) -> usize {
-        self.pieces.len()
+        match &self.v2 {
+            Some(v2) if self.pieces.is_empty() => v2.num_pieces(),
+            _ => self.pieces.len(),
+        }
     }
 
     pub fn piece_offset(&self, piece: usize) -> u64 {
@@ -582,4 +792,4 @@ impl Metainfo {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

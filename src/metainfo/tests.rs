@@ -188,6 +188,18 @@ fn magnets() {
     assert!(Magnet::parse("magnet:?dn=x").is_err());
     assert!(Magnet::parse("http://x").is_err());
     assert!(Magnet::parse("magnet:?xt=urn:btih:zz").is_err());
+    // A hybrid's magnet goes by its v1 hash; a v2-only one is refused
+    // with what to do.
+    let h2 = "d244125a5b91263698b7c3fd28a1b4bff0270ce06be1876d2097c5ee9220dfa9";
+    let hy = format!(
+        "magnet:?xt=urn:btih:0123456789abcdef0123456789ABCDEF01234567&xt=urn:btmh:1220{h2}"
+    );
+    assert_eq!(
+        Magnet::parse(&hy).unwrap().info_hash.hex(),
+        "0123456789abcdef0123456789abcdef01234567"
+    );
+    let e = Magnet::parse(&format!("magnet:?xt=urn:btmh:1220{h2}")).unwrap_err();
+    assert!(e.to_string().contains(".torrent"), "{e}");
 }
 
 /// The file list is read as a stream: unknown keys (with nested values) in a
@@ -240,4 +252,106 @@ fn a_torrent_rebuilt_from_its_info_dict_is_the_same_torrent() {
     assert_eq!(magnet.info_hash, m.info_hash);
     assert_eq!(magnet.display_name.as_deref(), Some("dir"));
     assert_eq!(magnet.trackers, vec!["udp://127.0.0.1:1"]);
+}
+
+/// The content of `testdata/lt_*.torrent`, which libtorrent 2.0.8 made
+/// (`tests/lt_make.py fx OUT v2|hybrid 32768`): three pieces, one piece
+/// under a block, and exactly one block in a subfolder.
+pub(crate) fn lt_fixture() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (
+            "a.bin",
+            (0..70000u32).map(|i| ((i * 7 + 3) % 256) as u8).collect(),
+        ),
+        ("b.txt", b"hello v2\n".to_vec()),
+        ("sub/c.bin", vec![b'A'; 16384]),
+    ]
+}
+
+/// The torrent's content as its pieces see it: files and padding.
+fn content_of(m: &Metainfo, files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, f) in m.files.iter().enumerate() {
+        match f.padding {
+            true => out.resize(out.len() + f.length as usize, 0),
+            false => {
+                let (_, data) = files.iter().find(|(p, _)| *p == m.path(i)).unwrap();
+                out.extend_from_slice(data);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn libtorrent_v2_and_hybrid_torrents_parse_and_every_piece_checks() {
+    for (raw, v1, v2) in [
+        (
+            &include_bytes!("testdata/lt_v2.torrent")[..],
+            None,
+            "d244125a5b91263698b7c3fd28a1b4bff0270ce06be1876d2097c5ee9220dfa9",
+        ),
+        (
+            &include_bytes!("testdata/lt_hybrid.torrent")[..],
+            Some("99897c7188ceacfe892c2d87dfbfc6ba32b2b5cb"),
+            "3abfdfc301977a1f59652ecd685bb8c219128f2486d825809859c942c2f84e67",
+        ),
+    ] {
+        let m = Metainfo::from_bytes(raw).unwrap();
+        let h2 = data_encoding::HEXLOWER.encode(&m.v2.as_ref().unwrap().info_hash);
+        assert_eq!(h2, v2);
+        // A v2-only torrent goes by its v2 hash's first 20 bytes.
+        assert_eq!(m.info_hash.hex(), v1.unwrap_or(&v2[..40]));
+        assert_eq!(m.v2_only(), v1.is_none());
+        assert_eq!(m.num_pieces(), 5);
+        assert_eq!(m.name, "fx");
+        let shown: Vec<&str> = (0..m.files.len())
+            .filter(|&i| !m.files[i].padding)
+            .map(|i| m.path(i))
+            .collect();
+        assert_eq!(shown, vec!["a.bin", "b.txt", "sub/c.bin"]);
+        let content = content_of(&m, &lt_fixture());
+        assert_eq!(content.len() as u64, m.total_length);
+        for p in 0..m.num_pieces() {
+            let s = m.piece_offset(p) as usize;
+            let mut piece = content[s..s + m.piece_size(p) as usize].to_vec();
+            assert!(m.piece_ok(p, &piece), "piece {p}");
+            piece[0] ^= 1;
+            assert!(!m.piece_ok(p, &piece), "piece {p} altered");
+        }
+        assert!(m.magnet().contains(&format!("xt=urn:btmh:1220{v2}")));
+        // Kept as a .torrent (a magnet's metadata), it is the same torrent.
+        let again = Metainfo::from_bytes(&m.to_torrent_bytes()).unwrap();
+        assert_eq!(again.info_hash, m.info_hash);
+        assert_eq!(again.num_pieces(), 5);
+    }
+}
+
+#[test]
+fn v2_torrents_with_wrong_or_missing_layers_are_refused() {
+    let raw = include_bytes!("testdata/lt_v2.torrent");
+    let at = raw
+        .windows(b"12:piece layers".len())
+        .position(|w| w == b"12:piece layers")
+        .unwrap();
+    // Without its piece layers (the dict runs to the last byte but one).
+    let mut none = raw[..at].to_vec();
+    none.push(b'e');
+    let e = Metainfo::from_bytes(&none).unwrap_err();
+    assert!(e.to_string().contains("piece layers"), "{e}");
+    // With one hash altered.
+    let mut bad = raw.to_vec();
+    let n = bad.len();
+    bad[n - 3] ^= 1;
+    let e = Metainfo::from_bytes(&bad).unwrap_err();
+    assert!(e.to_string().contains("does not match its root"), "{e}");
+    // An unknown meta version.
+    let mut v3 = raw.to_vec();
+    let at = v3
+        .windows(18)
+        .position(|w| w == b"12:meta versioni2e")
+        .unwrap();
+    v3[at + 16] = b'3';
+    let e = Metainfo::from_bytes(&v3).unwrap_err();
+    assert!(e.to_string().contains("version 3"), "{e}");
 }

@@ -17,7 +17,6 @@ use crate::bitfield::Bitfield;
 use crate::metainfo::Metainfo;
 use bytes::Bytes;
 use lru::LruCache;
-use sha1::{Digest, Sha1};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::num::NonZeroUsize;
@@ -336,7 +335,7 @@ impl Store {
     /// Hashes a piece on disk; used to check existing data before seeding.
     pub fn verify_on_disk(&self, piece: usize) -> bool {
         match self.read_disk(piece) {
-            Ok(d) => <[u8; 20]>::from(Sha1::digest(&d)) == self.meta.pieces[piece],
+            Ok(d) => self.meta.piece_ok(piece, &d),
             Err(_) => false,
         }
     }

@@ -128,9 +128,7 @@ fn store_hit(c: &mut Criterion) {
     std::fs::write(&file, vec![1u8; 8 << 20]).unwrap();
     let opts = btt::create::CreateOptions {
         piece_length: Some(1 << 20),
-        trackers: vec![],
-        private: false,
-        comment: None,
+        ..Default::default()
     };
     let meta = std::sync::Arc::new(
         btt::metainfo::Metainfo::from_bytes(&btt::create::create_torrent(&file, &opts).unwrap())

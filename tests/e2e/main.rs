@@ -19,4 +19,5 @@ mod payments;
 mod peers;
 mod pex;
 mod tracker;
+mod v2;
 mod video;

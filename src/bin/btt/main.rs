@@ -4,7 +4,7 @@ mod money;
 
 use anyhow::{Context, Result};
 use btt::cli::{init_logging, PeerArgs};
-use btt::create::{create_torrent, CreateOptions};
+use btt::create::{create_torrent, CreateOptions, Format};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -93,6 +93,13 @@ enum Cmd {
         private: bool,
         #[arg(long)]
         comment: Option<String>,
+        /// A v2 torrent (BEP 52: SHA-256 merkle hashes; read by libtorrent
+        /// 2 / qBittorrent 4.4 and later, not by v1-only clients).
+        #[arg(long, conflicts_with = "hybrid")]
+        v2: bool,
+        /// A hybrid torrent: v1 and v2 hashes, read by every client.
+        #[arg(long)]
+        hybrid: bool,
     },
     /// Run a BitTorrent tracker (HTTP and UDP announces on one address).
     Tracker {
@@ -262,12 +269,19 @@ fn main() -> Result<()> {
             trackers,
             private,
             comment,
+            v2,
+            hybrid,
         } => {
             let opts = CreateOptions {
                 piece_length: piece_size,
                 trackers: trackers.into_iter().map(|t| vec![t]).collect(),
                 private,
                 comment,
+                format: match (v2, hybrid) {
+                    (true, _) => Format::V2,
+                    (_, true) => Format::Hybrid,
+                    _ => Format::V1,
+                },
             };
             let bytes = create_torrent(&path, &opts)?;
             let meta = btt::metainfo::Metainfo::from_bytes(&bytes)?;

@@ -1,0 +1,434 @@
+//! The BEP 52 (v2) parts of a torrent: the file tree, the piece layers and
+//! the SHA-256 merkle trees they come from.
+//!
+//! v2 hashes each file on its own: the SHA-256 of every 16 KiB block is a
+//! leaf of a binary tree padded with zero leaves to a power of two, whose
+//! root (`pieces root`) is in the info dictionary. The hashes one level per
+//! piece up (the file's *piece layer*) travel beside the info dictionary in
+//! the `.torrent`, outside what the info-hash covers, so they are checked
+//! against the roots here before anything trusts them. A file of one piece
+//! or less needs no layer: its root checks it.
+//!
+//! Files start on piece boundaries. The rest of btt sees a v2 torrent as a
+//! v1 one with padding after each file, which is what a hybrid torrent
+//! spells out with BEP 47 pad files (and how libtorrent lays them out), so
+//! the store, the fs and the picker need nothing new; only the check of a
+//! piece differs ([`V2::piece_ok`]). Pure: no I/O.
+
+use super::{check_component, MetainfoError, Result};
+use bendy::value::Value;
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// A leaf covers this many bytes.
+pub const BLOCK: u64 = 16 * 1024;
+
+pub type Hash = [u8; 32];
+
+pub fn sha256(data: &[u8]) -> Hash {
+    Sha256::digest(data).into()
+}
+
+fn pair(a: &Hash, b: &Hash) -> Hash {
+    let mut h = Sha256::new();
+    h.update(a);
+    h.update(b);
+    h.finalize().into()
+}
+
+/// The root of a subtree of `n` zero leaves (`n` a power of two).
+pub fn pad_root(n: usize) -> Hash {
+    let mut h = [0u8; 32];
+    let mut w = 1;
+    while w < n {
+        h = pair(&h, &h);
+        w *= 2;
+    }
+    h
+}
+
+/// The root of a tree over `nodes`, padded with `pad` (the root of a
+/// subtree of zero leaves as tall as each node) to `width` nodes, a power
+/// of two no smaller than `nodes.len()`.
+pub fn root(nodes: &[Hash], width: usize, pad: Hash) -> Hash {
+    debug_assert!(width.is_power_of_two() && width >= nodes.len());
+    let (mut layer, mut pad, mut w) = (nodes.to_vec(), pad, width);
+    if layer.is_empty() {
+        layer.push(pad);
+    }
+    while w > 1 {
+        layer = layer
+            .chunks(2)
+            .map(|c| pair(&c[0], c.get(1).unwrap_or(&pad)))
+            .collect();
+        pad = pair(&pad, &pad);
+        w /= 2;
+    }
+    layer[0]
+}
+
+/// The merkle root of `data` (a file, or the part of one a piece covers)
+/// over `width` leaves: one per started block, then zero leaves.
+pub fn data_root(data: &[u8], width: usize) -> Hash {
+    let leaves: Vec<Hash> = data.chunks(BLOCK as usize).map(sha256).collect();
+    root(&leaves, width.max(1), [0; 32])
+}
+
+/// A file as the file tree lists it (in the tree's order: bytewise sorted
+/// at every level).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeFile {
+    /// Its components joined by `/`.
+    pub path: String,
+    pub length: u64,
+    /// Absent only for an empty file.
+    pub root: Option<Hash>,
+}
+
+/// The files of a `file tree` dictionary.
+pub fn file_tree(tree: &Value) -> Result<Vec<TreeFile>> {
+    let mut out = Vec::new();
+    walk(tree, &mut String::new(), &mut out)?;
+    if out.is_empty() {
+        return Err(MetainfoError::Invalid {
+            field: "file tree",
+            why: "no files".into(),
+        });
+    }
+    Ok(out)
+}
+
+fn walk(node: &Value, path: &mut String, out: &mut Vec<TreeFile>) -> Result<()> {
+    let Value::Dict(d) = node else {
+        return Err(MetainfoError::WrongType("file tree"));
+    };
+    if let Some(leaf) = d.get(&b""[..]) {
+        if d.len() != 1 || path.is_empty() {
+            return Err(MetainfoError::Invalid {
+                field: "file tree",
+                why: format!("{path:?} is both a file and a directory"),
+            });
+        }
+        out.push(leaf_file(leaf, path)?);
+        return Ok(());
+    }
+    if d.is_empty() {
+        return Err(MetainfoError::Invalid {
+            field: "file tree",
+            why: format!("empty directory {path:?}"),
+        });
+    }
+    for (k, v) in d {
+        let c = std::str::from_utf8(k).map_err(|_| MetainfoError::Invalid {
+            field: "file tree",
+            why: "a name is not UTF-8".into(),
+        })?;
+        check_component(c)?;
+        let at = path.len();
+        if at > 0 {
+            path.push('/');
+        }
+        path.push_str(c);
+        walk(v, path, out)?;
+        path.truncate(at);
+    }
+    Ok(())
+}
+
+fn leaf_file(leaf: &Value, path: &str) -> Result<TreeFile> {
+    let Value::Dict(l) = leaf else {
+        return Err(MetainfoError::WrongType("file tree"));
+    };
+    let length = match l.get(&b"length"[..]) {
+        Some(Value::Integer(n)) if *n >= 0 => *n as u64,
+        Some(Value::Integer(_)) => {
+            return Err(MetainfoError::Invalid {
+                field: "file tree",
+                why: format!("{path:?} has a negative length"),
+            })
+        }
+        Some(_) => return Err(MetainfoError::WrongType("file tree length")),
+        None => return Err(MetainfoError::Missing("file tree length")),
+    };
+    let root = match l.get(&b"pieces root"[..]) {
+        Some(Value::Bytes(b)) if b.len() == 32 => Some(<Hash>::try_from(&b[..]).expect("32")),
+        Some(_) => return Err(MetainfoError::WrongType("pieces root")),
+        None if length == 0 => None,
+        None => return Err(MetainfoError::Missing("pieces root")),
+    };
+    Ok(TreeFile {
+        path: path.to_string(),
+        length,
+        root: root.filter(|_| length > 0),
+    })
+}
+
+/// One non-empty file's place in the piece space and its hashes.
+#[derive(Clone, Debug)]
+struct V2File {
+    length: u64,
+    root: Hash,
+    first_piece: u32,
+    pieces: u32,
+    /// Where its piece layer is in [`V2::layers`] (empty: one piece, or no
+    /// layer given).
+    layer: std::ops::Range<u32>,
+}
+
+/// What a v2 or hybrid torrent adds: its SHA-256 info-hash and what checks
+/// each piece.
+#[derive(Clone, Debug)]
+pub struct V2 {
+    /// SHA-256 of the info dictionary (a v2 swarm's first 20 bytes of it
+    /// stand for it on the wire, at trackers and in the DHT).
+    pub info_hash: Hash,
+    piece_length: u64,
+    files: Vec<V2File>,
+    layers: Vec<Hash>,
+}
+
+/// The `piece layers` dictionary: pieces root → that file's layer.
+pub type Layers<'a> = BTreeMap<Cow<'a, [u8]>, Value<'a>>;
+
+impl V2 {
+    /// The hashes of `files` (in tree order, laid out one after another
+    /// from a piece boundary each). `layers` must hold a valid layer for
+    /// every file of more than one piece when `need_layers`; a hybrid
+    /// torrent is checked with its v1 hashes and keeps what it is given.
+    pub fn new(
+        info_hash: Hash,
+        piece_length: u64,
+        files: &[TreeFile],
+        layers: Option<&Layers>,
+        need_layers: bool,
+    ) -> Result<V2> {
+        if piece_length < BLOCK || !piece_length.is_power_of_two() {
+            return Err(MetainfoError::Invalid {
+                field: "piece length",
+                why: format!("{piece_length} is not a power of two of at least 16 KiB (v2)"),
+            });
+        }
+        let bpp = (piece_length / BLOCK) as usize;
+        let mut v = V2 {
+            info_hash,
+            piece_length,
+            files: Vec::new(),
+            layers: Vec::new(),
+        };
+        let mut next = 0u64;
+        for f in files {
+            let Some(r) = f.root else { continue };
+            let pieces = f.length.div_ceil(piece_length);
+            let first_piece = next;
+            next += pieces;
+            let too_many = || MetainfoError::Invalid {
+                field: "file tree",
+                why: "more than 2^32 pieces".into(),
+            };
+            let mut layer = 0..0;
+            if pieces > 1 {
+                let given = match layers.and_then(|l| l.get(&r[..])) {
+                    Some(Value::Bytes(b)) => Some(b),
+                    Some(_) => return Err(MetainfoError::WrongType("piece layers")),
+                    None => None,
+                };
+                match given {
+                    Some(b) => {
+                        let hashes: Vec<Hash> = b
+                            .chunks_exact(32)
+                            .map(|c| c.try_into().expect("32"))
+                            .collect();
+                        let width = (pieces as usize).next_power_of_two();
+                        if b.len() as u64 != pieces * 32 || root(&hashes, width, pad_root(bpp)) != r
+                        {
+                            return Err(MetainfoError::Invalid {
+                                field: "piece layers",
+                                why: format!("the layer of {:?} does not match its root", f.path),
+                            });
+                        }
+                        let start = u32::try_from(v.layers.len()).map_err(|_| too_many())?;
+                        v.layers.extend(hashes);
+                        layer = start..start + pieces as u32;
+                    }
+                    None if need_layers => {
+                        return Err(MetainfoError::Invalid {
+                            field: "piece layers",
+                            why: format!(
+                                "missing for {:?} (a .torrent without its piece layers, as a v2 magnet link gives, cannot be checked yet)",
+                                f.path
+                            ),
+                        })
+                    }
+                    None => {}
+                }
+            }
+            v.files.push(V2File {
+                length: f.length,
+                root: r,
+                first_piece: u32::try_from(first_piece).map_err(|_| too_many())?,
+                pieces: u32::try_from(pieces).map_err(|_| too_many())?,
+                layer,
+            });
+        }
+        Ok(v)
+    }
+
+    /// Pieces in all.
+    pub fn num_pieces(&self) -> usize {
+        self.files
+            .last()
+            .map_or(0, |f| (f.first_piece + f.pieces) as usize)
+    }
+
+    /// Whether `data`, piece `piece` as btt holds it (the file's bytes,
+    /// then padding up to the piece length), hashes to what the torrent says.
+    pub fn piece_ok(&self, piece: usize, data: &[u8]) -> bool {
+        let i = self
+            .files
+            .partition_point(|f| (f.first_piece + f.pieces) as usize <= piece);
+        let Some(f) = self.files.get(i) else {
+            return false;
+        };
+        let k = (piece - f.first_piece as usize) as u64;
+        let real = (f.length - k * self.piece_length).min(self.piece_length) as usize;
+        if data.len() < real {
+            return false;
+        }
+        let data = &data[..real];
+        if f.pieces == 1 {
+            let blocks = (real as u64).div_ceil(BLOCK) as usize;
+            return data_root(data, blocks.next_power_of_two()) == f.root;
+        }
+        match self.layers.get(f.layer.start as usize + k as usize) {
+            Some(want) if !f.layer.is_empty() => {
+                data_root(data, (self.piece_length / BLOCK) as usize) == *want
+            }
+            _ => false,
+        }
+    }
+
+    /// The `piece layers` a `.torrent` carries for these files (sorted by
+    /// root, as bencode wants).
+    pub fn layers_value(&self) -> Value<'static> {
+        let mut d = BTreeMap::new();
+        for f in self.files.iter().filter(|f| !f.layer.is_empty()) {
+            let l = &self.layers[f.layer.start as usize..f.layer.end as usize];
+            d.insert(
+                Cow::Owned(f.root.to_vec()),
+                Value::Bytes(Cow::Owned(l.concat())),
+            );
+        }
+        Value::Dict(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(files: &[(&str, &[u8])]) -> Vec<TreeFile> {
+        files
+            .iter()
+            .map(|(p, d)| TreeFile {
+                path: p.to_string(),
+                length: d.len() as u64,
+                root: (!d.is_empty()).then(|| {
+                    data_root(
+                        d,
+                        (d.len() as u64).div_ceil(BLOCK).next_power_of_two() as usize,
+                    )
+                }),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn roots_pad_with_zero_leaves() {
+        let a = [1u8; 100];
+        // One block: the root is the block's hash.
+        assert_eq!(data_root(&a, 1), sha256(&a));
+        // Three blocks: a fourth, zero leaf.
+        let d = vec![5u8; 2 * BLOCK as usize + 7];
+        let l: Vec<Hash> = d.chunks(BLOCK as usize).map(sha256).collect();
+        let want = pair(&pair(&l[0], &l[1]), &pair(&l[2], &[0; 32]));
+        assert_eq!(data_root(&d, 4), want);
+        // A layer padded with zero subtrees equals the tree over all leaves.
+        let d = vec![9u8; 5 * BLOCK as usize];
+        let pieces: Vec<Hash> = d
+            .chunks(2 * BLOCK as usize)
+            .map(|p| data_root(p, 2))
+            .collect();
+        assert_eq!(root(&pieces, 4, pad_root(2)), data_root(&d, 8));
+        assert_eq!(pad_root(2), pair(&[0; 32], &[0; 32]));
+    }
+
+    #[test]
+    fn pieces_check_against_layers_and_roots() {
+        let pl = 2 * BLOCK;
+        let big: Vec<u8> = (0..5 * BLOCK + 3).map(|i| (i % 251) as u8).collect();
+        let small = b"hello".to_vec();
+        let files = tree(&[("big", &big), ("empty", b""), ("small", &small)]);
+        let layer: Vec<u8> = big
+            .chunks(pl as usize)
+            .flat_map(|p| data_root(p, 2))
+            .collect();
+        let mut layers = Layers::new();
+        layers.insert(
+            Cow::Owned(files[0].root.unwrap().to_vec()),
+            Value::Bytes(Cow::Owned(layer.clone())),
+        );
+        let v = V2::new([0; 32], pl, &files, Some(&layers), true).unwrap();
+        assert_eq!(v.num_pieces(), 4);
+        for (k, p) in big.chunks(pl as usize).enumerate() {
+            let mut padded = p.to_vec();
+            padded.resize(pl as usize, 0);
+            assert!(v.piece_ok(k, &padded), "piece {k}");
+        }
+        assert!(v.piece_ok(3, &small));
+        let mut bad = big[..pl as usize].to_vec();
+        bad[100] ^= 1;
+        assert!(!v.piece_ok(0, &bad));
+        assert!(!v.piece_ok(3, b"hellO"));
+        assert!(!v.piece_ok(4, b"x"));
+        assert_eq!(v.layers_value(), Value::Dict(layers.clone()));
+        // A layer that does not match its root, or none, is refused.
+        let mut wrong = layer.clone();
+        wrong[0] ^= 1;
+        layers.insert(
+            Cow::Owned(files[0].root.unwrap().to_vec()),
+            Value::Bytes(Cow::Owned(wrong)),
+        );
+        assert!(V2::new([0; 32], pl, &files, Some(&layers), true).is_err());
+        assert!(V2::new([0; 32], pl, &files, None, true).is_err());
+        // Unless the v1 hashes check the pieces (hybrid).
+        assert!(V2::new([0; 32], pl, &files, None, false).is_ok());
+        assert!(V2::new([0; 32], 3 * BLOCK, &files, None, false).is_err());
+    }
+
+    #[test]
+    fn the_file_tree_is_read_in_order_and_checked() {
+        let t = crate::bencode::decode(
+            b"d1:ad0:d6:lengthi3e11:pieces root32:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaee1:bd1:cd0:d6:lengthi0eeeee",
+        )
+        .unwrap();
+        let f = file_tree(&t).unwrap();
+        assert_eq!(
+            f.iter()
+                .map(|f| (f.path.as_str(), f.length))
+                .collect::<Vec<_>>(),
+            vec![("a", 3), ("b/c", 0)]
+        );
+        for bad in [
+            &b"de"[..],
+            b"d2:..d0:d6:lengthi0eeee",
+            b"d1:ad0:d6:lengthi3eeee",
+            b"d1:ad0:d6:lengthi0ee1:bd0:d6:lengthi0eeeee",
+            b"d1:ad6:lengthi0eee",
+            b"d0:d6:lengthi0eee",
+        ] {
+            let t = crate::bencode::decode(bad).unwrap();
+            assert!(file_tree(&t).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}
