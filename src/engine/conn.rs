@@ -118,7 +118,7 @@ pub(crate) async fn accept_loop(torrents: Vec<Arc<Torrent>>, listener: TcpListen
                             Ok(h) => h,
                             Err(e) => return debug!(%addr, error = %e, "incoming peer closed"),
                         };
-                        let Some(t) = torrents.iter().find(|t| t.meta.info_hash.0 == theirs.info_hash) else {
+                        let Some(t) = torrents.iter().find(|t| t.meta.answers_to(&theirs.info_hash)) else {
                             let ih = data_encoding::HEXLOWER.encode(&theirs.info_hash);
                             return info!(%addr, error = %PeerError::WrongInfoHash(ih), "incoming peer refused");
                         };
@@ -147,8 +147,9 @@ async fn incoming(
     if t.is_banned(&addr) {
         return Err(PeerError::Refused("banned".into()));
     }
+    // A hybrid answers on the info-hash it was asked for.
     stream
-        .write_all(&Handshake::new(t.meta.info_hash.0, t.peer_id).encode())
+        .write_all(&Handshake::new(theirs.info_hash, t.peer_id).encode())
         .await?;
     run(t, stream, addr, theirs, true).await
 }

@@ -477,12 +477,15 @@ impl Torrent {
         match &t.cfg.dht {
             // BEP 27: a private torrent's peers come from its trackers only.
             Some(_) if t.meta.private => info!(parent: &t.span, "private torrent: DHT not used"),
+            // A hybrid looks for (and announces to) both of its swarms.
             Some(node) => {
-                tokio::spawn(
-                    t.clone()
-                        .dht_loop(node.0.clone())
-                        .instrument(t.span.clone()),
-                );
+                for hash in t.meta.swarms() {
+                    tokio::spawn(
+                        t.clone()
+                            .dht_loop(node.0.clone(), hash)
+                            .instrument(t.span.clone()),
+                    );
+                }
             }
             None => {}
         }
@@ -530,12 +533,12 @@ impl Torrent {
         }
     }
 
-    /// Peers from the DHT for as long as the torrent runs; its lookups
-    /// announce our port.
-    async fn dht_loop(self: Arc<Self>, node: Arc<crate::dht::DhtNode>) {
+    /// Peers from the DHT of swarm `hash` for as long as the torrent runs;
+    /// its lookups announce our port.
+    async fn dht_loop(self: Arc<Self>, node: Arc<crate::dht::DhtNode>, hash: [u8; 20]) {
         let mut stop = self.shutdown.subscribe();
         let port = self.listen_addr().map(|a| a.port());
-        let mut peers = node.peers(self.meta.info_hash.0, port);
+        let mut peers = node.peers(hash, port);
         let mut found = 0u64;
         loop {
             tokio::select! {

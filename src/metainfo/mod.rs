@@ -643,6 +643,26 @@ impl Metainfo {
         }
     }
 
+    /// Whether a peer naming `hash` in its handshake means this torrent: its
+    /// info-hash, or a hybrid's other one (v2, truncated to 20 bytes).
+    pub fn answers_to(&self, hash: &[u8; 20]) -> bool {
+        self.info_hash.0 == *hash
+            || self
+                .v2
+                .as_ref()
+                .is_some_and(|v| v.info_hash[..20] == hash[..])
+    }
+
+    /// The info-hashes its swarms go by: one, or a hybrid's two (the v2
+    /// one truncated to 20 bytes).
+    pub fn swarms(&self) -> Vec<[u8; 20]> {
+        let mut v = vec![self.info_hash.0];
+        if let Some(h) = self.v2.as_ref().filter(|_| !self.pieces.is_empty()) {
+            v.push(h.info_hash[..20].try_into().expect("20"));
+        }
+        v
+    }
+
     /// Whether this is a v2-only torrent (BEP 52).
     pub fn v2_only(&self) -> bool {
         self.v2.is_some() && self.pieces.is_empty()

@@ -303,6 +303,10 @@ fn libtorrent_v2_and_hybrid_torrents_parse_and_every_piece_checks() {
         // A v2-only torrent goes by its v2 hash's first 20 bytes.
         assert_eq!(m.info_hash.hex(), v1.unwrap_or(&v2[..40]));
         assert_eq!(m.v2_only(), v1.is_none());
+        // A hybrid is in two swarms, a v2-only torrent in one.
+        let short: [u8; 20] = m.v2.as_ref().unwrap().info_hash[..20].try_into().unwrap();
+        assert_eq!(m.swarms().len(), if v1.is_some() { 2 } else { 1 });
+        assert!(m.answers_to(&short) && m.answers_to(&m.info_hash.0) && !m.answers_to(&[0; 20]));
         assert_eq!(m.num_pieces(), 5);
         assert_eq!(m.name, "fx");
         let shown: Vec<&str> = (0..m.files.len())

@@ -141,3 +141,49 @@ fn libtorrent_downloads_btt_made_v2_and_hybrid_torrents_from_btt_seed() {
         assert_tree_eq(&got.join("album"), &seed.join("album"));
     }
 }
+
+/// A hybrid is one torrent in two swarms: `btt seed` answers a handshake
+/// naming either info-hash (v1, or v2 truncated to 20 bytes) with the
+/// same one, and refuses any other.
+#[test]
+fn a_hybrid_seed_answers_a_handshake_on_either_info_hash() {
+    use btt::wire::Handshake;
+    use std::io::{Read, Write};
+    let d = tmpdir();
+    let d = d.path();
+    let seed = album(d);
+    let torrent = d.join("album.torrent");
+    let out = Command::new(BTT)
+        .args(["create", "--hybrid", "--piece-size", "32KiB"])
+        .arg(seed.join("album"))
+        .arg("-o")
+        .arg(&torrent)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    let v1 = meta.info_hash.0;
+    let v2: [u8; 20] = meta.v2.as_ref().unwrap().info_hash[..20]
+        .try_into()
+        .unwrap();
+    let port = free_port();
+    let _seed = btt_seed(
+        &torrent,
+        &seed,
+        port,
+        &d.join("seed.log"),
+        &["--no-trackers"],
+    );
+    let ask = |ih: [u8; 20]| -> Option<[u8; 20]> {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(&Handshake::new(ih, *b"-XX0001-hybridhybrid").encode())
+            .unwrap();
+        let mut hs = [0u8; btt::wire::HANDSHAKE_LEN];
+        c.read_exact(&mut hs).ok()?;
+        Some(Handshake::decode(&hs).unwrap().info_hash)
+    };
+    assert_eq!(ask(v1), Some(v1));
+    assert_eq!(ask(v2), Some(v2), "not answered on the v2 info-hash");
+    assert_eq!(ask([7; 20]), None);
+}
