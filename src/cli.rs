@@ -147,15 +147,22 @@ pub struct MountCli {
 }
 
 /// Sets up `tracing` output: `RUST_LOG` if set, else `info` (or `debug` with -v).
+/// fuser's warnings are left out unless `RUST_LOG` names it: what it warns
+/// of, btt answers itself (every request) or expects (its attempt to
+/// unmount a mount already gone on exit).
 pub fn init_logging(verbose: bool, file: Option<&std::path::Path>) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+    let env = std::env::var("RUST_LOG").ok();
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(if verbose {
             "btt=debug,info,electrum_client=warn"
         } else {
             "info,electrum_client=warn"
         })
     });
+    if !env.is_some_and(|e| e.contains("fuser")) {
+        filter = filter.add_directive("fuser=error".parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -3,7 +3,10 @@
 //! Metadata requests are answered inline (they are in-memory lookups). Each `read`
 //! is handed to the tokio runtime and answered from there, so a read waiting on the
 //! network never holds fuser's request thread and reads of different files progress
-//! independently. Everything that would modify the tree gets EROFS.
+//! independently. Everything that would modify the tree gets EROFS; what
+//! programs ask of every file (extended attributes, ioctls, fsync) gets the
+//! answer of a read-only filesystem without attributes, quietly (fuser's
+//! defaults log a warning per call).
 //!
 //! A mount of a magnet link appears before its metadata has arrived: until
 //! then its [`Slot`] is empty and the root holds one small file that says
@@ -14,7 +17,8 @@ use crate::fs::{Attr, Fs, FsError, Kind};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request,
 };
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -411,5 +415,41 @@ impl Filesystem for BttFuse {
     }
     fn removexattr(&self, _req: &Request, _i: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
         reply.error(Errno::EROFS);
+    }
+    // No extended attributes (`ls` asks for security.selinux on every file).
+    fn getxattr(&self, _req: &Request, _i: INodeNo, _n: &OsStr, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENODATA);
+    }
+    fn listxattr(&self, _req: &Request, _i: INodeNo, size: u32, reply: ReplyXattr) {
+        match size {
+            0 => reply.size(0),
+            _ => reply.data(&[]),
+        }
+    }
+    // Not a terminal nor a device: what players probe every file with.
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in: &[u8],
+        _out: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+    // Nothing is ever written: there is nothing to sync.
+    fn fsync(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _d: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+    fn fsyncdir(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _d: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+    // There are no symbolic links.
+    fn readlink(&self, _req: &Request, _i: INodeNo, reply: ReplyData) {
+        reply.error(Errno::EINVAL);
     }
 }

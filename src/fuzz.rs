@@ -11,10 +11,22 @@ use bytes::BytesMut;
 pub fn metainfo(data: &[u8]) {
     let _ = crate::bencode::decode(data);
     if let Ok(m) = crate::metainfo::Metainfo::from_bytes(data) {
-        // What a mount does with it: every file's pieces.
+        // What a mount does with it: every file's pieces, and checks of
+        // the first and last piece (v1 or v2 hashes).
         for f in &m.files {
             let _ = m.pieces_for_range(f.offset, f.length);
         }
+        let last = m.num_pieces().saturating_sub(1);
+        for p in [0, last] {
+            let _ = m.piece_ok(p, &vec![0u8; m.piece_size(p).min(1 << 20) as usize]);
+        }
+        // Kept as a .torrent (a magnet's metadata), it is the same torrent.
+        let again = crate::metainfo::Metainfo::from_bytes(&m.to_torrent_bytes());
+        assert_eq!(
+            again.map(|a| a.info_hash).ok(),
+            Some(m.info_hash),
+            "re-keeps"
+        );
     }
 }
 

@@ -5,13 +5,14 @@ Run on demand as root (not part of the test suite):
 
     python3 tests/upload.py [--runs 2] [--size-mib 256]
 
-Builds release, makes a random file, and starts inside a network namespace
-that has only loopback: opentracker and `btt seed`. Then aria2c,
-transmission-daemon and qbittorrent-nox each download the file from it
-(fresh state every time; they meet through the tracker) and the seconds to
-the complete file are measured. Prints MB/s per downloader and its ratio
-to aria2c's (the issue's bar: at least 0.8 for Transmission and
-qBittorrent). Writes target/bench/upload.json.
+Builds release, makes two random files, and starts inside a network
+namespace that has only loopback: opentracker, `btt seed` of one and an
+aria2c seeder of the other (the reference). Then aria2c,
+transmission-daemon and qbittorrent-nox each download both files (fresh
+state every time; they meet through the tracker) and the seconds to the
+complete file are measured. Prints MB/s per downloader from each seeder
+and the ratio of btt's to aria2c's (the issue's bar: at least 0.8 for
+Transmission and qBittorrent). Writes target/bench/upload.json.
 """
 import argparse
 import json
@@ -28,7 +29,7 @@ OUT = os.path.join(ROOT, "target", "bench")
 BTT = os.path.join(ROOT, "target", "release", "btt")
 NS = "bttupload"
 W = "/tmp/btt-upload"
-TRACKER, BTT_PORT = 16970, 30110
+TRACKER, BTT_PORT, ARIA_PORT = 16970, 30110, 30111
 SEED_IP = "127.0.0.1"
 # libtorrent refuses its own address: qBittorrent lives on 127.0.0.2.
 QBT_IP = "127.0.0.2"
@@ -137,6 +138,7 @@ def qbittorrent_get(torrent, d, size, name):
     return s if ok else None
 
 
+SEEDERS = ("btt", "aria2c")
 CLIENTS = {"aria2c": aria2c_get, "transmission": transmission_get,
            "qbittorrent": qbittorrent_get}
 
@@ -158,11 +160,12 @@ def main():
     os.chmod(W, 0o755)
     procs = []
     try:
-        with open(f"{W}/data/from-btt.bin", "wb") as f:
-            for _ in range(a.size_mib):
-                f.write(os.urandom(1 << 20))
+        for kind in SEEDERS:
+            with open(f"{W}/data/from-{kind}.bin", "wb") as f:
+                for _ in range(a.size_mib):
+                    f.write(os.urandom(1 << 20))
         torrents, hashes = {}, []
-        for kind in ("btt",):
+        for kind in SEEDERS:
             t = f"{W}/{kind}.torrent"
             out = subprocess.run([BTT, "create", f"{W}/data/from-{kind}.bin", "-o", t, "-t",
                                   f"http://127.0.0.1:{TRACKER}/announce"],
@@ -178,11 +181,18 @@ def main():
         procs.append(spawn([BTT, "seed", torrents["btt"], "--data", f"{W}/data", "--listen",
                             f"{SEED_IP}:{BTT_PORT}"], f"{W}/btt-seed.log"))
         wait_port(BTT_PORT, SEED_IP)
+        procs.append(spawn(["aria2c", torrents["aria2c"], f"--dir={W}/data", "--seed-ratio=0.0",
+                            "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false",
+                            "--enable-peer-exchange=false", "--disable-ipv6=true",
+                            "--file-allocation=none", "--summary-interval=0",
+                            "--console-log-level=warn", "--check-integrity=true",
+                            f"--listen-port={ARIA_PORT}"], f"{W}/aria2c-seed.log"))
+        wait_port(ARIA_PORT, SEED_IP)
         time.sleep(3)  # announced
         results = {}
         for run in range(a.runs):
             for client, get in CLIENTS.items():
-                for kind in ("btt",):
+                for kind in SEEDERS:
                     d = f"{W}/dl-{client}-{kind}-{run}"
                     os.makedirs(d)
                     os.chmod(d, 0o755)
@@ -193,15 +203,16 @@ def main():
                           f"{'failed' if mbps is None else f'{mbps:.1f} MB/s'}", flush=True)
                     shutil.rmtree(d, ignore_errors=True)
         rows = []
-        base = statistics.median([x for x in results["aria2c"]["btt"] if x] or [0])
+        med = lambda v: statistics.median([x for x in v if x] or [0])
         for client, by in results.items():
-            med = statistics.median([x for x in by["btt"] if x] or [0])
-            rows.append({"client": client, "MBps": med, "ratio_to_aria2c": med / base if base else None,
-                         "runs": by["btt"]})
-        print("\n| downloader | from btt seed (MB/s) | ratio to aria2c |")
-        print("|---|---|---|")
+            b, r = med(by["btt"]), med(by["aria2c"])
+            rows.append({"client": client, "from_btt_MBps": b, "from_aria2c_MBps": r,
+                         "ratio": b / r if r else None, "runs": by})
+        print("\n| downloader | from btt seed (MB/s) | from aria2c seed (MB/s) | ratio |")
+        print("|---|---|---|---|")
         for r in rows:
-            print(f"| {r['client']} | {r['MBps']:.1f} | {r['ratio_to_aria2c']:.2f} |")
+            ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+            print(f"| {r['client']} | {r['from_btt_MBps']:.1f} | {r['from_aria2c_MBps']:.1f} | {ratio} |")
         os.makedirs(OUT, exist_ok=True)
         with open(os.path.join(OUT, "upload.json"), "w") as f:
             json.dump({"size_mib": a.size_mib, "rows": rows}, f, indent=1)

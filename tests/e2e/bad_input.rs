@@ -369,3 +369,71 @@ fn access_follows_the_mode_bits() {
         "no file is executable"
     );
 }
+
+/// What programs ask of every file (extended attributes, ioctls, locks,
+/// fsync) gets the errno a read-only filesystem gives, without a warning
+/// in the log, and a clean unmount logs no warning either.
+#[test]
+fn routine_questions_are_answered_quietly() {
+    let d = tmpdir();
+    let d = d.path();
+    let content = d.join("seed/tree");
+    make_tree(&content, TRICKY);
+    let torrent = make_torrent(&content, 64 * 1024, &[]);
+    let m = Mount::start(&d.join("m"), &torrent, &["--no-trackers"]);
+    let file = m.mnt.join("tree/one");
+    // errno by name: ENODATA getxattr, [] listxattr, ENOTTY ioctl,
+    // fsync fine, flock fine.
+    let py = r#"
+import errno, fcntl, os, sys, termios
+p = sys.argv[1]
+out = []
+try:
+    os.getxattr(p, "security.selinux"); out.append("getxattr ok")
+except OSError as e:
+    out.append("getxattr " + errno.errorcode[e.errno])
+out.append("listxattr %r" % os.listxattr(p))
+fd = os.open(p, os.O_RDONLY)
+try:
+    fcntl.ioctl(fd, termios.TCGETS, bytes(64)); out.append("ioctl ok")
+except OSError as e:
+    out.append("ioctl " + errno.errorcode[e.errno])
+os.fsync(fd); out.append("fsync ok")
+fcntl.flock(fd, fcntl.LOCK_SH); out.append("flock ok")
+try:
+    os.readlink(p); out.append("readlink ok")
+except OSError as e:
+    out.append("readlink " + errno.errorcode[e.errno])
+os.close(fd)
+print(" | ".join(out))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", py])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "getxattr ENODATA | listxattr [] | ioctl ENOTTY | fsync ok | flock ok | readlink EINVAL",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = Command::new("ls").arg("-lR").arg(&m.mnt).output().unwrap();
+    assert!(st.status.success());
+    let mut m = m;
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&m.mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    m.proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("the mount ends");
+    let log = m.log() + &m.proc.log_text();
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("Not Implemented"))
+        .collect();
+    assert!(warned.is_empty(), "{warned:#?}");
+}
