@@ -157,7 +157,7 @@ pub fn init_logging(verbose: bool, file: Option<&std::path::Path>) {
         EnvFilter::new(if verbose {
             "btt=debug,info,electrum_client=warn"
         } else {
-            "info,electrum_client=warn"
+            "info,electrum_client=warn,librqbit_dht=warn"
         })
     });
     if !env.is_some_and(|e| e.contains("fuser")) {
@@ -183,6 +183,21 @@ pub fn init_logging(verbose: bool, file: Option<&std::path::Path>) {
     builder.with_writer(std::io::stderr).init();
 }
 
+/// What a command that failed prints: the error, then each cause it does
+/// not already say (most errors here carry their cause's text), one per
+/// line. Never a backtrace: these are the user's errors, not btt's.
+pub fn error_text(chain: impl Iterator<Item = String>) -> String {
+    let mut out = String::new();
+    for msg in chain {
+        if out.is_empty() {
+            out = format!("error: {msg}");
+        } else if !out.contains(&msg) {
+            out += &format!("\n  because: {msg}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -190,5 +205,18 @@ mod tests {
         assert_eq!(super::parse_bytes("64MiB"), Ok(64 << 20));
         assert_eq!(super::parse_bytes("4096"), Ok(4096));
         assert!(super::parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn errors_say_each_cause_once() {
+        let chain = [
+            "invalid torrent x: not valid bencode",
+            "not valid bencode",
+            "disk full",
+        ];
+        assert_eq!(
+            super::error_text(chain.iter().map(|s| s.to_string())),
+            "error: invalid torrent x: not valid bencode\n  because: disk full"
+        );
     }
 }

@@ -50,14 +50,17 @@ pub struct Progress {
 }
 
 pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<(), GetError> {
+    let kept = |h: &crate::metainfo::InfoHash| cfg.dir.join(format!(".btt-{}.torrent", h.hex()));
+    let source = crate::mount::resolve(&cfg.torrent, kept)?;
     let rt = crate::mount::runtime_with_dht(
         &mut cfg.engine,
         crate::mount::default_data_dir().join("dht.json"),
     )?;
     let meta = Arc::new(load_or_fetch(
         &rt,
+        source,
         &cfg.torrent,
-        |h| cfg.dir.join(format!(".btt-{}.torrent", h.hex())),
+        kept,
         &cfg.engine,
         cfg.metadata_timeout,
     )?);

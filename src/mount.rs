@@ -27,6 +27,10 @@ pub enum MountError {
         path: PathBuf,
         source: MetainfoError,
     },
+    #[error("{path} is a folder, not a .torrent file: to share it, make a torrent of it with `btt create {path}`")]
+    TorrentIsFolder { path: PathBuf },
+    #[error("{path} is not a .torrent file (those start with `d`: bencode); a magnet link is given in quotes: 'magnet:?xt=urn:btih:…'")]
+    NotATorrent { path: PathBuf },
     #[error("mount point {path}: {why}")]
     Mountpoint { path: PathBuf, why: String },
     #[error("torrent {path} has {files} files, more than --max-files {max}; a mount holds about 120 bytes per file: raise --max-files if this machine has the memory")]
@@ -108,12 +112,9 @@ pub fn resolve(
     let magnet = if text.starts_with("magnet:") {
         text.to_string()
     } else {
-        let bytes = std::fs::read(arg).map_err(|source| MountError::ReadTorrent {
-            path: arg.to_path_buf(),
-            source,
-        })?;
+        let bytes = read_torrent_file(arg)?;
         if !bytes.starts_with(b"magnet:") {
-            return Ok(Source::Torrent(Metainfo::from_bytes(&bytes).map_err(bad)?));
+            return Ok(Source::Torrent(parse_torrent_file(arg, &bytes)?));
         }
         String::from_utf8_lossy(&bytes).trim().to_string()
     };
@@ -148,17 +149,19 @@ fn keep_metadata(path: &Path, meta: &Metainfo) -> Result<(), MountError> {
     std::fs::rename(&tmp, path).map_err(err)
 }
 
-/// The torrent `arg` names (see [`resolve`]); a magnet link's metadata is
+/// The torrent `arg` named, as [`resolve`] found it (before any runtime
+/// starts: a wrong argument fails at once); a magnet link's metadata is
 /// fetched first, until Ctrl-C or `timeout`, and kept at `kept(info-hash)`.
 /// For `btt get` and `btt seed`, which need the metadata before anything.
 pub fn load_or_fetch(
     rt: &tokio::runtime::Runtime,
+    source: Source,
     arg: &Path,
     kept: impl Fn(&crate::metainfo::InfoHash) -> PathBuf,
     engine: &EngineConfig,
     timeout: Duration,
 ) -> Result<Metainfo, MountError> {
-    let m = match resolve(arg, &kept)? {
+    let m = match source {
         Source::Torrent(meta) => return Ok(meta),
         Source::Magnet(m) => m,
     };
@@ -230,13 +233,36 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 pub fn load_torrent(path: &Path) -> Result<Metainfo, MountError> {
-    let bytes = std::fs::read(path).map_err(|source| MountError::ReadTorrent {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Metainfo::from_bytes(&bytes).map_err(|source| MountError::Torrent {
-        path: path.to_path_buf(),
-        source,
+    parse_torrent_file(path, &read_torrent_file(path)?)
+}
+
+/// The bytes of the file the user named as the torrent (a folder is a
+/// mistake worth its own message).
+fn read_torrent_file(path: &Path) -> Result<Vec<u8>, MountError> {
+    std::fs::read(path).map_err(|source| match source.raw_os_error() {
+        Some(libc::EISDIR) => MountError::TorrentIsFolder {
+            path: path.to_path_buf(),
+        },
+        _ => MountError::ReadTorrent {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
+}
+
+/// A .torrent file's bytes parsed; a file that is not bencode at all (a
+/// text file, a video) is named as such rather than by a decoder's error.
+fn parse_torrent_file(path: &Path, bytes: &[u8]) -> Result<Metainfo, MountError> {
+    Metainfo::from_bytes(bytes).map_err(|source| match (&source, bytes.first()) {
+        (MetainfoError::Bencode(_) | MetainfoError::NotADict, b) if b != Some(&b'd') => {
+            MountError::NotATorrent {
+                path: path.to_path_buf(),
+            }
+        }
+        _ => MountError::Torrent {
+            path: path.to_path_buf(),
+            source,
+        },
     })
 }
 

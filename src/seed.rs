@@ -35,20 +35,28 @@ pub fn run(
     mut cfg: SeedConfig,
     mut on_ready: impl FnMut(std::net::SocketAddr, usize, usize),
 ) -> Result<(), MountError> {
+    let kept = |h: &crate::metainfo::InfoHash| {
+        default_data_dir()
+            .join("seed")
+            .join(format!("{}.torrent", h.hex()))
+    };
+    // Every argument is checked before anything starts.
+    let sources = cfg
+        .torrents
+        .iter()
+        .map(|p| crate::mount::resolve(p, kept))
+        .collect::<Result<Vec<_>, _>>()?;
     let rt = crate::mount::runtime_with_dht(
         &mut cfg.engine,
         default_data_dir().join("seed").join("dht.json"),
     )?;
     let mut prepared = Vec::new();
-    for path in &cfg.torrents {
+    for (path, source) in cfg.torrents.iter().zip(sources) {
         let meta = Arc::new(load_or_fetch(
             &rt,
+            source,
             path,
-            |h| {
-                default_data_dir()
-                    .join("seed")
-                    .join(format!("{}.torrent", h.hex()))
-            },
+            kept,
             &cfg.engine,
             cfg.metadata_timeout,
         )?);

@@ -58,7 +58,19 @@ fn daemonize() -> Result<()> {
     bail!("{why}");
 }
 
-fn main() -> Result<()> {
+/// Errors are the user's to act on: one short text, each cause once, no
+/// backtrace (whatever `RUST_BACKTRACE` says).
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", btt::cli::error_text(e.chain().map(|c| c.to_string())));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
     btt::memory::tune_allocator();
     btt::engine::limit_connections_to_fds();
     // glibc gives each thread that allocates its own 64 MiB arena; with the tokio

@@ -173,7 +173,19 @@ struct SellArgs {
     keep_channels_open: bool,
 }
 
-fn main() -> Result<()> {
+/// Errors are the user's to act on: one short text, each cause once, no
+/// backtrace (whatever `RUST_BACKTRACE` says).
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", btt::cli::error_text(e.chain().map(|c| c.to_string())));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
     let cli = Cli::parse();
     btt::engine::limit_connections_to_fds();
     if matches!(cli.cmd, Cmd::Get { .. }) {
