@@ -178,6 +178,7 @@ pub(crate) async fn dial(t: Arc<Torrent>, addr: SocketAddr) {
             Ok(()) => {}
             Err(e) => {
                 debug!(error = %e, "peer session ended");
+                t.note_dial_error(&e);
                 if matches!(e, PeerError::WrongInfoHash(_)) {
                     tracing::warn!(error = %e, "peer refused");
                 }

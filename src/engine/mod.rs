@@ -10,6 +10,7 @@
 mod blame;
 pub mod choke;
 mod conn;
+pub mod discovery;
 mod ext;
 mod peer;
 pub use conn::limit_connections_to_fds;
@@ -347,6 +348,9 @@ pub struct Torrent {
     span: tracing::Span,
     /// Bought pieces being made durable before they are paid for.
     paying: std::sync::atomic::AtomicUsize,
+    /// How the sources of peers fared, for "no peers yet" (own lock: the
+    /// tracker task and dials write it, readers and logs read it).
+    discovery: Mutex<discovery::Discovery>,
 }
 
 /// Removes the critical mark of a waiting read when the read ends or is dropped.
@@ -457,6 +461,15 @@ impl Torrent {
             listen_addr: Mutex::new(Some(local)),
             span,
             paying: Default::default(),
+            discovery: Mutex::new(discovery::Discovery::new(
+                match cfg.use_trackers {
+                    true => meta.trackers.iter().flatten().count(),
+                    false => 0,
+                },
+                cfg.dht.is_some() && !meta.private,
+                cfg.lsd.is_some() && !meta.private,
+                cfg.peers.len(),
+            )),
             meta,
             store,
             cfg,
@@ -585,10 +598,31 @@ impl Torrent {
         let mut stop = self.shutdown_signal();
         let mut iv = tokio::time::interval(Duration::from_secs(1));
         let mut last = (0u64, 0u64, Instant::now());
+        // Nobody to ask: said in the log once alone for a while, then again
+        // when the reason changes or every 5 minutes.
+        let (mut alone_since, mut said) = (None::<Instant>, None::<(String, Instant)>);
         loop {
             tokio::select! {
                 _ = iv.tick() => {}
                 _ = stop.changed() => break,
+            }
+            let note = match self.peer_count() == 0 && !self.is_complete() {
+                true => Some(self.discovery().no_peers()),
+                false => None,
+            };
+            match &note {
+                Some(text) => {
+                    let since = *alone_since.get_or_insert_with(Instant::now);
+                    let due = match &said {
+                        None => since.elapsed() >= Duration::from_secs(10),
+                        Some((t, at)) => t != text || at.elapsed() >= Duration::from_secs(300),
+                    };
+                    if due {
+                        warn!(parent: &self.span, "{text}");
+                        said = Some((text.clone(), Instant::now()));
+                    }
+                }
+                None => (alone_since, said) = (None, None),
             }
             let (down, up) = (
                 self.stats.downloaded.load(Ordering::Relaxed),
@@ -622,6 +656,7 @@ impl Torrent {
                 uploaded: up,
                 rejected: self.stats.rejected.load(Ordering::Relaxed),
                 money,
+                note,
             };
             last = (down, up, Instant::now());
             if let Err(e) = status::write(&r) {
@@ -1116,6 +1151,37 @@ impl Torrent {
         self.choker_wake.notify_one();
     }
 
+    fn discovery(&self) -> MutexGuard<'_, discovery::Discovery> {
+        self.discovery.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Why a wait for data may be long: "no peers yet: …" (see
+    /// [`discovery`]), or how many peers are connected and whether any has
+    /// the first piece of `pieces` still missing.
+    pub fn waiting_for(&self, pieces: Range<usize>) -> String {
+        let st = self.lock();
+        if st.peers.is_empty() {
+            drop(st);
+            return self.discovery().no_peers();
+        }
+        let missing = pieces.clone().find(|&p| !st.picker.have().get(p));
+        let n = st.peers.len();
+        match missing {
+            Some(p) => format!(
+                "{} connected, piece {p} not received yet",
+                match n {
+                    1 => "1 peer".to_string(),
+                    n => format!("{n} peers"),
+                }
+            ),
+            None => format!("{n} peer(s) connected"),
+        }
+    }
+
+    pub(crate) fn note_dial_error(&self, e: &conn::PeerError) {
+        self.discovery().dial_failed(discovery::dial_error_text(e));
+    }
+
     pub(crate) fn note_dial_failure(&self, addr: SocketAddr) {
         let mut st = self.lock();
         if let Some(k) = st.known.get_mut(&addr) {
@@ -1275,11 +1341,13 @@ impl Torrent {
                     let have_peers = self.peer_count() > 0;
                     let wait = schedule.answered(asked, resp.min_interval, have_peers);
                     info!(peers = n, interval = ?asked, next_in = ?wait, "announced");
+                    self.discovery().tracker_answered();
                     wait
                 }
                 Err(e) => {
                     let wait = schedule.failed();
                     warn!(error = %e, retry_in = ?wait, "announce failed");
+                    self.discovery().tracker_failed(e.to_string());
                     wait
                 }
             };

@@ -53,6 +53,9 @@ pub struct Report {
     #[serde(default)]
     pub rejected: u64,
     pub money: Money,
+    /// Why nothing comes in, when nobody is connected ("no peers yet: …").
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// `$BTT_STATUS_DIR`, else `$XDG_RUNTIME_DIR/btt`, else `/tmp/btt-status-<uid>`.

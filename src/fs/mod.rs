@@ -90,7 +90,14 @@ pub struct Attr {
 struct Handle {
     file: usize,
     readahead: ReadAhead,
+    /// When a read of this handle last timed out, and the bytes it wanted.
+    timed_out: Option<(std::time::Instant, std::ops::Range<u64>)>,
 }
+
+/// How long a read waits that repeats one which just timed out: the kernel
+/// reads a failed page again at once, which would otherwise double the
+/// timeout the user set.
+const RETRY_WAIT: Duration = Duration::from_millis(200);
 
 /// A read waiting on the network, so a killed reader can be let go (see `watch_interrupts`).
 struct Waiting {
@@ -198,6 +205,7 @@ impl Fs {
             Handle {
                 file,
                 readahead: ReadAhead::new(self.readahead),
+                timed_out: None,
             },
         );
         Ok(fh)
@@ -211,11 +219,16 @@ impl Fs {
     /// Reads `size` bytes at `offset` of the file open as `fh`. `pid` is the reading
     /// thread, watched so a killed reader stops waiting.
     pub async fn read(&self, fh: u64, offset: u64, size: u32, pid: u32) -> Result<Bytes, FsError> {
-        let (file, window) = {
+        let (file, window, retry) = {
             let mut hs = self.handles.lock().expect("lock");
             let h = hs.get_mut(&fh).ok_or(FsError::BadHandle)?;
             let window = h.readahead.on_read(offset, size as u64);
-            (h.file, window)
+            let end = offset.saturating_add(size as u64);
+            let retry = match (&h.timed_out, self.read_timeout) {
+                (Some((at, r)), Some(t)) => at.elapsed() < t && r.start < end && offset < r.end,
+                _ => false,
+            };
+            (h.file, window, retry)
         };
         let f = &self.meta.files[file];
         if offset >= f.length {
@@ -223,6 +236,10 @@ impl Fs {
         }
         let len = (size as u64).min(f.length - offset);
         let start = f.offset + offset;
+        let timeout = match retry {
+            true => Some(RETRY_WAIT),
+            false => self.read_timeout,
+        };
         // Read-ahead: the window after this read, clipped to the file.
         let ra_start = start + len;
         let ra_end = (ra_start + window).min(f.end());
@@ -246,9 +263,25 @@ impl Fs {
         let res = tokio::select! {
             r = read => r.map_err(FsError::from),
             _ = rx => Err(FsError::Interrupted),
-            _ = sleep_opt(self.read_timeout) => Err(FsError::TimedOut),
+            _ = sleep_opt(timeout) => Err(FsError::TimedOut),
         };
         self.waiting.lock().expect("lock").remove(&id);
+        if matches!(res, Err(FsError::TimedOut)) {
+            if let Some(h) = self.handles.lock().expect("lock").get_mut(&fh) {
+                h.timed_out = Some((std::time::Instant::now(), offset..offset + len));
+            }
+            if !retry {
+                let why = self
+                    .torrent
+                    .waiting_for(self.meta.pieces_for_range(start, len));
+                tracing::warn!(
+                    file = %self.meta.rel_path(file).display(),
+                    offset,
+                    "a read timed out after {:?} (input/output error): {why}",
+                    self.read_timeout.unwrap_or_default()
+                );
+            }
+        }
         res
     }
 

@@ -495,3 +495,72 @@ fn wrong_torrent_arguments_are_named_for_what_they_are() {
         assert!(!is_mounted(&mnt));
     }
 }
+
+/// A mount with nobody to ask (its tracker and its one peer refuse
+/// connections) says why at the default level, in `btt status`, and as the
+/// cause of the read that fails; that read fails after the --read-timeout
+/// the user set, not twice it (the kernel reads a failed page again).
+#[test]
+fn a_mount_with_nobody_to_ask_says_why() {
+    let d = tmpdir();
+    let d = d.path();
+    let content = d.join("seed/tree");
+    make_tree(&content, TRICKY);
+    let dead = free_port();
+    let torrent = make_torrent(
+        &content,
+        64 * 1024,
+        &[format!("http://127.0.0.1:{dead}/announce")],
+    );
+    let status = d.join("status");
+    std::fs::create_dir_all(&status).unwrap();
+    let peer = format!("127.0.0.1:{}", free_port());
+    let m = Mount::try_start_env(
+        &d.join("m"),
+        &torrent,
+        &["--peer", &peer, "--read-timeout", "3"],
+        &[("BTT_STATUS_DIR", status.to_str().unwrap())],
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let r = read_file_timeout(&m.mnt.join("tree/one"), Duration::from_secs(30));
+    let took = t.elapsed();
+    assert!(
+        r.is_err_and(|e| e.contains("Input/output error")),
+        "{}",
+        m.log()
+    );
+    assert!(
+        took < Duration::from_millis(4500),
+        "EIO after {took:?}, --read-timeout 3"
+    );
+    let log = m.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("a read timed out after 3s"))
+        .unwrap_or_else(|| panic!("no cause logged\n{log}"));
+    assert!(
+        line.contains("tree/one")
+            && line.contains("no peers yet: 1 tracker failing (")
+            && line.contains("1 peer given (refused the connection)"),
+        "{line}"
+    );
+    let out = Command::new(BTT)
+        .arg("status")
+        .env("BTT_STATUS_DIR", &status)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("  no peers yet: 1 tracker failing"), "{out}");
+    // Said in the log, once alone for 10 s.
+    assert!(
+        wait_until(Duration::from_secs(20), || m
+            .log()
+            .lines()
+            .any(|l| l.contains("WARN")
+                && l.contains("no peers yet")
+                && !l.contains("timed out"))),
+        "{}",
+        m.log()
+    );
+}

@@ -521,5 +521,8 @@ fn status() {
             if money.is_empty() { "" } else { ", " },
             money.join(", ")
         );
+        if let Some(note) = &r.note {
+            println!("  {note}");
+        }
     }
 }
