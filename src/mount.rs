@@ -31,6 +31,8 @@ pub enum MountError {
     TorrentIsFolder { path: PathBuf },
     #[error("{path} is not a .torrent file (those start with `d`: bencode); a magnet link is given in quotes: 'magnet:?xt=urn:btih:…'")]
     NotATorrent { path: PathBuf },
+    #[error("--data {path} {why}")]
+    DataDir { path: PathBuf, why: String },
     #[error("mount point {path}: {why}")]
     Mountpoint { path: PathBuf, why: String },
     #[error("torrent {path} has {files} files, more than --max-files {max}; a mount holds about 120 bytes per file: raise --max-files if this machine has the memory")]

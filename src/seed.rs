@@ -46,6 +46,7 @@ pub fn run(
         .iter()
         .map(|p| crate::mount::resolve(p, kept))
         .collect::<Result<Vec<_>, _>>()?;
+    check_data_dir(&cfg.data, &sources)?;
     let rt = crate::mount::runtime_with_dht(
         &mut cfg.engine,
         default_data_dir().join("seed").join("dht.json"),
@@ -88,10 +89,14 @@ pub fn run(
             "checked existing data"
         );
         if !have.is_complete() {
+            let files = wrong_files(&meta, &have, |rel| {
+                std::fs::metadata(cfg.data.join(rel)).ok().map(|m| m.len())
+            });
             warn!(
                 torrent = %meta.name,
                 missing = meta.num_pieces() - have.count(),
-                "data is incomplete; serving the pieces that verified"
+                "data is incomplete in {}: {files}; serving the pieces that verified",
+                cfg.data.display()
             );
         }
         prepared.push((meta, store, have.count()));
@@ -121,4 +126,94 @@ pub fn run(
     crate::mount::stop_dht(&cfg.engine);
     rt.shutdown_timeout(Duration::from_millis(200));
     Ok(())
+}
+
+/// `--data` must exist, and hold the torrents' content under their names:
+/// a `--data` that is the torrent's own folder (its files right inside) is
+/// the usual slip, and said so.
+fn check_data_dir(
+    data: &std::path::Path,
+    sources: &[crate::mount::Source],
+) -> Result<(), MountError> {
+    if !data.is_dir() {
+        return Err(MountError::DataDir {
+            path: data.to_path_buf(),
+            why: "does not exist or is not a folder".into(),
+        });
+    }
+    for s in sources {
+        let crate::mount::Source::Torrent(meta) = s else {
+            continue;
+        };
+        let first = (0..meta.files.len()).find(|&i| !meta.files[i].padding);
+        let (Some(i), true) = (first, meta.multi_file) else {
+            continue;
+        };
+        let inside = meta.path(i);
+        if !data.join(&meta.name).exists() && data.join(inside).exists() {
+            let parent = data
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "..".into());
+            return Err(MountError::DataDir {
+                path: data.to_path_buf(),
+                why: format!(
+                    "holds {inside} itself, not a folder {:?}: give the folder above it, --data {parent}",
+                    meta.name
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The files whose data is missing or wrong, in words: the first five
+/// ("tree/one (missing)", "tree/x (3 of 7 bytes)", "tree/y (content
+/// differs)") then how many more. `len` gives a file's size on disk by its
+/// path under the data folder.
+pub fn wrong_files(
+    meta: &crate::metainfo::Metainfo,
+    have: &crate::bitfield::Bitfield,
+    len: impl Fn(&std::path::Path) -> Option<u64>,
+) -> String {
+    // Sizes first: a piece shared with a missing neighbour fails for it.
+    let sized: Vec<Option<u64>> = (0..meta.files.len())
+        .map(|i| match meta.files[i].padding {
+            true => Some(meta.files[i].length),
+            false => len(&meta.rel_path(i)),
+        })
+        .collect();
+    let whole = |i: usize| sized[i] == Some(meta.files[i].length);
+    let mut out = Vec::new();
+    let mut n = 0;
+    for (i, f) in meta.files.iter().enumerate() {
+        if f.padding || f.length == 0 {
+            continue;
+        }
+        let why = match sized[i] {
+            None => "missing".to_string(),
+            Some(l) if l != f.length => format!("{l} of {} bytes", f.length),
+            Some(_) => {
+                let differs = meta
+                    .pieces_for_range(f.offset, f.length)
+                    .filter(|&p| !have.get(p))
+                    .any(|p| meta.piece_slices(p).iter().all(|s| whole(s.file)));
+                match differs {
+                    true => "content differs".into(),
+                    false => continue,
+                }
+            }
+        };
+        n += 1;
+        if out.len() < 5 {
+            out.push(format!("{} ({why})", meta.rel_path(i).display()));
+        }
+    }
+    if n > out.len() {
+        out.push(format!("and {} more", n - out.len()));
+    }
+    match out.is_empty() {
+        true => "every file is whole".into(),
+        false => out.join(", "),
+    }
 }

@@ -564,3 +564,80 @@ fn a_mount_with_nobody_to_ask_says_why() {
         m.log()
     );
 }
+
+/// `btt seed` with wrong data names what is wrong: the files missing, cut
+/// short or different (and still serves what verified); a `--data` that
+/// does not exist, or that is the torrent's own folder, is refused with
+/// the folder to give.
+#[test]
+fn btt_seed_names_the_files_it_lacks_and_the_folder_to_give() {
+    let d = tmpdir();
+    let d = d.path();
+    let content = d.join("seed/tree");
+    make_tree(&content, TRICKY);
+    let torrent = make_torrent(&content, 64 * 1024, &[]);
+    let bad = d.join("bad/tree");
+    make_tree(&bad, TRICKY);
+    std::fs::remove_file(bad.join("one")).unwrap();
+    let z = bad.join("z last.bin");
+    let cut = std::fs::read(&z).unwrap()[..1000].to_vec();
+    std::fs::write(&z, cut).unwrap();
+    let big = bad.join("big file.bin");
+    let mut b = std::fs::read(&big).unwrap();
+    b[1_000_000] ^= 1;
+    std::fs::write(&big, b).unwrap();
+    let port = free_port();
+    let sp = btt_seed(
+        &torrent,
+        &d.join("bad"),
+        port,
+        &d.join("seed.log"),
+        &["--no-trackers"],
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || sp
+            .log_text()
+            .contains("seeding")),
+        "{}",
+        sp.log_text()
+    );
+    let log = sp.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("data is incomplete"))
+        .unwrap_or_else(|| panic!("{log}"));
+    for want in [
+        "tree/big file.bin (content differs)",
+        "tree/one (missing)",
+        "tree/z last.bin (1000 of 262144 bytes)",
+    ] {
+        assert!(line.contains(want), "{want} in {line}");
+    }
+    assert!(
+        !line.contains("ünïcödé") && !line.contains("x.dat"),
+        "{line}"
+    );
+    drop(sp);
+    for (data, want) in [
+        (d.join("nowhere"), "does not exist".to_string()),
+        (
+            content.clone(),
+            format!(
+                "give the folder above it, --data {}",
+                d.join("seed").display()
+            ),
+        ),
+    ] {
+        let out = Command::new(BTT)
+            .arg("seed")
+            .arg(&torrent)
+            .arg("--data")
+            .arg(&data)
+            .args(["--no-trackers", "--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&want), "{want} in {err}");
+    }
+}
