@@ -146,22 +146,36 @@ pub struct MountCli {
     pub home: Option<PathBuf>,
 }
 
-/// Sets up `tracing` output: `RUST_LOG` if set, else `info` (or `debug` with -v).
-/// fuser's warnings are left out unless `RUST_LOG` names it: what it warns
-/// of, btt answers itself (every request) or expects (its attempt to
-/// unmount a mount already gone on exit).
+/// Sets up `tracing` output. By default (no `-v`, no log file, no
+/// `RUST_LOG`) the terminal gets short human lines: warnings and errors
+/// only, as "warning: …", without timestamps or spans; what a command
+/// wants to say otherwise it prints itself. `-v`, `--log-file` or
+/// `RUST_LOG` give the full tracing format (`RUST_LOG`'s filter if set,
+/// else `info`, or `debug` for btt with `-v`). fuser's warnings are left
+/// out unless `RUST_LOG` names it: what it warns of, btt answers itself
+/// (every request) or expects (its attempt to unmount a mount already gone
+/// on exit).
 pub fn init_logging(verbose: bool, file: Option<&std::path::Path>) {
     use tracing_subscriber::EnvFilter;
-    let env = std::env::var("RUST_LOG").ok();
+    let env = std::env::var("RUST_LOG").ok().filter(|e| !e.is_empty());
+    let human = !verbose && file.is_none() && env.is_none();
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(if verbose {
-            "btt=debug,info,electrum_client=warn"
-        } else {
-            "info,electrum_client=warn,librqbit_dht=warn"
+        EnvFilter::new(match (human, verbose) {
+            (true, _) => "warn,librqbit_dht=error",
+            (false, true) => "btt=debug,info,electrum_client=warn",
+            (false, false) => "info,electrum_client=warn,librqbit_dht=warn",
         })
     });
     if !env.is_some_and(|e| e.contains("fuser")) {
         filter = filter.add_directive("fuser=error".parse().expect("a valid directive"));
+    }
+    if human {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .event_format(Human)
+            .with_writer(std::io::stderr)
+            .init();
+        return;
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -181,6 +195,30 @@ pub fn init_logging(verbose: bool, file: Option<&std::path::Path>) {
         }
     }
     builder.with_writer(std::io::stderr).init();
+}
+
+/// The terminal's format by default: "warning: message key=value".
+struct Human;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Human
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        match *event.metadata().level() {
+            tracing::Level::ERROR => write!(w, "error: ")?,
+            tracing::Level::WARN => write!(w, "warning: ")?,
+            _ => {}
+        }
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
 }
 
 /// What a command that failed prints: the error, then each cause it does

@@ -26,6 +26,22 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {
     move |source| DemoError::Io { what, source }
 }
 
+/// The lines the demo prints once mounted: players to try, each as it
+/// works for whoever runs the demo. VLC refuses to run as root, so as root
+/// its line runs it as `nobody` (the mount is `allow_other` then).
+pub fn play_lines(video: &Path, root: bool) -> String {
+    let v = video.display();
+    let vlc = match root {
+        true => {
+            format!("runuser -u nobody -- cvlc --play-and-exit {v}   (VLC will not run as root)")
+        }
+        false => format!("cvlc --play-and-exit {v}"),
+    };
+    format!(
+        "\nThe sample is mounted; play it with any player, e.g.:\n  mpv {v}\n  {vlc}\n  ffprobe {v}\nPress Ctrl-C to unmount and stop the seeder."
+    )
+}
+
 /// Kills the seeder when the demo ends, however it ends.
 pub struct ChildGuard(pub Child);
 
@@ -119,7 +135,8 @@ pub fn prepare(exe: &Path, dir: &Path) -> Result<Prepared, DemoError> {
         .arg(&torrent)
         .arg("--data")
         .arg(dir.join("content"))
-        .args(["--listen", &addr.to_string(), "--no-trackers"])
+        // Nothing but loopback: no DHT, no trackers.
+        .args(["--listen", &addr.to_string(), "--no-trackers", "--no-dht"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()

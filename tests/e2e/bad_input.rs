@@ -618,6 +618,31 @@ fn btt_seed_names_the_files_it_lacks_and_the_folder_to_give() {
         "{line}"
     );
     drop(sp);
+    // By default (no RUST_LOG, no -v) the same in a short human line.
+    let port = free_port();
+    let mut c = Command::new(BTT);
+    c.arg("seed")
+        .arg(&torrent)
+        .arg("--data")
+        .arg(d.join("bad"))
+        .args(["--no-trackers", "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("RUST_LOG");
+    let sp = Proc::spawn("btt seed", &mut c, &d.join("seed-human.log"));
+    assert!(
+        wait_until(Duration::from_secs(20), || sp
+            .log_text()
+            .contains("seeding")),
+        "{}",
+        sp.log_text()
+    );
+    let log = sp.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("warning: data is incomplete in ")),
+        "{log}"
+    );
+    assert!(!log.contains("INFO") && !log.contains(" WARN "), "{log}");
+    drop(sp);
     for (data, want) in [
         (d.join("nowhere"), "does not exist".to_string()),
         (

@@ -86,7 +86,14 @@ pub fn tmpdir() -> tempfile::TempDir {
     // Every test starts here: no btt process it starts speaks DHT unless
     // the test says so inside its own network namespace.
     static NO_DHT: std::sync::Once = std::sync::Once::new();
-    NO_DHT.call_once(|| std::env::set_var("BTT_NO_DHT", "true"));
+    // Logs in the full tracing format (a command's default is short human
+    // lines), unless the run asks for its own.
+    NO_DHT.call_once(|| {
+        std::env::set_var("BTT_NO_DHT", "true");
+        if std::env::var_os("RUST_LOG").is_none() {
+            std::env::set_var("RUST_LOG", "info");
+        }
+    });
     let d = tempfile::Builder::new()
         .prefix("btt-e2e-")
         .tempdir()

@@ -4,6 +4,7 @@
 use crate::harness::*;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 fn ffmpeg_make(out: &Path) {
     btt::demo::generate_video(out, 36, 10).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
@@ -110,4 +111,79 @@ fn video_probe_seek_decode_and_play() {
             &out[out.len().saturating_sub(3000)..]
         );
     }
+}
+
+/// The README's demo, as a new user runs it (as root, here): it prints
+/// short lines, not tracing; the VLC line it prints works as printed (VLC
+/// will not run as root: the line runs it as nobody, and the mount lets
+/// other users read); the mount is in `btt status`; Ctrl-C ends it all.
+#[test]
+fn the_demo_plays_as_printed_and_is_in_btt_status() {
+    let d = tmpdir();
+    let d = d.path();
+    let dir = d.join("demo");
+    // A short sample made beforehand (the demo makes a 40 s one if missing).
+    std::fs::create_dir_all(dir.join("content")).unwrap();
+    btt::demo::generate_video(&dir.join("content/sample.mp4"), 4, 10).unwrap();
+    let status = d.join("status");
+    std::fs::create_dir_all(&status).unwrap();
+    let mut c = Command::new(BTT);
+    c.arg("demo")
+        .arg("--dir")
+        .arg(&dir)
+        .env_remove("RUST_LOG")
+        .env("BTT_STATUS_DIR", &status);
+    let mut demo = Proc::spawn("btt demo", &mut c, &d.join("demo.log"));
+    assert!(
+        wait_until(Duration::from_secs(60), || demo
+            .log_text()
+            .contains("Press Ctrl-C")),
+        "{}",
+        demo.log_text()
+    );
+    let out = demo.log_text();
+    let video = dir.join("mnt/sample.mp4");
+    let vlc = format!(
+        "runuser -u nobody -- cvlc --play-and-exit {}",
+        video.display()
+    );
+    assert!(out.contains(&vlc), "{out}");
+    assert!(!out.contains("INFO") && !out.contains(" WARN "), "{out}");
+    // As printed, with VLC's output to nowhere and no window.
+    let st = Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            "cvlc",
+            "--play-and-exit",
+            "--intf",
+            "dummy",
+        ])
+        .args(["--vout", "dummy", "--aout", "dummy"])
+        .arg(&video)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{err}");
+    assert!(
+        !err.contains("Permission denied") && !err.contains("cannot open"),
+        "{err}"
+    );
+    let st = Command::new(BTT)
+        .arg("status")
+        .env("BTT_STATUS_DIR", &status)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        listed.contains(&format!("mount {}", dir.join("mnt").display())),
+        "{listed}"
+    );
+    demo.signal(libc::SIGINT);
+    assert!(
+        demo.wait_exit(Duration::from_secs(15)).is_some(),
+        "the demo ends on Ctrl-C"
+    );
+    assert!(!is_mounted(&dir.join("mnt")));
 }

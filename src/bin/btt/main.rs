@@ -314,10 +314,12 @@ fn real_main() -> Result<()> {
             let prep = btt::demo::prepare(&exe, &dir)?;
             let mnt = mountpoint.unwrap_or_else(|| dir.join("mnt"));
             std::fs::create_dir_all(&mnt)?;
+            // SAFETY: geteuid has no preconditions.
+            let root = unsafe { libc::geteuid() } == 0;
             let cfg = btt::mount::MountConfig {
                 torrent: prep.torrent.clone(),
                 metadata_timeout: std::time::Duration::from_secs(300),
-                mountpoint: mnt,
+                mountpoint: mnt.clone(),
                 data_dir: dir.join("data"),
                 cache_size: 32 << 20,
                 keep: false,
@@ -327,14 +329,19 @@ fn real_main() -> Result<()> {
                     listen: "127.0.0.1:0".parse()?,
                     peers: vec![prep.seeder_addr],
                     use_trackers: false,
+                    // Listed by `btt status` like any mount.
+                    role: format!("mount {}", mnt.display()),
                     ..Default::default()
                 },
-                fuse_options: vec![],
+                // Root's mount is readable by the user a player runs as.
+                fuse_options: match root {
+                    true => vec!["allow_other".into()],
+                    false => vec![],
+                },
             };
             let name = prep.video_name.clone();
             btt::mount::run(cfg, |m| {
-                let path = m.mountpoint.join(&name);
-                println!("\nThe sample is mounted; play it with any player, e.g.:\n  mpv {0}\n  cvlc {0}\n  ffprobe {0}\nPress Ctrl-C to unmount and stop the seeder.", path.display());
+                println!("{}", btt::demo::play_lines(&m.mountpoint.join(&name), root));
             })?;
             drop(prep);
         }
