@@ -130,17 +130,26 @@ pub fn prepare(exe: &Path, dir: &Path) -> Result<Prepared, DemoError> {
         .map_err(io("finding a free port"))?
         .port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let child = Command::new(exe)
-        .arg("seed")
+    let mut cmd = Command::new(exe);
+    cmd.arg("seed")
         .arg(&torrent)
         .arg("--data")
         .arg(dir.join("content"))
         // Nothing but loopback: no DHT, no trackers.
         .args(["--listen", &addr.to_string(), "--no-trackers", "--no-dht"])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(io("starting the seeder"))?;
+        .stdout(Stdio::null());
+    // It ends with the demo, even one killed with -9.
+    // SAFETY: prctl is async-signal-safe; it only sets this child's own
+    // parent-death signal.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(io("starting the seeder"))?;
     let mut guard = ChildGuard(child);
     // Wait until it accepts connections.
     for _ in 0..100 {

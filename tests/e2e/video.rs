@@ -133,6 +133,20 @@ fn the_demo_plays_as_printed_and_is_in_btt_status() {
         .arg(&dir)
         .env_remove("RUST_LOG")
         .env("BTT_STATUS_DIR", &status);
+    // Unmounted however the test ends (the demo's seeder ends with it).
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            if is_mounted(&self.0) {
+                let _ = Command::new("fusermount3")
+                    .arg("-u")
+                    .arg("-z")
+                    .arg(&self.0)
+                    .status();
+            }
+        }
+    }
+    let _unmount = Unmount(dir.join("mnt"));
     let mut demo = Proc::spawn("btt demo", &mut c, &d.join("demo.log"));
     assert!(
         wait_until(Duration::from_secs(60), || demo
