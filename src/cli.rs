@@ -7,7 +7,25 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A byte size such as `64MiB`, `1G` or `4096`.
+/// A size for people, in binary units as `ls -h` gives them: `512 B`,
+/// `3.2 MiB`, `1.46 GiB`.
+pub fn fmt_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let (mut v, mut u) = (n as f64 / 1024.0, 0);
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    match v {
+        v if v < 10.0 => format!("{v:.2} {}", UNITS[u]),
+        v if v < 100.0 => format!("{v:.1} {}", UNITS[u]),
+        v => format!("{v:.0} {}", UNITS[u]),
+    }
+}
+
 /// An amount in sat with msat precision where it has any: `8143 sat`,
 /// `8143.125 sat` — what was actually paid, not a rounding of it.
 pub fn fmt_msat(msat: u64) -> String {
@@ -17,6 +35,7 @@ pub fn fmt_msat(msat: u64) -> String {
     }
 }
 
+/// A byte size such as `64MiB`, `1G` or `4096`.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     parse_size::parse_size(s).map_err(|e| format!("{s:?}: {e}"))
 }
@@ -243,6 +262,10 @@ mod tests {
         assert_eq!(super::parse_bytes("64MiB"), Ok(64 << 20));
         assert_eq!(super::parse_bytes("4096"), Ok(4096));
         assert!(super::parse_bytes("lots").is_err());
+        assert_eq!(super::fmt_bytes(512), "512 B");
+        assert_eq!(super::fmt_bytes(491_782_144), "469 MiB");
+        assert_eq!(super::fmt_bytes(1_572_864_003), "1.46 GiB");
+        assert_eq!(super::fmt_bytes(3 << 20 | 200 << 10), "3.20 MiB");
     }
 
     #[test]

@@ -20,9 +20,11 @@ use tracing::info;
 pub enum GetError {
     #[error(transparent)]
     Mount(#[from] MountError),
-    #[error("interrupted with {done} of {total} bytes; run the same command again to resume")]
+    #[error("{dir} already holds files that differ from the torrent's: {files}; move them away, or pass --overwrite to replace them")]
+    WouldOverwrite { dir: PathBuf, files: String },
+    #[error("interrupted with {} of {} downloaded; run the same command again to resume", crate::cli::fmt_bytes(*.done), crate::cli::fmt_bytes(*.total))]
     Interrupted { done: u64, total: u64 },
-    #[error("budget of {budget_sat} sat spent with {done} of {total} bytes and no free peer delivering the rest; raise --budget and run again to resume")]
+    #[error("budget of {budget_sat} sat spent with {} of {} downloaded and no free peer delivering the rest; raise --budget and run again to resume", crate::cli::fmt_bytes(*.done), crate::cli::fmt_bytes(*.total))]
     Budget {
         budget_sat: u64,
         done: u64,
@@ -40,6 +42,47 @@ pub struct GetConfig {
     pub buyer: Option<Arc<BuyerAgent>>,
     /// With the budget spent, give up after this long without progress.
     pub stall: Duration,
+    /// Replace existing files whose content differs (`--overwrite`).
+    pub overwrite: bool,
+}
+
+/// A first run into a folder that already holds some of the torrent's
+/// files: what verifies is kept (and not fetched again, like a client's
+/// recheck); a file that is there but differs is not overwritten unless
+/// `overwrite`.
+fn check_existing(
+    meta: &crate::metainfo::Metainfo,
+    store: &Store,
+    dir: &std::path::Path,
+    overwrite: bool,
+) -> Result<(), GetError> {
+    let len = |rel: &std::path::Path| std::fs::metadata(dir.join(rel)).ok().map(|m| m.len());
+    let any = (0..meta.files.len()).any(|i| {
+        !meta.files[i].padding && meta.files[i].length > 0 && len(&meta.rel_path(i)).is_some()
+    });
+    if !any {
+        return Ok(());
+    }
+    let have = store.recheck();
+    let problems: Vec<_> = crate::seed::file_problems(meta, &have, len)
+        .into_iter()
+        .filter(|(_, p)| *p != crate::seed::Problem::Missing)
+        .collect();
+    if !problems.is_empty() && !overwrite {
+        return Err(GetError::WouldOverwrite {
+            dir: dir.to_path_buf(),
+            files: crate::seed::describe(meta, &problems),
+        });
+    }
+    let bytes: u64 = have.ones().map(|p| meta.piece_size(p)).sum();
+    eprintln!(
+        "{} of {} pieces ({}) already in {}: kept",
+        have.count(),
+        meta.num_pieces(),
+        crate::cli::fmt_bytes(bytes),
+        dir.display()
+    );
+    Ok(())
 }
 
 /// What the progress display gets, about four times a second.
@@ -67,8 +110,12 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
     let state = cfg
         .dir
         .join(format!(".btt-{}.bitfield", meta.info_hash.hex()));
+    let fresh = !state.exists();
     let store =
         Arc::new(Store::open(meta.clone(), &cfg.dir, &state, 32 << 20).map_err(MountError::from)?);
+    if fresh {
+        check_existing(&meta, &store, &cfg.dir, cfg.overwrite)?;
+    }
     cfg.engine.fetch_all = true;
     if let Some(b) = &cfg.buyer {
         cfg.engine.buy = Some(BuyHookRef(b.clone()));

@@ -89,9 +89,10 @@ pub fn run(
             "checked existing data"
         );
         if !have.is_complete() {
-            let files = wrong_files(&meta, &have, |rel| {
+            let problems = file_problems(&meta, &have, |rel| {
                 std::fs::metadata(cfg.data.join(rel)).ok().map(|m| m.len())
             });
+            let files = describe(&meta, &problems);
             warn!(
                 torrent = %meta.name,
                 missing = meta.num_pieces() - have.count(),
@@ -167,15 +168,25 @@ fn check_data_dir(
     Ok(())
 }
 
-/// The files whose data is missing or wrong, in words: the first five
-/// ("tree/one (missing)", "tree/x (3 of 7 bytes)", "tree/y (content
-/// differs)") then how many more. `len` gives a file's size on disk by its
-/// path under the data folder.
-pub fn wrong_files(
+/// What is wrong with one file's data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    Missing,
+    /// Its size on disk.
+    Size(u64),
+    /// Right size, but a piece that lies in it (and in no file missing or
+    /// of the wrong size) does not verify.
+    Differs,
+}
+
+/// The files whose data is missing or wrong, in torrent order. `have` is
+/// what verified; `len` gives a file's size on disk by its path under the
+/// data folder.
+pub fn file_problems(
     meta: &crate::metainfo::Metainfo,
     have: &crate::bitfield::Bitfield,
     len: impl Fn(&std::path::Path) -> Option<u64>,
-) -> String {
+) -> Vec<(usize, Problem)> {
     // Sizes first: a piece shared with a missing neighbour fails for it.
     let sized: Vec<Option<u64>> = (0..meta.files.len())
         .map(|i| match meta.files[i].padding {
@@ -185,32 +196,46 @@ pub fn wrong_files(
         .collect();
     let whole = |i: usize| sized[i] == Some(meta.files[i].length);
     let mut out = Vec::new();
-    let mut n = 0;
     for (i, f) in meta.files.iter().enumerate() {
         if f.padding || f.length == 0 {
             continue;
         }
-        let why = match sized[i] {
-            None => "missing".to_string(),
-            Some(l) if l != f.length => format!("{l} of {} bytes", f.length),
+        let problem = match sized[i] {
+            None => Problem::Missing,
+            Some(l) if l != f.length => Problem::Size(l),
             Some(_) => {
                 let differs = meta
                     .pieces_for_range(f.offset, f.length)
                     .filter(|&p| !have.get(p))
                     .any(|p| meta.piece_slices(p).iter().all(|s| whole(s.file)));
                 match differs {
-                    true => "content differs".into(),
+                    true => Problem::Differs,
                     false => continue,
                 }
             }
         };
-        n += 1;
-        if out.len() < 5 {
-            out.push(format!("{} ({why})", meta.rel_path(i).display()));
-        }
+        out.push((i, problem));
     }
-    if n > out.len() {
-        out.push(format!("and {} more", n - out.len()));
+    out
+}
+
+/// [`file_problems`] in words: the first five ("tree/one (missing)",
+/// "tree/x (3 of 7 bytes)", "tree/y (content differs)") then how many more.
+pub fn describe(meta: &crate::metainfo::Metainfo, problems: &[(usize, Problem)]) -> String {
+    let mut out: Vec<String> = problems
+        .iter()
+        .take(5)
+        .map(|(i, p)| {
+            let why = match p {
+                Problem::Missing => "missing".to_string(),
+                Problem::Size(l) => format!("{l} of {} bytes", meta.files[*i].length),
+                Problem::Differs => "content differs".into(),
+            };
+            format!("{} ({why})", meta.rel_path(*i).display())
+        })
+        .collect();
+    if problems.len() > out.len() {
+        out.push(format!("and {} more", problems.len() - out.len()));
     }
     match out.is_empty() {
         true => "every file is whole".into(),

@@ -666,3 +666,57 @@ fn btt_seed_names_the_files_it_lacks_and_the_folder_to_give() {
         assert!(err.contains(&want), "{want} in {err}");
     }
 }
+
+/// `btt get` into a folder that already holds some of the torrent's files
+/// keeps what verifies (says so, fetches the rest) and leaves a file whose
+/// content differs alone unless --overwrite.
+#[test]
+fn btt_get_keeps_what_is_there_and_overwrites_only_when_told() {
+    let d = tmpdir();
+    let d = d.path();
+    let content = d.join("seed/tree");
+    make_tree(&content, TRICKY);
+    let torrent = make_torrent(&content, 64 * 1024, &[]);
+    let (_seed, addr) = seed_with_btt(d, &torrent);
+    let out = d.join("out");
+    let have = out.join("tree");
+    std::fs::create_dir_all(have.join("nested/deeper/still")).unwrap();
+    std::fs::copy(content.join("big file.bin"), have.join("big file.bin")).unwrap();
+    let x = have.join("nested/deeper/still/x.dat");
+    let mut changed = std::fs::read(content.join("nested/deeper/still/x.dat")).unwrap();
+    changed[300_000] ^= 1;
+    std::fs::write(&x, &changed).unwrap();
+    let get = |extra: &[&str]| {
+        let o = Command::new(BTT)
+            .arg("get")
+            .arg(&torrent)
+            .arg(&out)
+            .args(["--no-trackers", "--peer", &addr, "--quiet"])
+            .args(extra)
+            .env("HOME", d)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = get(&[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("already holds files that differ")
+            && err.contains("tree/nested/deeper/still/x.dat (content differs)")
+            && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert!(!err.contains("big file.bin"), "{err}");
+    assert_eq!(std::fs::read(&x).unwrap(), changed, "left alone");
+    let (code, err) = get(&["--overwrite"]);
+    assert_eq!(code, Some(0), "{err}");
+    // big file.bin (3 MiB and a bit) is kept, not fetched again.
+    assert!(
+        err.contains("pieces (3.") && err.contains("already in"),
+        "{err}"
+    );
+    assert_tree_eq(&have, &content);
+}

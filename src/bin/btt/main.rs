@@ -66,6 +66,10 @@ enum Cmd {
         /// Once the budget is spent, give up after this many seconds without progress.
         #[arg(long, value_name = "SECS", default_value_t = 10)]
         give_up_after: u64,
+        /// Replace files in DIR whose content differs from the torrent's
+        /// (without it such files are left alone and the command stops).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// What every running mount, seller and `btt get` is doing.
     Status,
@@ -262,6 +266,7 @@ fn real_main() -> Result<()> {
             channel_size,
             quiet,
             give_up_after,
+            overwrite,
         } => get(
             &home,
             torrent,
@@ -269,7 +274,7 @@ fn real_main() -> Result<()> {
             peers,
             (max_price, budget, channel_size),
             quiet,
-            give_up_after,
+            (give_up_after, overwrite),
         )?,
         Cmd::Status => status(),
         Cmd::Wallet(cmd) => money::wallet(&home, cmd)?,
@@ -432,7 +437,7 @@ fn get(
     peers: PeerArgs,
     (max_price, budget, channel_size): BuyFlags,
     quiet: bool,
-    give_up_after: u64,
+    (give_up_after, overwrite): (u64, bool),
 ) -> Result<()> {
     let buyer = btt::market::buying::buy_config(Some(&home.dir), max_price, budget, channel_size)
         .map_err(anyhow::Error::msg)?
@@ -458,6 +463,7 @@ fn get(
         },
         buyer,
         stall: std::time::Duration::from_secs(give_up_after),
+        overwrite,
     };
     let paying = cfg.buyer.is_some();
     let mut spent = 0;
