@@ -485,7 +485,10 @@ impl Torrent {
             tokio::spawn(t.clone().status_loop().instrument(t.span.clone()));
         }
         if t.cfg.use_trackers && !t.meta.trackers.is_empty() {
-            tokio::spawn(t.clone().tracker_loop().instrument(t.span.clone()));
+            // A hybrid announces itself in both of its swarms.
+            for hash in t.meta.swarms() {
+                tokio::spawn(t.clone().tracker_loop(hash).instrument(t.span.clone()));
+            }
         }
         match &t.cfg.dht {
             // BEP 27: a private torrent's peers come from its trackers only.
@@ -1297,7 +1300,7 @@ impl Torrent {
         }
     }
 
-    fn announce_request(&self, event: Event, key: u32) -> AnnounceRequest {
+    fn announce_request(&self, hash: [u8; 20], event: Event, key: u32) -> AnnounceRequest {
         let left = {
             let st = self.lock();
             let have = st.picker.have();
@@ -1307,7 +1310,7 @@ impl Torrent {
                 .sum()
         };
         AnnounceRequest {
-            info_hash: self.meta.info_hash.0,
+            info_hash: hash,
             peer_id: self.peer_id,
             port: self.listen_addr().map(|a| a.port()).unwrap_or(0),
             uploaded: self.stats.uploaded.load(Ordering::Relaxed),
@@ -1320,8 +1323,9 @@ impl Torrent {
         }
     }
 
-    /// Announces `started`, then again on the tracker's interval; `stopped` at the end.
-    async fn tracker_loop(self: Arc<Self>) {
+    /// Announces `started` for swarm `hash`, then again on the tracker's
+    /// interval; `stopped` at the end.
+    async fn tracker_loop(self: Arc<Self>, hash: [u8; 20]) {
         let mut stop = self.shutdown.subscribe();
         let mut set = TrackerSet::new(self.meta.trackers.clone());
         let mut schedule = Schedule::default();
@@ -1329,7 +1333,7 @@ impl Torrent {
         let mut event = Event::Started;
         let mut completed_sent = self.is_complete();
         loop {
-            let req = self.announce_request(event, key);
+            let req = self.announce_request(hash, event, key);
             let wait = match set.announce(&req, self.cfg.announce_timeout).await {
                 Ok(resp) => {
                     let (n, asked) = (resp.peers.len(), resp.interval);
@@ -1355,7 +1359,7 @@ impl Torrent {
             loop {
                 tokio::select! {
                     _ = stop.changed() => {
-                        let req = self.announce_request(Event::Stopped, key);
+                        let req = self.announce_request(hash, Event::Stopped, key);
                         let _ = set.announce(&req, Duration::from_millis(500)).await;
                         return;
                     }

@@ -232,3 +232,46 @@ fn btt_tracker_refuses_torrents_off_its_allow_list() {
         "{other}"
     );
 }
+
+/// A hybrid `btt seed` announces itself in both of its swarms: the tracker
+/// counts it as a seed under the v1 info-hash and under the v2 one
+/// (truncated to 20 bytes).
+#[test]
+fn a_hybrid_seed_announces_both_info_hashes() {
+    let d = tmpdir();
+    let d = d.path();
+    let port = free_port();
+    let _tracker = btt_tracker(port, &d.join("tracker.log"), &[]);
+    let content = d.join("seed/tree");
+    make_tree(&content, TRICKY);
+    let torrent = d.join("tree.torrent");
+    let out = std::process::Command::new(BTT)
+        .args(["create", "--hybrid", "--piece-size", "64KiB", "-t"])
+        .arg(format!("http://127.0.0.1:{port}/announce"))
+        .arg(&content)
+        .arg("-o")
+        .arg(&torrent)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    let v2: [u8; 20] = meta.v2.as_ref().unwrap().info_hash[..20]
+        .try_into()
+        .unwrap();
+    let _seed = btt_seed(
+        &torrent,
+        &d.join("seed"),
+        free_port(),
+        &d.join("seed.log"),
+        &[],
+    );
+    let both = wait_until(Duration::from_secs(20), || {
+        http_scrape(port, &meta.info_hash.0).0 == 1 && http_scrape(port, &v2).0 == 1
+    });
+    assert!(
+        both,
+        "v1 {:?}, v2 {:?}",
+        http_scrape(port, &meta.info_hash.0),
+        http_scrape(port, &v2)
+    );
+}
