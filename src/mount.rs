@@ -33,6 +33,11 @@ pub enum MountError {
     NotATorrent { path: PathBuf },
     #[error("--data {path} {why}")]
     DataDir { path: PathBuf, why: String },
+    #[error("cannot write the data folder {path} ({source}): give one you can write with --data-dir DIR")]
+    DataDirNotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("mount point {path}: {why}")]
     Mountpoint { path: PathBuf, why: String },
     #[error("torrent {path} has {files} files, more than --max-files {max}; a mount holds about 120 bytes per file: raise --max-files if this machine has the memory")]
@@ -45,7 +50,7 @@ pub enum MountError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("FUSE mount failed at {path}: {source}")]
+    #[error("FUSE mount failed at {path}: {source}{}", fuse_hint(.source))]
     Fuse {
         path: PathBuf,
         source: std::io::Error,
@@ -224,6 +229,30 @@ fn magnet_sources(
 }
 
 /// `$XDG_DATA_HOME/btt`, else `~/.local/share/btt`.
+/// What a user without the rights to mount can do about it.
+fn fuse_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            "; mounting needs read and write access to /dev/fuse, a mount point you own (or can write to), and for -o allow_other `user_allow_other` in /etc/fuse.conf"
+        }
+        _ => "",
+    }
+}
+
+/// The data folder, made if missing; a folder the user cannot write is
+/// said so with what to do, before anything starts.
+fn ensure_data_dir(dir: &Path) -> Result<(), MountError> {
+    let err = |source| MountError::DataDirNotWritable {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let probe = dir.join(format!(".btt-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(err)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 pub fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
         return PathBuf::from(x).join("btt");
@@ -509,6 +538,7 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
         check_files(meta, &cfg)?;
     }
     let mountpoint = check_mountpoint(&cfg.mountpoint, &cfg.fuse_options)?;
+    ensure_data_dir(&cfg.data_dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("btt-rt")

@@ -720,3 +720,51 @@ fn btt_get_keeps_what_is_there_and_overwrites_only_when_told() {
     );
     assert_tree_eq(&have, &content);
 }
+
+/// A user without the rights gets what is needed, not a bare "Permission
+/// denied": a data folder it cannot write names --data-dir; a mount point
+/// it may not mount on names what mounting needs.
+#[test]
+fn a_user_without_the_rights_is_told_what_is_needed() {
+    let d = tmpdir();
+    let d = d.path();
+    let content = d.join("seed/tree");
+    make_tree(&content, TRICKY);
+    let torrent = make_torrent(&content, 64 * 1024, &[]);
+    // Root's own folders, readable by nobody but not writable.
+    let mnt = d.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new("runuser")
+            .args(["-u", "nobody", "--", BTT_MOUNT])
+            .arg(&torrent)
+            .arg(&mnt)
+            .args(["--foreground", "--no-trackers"])
+            .args(args)
+            .env("HOME", "/nonexistent")
+            .env_remove("XDG_DATA_HOME")
+            .output()
+            .unwrap();
+        assert!(!is_mounted(&mnt));
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cannot write the data folder /nonexistent/.local/share/btt")
+            && err.contains("--data-dir"),
+        "{err}"
+    );
+    let data = d.join("nobody-data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+    let (code, err) = run(&["--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("FUSE mount failed") && err.contains("a mount point you own"),
+        "{err}"
+    );
+}
