@@ -240,6 +240,18 @@ where
     }
 }
 
+/// The end of a binary's `main`: success, or [`error_text`] of the error's
+/// chain of messages on stderr and exit status 1.
+pub fn exit_code(r: Result<(), Vec<String>>) -> std::process::ExitCode {
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(chain) => {
+            eprintln!("{}", error_text(chain.into_iter()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// What a command that failed prints: the error, then each cause it does
 /// not already say (most errors here carry their cause's text), one per
 /// line. Never a backtrace: these are the user's errors, not btt's.

@@ -182,6 +182,21 @@ pub fn make_torrent(content: &Path, piece: u64, trackers: &[String]) -> PathBuf 
     out
 }
 
+/// `btt create CONTENT -o OUT ARGS` (the command a user runs, for what
+/// only the CLI does: --v2, --hybrid), and the torrent it made.
+pub fn btt_create(content: &Path, out: &Path, args: &[&str]) -> btt::metainfo::Metainfo {
+    let o = Command::new(BTT)
+        .arg("create")
+        .args(args)
+        .arg(content)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "btt create {args:?}: {o:?}");
+    btt::metainfo::Metainfo::from_bytes(&std::fs::read(out).unwrap()).unwrap()
+}
+
 /// All regular files under `root`, relative paths → contents, sorted.
 pub fn read_tree(root: &Path) -> Vec<(String, Vec<u8>)> {
     fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, Vec<u8>)>) {

@@ -245,16 +245,12 @@ fn a_hybrid_seed_announces_both_info_hashes() {
     let content = d.join("seed/tree");
     make_tree(&content, TRICKY);
     let torrent = d.join("tree.torrent");
-    let out = std::process::Command::new(BTT)
-        .args(["create", "--hybrid", "--piece-size", "64KiB", "-t"])
-        .arg(format!("http://127.0.0.1:{port}/announce"))
-        .arg(&content)
-        .arg("-o")
-        .arg(&torrent)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    let announce = format!("http://127.0.0.1:{port}/announce");
+    let meta = btt_create(
+        &content,
+        &torrent,
+        &["--hybrid", "--piece-size", "64KiB", "-t", &announce],
+    );
     let v2: [u8; 20] = meta.v2.as_ref().unwrap().info_hash[..20]
         .try_into()
         .unwrap();

@@ -92,14 +92,11 @@ fn libtorrent_downloads_btt_made_v2_and_hybrid_torrents_from_btt_seed() {
     let seed = album(d);
     for kind in ["v2", "hybrid"] {
         let torrent = d.join(format!("album.{kind}.torrent"));
-        let out = Command::new(BTT)
-            .args(["create", &format!("--{kind}"), "--piece-size", "32KiB"])
-            .arg(seed.join("album"))
-            .arg("-o")
-            .arg(&torrent)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        btt_create(
+            &seed.join("album"),
+            &torrent,
+            &[&format!("--{kind}"), "--piece-size", "32KiB"],
+        );
         let port = free_port();
         let mut c = ns.command(BTT);
         c.arg("seed")
@@ -153,15 +150,11 @@ fn a_hybrid_seed_answers_a_handshake_on_either_info_hash() {
     let d = d.path();
     let seed = album(d);
     let torrent = d.join("album.torrent");
-    let out = Command::new(BTT)
-        .args(["create", "--hybrid", "--piece-size", "32KiB"])
-        .arg(seed.join("album"))
-        .arg("-o")
-        .arg(&torrent)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    let meta = btt_create(
+        &seed.join("album"),
+        &torrent,
+        &["--hybrid", "--piece-size", "32KiB"],
+    );
     let v1 = meta.info_hash.0;
     let v2: [u8; 20] = meta.v2.as_ref().unwrap().info_hash[..20]
         .try_into()

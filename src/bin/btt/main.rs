@@ -180,13 +180,7 @@ struct SellArgs {
 /// Errors are the user's to act on: one short text, each cause once, no
 /// backtrace (whatever `RUST_BACKTRACE` says).
 fn main() -> std::process::ExitCode {
-    match real_main() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{}", btt::cli::error_text(e.chain().map(|c| c.to_string())));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    btt::cli::exit_code(real_main().map_err(|e| e.chain().map(|c| c.to_string()).collect()))
 }
 
 fn real_main() -> Result<()> {
