@@ -118,9 +118,21 @@ impl Regtest {
     }
 
     pub fn rpc<T: serde::de::DeserializeOwned>(&self, method: &str, args: &[Value]) -> T {
-        self.client
-            .call(method, args)
-            .unwrap_or_else(|e| panic!("{method}: {e}"))
+        let mut tries = 0;
+        loop {
+            match self.client.call(method, args) {
+                Ok(v) => return v,
+                // The client reuses its connection, which bcoin may have
+                // closed meanwhile (reset on the next request: seen once
+                // from a fresh clone); such a request never reached bcoin,
+                // so it is sent again on a new connection.
+                Err(e) if tries < 3 && e.to_string().contains("transport error") => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("{method}: {e}"),
+            }
+        }
     }
 
     pub fn height(&self) -> u32 {
