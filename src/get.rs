@@ -64,14 +64,14 @@ fn check_existing(
         return Ok(());
     }
     let have = store.recheck();
-    let problems: Vec<_> = crate::seed::file_problems(meta, &have, len)
+    let problems: Vec<_> = crate::store::check::file_problems(meta, &have, len)
         .into_iter()
-        .filter(|(_, p)| *p != crate::seed::Problem::Missing)
+        .filter(|(_, p)| *p != crate::store::check::Problem::Missing)
         .collect();
     if !problems.is_empty() && !overwrite {
         return Err(GetError::WouldOverwrite {
             dir: dir.to_path_buf(),
-            files: crate::seed::describe(meta, &problems),
+            files: crate::store::check::describe(meta, &problems),
         });
     }
     let bytes: u64 = have.ones().map(|p| meta.piece_size(p)).sum();

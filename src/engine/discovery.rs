@@ -22,12 +22,12 @@ pub struct Discovery {
     pub lsd: bool,
     /// Peers given with `--peer` (or a magnet's `x.pe=`).
     pub given: usize,
-    /// Dials that failed, and why the last one did.
-    dials_failed: u64,
+    /// Why the last dial failed.
     dial_error: Option<String>,
 }
 
-fn plural(n: usize, one: &str) -> String {
+/// "1 peer", "3 peers".
+pub fn plural(n: usize, one: &str) -> String {
     match n {
         1 => format!("1 {one}"),
         n => format!("{n} {one}s"),
@@ -55,7 +55,6 @@ impl Discovery {
     }
 
     pub fn dial_failed(&mut self, why: String) {
-        self.dials_failed += 1;
         self.dial_error = Some(why);
     }
 
@@ -79,9 +78,9 @@ impl Discovery {
             parts.push("none on the local network".into());
         }
         if self.given > 0 {
-            parts.push(match (&self.dial_error, self.dials_failed) {
-                (Some(why), _) => format!("{} given ({why})", plural(self.given, "peer")),
-                _ => format!("{} given", plural(self.given, "peer")),
+            parts.push(match &self.dial_error {
+                Some(why) => format!("{} given ({why})", plural(self.given, "peer")),
+                None => format!("{} given", plural(self.given, "peer")),
             });
         }
         let mut line = format!("no peers yet: {}", parts.join(", "));

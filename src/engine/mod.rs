@@ -1167,17 +1167,10 @@ impl Torrent {
             drop(st);
             return self.discovery().no_peers();
         }
-        let missing = pieces.clone().find(|&p| !st.picker.have().get(p));
-        let n = st.peers.len();
-        match missing {
-            Some(p) => format!(
-                "{} connected, piece {p} not received yet",
-                match n {
-                    1 => "1 peer".to_string(),
-                    n => format!("{n} peers"),
-                }
-            ),
-            None => format!("{n} peer(s) connected"),
+        let peers = discovery::plural(st.peers.len(), "peer");
+        match pieces.into_iter().find(|&p| !st.picker.have().get(p)) {
+            Some(p) => format!("{peers} connected, piece {p} not received yet"),
+            None => format!("{peers} connected"),
         }
     }
 

@@ -24,6 +24,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub mod check;
 mod record;
 
 #[derive(Debug, thiserror::Error)]
