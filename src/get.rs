@@ -99,14 +99,20 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
         &mut cfg.engine,
         crate::mount::default_data_dir().join("dht.json"),
     )?;
-    let meta = Arc::new(load_or_fetch(
+    let (meta, have_it) = load_or_fetch(
         &rt,
         source,
         &cfg.torrent,
         kept,
         &cfg.engine,
         cfg.metadata_timeout,
-    )?);
+    )?;
+    let meta = Arc::new(meta);
+    for p in have_it {
+        if !cfg.engine.peers.contains(&p) {
+            cfg.engine.peers.push(p);
+        }
+    }
     let state = cfg
         .dir
         .join(format!(".btt-{}.bitfield", meta.info_hash.hex()));

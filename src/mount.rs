@@ -6,7 +6,7 @@
 use crate::engine::{EngineConfig, EngineError, Torrent};
 use crate::fs::Fs;
 use crate::fuse::{BttFuse, Slot};
-use crate::magnet::MagnetError;
+use crate::magnet::{MagnetError, Want};
 use crate::metainfo::{Magnet, Metainfo, MetainfoError};
 use crate::store::{Store, StoreError};
 use fuser::{Config, MountOption, SessionACL};
@@ -160,6 +160,8 @@ fn keep_metadata(path: &Path, meta: &Metainfo) -> Result<(), MountError> {
 /// starts: a wrong argument fails at once); a magnet link's metadata is
 /// fetched first, until Ctrl-C or `timeout`, and kept at `kept(info-hash)`.
 /// For `btt get` and `btt seed`, which need the metadata before anything.
+/// Also returns the peers known to have the torrent (the link's `x.pe=`
+/// and the one that gave the metadata), for the engine to dial.
 pub fn load_or_fetch(
     rt: &tokio::runtime::Runtime,
     source: Source,
@@ -167,14 +169,15 @@ pub fn load_or_fetch(
     kept: impl Fn(&crate::metainfo::InfoHash) -> PathBuf,
     engine: &EngineConfig,
     timeout: Duration,
-) -> Result<Metainfo, MountError> {
+) -> Result<(Metainfo, Vec<std::net::SocketAddr>), MountError> {
     let m = match source {
-        Source::Torrent(meta) => return Ok(meta),
+        Source::Torrent(meta) => return Ok((meta, vec![])),
         Source::Magnet(m) => m,
     };
     // The port we will listen on, if fixed, is what trackers should hand out.
     let own = (engine.listen.port() != 0).then_some(engine.listen);
     let src = magnet_sources(&m, engine, own);
+    let mut peers = src.peers.clone();
     eprintln!(
         "fetching the metadata of {} from peers ({} given, {} trackers)…",
         m.display_name.as_deref().unwrap_or(&m.info_hash.hex()),
@@ -183,7 +186,7 @@ pub fn load_or_fetch(
     );
     let info = rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let fetch = crate::magnet::fetch(m.info_hash, src, timeout, stop_rx);
+        let fetch = crate::magnet::fetch(Want::of(&m), src, timeout, stop_rx);
         tokio::select! {
             r = fetch => r,
             _ = tokio::signal::ctrl_c() => {
@@ -192,13 +195,22 @@ pub fn load_or_fetch(
             }
         }
     })?;
-    let meta = Metainfo::from_info(&info, m.trackers.iter().map(|t| vec![t.clone()]).collect())
+    peers.push(info.from);
+    let meta = info
+        .into_metainfo(magnet_trackers(&m))
         .map_err(|source| MountError::Torrent {
             path: arg.to_path_buf(),
             source,
         })?;
     keep_metadata(&kept(&meta.info_hash), &meta)?;
-    Ok(meta)
+    peers.sort();
+    peers.dedup();
+    Ok((meta, peers))
+}
+
+/// A magnet's `tr=` trackers, one tier each.
+fn magnet_trackers(m: &Magnet) -> Vec<Vec<String>> {
+    m.trackers.iter().map(|t| vec![t.clone()]).collect()
 }
 
 /// The sources a magnet's metadata is fetched from.
@@ -216,7 +228,7 @@ fn magnet_sources(
     crate::magnet::Sources {
         peers,
         trackers: if cfg.use_trackers {
-            m.trackers.iter().map(|t| vec![t.clone()]).collect()
+            magnet_trackers(m)
         } else {
             vec![]
         },
@@ -564,9 +576,10 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
             let src = magnet_sources(&m, &cfg.engine, local);
             let slot = Slot::waiting(waiting_note(&m, &src, cfg.metadata_timeout));
             let name = m.display_name.clone().unwrap_or_else(|| m.info_hash.hex());
-            let fetch = crate::magnet::fetch(m.info_hash, src, cfg.metadata_timeout, stop_rx);
-            let trackers: Vec<Vec<String>> = m.trackers.iter().map(|t| vec![t.clone()]).collect();
-            fetching = Some((Box::pin(fetch), trackers));
+            // Who has the torrent is who the engine dials first.
+            cfg.engine.peers = src.peers.clone();
+            let fetch = crate::magnet::fetch(Want::of(&m), src, cfg.metadata_timeout, stop_rx);
+            fetching = Some((Box::pin(fetch), magnet_trackers(&m)));
             (slot, name)
         }
     };
@@ -622,7 +635,10 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
                 got = fetch => {
                     let (_, trackers) = fetching.take().expect("fetching");
                     let meta = got.map_err(MountError::from).and_then(|info| {
-                        let meta = Metainfo::from_info(&info, trackers).map_err(|source| {
+                        if !cfg.engine.peers.contains(&info.from) {
+                            cfg.engine.peers.push(info.from);
+                        }
+                        let meta = info.into_metainfo(trackers).map_err(|source| {
                             MountError::Torrent { path: cfg.torrent.clone(), source }
                         })?;
                         check_files(&meta, &cfg)?;

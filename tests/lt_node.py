@@ -3,7 +3,7 @@
 tests, run inside the test's loopback-only network namespace.
 
     lt_node.py PORT [--bootstrap HOST:PORT] [--seed TORRENT DATA_DIR]
-                    [--get TORRENT DIR] [--connect HOST:PORT]...
+                    [--get TORRENT|MAGNET DIR] [--connect HOST:PORT]...
 
 Listens for peers and DHT on 127.0.0.1:PORT (TCP and UDP), starts from the
 bootstrap node if given, seeds TORRENT from DATA_DIR if given, or downloads
@@ -64,7 +64,12 @@ if ids:
 got = None
 if a.get:
     torrent, out = a.get
-    got = handle = s.add_torrent({"ti": lt.torrent_info(torrent), "save_path": out})
+    if torrent.startswith("magnet:"):
+        params = lt.parse_magnet_uri(torrent)
+        params.save_path = out
+        got = handle = s.add_torrent(params)
+    else:
+        got = handle = s.add_torrent({"ti": lt.torrent_info(torrent), "save_path": out})
 for c in a.connect:
     host, port = c.rsplit(":", 1)
     handle.connect_peer((host, int(port)))

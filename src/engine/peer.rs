@@ -10,7 +10,7 @@ use super::ext;
 use super::picker::{BlockOutcome, PeerKey, PeerView};
 use super::Torrent;
 use crate::bitfield::Bitfield;
-use crate::wire::{self, BlockRef, ExtHandshake, Handshake, Message};
+use crate::wire::{self, BlockRef, ExtHandshake, Handshake, HashReq, Message};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -348,6 +348,47 @@ impl Session {
                 Ok(())
             }
             Message::Extended { id, payload } => self.on_extended(id, payload),
+            Message::HashRequest(r) => {
+                self.on_hash_request(r);
+                Ok(())
+            }
+            // We ask for hashes only while fetching a magnet's metadata, on
+            // connections of its own.
+            Message::Hashes { .. } | Message::HashReject(_) => Ok(()),
+        }
+    }
+
+    /// BEP 52: hashes of a file's piece layer (with their proof), from the
+    /// layers the torrent holds; a reject for anything else.
+    fn on_hash_request(&mut self, r: HashReq) {
+        let got = self
+            .t
+            .meta
+            .v2
+            .as_ref()
+            .and_then(|v| v.answer(&r.root, r.base, r.index, r.count, r.proof_layers));
+        match got {
+            Some(h) => {
+                debug!(
+                    index = r.index,
+                    count = r.count,
+                    proof = r.proof_layers,
+                    "hash request answered"
+                );
+                self.send(Message::Hashes {
+                    req: r,
+                    hashes: Bytes::from(h.concat()),
+                })
+            }
+            None => {
+                debug!(
+                    index = r.index,
+                    count = r.count,
+                    base = r.base,
+                    "hash request refused"
+                );
+                self.send(Message::HashReject(r));
+            }
         }
     }
 

@@ -7,7 +7,7 @@
 //! [`MAX_SIZE`]), so a peer announcing a huge size and sending nothing costs
 //! nothing.
 
-use crate::metainfo::InfoHash;
+use crate::metainfo::{InfoHash, Magnet};
 use crate::wire::metadata::{pieces, MetadataMsg, MAX_SIZE, PIECE};
 use sha1::{Digest, Sha1};
 
@@ -28,9 +28,49 @@ pub enum FetchError {
     WrongHash,
 }
 
+/// The torrent a link names: the hash peers know it by, and what its info
+/// dictionary must hash to (SHA-1 for v1, SHA-256 for v2; a hybrid link
+/// may give both, and both must match).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Want {
+    pub wire: InfoHash,
+    pub v1: Option<InfoHash>,
+    pub v2: Option<[u8; 32]>,
+}
+
+impl From<InfoHash> for Want {
+    fn from(h: InfoHash) -> Want {
+        Want {
+            wire: h,
+            v1: Some(h),
+            v2: None,
+        }
+    }
+}
+
+impl Want {
+    pub fn of(m: &Magnet) -> Want {
+        Want {
+            wire: m.info_hash,
+            v1: m.v1,
+            v2: m.v2,
+        }
+    }
+
+    fn matches(&self, info: &[u8]) -> bool {
+        (self.v1.is_some() || self.v2.is_some())
+            && self
+                .v1
+                .is_none_or(|h| InfoHash(Sha1::digest(info).into()) == h)
+            && self
+                .v2
+                .is_none_or(|h| crate::metainfo::v2::sha256(info) == h)
+    }
+}
+
 /// One peer's attempt.
 pub struct FromPeer {
-    info_hash: InfoHash,
+    want: Want,
     size: usize,
     /// Pieces received in order so far are `got`; `asked` is the next to ask.
     got: Vec<u8>,
@@ -43,7 +83,7 @@ impl FromPeer {
     /// From the peer's extension handshake: its `metadata_size`. Returns the
     /// attempt and the first requests to send.
     pub fn start(
-        info_hash: InfoHash,
+        want: impl Into<Want>,
         size: Option<u64>,
     ) -> Result<(FromPeer, Vec<MetadataMsg>), FetchError> {
         let size = size.ok_or(FetchError::NotServed)?;
@@ -51,7 +91,7 @@ impl FromPeer {
             return Err(FetchError::TooBig(size));
         }
         let mut f = FromPeer {
-            info_hash,
+            want: want.into(),
             size: size as usize,
             got: Vec::new(),
             asked: 0,
@@ -115,7 +155,7 @@ impl FromPeer {
                     }
                 }
                 if self.got.len() == self.size {
-                    if InfoHash(Sha1::digest(&self.got).into()) != self.info_hash {
+                    if !self.want.matches(&self.got) {
                         return Err(FetchError::WrongHash);
                     }
                     return Ok(Step::Done(std::mem::take(&mut self.got)));
@@ -223,5 +263,40 @@ mod tests {
             f.on_msg(MetadataMsg::Reject { piece: 0 }).err(),
             Some(FetchError::Rejected(0))
         );
+    }
+
+    #[test]
+    fn a_v2_link_checks_the_sha256_and_a_hybrid_one_both() {
+        let (v, h1) = info(100);
+        let h2 = crate::metainfo::v2::sha256(&v);
+        let wire = InfoHash(h2[..20].try_into().unwrap());
+        let whole = |want: Want| {
+            let (mut f, _) = FromPeer::start(want, Some(v.len() as u64)).unwrap();
+            f.on_msg(data(&v, 0))
+        };
+        let v2 = Want {
+            wire,
+            v1: None,
+            v2: Some(h2),
+        };
+        assert!(matches!(whole(v2), Ok(Step::Done(_))));
+        let hybrid = Want {
+            wire: h1,
+            v1: Some(h1),
+            v2: Some(h2),
+        };
+        assert!(matches!(whole(hybrid), Ok(Step::Done(_))));
+        let wrong = Want {
+            v2: Some([1; 32]),
+            ..hybrid
+        };
+        assert_eq!(whole(wrong).err(), Some(FetchError::WrongHash));
+        // The 20 bytes on the wire are not a SHA-1 to check against.
+        let none = Want {
+            wire,
+            v1: None,
+            v2: None,
+        };
+        assert_eq!(whole(none).err(), Some(FetchError::WrongHash));
     }
 }

@@ -4,20 +4,24 @@
 //! This runs before the torrent's engine exists, on connections of its own:
 //! the engine needs the metadata for everything it does (piece count,
 //! bitfields, the store), and a short first phase that ends with a verified
-//! dictionary keeps the engine free of a "no metadata yet" state. Peers come
+//! dictionary keeps the engine free of a "no metadata yet" state (with, for
+//! a v2-only torrent, its piece layers: [`layers`]). Peers come
 //! from the magnet's `x.pe=` and `--peer`, from its trackers (announced
 //! to on the tracker's schedule) and from the DHT. Up to [`PARALLEL`] peers are asked at
 //! once, each for the whole dictionary ([`from_peer`]); the first verified
 //! copy wins. A peer that sends a wrong copy is not asked again.
 
 pub mod from_peer;
+pub mod layers;
 
 use crate::metainfo::InfoHash;
 use crate::tracker::{schedule::Schedule, AnnounceRequest, Event, TrackerSet};
 use crate::wire::metadata::{MetadataMsg, NAME};
 use crate::wire::{self, ExtHandshake, Handshake, Message};
 use bytes::{Bytes, BytesMut};
+pub use from_peer::Want;
 use from_peer::{FetchError, FromPeer, Step};
+use layers::{LayerError, LayerFetch};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -61,6 +65,27 @@ enum PeerFail {
     OtherTorrent,
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Layers(#[from] LayerError),
+}
+
+/// What a magnet link's peers gave: the info dictionary and, for a v2-only
+/// torrent, the piece layers it needs (pieces root, layer).
+#[derive(Debug)]
+pub struct Fetched {
+    pub info: Vec<u8>,
+    pub layers: Vec<(crate::metainfo::v2::Hash, Vec<u8>)>,
+    /// The peer that gave them: it has the torrent, so the engine dials it.
+    pub from: SocketAddr,
+}
+
+impl Fetched {
+    pub fn into_metainfo(
+        self,
+        trackers: Vec<Vec<String>>,
+    ) -> Result<crate::metainfo::Metainfo, crate::metainfo::MetainfoError> {
+        crate::metainfo::Metainfo::from_info_with_layers(&self.info, trackers, &self.layers)
+    }
 }
 
 /// Where to look and who we are.
@@ -131,17 +156,22 @@ fn kind(e: &PeerFail) -> &'static str {
         PeerFail::Fetch(FetchError::NotServed) => "do not serve metadata",
         PeerFail::Fetch(FetchError::WrongHash) => "sent wrong metadata",
         PeerFail::Fetch(_) => "broke the metadata protocol",
+        PeerFail::Layers(LayerError::Rejected) => "do not serve piece hashes",
+        PeerFail::Layers(LayerError::WrongLayer) => "sent wrong piece hashes",
+        PeerFail::Layers(_) => "broke the hash request protocol",
     }
 }
 
-/// Fetches and verifies the info dictionary of `hash`, or gives up after
-/// `timeout` (or when `stop` fires).
+/// Fetches and verifies the info dictionary of `want` (and the piece
+/// layers a v2-only one needs), or gives up after `timeout` (or when
+/// `stop` fires).
 pub async fn fetch(
-    hash: InfoHash,
+    want: Want,
     src: Sources,
     timeout: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<Vec<u8>, MagnetError> {
+) -> Result<Fetched, MagnetError> {
+    let hash = want.wire;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut known: HashMap<SocketAddr, Known> = HashMap::new();
     for p in &src.peers {
@@ -164,7 +194,7 @@ pub async fn fetch(
     });
     let trackers = (!src.trackers.is_empty())
         .then(|| tokio::spawn(announce_loop(hash, src.clone(), addr_tx).in_current_span()));
-    let mut tasks: JoinSet<(SocketAddr, Result<Vec<u8>, PeerFail>)> = JoinSet::new();
+    let mut tasks: JoinSet<(SocketAddr, Result<Fetched, PeerFail>)> = JoinSet::new();
     let mut tally = Tally::default();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     info!(
@@ -187,7 +217,7 @@ pub async fn fetch(
             tally.tried += 1;
             let (addr, src) = (*addr, src.clone());
             let span = tracing::debug_span!("metadata", %addr);
-            tasks.spawn(async move { (addr, from_peer(addr, hash, &src).await) }.instrument(span));
+            tasks.spawn(async move { (addr, from_peer(addr, want, &src).await) }.instrument(span));
         }
         tokio::select! {
             _ = stop.changed() => break Err(MagnetError::Stopped),
@@ -199,16 +229,16 @@ pub async fn fetch(
             Some(done) = tasks.join_next() => {
                 let Ok((addr, r)) = done else { continue };
                 match r {
-                    Ok(info) => {
-                        info!(%addr, bytes = info.len(), "metadata received and verified");
-                        break Ok(info);
+                    Ok(got) => {
+                        info!(%addr, bytes = got.info.len(), layers = got.layers.len(), "metadata received and verified");
+                        break Ok(got);
                     }
                     Err(e) => {
                         debug!(%addr, error = %e, "no metadata from this peer");
                         if let Some(k) = known.get_mut(&addr) {
                             k.busy = false;
-                            if matches!(e, PeerFail::Fetch(FetchError::WrongHash)) {
-                                warn!(%addr, "peer sent metadata that does not match the info-hash; not asking it again");
+                            if matches!(e, PeerFail::Fetch(FetchError::WrongHash) | PeerFail::Layers(LayerError::WrongLayer)) {
+                                warn!(%addr, error = %e, "not asking this peer again");
                                 k.liar = true;
                             }
                         }
@@ -287,8 +317,20 @@ async fn send(s: &mut TcpStream, m: Message) -> std::io::Result<()> {
     s.write_all(&out).await
 }
 
-/// One peer's attempt: handshake, extension handshake, then the pieces.
-async fn from_peer(addr: SocketAddr, hash: InfoHash, src: &Sources) -> Result<Vec<u8>, PeerFail> {
+/// Where one peer's attempt is.
+enum Phase {
+    /// Waiting for its extension handshake.
+    Handshake,
+    /// The dictionary, over `ut_metadata` (the peer's id for it).
+    Metadata(FromPeer, u8),
+    /// The piece layers, over hash requests.
+    Layers(Vec<u8>, LayerFetch),
+}
+
+/// One peer's attempt: handshake, extension handshake, the dictionary's
+/// pieces, then any piece layers it lacks.
+async fn from_peer(addr: SocketAddr, want: Want, src: &Sources) -> Result<Fetched, PeerFail> {
+    let hash = want.wire;
     let mut s = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
         .await
         .map_err(|_| PeerFail::Timeout)??;
@@ -322,7 +364,7 @@ async fn from_peer(addr: SocketAddr, hash: InfoHash, src: &Sources) -> Result<Ve
     .await?;
     let max = wire::max_frame_for(0);
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut attempt: Option<(FromPeer, u8)> = None;
+    let mut phase = Phase::Handshake;
     let mut last_progress = tokio::time::Instant::now();
     loop {
         let n = tokio::time::timeout_at(last_progress + IDLE, s.read_buf(&mut buf))
@@ -332,43 +374,92 @@ async fn from_peer(addr: SocketAddr, hash: InfoHash, src: &Sources) -> Result<Ve
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
         while let Some(m) = wire::decode(&mut buf, max)? {
-            let reqs = match (m, &mut attempt) {
-                (Message::Extended { id: 0, payload }, None) => {
+            let mut out = Vec::new();
+            let step = match (m, &mut phase) {
+                (Message::Extended { id: 0, payload }, Phase::Handshake) => {
                     let h = ExtHandshake::decode(&payload).map_err(|_| FetchError::NotServed)?;
                     let their = h.m.get(NAME).copied().filter(|&id| id != 0);
                     let their = their.ok_or(FetchError::NotServed)?;
-                    let (f, first) = FromPeer::start(hash, h.metadata_size)?;
+                    let (f, first) = FromPeer::start(want, h.metadata_size)?;
                     debug!(size = ?h.metadata_size, client = ?h.client, "peer serves metadata");
-                    attempt = Some((f, their));
-                    first
+                    phase = Phase::Metadata(f, their);
+                    Step::More(first)
                 }
                 (
                     Message::Extended {
                         id: OUR_ID,
                         payload,
                     },
-                    Some((f, _)),
+                    Phase::Metadata(f, _),
                 ) => {
                     let msg = MetadataMsg::decode(&payload)
                         .map_err(|_| FetchError::Unasked { piece: u32::MAX })?;
                     last_progress = tokio::time::Instant::now();
-                    match f.on_msg(msg)? {
-                        Step::Done(info) => return Ok(info),
-                        Step::More(reqs) => reqs,
+                    f.on_msg(msg)?
+                }
+                (Message::Hashes { req, hashes }, Phase::Layers(_, l)) => {
+                    last_progress = tokio::time::Instant::now();
+                    match l.on_hashes(req, &hashes)? {
+                        layers::Step::More(reqs) => {
+                            out.extend(reqs.into_iter().map(Message::HashRequest));
+                            Step::More(vec![])
+                        }
+                        layers::Step::Done(layers) => {
+                            let Phase::Layers(info, _) =
+                                std::mem::replace(&mut phase, Phase::Handshake)
+                            else {
+                                unreachable!("in the layers phase")
+                            };
+                            return Ok(Fetched {
+                                info,
+                                layers,
+                                from: addr,
+                            });
+                        }
                     }
                 }
-                _ => vec![],
+                (Message::HashReject(req), Phase::Layers(_, l)) => {
+                    l.on_reject(req)?;
+                    Step::More(vec![])
+                }
+                _ => Step::More(vec![]),
             };
-            let their = attempt.as_ref().map_or(0, |a| a.1);
-            for r in reqs {
-                send(
-                    &mut s,
-                    Message::Extended {
-                        id: their,
-                        payload: Bytes::from(r.encode()),
-                    },
-                )
-                .await?;
+            match step {
+                Step::More(reqs) => {
+                    if let Phase::Metadata(_, their) = phase {
+                        out.extend(reqs.into_iter().map(|r| Message::Extended {
+                            id: their,
+                            payload: Bytes::from(r.encode()),
+                        }));
+                    }
+                }
+                Step::Done(info) => {
+                    let Some((pl, wanted)) = crate::metainfo::Metainfo::layers_wanted(&info) else {
+                        return Ok(Fetched {
+                            info,
+                            layers: vec![],
+                            from: addr,
+                        });
+                    };
+                    let (l, first) = LayerFetch::start(pl, &wanted);
+                    match first {
+                        layers::Step::Done(layers) => {
+                            return Ok(Fetched {
+                                info,
+                                layers,
+                                from: addr,
+                            })
+                        }
+                        layers::Step::More(reqs) => {
+                            debug!(files = wanted.len(), "asking for the piece layers");
+                            out.extend(reqs.into_iter().map(Message::HashRequest));
+                        }
+                    }
+                    phase = Phase::Layers(info, l);
+                }
+            }
+            for m in out {
+                send(&mut s, m).await?;
             }
         }
     }

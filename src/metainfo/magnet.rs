@@ -1,11 +1,17 @@
-//! Magnet URIs (BEP 9): `magnet:?xt=urn:btih:<hex or base32>&dn=…&tr=…&x.pe=…`.
+//! Magnet URIs (BEP 9): `magnet:?xt=urn:btih:<hex or base32>&dn=…&tr=…&x.pe=…`,
+//! and BEP 52's `xt=urn:btmh:1220<SHA-256 hex>` for v2 (a hybrid has both).
 //! Only parsing lives here; fetching the info dict from peers is the engine's job.
 
 use super::{InfoHash, MetainfoError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Magnet {
+    /// The hash peers know the torrent by: the v1 info-hash, or for a
+    /// v2-only link the v2 one cut to 20 bytes.
     pub info_hash: InfoHash,
+    /// The full hashes the link names: what the fetched metadata must match.
+    pub v1: Option<InfoHash>,
+    pub v2: Option<[u8; 32]>,
     pub display_name: Option<String>,
     pub trackers: Vec<String>,
     pub peers: Vec<String>,
@@ -20,9 +26,10 @@ impl Magnet {
         if url.scheme() != "magnet" {
             return Err(err("scheme is not `magnet:`"));
         }
-        let (mut info_hash, mut v2) = (None, false);
         let mut m = Magnet {
             info_hash: InfoHash([0; 20]),
+            v1: None,
+            v2: None,
             display_name: None,
             trackers: vec![],
             peers: vec![],
@@ -38,9 +45,23 @@ impl Magnet {
                             _ => return Err(err("btih must be 40 hex or 32 base32 characters")),
                         }
                         .map_err(|_| err("btih is not valid hex/base32"))?;
-                        info_hash = Some(InfoHash(raw.try_into().map_err(|_| err("btih length"))?));
+                        m.v1 = Some(InfoHash(raw.try_into().map_err(|_| err("btih length"))?));
+                    } else if let Some(h) = v.strip_prefix("urn:btmh:") {
+                        // A multihash: 0x12 (SHA-256), 0x20 (32 bytes), the hash.
+                        let raw = data_encoding::HEXLOWER_PERMISSIVE
+                            .decode(h.as_bytes())
+                            .map_err(|_| err("btmh is not valid hex"))?;
+                        match raw.strip_prefix(&[0x12, 0x20][..]) {
+                            Some(d) if d.len() == 32 => {
+                                m.v2 = Some(d.try_into().expect("32"));
+                            }
+                            _ => {
+                                return Err(err(
+                                    "btmh must be 1220 and a SHA-256 in hex (64 characters)",
+                                ))
+                            }
+                        }
                     }
-                    v2 |= v.starts_with("urn:btmh:");
                 }
                 "dn" => m.display_name = Some(v.into_owned()),
                 "tr" => m.trackers.push(v.into_owned()),
@@ -70,12 +91,11 @@ impl Magnet {
                 _ => {}
             }
         }
-        m.info_hash = info_hash.ok_or_else(|| match v2 {
-            // Its metadata lacks the piece layers, fetched with BEP 52's
-            // hash requests, which btt does not send yet.
-            true => err("a v2-only magnet link (urn:btmh, no urn:btih) cannot be fetched yet: use its .torrent file"),
-            false => err("no `xt=urn:btih:` (v1 info-hash)"),
-        })?;
+        m.info_hash = match (m.v1, m.v2) {
+            (Some(h), _) => h,
+            (None, Some(h)) => InfoHash(h[..20].try_into().expect("20")),
+            (None, None) => return Err(err("no `xt=urn:btih:` or `xt=urn:btmh:` (info-hash)")),
+        };
         Ok(m)
     }
 

@@ -393,6 +393,45 @@ impl Metainfo {
         Self::from_info_and_layers(info_raw, trackers, None)
     }
 
+    /// [`Metainfo::from_info`] for a v2 torrent whose piece layers came
+    /// from peers (BEP 52 hash requests): pieces root → layer.
+    pub fn from_info_with_layers(
+        info_raw: &[u8],
+        trackers: Vec<Vec<String>>,
+        layers: &[(v2::Hash, Vec<u8>)],
+    ) -> Result<Metainfo> {
+        let d: v2::Layers = layers
+            .iter()
+            .map(|(r, l)| (Cow::Owned(r.to_vec()), Value::Bytes(Cow::Borrowed(&l[..]))))
+            .collect();
+        Self::from_info_and_layers(info_raw, trackers, Some(&d))
+    }
+
+    /// For a v2-only info dictionary, the piece layers a torrent needs and
+    /// an info dictionary does not hold: piece length and (pieces root,
+    /// pieces) of every file of more than one piece. `None` for v1 and
+    /// hybrid torrents (their v1 hashes check every piece) and for a
+    /// dictionary that is not a valid torrent (reading it says why).
+    pub fn layers_wanted(info_raw: &[u8]) -> Option<(u64, Vec<(v2::Hash, u32)>)> {
+        let (info, _) = info_fields(info_raw).ok()?;
+        if int(&info, "meta version").ok()? != Some(2) || get(&info, "pieces").is_some() {
+            return None;
+        }
+        let tree = v2::file_tree(get(&info, "file tree")?).ok()?;
+        let pl = u64::try_from(int(&info, "piece length").ok()??).ok()?;
+        if pl < v2::BLOCK || !pl.is_power_of_two() {
+            return None;
+        }
+        let wanted = tree
+            .iter()
+            .filter_map(|f| {
+                let pieces = u32::try_from(f.length.div_ceil(pl)).ok()?;
+                Some((f.root?, pieces)).filter(|_| pieces > 1)
+            })
+            .collect();
+        Some((pl, wanted))
+    }
+
     /// [`Metainfo::from_info`] with a v2 torrent's piece layers.
     fn from_info_and_layers(
         info_raw: &[u8],

@@ -188,8 +188,8 @@ fn magnets() {
     assert!(Magnet::parse("magnet:?dn=x").is_err());
     assert!(Magnet::parse("http://x").is_err());
     assert!(Magnet::parse("magnet:?xt=urn:btih:zz").is_err());
-    // A hybrid's magnet goes by its v1 hash; a v2-only one is refused
-    // with what to do.
+    // A hybrid's magnet goes by its v1 hash and keeps both; a v2-only one
+    // by its v2 hash cut to 20 bytes.
     let h2 = "d244125a5b91263698b7c3fd28a1b4bff0270ce06be1876d2097c5ee9220dfa9";
     let hy = format!(
         "magnet:?xt=urn:btih:0123456789abcdef0123456789ABCDEF01234567&xt=urn:btmh:1220{h2}"
@@ -198,8 +198,25 @@ fn magnets() {
         Magnet::parse(&hy).unwrap().info_hash.hex(),
         "0123456789abcdef0123456789abcdef01234567"
     );
-    let e = Magnet::parse(&format!("magnet:?xt=urn:btmh:1220{h2}")).unwrap_err();
-    assert!(e.to_string().contains(".torrent"), "{e}");
+    assert_eq!(
+        Magnet::parse(&hy).unwrap().v2.map(hex),
+        Some(h2.to_string())
+    );
+    let v2 = Magnet::parse(&format!("magnet:?xt=urn:btmh:1220{h2}")).unwrap();
+    assert_eq!(v2.info_hash.hex(), h2[..40]);
+    assert_eq!((v2.v1, v2.v2.map(hex)), (None, Some(h2.to_string())));
+    for bad in [
+        format!("1114{h2}"),
+        "1220abcd".into(),
+        format!("1220{h2}00"),
+    ] {
+        let e = Magnet::parse(&format!("magnet:?xt=urn:btmh:{bad}")).unwrap_err();
+        assert!(e.to_string().contains("btmh"), "{bad}: {e}");
+    }
+}
+
+fn hex(h: [u8; 32]) -> String {
+    data_encoding::HEXLOWER.encode(&h)
 }
 
 /// The file list is read as a stream: unknown keys (with nested values) in a

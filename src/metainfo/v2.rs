@@ -164,6 +164,23 @@ fn leaf_file(leaf: &Value, path: &str) -> Result<TreeFile> {
     })
 }
 
+/// The layer a torrent's piece layer is, counted from the 16 KiB blocks
+/// (0) up, as BEP 52's hash requests count.
+pub fn piece_layer_base(piece_length: u64) -> u32 {
+    (piece_length / BLOCK).trailing_zeros()
+}
+
+/// Whether `layer`, the piece layer of a file of `layer.len()` pieces of
+/// `piece_length`, hashes to the file's `root`.
+pub fn layer_matches(root: &Hash, piece_length: u64, layer: &[Hash]) -> bool {
+    let width = layer.len().next_power_of_two();
+    self::root(layer, width, pad_root((piece_length / BLOCK) as usize)) == *root
+}
+
+/// The most hashes one hash request is answered with (libtorrent asks for
+/// 512 at a time).
+pub const MAX_HASHES: u32 = 512;
+
 /// One non-empty file's place in the piece space and its hashes.
 #[derive(Clone, Debug)]
 struct V2File {
@@ -174,6 +191,9 @@ struct V2File {
     /// Where its piece layer is in [`V2::layers`] (empty: one piece, or no
     /// layer given).
     layer: std::ops::Range<u32>,
+    /// The tree above the piece layer (padded, bottom level first), built
+    /// when a peer first asks for hashes of this file.
+    tree: std::sync::OnceLock<std::sync::Arc<Vec<Vec<Hash>>>>,
 }
 
 /// What a v2 or hybrid torrent adds: its SHA-256 info-hash and what checks
@@ -269,6 +289,7 @@ impl V2 {
                 first_piece: u32::try_from(first_piece).map_err(|_| too_many())?,
                 pieces: u32::try_from(pieces).map_err(|_| too_many())?,
                 layer,
+                tree: Default::default(),
             });
         }
         Ok(v)
@@ -306,6 +327,61 @@ impl V2 {
             }
             _ => false,
         }
+    }
+
+    /// The answer to a BEP 52 hash request for the file whose root is
+    /// `root`: `count` hashes of its piece layer (padded to a power of two)
+    /// from `index`, then one uncle hash per proof layer above the first
+    /// `log2(count) - 1`, as libtorrent answers (and checks). `None`: a
+    /// layer we do not hold (the block layer, a file we lack the layer of)
+    /// or a request out of bounds; the asker gets a reject.
+    pub fn answer(
+        &self,
+        root: &Hash,
+        base: u32,
+        index: u32,
+        count: u32,
+        proof_layers: u32,
+    ) -> Option<Vec<Hash>> {
+        let f = self.files.iter().find(|f| f.root == *root)?;
+        if f.layer.is_empty() || base != piece_layer_base(self.piece_length) {
+            return None;
+        }
+        let width = (f.pieces as u64).next_power_of_two();
+        let height = width.trailing_zeros();
+        if count == 0
+            || count > MAX_HASHES
+            || index as u64 + count as u64 > width
+            || proof_layers >= height
+        {
+            return None;
+        }
+        let tree = f.tree.get_or_init(|| {
+            let pad = pad_root((self.piece_length / BLOCK) as usize);
+            let mut level = self.layers[f.layer.start as usize..f.layer.end as usize].to_vec();
+            level.resize(width as usize, pad);
+            let mut levels = vec![level];
+            while levels.last().expect("a level").len() > 1 {
+                let up = levels
+                    .last()
+                    .expect("a level")
+                    .chunks(2)
+                    .map(|c| pair(&c[0], &c[1]));
+                levels.push(up.collect());
+            }
+            std::sync::Arc::new(levels)
+        });
+        let mut out = tree[0][index as usize..(index + count) as usize].to_vec();
+        // Uncles start above the subtree the hashes span.
+        let inside = count.next_power_of_two().trailing_zeros().saturating_sub(1);
+        let mut at = index as usize;
+        for i in 0..proof_layers {
+            at /= 2;
+            if i >= inside {
+                out.push(tree[i as usize + 1][at ^ 1]);
+            }
+        }
+        Some(out)
     }
 
     /// The `piece layers` a `.torrent` carries for these files (sorted by
@@ -404,6 +480,59 @@ mod tests {
         // Unless the v1 hashes check the pieces (hybrid).
         assert!(V2::new([0; 32], pl, &files, None, false).is_ok());
         assert!(V2::new([0; 32], 3 * BLOCK, &files, None, false).is_err());
+    }
+
+    /// Hash requests are answered as libtorrent answers them: the hashes,
+    /// then the uncles that lead from their subtree to the root.
+    #[test]
+    fn hash_requests_get_the_layer_and_its_proof() {
+        let pl = 2 * BLOCK;
+        let big: Vec<u8> = (0..7 * pl).map(|i| (i % 253) as u8).collect();
+        let files = tree(&[("big", &big)]);
+        let r = files[0].root.unwrap();
+        let layer: Vec<Hash> = big.chunks(pl as usize).map(|p| data_root(p, 2)).collect();
+        let mut layers = Layers::new();
+        layers.insert(
+            Cow::Owned(r.to_vec()),
+            Value::Bytes(Cow::Owned(layer.concat())),
+        );
+        let v = V2::new([0; 32], pl, &files, Some(&layers), true).unwrap();
+        // Pieces 2 and 3 with two proof layers: the sibling pair, then the
+        // other half of the tree (whose last leaf is padding).
+        let got = v.answer(&r, 1, 2, 2, 2).unwrap();
+        assert_eq!(got.len(), 4);
+        assert_eq!(&got[..2], &layer[2..4]);
+        let up = pair(&got[2], &pair(&got[0], &got[1]));
+        assert_eq!(pair(&up, &got[3]), r);
+        // The last chunk is padded; no proof asked, none given.
+        let got = v.answer(&r, 1, 4, 4, 0).unwrap();
+        assert_eq!(&got[..3], &layer[4..]);
+        assert_eq!(got[3], pad_root(2));
+        assert_eq!(
+            pair(&pair(&layer[0], &layer[1]), &pair(&layer[2], &layer[3])),
+            got_left(&v, &r)
+        );
+        // Out of bounds, a layer we do not hold, proof up to the root.
+        for (base, index, count, proof) in [
+            (1, 6, 4, 0),
+            (0, 0, 2, 0),
+            (1, 0, 0, 0),
+            (1, 0, 2, 3),
+            (1, 0, 1024, 0),
+        ] {
+            assert_eq!(
+                v.answer(&r, base, index, count, proof),
+                None,
+                "{base} {index} {count} {proof}"
+            );
+        }
+        assert_eq!(v.answer(&[1; 32], 1, 0, 2, 0), None);
+    }
+
+    /// The left half's root, through a request whose proof is the right half.
+    fn got_left(v: &V2, r: &Hash) -> Hash {
+        let got = v.answer(r, 1, 4, 4, 2).unwrap();
+        got[4]
     }
 
     #[test]

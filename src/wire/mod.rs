@@ -1,5 +1,5 @@
 //! BitTorrent peer wire protocol: BEP 3 messages, BEP 6 fast extension, BEP 10
-//! extension protocol framing.
+//! extension protocol framing, BEP 52 hash requests.
 //!
 //! Sans-io: [`decode`] takes a buffer and returns a message, "need more" or an error;
 //! it never panics, whatever the bytes (see the property tests), and refuses frames
@@ -82,6 +82,42 @@ pub struct BlockRef {
     pub length: u32,
 }
 
+/// A BEP 52 hash request (and the header of its answer or refusal): of the
+/// merkle tree of the file whose root is `root`, `count` hashes of layer
+/// `base` (0: 16 KiB blocks) from `index`, with the uncle hashes of
+/// `proof_layers` layers above them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashReq {
+    pub root: [u8; 32],
+    pub base: u32,
+    pub index: u32,
+    pub count: u32,
+    pub proof_layers: u32,
+}
+
+impl HashReq {
+    const LEN: usize = 48;
+
+    fn get(f: &mut Bytes) -> HashReq {
+        let mut root = [0u8; 32];
+        f.copy_to_slice(&mut root);
+        HashReq {
+            root,
+            base: f.get_u32(),
+            index: f.get_u32(),
+            count: f.get_u32(),
+            proof_layers: f.get_u32(),
+        }
+    }
+
+    fn put(&self, out: &mut BytesMut) {
+        out.put_slice(&self.root);
+        for v in [self.base, self.index, self.count, self.proof_layers] {
+            out.put_u32(v);
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     KeepAlive,
@@ -105,6 +141,14 @@ pub enum Message {
     HaveNone,
     Reject(BlockRef),
     AllowedFast(u32),
+    // BEP 52
+    HashRequest(HashReq),
+    /// The hashes asked for, then the uncle hashes (32 bytes each).
+    Hashes {
+        req: HashReq,
+        hashes: Bytes,
+    },
+    HashReject(HashReq),
     // BEP 10: id 0 is the handshake, others are the ids the receiver assigned.
     Extended {
         id: u8,
@@ -191,6 +235,15 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Message>, WireErr
         0x0F => exact(0).map(|_| Message::HaveNone)?,
         0x10 => exact(12).map(|_| Message::Reject(block(&mut frame)))?,
         0x11 => exact(4).map(|_| Message::AllowedFast(frame.get_u32()))?,
+        21 => exact(HashReq::LEN).map(|_| Message::HashRequest(HashReq::get(&mut frame)))?,
+        22 => {
+            if len < HashReq::LEN || !(len - HashReq::LEN).is_multiple_of(32) {
+                return Err(WireError::BadLength { id, len });
+            }
+            let req = HashReq::get(&mut frame);
+            Message::Hashes { req, hashes: frame }
+        }
+        23 => exact(HashReq::LEN).map(|_| Message::HashReject(HashReq::get(&mut frame)))?,
         20 => {
             if len < 1 {
                 return Err(WireError::BadLength { id, len });
@@ -255,6 +308,21 @@ impl Message {
             Message::HaveNone => simple(out, 0x0F),
             Message::Reject(b) => with_block(out, 0x10, b),
             Message::AllowedFast(i) => with_u32(out, 0x11, *i),
+            Message::HashRequest(r) | Message::HashReject(r) => {
+                out.put_u32(1 + HashReq::LEN as u32);
+                out.put_u8(if matches!(self, Message::HashRequest(_)) {
+                    21
+                } else {
+                    23
+                });
+                r.put(out);
+            }
+            Message::Hashes { req, hashes } => {
+                out.put_u32((1 + HashReq::LEN + hashes.len()) as u32);
+                out.put_u8(22);
+                req.put(out);
+                out.put_slice(hashes);
+            }
             Message::Extended { id, payload } => {
                 out.put_u32(2 + payload.len() as u32);
                 out.put_u8(20);

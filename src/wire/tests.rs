@@ -11,6 +11,13 @@ fn roundtrip(m: Message) {
 
 #[test]
 fn all_messages_roundtrip() {
+    let hr = HashReq {
+        root: [9; 32],
+        base: 1,
+        index: 512,
+        count: 2,
+        proof_layers: 3,
+    };
     let blk = BlockRef {
         index: 3,
         begin: 16384,
@@ -41,6 +48,12 @@ fn all_messages_roundtrip() {
             id: 0,
             payload: Bytes::from_static(b"de"),
         },
+        Message::HashRequest(hr),
+        Message::HashReject(hr),
+        Message::Hashes {
+            req: hr,
+            hashes: Bytes::from(vec![5u8; 64]),
+        },
     ] {
         roundtrip(m);
     }
@@ -66,6 +79,19 @@ fn need_more_and_limits() {
     );
     let mut b = BytesMut::from(&[0u8, 0, 0, 1, 99][..]);
     assert_eq!(decode(&mut b, 100), Ok(Some(Message::Unknown { id: 99 })));
+    // BEP 52: a hash request of the wrong size, hashes not whole.
+    let mut b = BytesMut::from(&[0u8, 0, 0, 2, 21, 0][..]);
+    assert_eq!(
+        decode(&mut b, 100),
+        Err(WireError::BadLength { id: 21, len: 1 })
+    );
+    let mut frame = vec![0u8, 0, 0, 1 + 48 + 5, 22];
+    frame.extend([0u8; 53]);
+    let mut b = BytesMut::from(&frame[..]);
+    assert_eq!(
+        decode(&mut b, 200),
+        Err(WireError::BadLength { id: 22, len: 53 })
+    );
 }
 
 #[test]
