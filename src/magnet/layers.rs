@@ -40,7 +40,6 @@ struct File {
 /// One peer's attempt at every layer a torrent needs.
 pub struct LayerFetch {
     piece_length: u64,
-    base: u32,
     files: Vec<File>,
     by_root: HashMap<Hash, usize>,
     to_ask: VecDeque<HashReq>,
@@ -60,7 +59,6 @@ impl LayerFetch {
         let base = piece_layer_base(piece_length);
         let mut f = LayerFetch {
             piece_length,
-            base,
             files: Vec::new(),
             by_root: HashMap::new(),
             to_ask: VecDeque::new(),
@@ -142,17 +140,12 @@ impl LayerFetch {
         Ok(self.step())
     }
 
-    /// The peer refused one of our requests.
-    pub fn on_reject(&mut self, req: HashReq) -> Result<Step, LayerError> {
+    /// The peer refused one of our requests: what ends the attempt.
+    pub fn on_reject(&self, req: HashReq) -> LayerError {
         match self.asked.contains(&req) {
-            true => Err(LayerError::Rejected),
-            false => Err(LayerError::Unasked),
+            true => LayerError::Rejected,
+            false => LayerError::Unasked,
         }
-    }
-
-    /// The layer requests are counted from (for tests and logs).
-    pub fn base(&self) -> u32 {
-        self.base
     }
 }
 
@@ -193,8 +186,8 @@ mod tests {
         let (a, ra) = file(1300, 1);
         let (b, rb) = file(3, 2);
         let (mut f, first) = LayerFetch::start(pl, &[(ra, 1300), (rb, 3), ([9; 32], 1)]);
-        assert_eq!(f.base(), 1);
         let mut pending = reqs(first);
+        assert!(pending.iter().all(|r| r.base == 1 && r.proof_layers == 0));
         // 1300 pieces: 512, 512, then 276 asked as 512 (a power of two); 3 as 4.
         assert_eq!(pending.len(), 4);
         assert_eq!(
@@ -264,9 +257,10 @@ mod tests {
         let mut bad = answer(&a, &r);
         bad[40] ^= 1;
         assert_eq!(f.on_hashes(r, &bad).err(), Some(LayerError::WrongLayer));
-        let (mut f, first) = LayerFetch::start(pl, &[(ra, 6)]);
+        let (f, first) = LayerFetch::start(pl, &[(ra, 6)]);
         let r = reqs(first)[0];
-        assert_eq!(f.on_reject(r).err(), Some(LayerError::Rejected));
+        assert_eq!(f.on_reject(r), LayerError::Rejected);
+        assert_eq!(f.on_reject(HashReq { index: 4, ..r }), LayerError::Unasked);
         // Nothing wanted: done at once.
         assert!(matches!(LayerFetch::start(pl, &[]).1, Step::Done(d) if d.is_empty()));
     }

@@ -317,14 +317,34 @@ async fn send(s: &mut TcpStream, m: Message) -> std::io::Result<()> {
     s.write_all(&out).await
 }
 
-/// Where one peer's attempt is.
-enum Phase {
-    /// Waiting for its extension handshake.
-    Handshake,
-    /// The dictionary, over `ut_metadata` (the peer's id for it).
-    Metadata(FromPeer, u8),
-    /// The piece layers, over hash requests.
-    Layers(Vec<u8>, LayerFetch),
+/// The peer's messages, one at a time, until it has been silent for [`IDLE`]
+/// since it last moved the attempt on ([`Reader::progress`]).
+struct Reader {
+    s: TcpStream,
+    buf: BytesMut,
+    last_progress: tokio::time::Instant,
+}
+
+impl Reader {
+    async fn next(&mut self) -> Result<Message, PeerFail> {
+        let max = wire::max_frame_for(0);
+        loop {
+            if let Some(m) = wire::decode(&mut self.buf, max)? {
+                return Ok(m);
+            }
+            let n =
+                tokio::time::timeout_at(self.last_progress + IDLE, self.s.read_buf(&mut self.buf))
+                    .await
+                    .map_err(|_| PeerFail::Timeout)??;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+        }
+    }
+
+    fn progress(&mut self) {
+        self.last_progress = tokio::time::Instant::now();
+    }
 }
 
 /// One peer's attempt: handshake, extension handshake, the dictionary's
@@ -362,105 +382,83 @@ async fn from_peer(addr: SocketAddr, want: Want, src: &Sources) -> Result<Fetche
         },
     )
     .await?;
-    let max = wire::max_frame_for(0);
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut phase = Phase::Handshake;
-    let mut last_progress = tokio::time::Instant::now();
+    let mut r = Reader {
+        s,
+        buf: BytesMut::with_capacity(64 * 1024),
+        last_progress: tokio::time::Instant::now(),
+    };
+    let info = info_from(&mut r, want).await?;
+    let layers = match crate::metainfo::Metainfo::layers_wanted(&info) {
+        Some((pl, wanted)) => layers_from(&mut r, pl, &wanted).await?,
+        None => vec![],
+    };
+    Ok(Fetched {
+        info,
+        layers,
+        from: addr,
+    })
+}
+
+/// The info dictionary, over `ut_metadata` (BEP 9).
+async fn info_from(r: &mut Reader, want: Want) -> Result<Vec<u8>, PeerFail> {
+    let (mut f, their, mut reqs) = loop {
+        if let Message::Extended { id: 0, payload } = r.next().await? {
+            let h = ExtHandshake::decode(&payload).map_err(|_| FetchError::NotServed)?;
+            let their = h.m.get(NAME).copied().filter(|&id| id != 0);
+            let their = their.ok_or(FetchError::NotServed)?;
+            let (f, first) = FromPeer::start(want, h.metadata_size)?;
+            debug!(size = ?h.metadata_size, client = ?h.client, "peer serves metadata");
+            break (f, their, first);
+        }
+    };
     loop {
-        let n = tokio::time::timeout_at(last_progress + IDLE, s.read_buf(&mut buf))
-            .await
-            .map_err(|_| PeerFail::Timeout)??;
-        if n == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
-        }
-        while let Some(m) = wire::decode(&mut buf, max)? {
-            let mut out = Vec::new();
-            let step = match (m, &mut phase) {
-                (Message::Extended { id: 0, payload }, Phase::Handshake) => {
-                    let h = ExtHandshake::decode(&payload).map_err(|_| FetchError::NotServed)?;
-                    let their = h.m.get(NAME).copied().filter(|&id| id != 0);
-                    let their = their.ok_or(FetchError::NotServed)?;
-                    let (f, first) = FromPeer::start(want, h.metadata_size)?;
-                    debug!(size = ?h.metadata_size, client = ?h.client, "peer serves metadata");
-                    phase = Phase::Metadata(f, their);
-                    Step::More(first)
-                }
-                (
-                    Message::Extended {
-                        id: OUR_ID,
-                        payload,
-                    },
-                    Phase::Metadata(f, _),
-                ) => {
-                    let msg = MetadataMsg::decode(&payload)
-                        .map_err(|_| FetchError::Unasked { piece: u32::MAX })?;
-                    last_progress = tokio::time::Instant::now();
-                    f.on_msg(msg)?
-                }
-                (Message::Hashes { req, hashes }, Phase::Layers(_, l)) => {
-                    last_progress = tokio::time::Instant::now();
-                    match l.on_hashes(req, &hashes)? {
-                        layers::Step::More(reqs) => {
-                            out.extend(reqs.into_iter().map(Message::HashRequest));
-                            Step::More(vec![])
-                        }
-                        layers::Step::Done(layers) => {
-                            let Phase::Layers(info, _) =
-                                std::mem::replace(&mut phase, Phase::Handshake)
-                            else {
-                                unreachable!("in the layers phase")
-                            };
-                            return Ok(Fetched {
-                                info,
-                                layers,
-                                from: addr,
-                            });
-                        }
-                    }
-                }
-                (Message::HashReject(req), Phase::Layers(_, l)) => {
-                    l.on_reject(req)?;
-                    Step::More(vec![])
-                }
-                _ => Step::More(vec![]),
+        for q in reqs.drain(..) {
+            let m = Message::Extended {
+                id: their,
+                payload: Bytes::from(q.encode()),
             };
-            match step {
-                Step::More(reqs) => {
-                    if let Phase::Metadata(_, their) = phase {
-                        out.extend(reqs.into_iter().map(|r| Message::Extended {
-                            id: their,
-                            payload: Bytes::from(r.encode()),
-                        }));
-                    }
-                }
-                Step::Done(info) => {
-                    let Some((pl, wanted)) = crate::metainfo::Metainfo::layers_wanted(&info) else {
-                        return Ok(Fetched {
-                            info,
-                            layers: vec![],
-                            from: addr,
-                        });
-                    };
-                    let (l, first) = LayerFetch::start(pl, &wanted);
-                    match first {
-                        layers::Step::Done(layers) => {
-                            return Ok(Fetched {
-                                info,
-                                layers,
-                                from: addr,
-                            })
-                        }
-                        layers::Step::More(reqs) => {
-                            debug!(files = wanted.len(), "asking for the piece layers");
-                            out.extend(reqs.into_iter().map(Message::HashRequest));
-                        }
-                    }
-                    phase = Phase::Layers(info, l);
-                }
-            }
-            for m in out {
-                send(&mut s, m).await?;
+            send(&mut r.s, m).await?;
+        }
+        if let Message::Extended {
+            id: OUR_ID,
+            payload,
+        } = r.next().await?
+        {
+            let msg = MetadataMsg::decode(&payload)
+                .map_err(|_| FetchError::Unasked { piece: u32::MAX })?;
+            r.progress();
+            match f.on_msg(msg)? {
+                Step::Done(info) => return Ok(info),
+                Step::More(more) => reqs = more,
             }
         }
+    }
+}
+
+/// A v2-only torrent's piece layers, over hash requests (BEP 52).
+async fn layers_from(
+    r: &mut Reader,
+    piece_length: u64,
+    wanted: &[(crate::metainfo::v2::Hash, u32)],
+) -> Result<Vec<(crate::metainfo::v2::Hash, Vec<u8>)>, PeerFail> {
+    debug!(files = wanted.len(), "asking for the piece layers");
+    let (mut l, mut step) = LayerFetch::start(piece_length, wanted);
+    loop {
+        match step {
+            layers::Step::Done(layers) => return Ok(layers),
+            layers::Step::More(reqs) => {
+                for q in reqs {
+                    send(&mut r.s, Message::HashRequest(q)).await?;
+                }
+            }
+        }
+        step = match r.next().await? {
+            Message::Hashes { req, hashes } => {
+                r.progress();
+                l.on_hashes(req, &hashes)?
+            }
+            Message::HashReject(req) => return Err(l.on_reject(req).into()),
+            _ => layers::Step::More(vec![]),
+        };
     }
 }

@@ -46,6 +46,35 @@ fn lt_make(content: &Path, kind: &str) -> PathBuf {
     out
 }
 
+/// `btt seed` of `torrent` from `data` inside `ns` on `port`, logging at
+/// `log_level` (RUST_LOG), once it says it is seeding.
+fn seed_in(
+    ns: &NetNs,
+    torrent: &Path,
+    data: &Path,
+    port: u16,
+    log: &Path,
+    log_level: &str,
+) -> Proc {
+    let mut c = ns.command(BTT);
+    c.arg("seed")
+        .arg(torrent)
+        .arg("--data")
+        .arg(data)
+        .args(["--no-dht", "--no-trackers"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", log_level);
+    let sp = Proc::spawn("btt seed", &mut c, log);
+    assert!(
+        wait_until(Duration::from_secs(20), || sp
+            .log_text()
+            .contains("seeding")),
+        "{}",
+        sp.log_text()
+    );
+    sp
+}
+
 /// A mount of `torrent` made and seeded by libtorrent reads every file
 /// byte-exact: v2-only (checked with SHA-256 merkle hashes alone) and
 /// hybrid.
@@ -98,20 +127,13 @@ fn libtorrent_downloads_btt_made_v2_and_hybrid_torrents_from_btt_seed() {
             &[&format!("--{kind}"), "--piece-size", "32KiB"],
         );
         let port = free_port();
-        let mut c = ns.command(BTT);
-        c.arg("seed")
-            .arg(&torrent)
-            .arg("--data")
-            .arg(&seed)
-            .args(["--no-dht", "--no-trackers"])
-            .args(["--listen", &format!("127.0.0.1:{port}")]);
-        let sp = Proc::spawn("btt seed", &mut c, &d.join(format!("seed-{kind}.log")));
-        assert!(
-            wait_until(Duration::from_secs(20), || sp
-                .log_text()
-                .contains("seeding")),
-            "{}",
-            sp.log_text()
+        let sp = seed_in(
+            &ns,
+            &torrent,
+            &seed,
+            port,
+            &d.join(format!("seed-{kind}.log")),
+            "info",
         );
         let got = d.join(format!("lt-{kind}"));
         std::fs::create_dir_all(&got).unwrap();
@@ -261,22 +283,7 @@ fn libtorrent_fetches_a_v2_magnet_from_btt_seed() {
         &["--v2", "--piece-size", "16KiB"],
     );
     let port = free_port();
-    let mut c = ns.command(BTT);
-    c.arg("seed")
-        .arg(&torrent)
-        .arg("--data")
-        .arg(&seed)
-        .args(["--no-dht", "--no-trackers"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "btt=debug");
-    let sp = Proc::spawn("btt seed", &mut c, &d.join("seed.log"));
-    assert!(
-        wait_until(Duration::from_secs(20), || sp
-            .log_text()
-            .contains("seeding")),
-        "{}",
-        sp.log_text()
-    );
+    let sp = seed_in(&ns, &torrent, &seed, port, &d.join("seed.log"), "btt=debug");
     let got = d.join("lt");
     std::fs::create_dir_all(&got).unwrap();
     let lt = lt_peer(
