@@ -10,7 +10,7 @@
 use super::ext;
 use super::peer::{Remote, Session, MAX_UPLOAD_QUEUE};
 use super::{PeerCmd, Torrent};
-use crate::wire::{self, BlockRef, Handshake, Message};
+use crate::wire::{self, BlockRef, Handshake, HashReq, Message};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -149,7 +149,11 @@ async fn incoming(
     }
     // A hybrid answers on the info-hash it was asked for.
     stream
-        .write_all(&Handshake::new(theirs.info_hash, t.peer_id).encode())
+        .write_all(
+            &Handshake::new(theirs.info_hash, t.peer_id)
+                .with_v2(t.meta.v2.is_some())
+                .encode(),
+        )
         .await?;
     run(t, stream, addr, theirs, true).await
 }
@@ -168,7 +172,11 @@ pub(crate) async fn dial(t: Arc<Torrent>, addr: SocketAddr) {
                 .await
                 .map_err(|_| PeerError::HandshakeTimeout)??;
             stream
-                .write_all(&Handshake::new(t.meta.info_hash.0, t.peer_id).encode())
+                .write_all(
+                    &Handshake::new(t.meta.info_hash.0, t.peer_id)
+                        .with_v2(t.meta.v2.is_some())
+                        .encode(),
+                )
                 .await?;
             let theirs = their_handshake(&t, &mut stream).await?;
             run(t.clone(), stream, addr, theirs, false).await
@@ -199,10 +207,12 @@ async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, PeerError> 
     Ok(Handshake::decode(&buf)?)
 }
 
-/// Reads the peer's handshake (bounded in time) and checks it is for our torrent.
+/// Reads the peer's handshake (bounded in time) and checks it is for our
+/// torrent. A hybrid's either hash will do: asked by its v1 hash with
+/// BEP 52's bit set, libtorrent answers with the v2 one (an upgrade).
 async fn their_handshake(t: &Torrent, stream: &mut TcpStream) -> Result<Handshake, PeerError> {
     let theirs = read_handshake(stream).await?;
-    if theirs.info_hash != t.meta.info_hash.0 {
+    if !t.meta.answers_to(&theirs.info_hash) {
         return Err(PeerError::WrongInfoHash(
             data_encoding::HEXLOWER.encode(&theirs.info_hash),
         ));
@@ -214,6 +224,8 @@ async fn their_handshake(t: &Torrent, stream: &mut TcpStream) -> Result<Handshak
 pub(super) enum Out {
     Msg(Message),
     Upload(BlockRef),
+    /// A block-layer hash request to answer from these pieces' data.
+    BlockHashes(HashReq, std::ops::Range<usize>),
 }
 
 /// Uploads accepted and not yet written: bounds the queue, and tells a
@@ -226,6 +238,8 @@ pub(super) struct UploadQueue {
     pub(super) msgs: AtomicUsize,
     /// `btt_pay` messages waiting for the seller hook.
     pub(super) pay: AtomicUsize,
+    /// Block-layer hash requests waiting for the writer.
+    pub(super) hashing: AtomicUsize,
 }
 
 /// Messages we may have queued for a peer that does not read them (BEP 6
@@ -317,6 +331,36 @@ async fn writer(
                     t.stats
                         .uploaded
                         .fetch_add(r.length as u64, Ordering::Relaxed);
+                }
+                Out::BlockHashes(r, pieces) => {
+                    dec(&queued.hashing);
+                    let (store, meta) = (t.store.clone(), t.meta.clone());
+                    let got = tokio::task::spawn_blocking(move || {
+                        let data = pieces
+                            .map(|p| store.read_piece(p))
+                            .collect::<Result<Vec<_>, _>>()
+                            .ok()?;
+                        meta.v2.as_ref()?.block_answer(
+                            &r.root,
+                            r.index,
+                            r.count,
+                            r.proof_layers,
+                            &data,
+                        )
+                    })
+                    .await
+                    .map_err(|e| PeerError::Protocol(e.to_string()))?;
+                    match got {
+                        Some(h) => {
+                            debug!(index = r.index, count = r.count, "block hashes answered");
+                            Message::Hashes {
+                                req: r,
+                                hashes: Bytes::from(h.concat()),
+                            }
+                            .encode(&mut buf)
+                        }
+                        None => Message::HashReject(r).encode(&mut buf),
+                    }
                 }
             }
             if buf.len() < 256 * 1024 {
@@ -445,6 +489,7 @@ async fn session_loop(
                 Some(PeerCmd::Choke) => s.send(Message::Choke),
                 Some(PeerCmd::Unchoke) => s.send(Message::Unchoke),
                 Some(PeerCmd::Close(why)) => return Err(PeerError::Refused(why)),
+                Some(PeerCmd::AskBlockHashes(p)) => s.ask_block_hashes(p),
                 None => return Ok(()),
             },
             _ = wake.notified() => {

@@ -8,6 +8,7 @@
 //! be verified. Nothing here knows about FUSE.
 
 mod blame;
+mod block_hashes;
 pub mod choke;
 mod conn;
 pub mod discovery;
@@ -19,7 +20,7 @@ pub mod picker;
 pub mod status;
 
 use crate::bitfield::Bitfield;
-use crate::metainfo::Metainfo;
+use crate::metainfo::{v2, Metainfo};
 use crate::store::{Store, StoreError};
 use crate::tracker::{schedule::Schedule, AnnounceRequest, Event, TrackerSet};
 use bytes::Bytes;
@@ -265,6 +266,9 @@ pub(crate) enum PeerCmd {
     Choke,
     Unchoke,
     Close(String),
+    /// Ask the peer, if it has this piece, for its block hashes (a v2
+    /// piece failed with several senders; see [`block_hashes`]).
+    AskBlockHashes(usize),
 }
 
 pub(crate) struct PeerEntry {
@@ -318,6 +322,7 @@ pub(crate) struct State {
     /// connection from them is refused (see [`blame`]).
     banned: HashSet<IpAddr>,
     blame: blame::Blame,
+    block_hashes: block_hashes::BlockHashes,
     closed: bool,
     optimistic: Option<PeerKey>,
     choke_round: u64,
@@ -450,6 +455,7 @@ impl Torrent {
                 known: HashMap::new(),
                 banned: HashSet::new(),
                 blame: blame::Blame::default(),
+                block_hashes: Default::default(),
                 closed: false,
                 optimistic: None,
                 choke_round: 0,
@@ -871,17 +877,22 @@ impl Torrent {
         tokio::spawn(
             async move {
                 let meta = t.meta.clone();
-                let (ok, data) = tokio::task::spawn_blocking(move || {
+                let (ok, data, blocks) = tokio::task::spawn_blocking(move || {
                     let ok = meta.piece_ok(piece, &data);
-                    (ok, data)
+                    // A v2 piece that failed: what its block hashes will
+                    // be checked against.
+                    let blocks = (!ok).then(|| meta.v2.as_ref()).flatten().and_then(|v| {
+                        Some((v.block_request(piece)?, v.block_digests(piece, &data)))
+                    });
+                    (ok, data, blocks)
                 })
                 .await
-                .unwrap_or((false, Vec::new()));
+                .unwrap_or((false, Vec::new(), None));
                 if ok {
                     t.piece_ok(piece, Bytes::from(data), from);
                 } else {
                     t.settle_paid(piece, &from, false);
-                    t.piece_bad(piece, &data, from);
+                    t.piece_bad(piece, &data, from, blocks);
                 }
             }
             .instrument(self.span.clone()),
@@ -923,7 +934,11 @@ impl Torrent {
         }
         // A piece that failed before with several senders: whoever sent a
         // block that differs from the good data lied.
-        let earlier = self.lock().blame.take(piece);
+        let earlier = {
+            let mut st = self.lock();
+            st.block_hashes.forget(piece);
+            st.blame.take(piece)
+        };
         if let Some(e) = earlier {
             for ip in blame::liars(&e, &data, crate::wire::BLOCK_SIZE as usize) {
                 self.ban_ip(ip, "sent a bad block in a piece that failed its hash check");
@@ -979,7 +994,15 @@ impl Torrent {
         });
     }
 
-    fn piece_bad(&self, piece: usize, data: &[u8], from: Vec<PeerKey>) {
+    /// A piece failed its hash check. `blocks`: for a v2 piece, the block
+    /// hash request that names its bad blocks and each block's SHA-256.
+    fn piece_bad(
+        &self,
+        piece: usize,
+        data: &[u8],
+        from: Vec<PeerKey>,
+        v2_blocks: Option<(v2::BlockSpan, Vec<v2::Hash>)>,
+    ) {
         self.stats.hash_failures.fetch_add(1, Ordering::Relaxed);
         self.stats
             .wasted
@@ -1000,9 +1023,60 @@ impl Torrent {
             blame::Failed::RetryAlone => {
                 debug!(parent: &self.span, piece, "hash failure with several senders: fetching the piece again from one peer alone");
                 st.picker.retry_alone(piece);
+                if let Some((span, digests)) = v2_blocks {
+                    let senders = from.iter().map(|k| st.peers.get(k).map(|p| p.addr.ip()));
+                    let blocks = senders.zip(digests).collect();
+                    st.block_hashes.failed(piece, span, blocks, Instant::now());
+                    debug!(parent: &self.span, piece, "asking for the failed piece's block hashes");
+                    for p in st.peers.values() {
+                        let _ = p.cmd.send(PeerCmd::AskBlockHashes(piece));
+                    }
+                }
             }
         }
         Self::wake_peers(&st);
+    }
+
+    /// A peer asked for a failed piece's block hashes (see [`block_hashes`])
+    /// may send the request: the request, if still wanted.
+    pub(crate) fn may_ask_block_hashes(&self, piece: usize) -> Option<v2::BlockSpan> {
+        self.lock().block_hashes.may_ask(piece)
+    }
+
+    /// `from` answered a block-layer hash request: if it is one we asked
+    /// and the hashes check out against the piece's hash, whoever sent a
+    /// block that differs is banned at once; wrong hashes ban `from`.
+    pub(crate) fn block_hashes_answered(
+        &self,
+        from: SocketAddr,
+        span: v2::BlockSpan,
+        hashes: &[u8],
+    ) {
+        let Some(v) = self.meta.v2.as_ref() else {
+            return;
+        };
+        let hashes: Vec<v2::Hash> = hashes
+            .chunks_exact(32)
+            .map(|c| c.try_into().expect("32"))
+            .collect();
+        let judged = self
+            .lock()
+            .block_hashes
+            .answered(span, &hashes, |p, h| v.block_hashes_ok(p, h));
+        match judged {
+            block_hashes::Answered::Unasked => {}
+            block_hashes::Answered::Wrong => {
+                self.ban(from, "sent block hashes that do not match the piece's hash")
+            }
+            block_hashes::Answered::Judged { piece, liars } => {
+                debug!(parent: &self.span, piece, liars = liars.len(), "block hashes checked a failed piece");
+                for (ip, block) in liars {
+                    let why =
+                        format!("sent block {block} of piece {piece}, which failed its block hash");
+                    self.ban_ip(ip, &why);
+                }
+            }
+        }
     }
 
     /// Bans `addr`'s IP for this torrent's life (it broke the protocol).

@@ -10,6 +10,7 @@ use super::ext;
 use super::picker::{BlockOutcome, PeerKey, PeerView};
 use super::Torrent;
 use crate::bitfield::Bitfield;
+use crate::metainfo::v2;
 use crate::wire::{self, BlockRef, ExtHandshake, Handshake, HashReq, Message};
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -28,6 +29,9 @@ use tracing::{debug, info};
 pub(super) const MAX_UPLOAD_QUEUE: usize = 2000;
 /// Largest block we serve (most clients ask for 16 KiB; some up to 128 KiB).
 const MAX_SERVE_BLOCK: u32 = 128 * 1024;
+/// Block-layer hash requests a peer may have queued with us (each reads
+/// and hashes up to 8 MiB).
+const MAX_BLOCK_HASH_REQUESTS: usize = 4;
 
 pub(super) struct Session {
     pub(super) t: Arc<Torrent>,
@@ -35,6 +39,8 @@ pub(super) struct Session {
     pub(super) link: Link,
     pub(super) fast: bool,
     pub(super) extended: bool,
+    /// It set BEP 52's handshake bit: it may answer hash requests.
+    pub(super) v2: bool,
     pub(super) has: Bitfield,
     pub(super) they_choke: bool,
     pub(super) am_interested: bool,
@@ -92,6 +98,7 @@ impl Session {
             link,
             fast: theirs.supports_fast(),
             extended: theirs.supports_extensions(),
+            v2: theirs.supports_v2(),
             has: Bitfield::new(t.meta.num_pieces()),
             they_choke: true,
             am_interested: false,
@@ -352,8 +359,17 @@ impl Session {
                 self.on_hash_request(r);
                 Ok(())
             }
-            // We ask for hashes only while fetching a magnet's metadata, on
-            // connections of its own.
+            // Block hashes of a failed piece; the piece layers a magnet
+            // needs are asked for on connections of their own.
+            Message::Hashes { req, hashes } if req.base == 0 && req.proof_layers == 0 => {
+                let span = v2::BlockSpan {
+                    root: req.root,
+                    index: req.index,
+                    count: req.count,
+                };
+                self.t.block_hashes_answered(self.addr, span, &hashes);
+                Ok(())
+            }
             Message::Hashes { .. } | Message::HashReject(_) => Ok(()),
         }
     }
@@ -361,6 +377,10 @@ impl Session {
     /// BEP 52: hashes of a file's piece layer (with their proof), from the
     /// layers the torrent holds; a reject for anything else.
     fn on_hash_request(&mut self, r: HashReq) {
+        let pl_base = v2::piece_layer_base(self.t.meta.piece_length);
+        if self.t.meta.v2.is_some() && r.base == 0 && r.base != pl_base {
+            return self.on_block_hash_request(r);
+        }
         let got = self
             .t
             .meta
@@ -386,6 +406,50 @@ impl Session {
                     count = r.count,
                     base = r.base,
                     "hash request refused"
+                );
+                self.send(Message::HashReject(r));
+            }
+        }
+    }
+
+    /// The torrent wants a failed piece's block hashes: asked of this peer
+    /// if it speaks v2 and has the piece (and not enough peers were asked).
+    pub(super) fn ask_block_hashes(&mut self, piece: usize) {
+        if !self.v2 || !self.has.get(piece) {
+            return;
+        }
+        if let Some(span) = self.t.may_ask_block_hashes(piece) {
+            debug!(piece, "asking for block hashes");
+            self.send(Message::HashRequest(HashReq {
+                root: span.root,
+                base: 0,
+                index: span.index,
+                count: span.count,
+                proof_layers: 0,
+            }));
+        }
+    }
+
+    /// BEP 52 block layer: the SHA-256 of each 16 KiB block of whole
+    /// pieces we hold, read and hashed by the writer (a peer may have a few
+    /// such requests queued; more are refused).
+    fn on_block_hash_request(&mut self, r: HashReq) {
+        let v2 = self.t.meta.v2.as_ref().expect("v2");
+        let pieces = v2.block_request_pieces(&r.root, r.index, r.count, r.proof_layers);
+        let ok = pieces.clone().is_some_and(|ps| {
+            let st = self.t.lock();
+            ps.into_iter().all(|p| st.picker.have().get(p))
+        }) && self.link.queued.hashing.load(Ordering::Relaxed) < MAX_BLOCK_HASH_REQUESTS;
+        match pieces {
+            Some(ps) if ok => {
+                self.link.queued.hashing.fetch_add(1, Ordering::Relaxed);
+                let _ = self.link.out.send(Out::BlockHashes(r, ps));
+            }
+            _ => {
+                debug!(
+                    index = r.index,
+                    count = r.count,
+                    "block hash request refused"
                 );
                 self.send(Message::HashReject(r));
             }

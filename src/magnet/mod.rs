@@ -355,14 +355,20 @@ async fn from_peer(addr: SocketAddr, want: Want, src: &Sources) -> Result<Fetche
         .await
         .map_err(|_| PeerFail::Timeout)??;
     let _ = s.set_nodelay(true);
-    s.write_all(&Handshake::new(hash.0, src.peer_id).encode())
-        .await?;
+    s.write_all(
+        &Handshake::new(hash.0, src.peer_id)
+            .with_v2(want.v2.is_some())
+            .encode(),
+    )
+    .await?;
     let mut hs = [0u8; wire::HANDSHAKE_LEN];
     tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut hs))
         .await
         .map_err(|_| PeerFail::Timeout)??;
     let theirs = Handshake::decode(&hs)?;
-    if theirs.info_hash != hash.0 {
+    // A hybrid link's peer may answer by the v2 hash (BEP 52's upgrade).
+    let v2_wire = want.v2.map(|h| <[u8; 20]>::try_from(&h[..20]).expect("20"));
+    if theirs.info_hash != hash.0 && Some(theirs.info_hash) != v2_wire {
         return Err(PeerFail::OtherTorrent);
     }
     if !theirs.supports_extensions() {

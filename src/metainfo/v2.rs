@@ -181,6 +181,15 @@ pub fn layer_matches(root: &Hash, piece_length: u64, layer: &[Hash]) -> bool {
 /// 512 at a time).
 pub const MAX_HASHES: u32 = 512;
 
+/// A block-layer hash request: `count` leaves of the file whose root is
+/// `root`, from leaf `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockSpan {
+    pub root: Hash,
+    pub index: u32,
+    pub count: u32,
+}
+
 /// One non-empty file's place in the piece space and its hashes.
 #[derive(Clone, Debug)]
 struct V2File {
@@ -305,14 +314,10 @@ impl V2 {
     /// Whether `data`, piece `piece` as btt holds it (the file's bytes,
     /// then padding up to the piece length), hashes to what the torrent says.
     pub fn piece_ok(&self, piece: usize, data: &[u8]) -> bool {
-        let i = self
-            .files
-            .partition_point(|f| (f.first_piece + f.pieces) as usize <= piece);
-        let Some(f) = self.files.get(i) else {
+        let Some((f, k)) = self.locate(piece) else {
             return false;
         };
-        let k = (piece - f.first_piece as usize) as u64;
-        let real = (f.length - k * self.piece_length).min(self.piece_length) as usize;
+        let real = self.real_len(f, k);
         if data.len() < real {
             return false;
         }
@@ -327,6 +332,27 @@ impl V2 {
             }
             _ => false,
         }
+    }
+
+    /// The tree above `f`'s piece layer (padded, bottom level first),
+    /// built on first use.
+    fn tree_of<'a>(&self, f: &'a V2File) -> &'a std::sync::Arc<Vec<Vec<Hash>>> {
+        f.tree.get_or_init(|| {
+            let width = (f.pieces as usize).next_power_of_two();
+            let pad = pad_root((self.piece_length / BLOCK) as usize);
+            let mut level = self.layers[f.layer.start as usize..f.layer.end as usize].to_vec();
+            level.resize(width, pad);
+            let mut levels = vec![level];
+            while levels.last().expect("a level").len() > 1 {
+                let up = levels
+                    .last()
+                    .expect("a level")
+                    .chunks(2)
+                    .map(|c| pair(&c[0], &c[1]));
+                levels.push(up.collect());
+            }
+            std::sync::Arc::new(levels)
+        })
     }
 
     /// The answer to a BEP 52 hash request for the file whose root is
@@ -356,21 +382,7 @@ impl V2 {
         {
             return None;
         }
-        let tree = f.tree.get_or_init(|| {
-            let pad = pad_root((self.piece_length / BLOCK) as usize);
-            let mut level = self.layers[f.layer.start as usize..f.layer.end as usize].to_vec();
-            level.resize(width as usize, pad);
-            let mut levels = vec![level];
-            while levels.last().expect("a level").len() > 1 {
-                let up = levels
-                    .last()
-                    .expect("a level")
-                    .chunks(2)
-                    .map(|c| pair(&c[0], &c[1]));
-                levels.push(up.collect());
-            }
-            std::sync::Arc::new(levels)
-        });
+        let tree = self.tree_of(f);
         let mut out = tree[0][index as usize..(index + count) as usize].to_vec();
         // Uncles start above the subtree the hashes span.
         let inside = count.next_power_of_two().trailing_zeros().saturating_sub(1);
@@ -380,6 +392,166 @@ impl V2 {
             if i >= inside {
                 out.push(tree[i as usize + 1][at ^ 1]);
             }
+        }
+        Some(out)
+    }
+
+    /// The file piece `piece` is in, and the piece's place in it.
+    fn locate(&self, piece: usize) -> Option<(&V2File, u32)> {
+        let i = self
+            .files
+            .partition_point(|f| (f.first_piece + f.pieces) as usize <= piece);
+        let f = self.files.get(i)?;
+        Some((f, (piece - f.first_piece as usize) as u32))
+    }
+
+    /// Bytes of piece `k` of `f` that are the file's (the rest is padding).
+    fn real_len(&self, f: &V2File, k: u32) -> usize {
+        (f.length - k as u64 * self.piece_length).min(self.piece_length) as usize
+    }
+
+    /// The block-layer hash request that tells which 16 KiB blocks of
+    /// piece `piece` are wrong: the file's root, the piece's first block
+    /// and the blocks under its node of the tree (no proof needed: the
+    /// node's hash is known). `None` where we cannot check the answer (no
+    /// layer) or it would take more than one request.
+    pub fn block_request(&self, piece: usize) -> Option<BlockSpan> {
+        let (f, k) = self.locate(piece)?;
+        let bpp = (self.piece_length / BLOCK) as u32;
+        let count = if f.pieces == 1 {
+            (f.length.div_ceil(BLOCK) as u32).next_power_of_two()
+        } else if f.layer.is_empty() {
+            return None;
+        } else {
+            bpp
+        };
+        (count <= MAX_HASHES).then_some(BlockSpan {
+            root: f.root,
+            index: k * bpp,
+            count,
+        })
+    }
+
+    /// Whether `hashes`, the blocks [`V2::block_request`] named for
+    /// `piece`, hash up to the piece's node of the tree.
+    pub fn block_hashes_ok(&self, piece: usize, hashes: &[Hash]) -> bool {
+        let (Some((f, k)), Some(span)) = (self.locate(piece), self.block_request(piece)) else {
+            return false;
+        };
+        if hashes.len() != span.count as usize {
+            return false;
+        }
+        let want = if f.pieces == 1 {
+            f.root
+        } else {
+            self.layers[(f.layer.start + k) as usize]
+        };
+        root(hashes, hashes.len(), [0; 32]) == want
+    }
+
+    /// The SHA-256 of each block of piece `piece` as btt holds it (the
+    /// file's blocks only, not the padding), to compare with the hashes
+    /// [`V2::block_hashes_ok`] accepted.
+    pub fn block_digests(&self, piece: usize, data: &[u8]) -> Vec<Hash> {
+        let Some((f, k)) = self.locate(piece) else {
+            return vec![];
+        };
+        let real = self.real_len(f, k).min(data.len());
+        data[..real].chunks(BLOCK as usize).map(sha256).collect()
+    }
+
+    /// The pieces to read to answer a block-layer (base 0) hash request:
+    /// whole pieces of one file, from a subtree of `count` blocks at
+    /// `index` (a multiple of it) with at most the proof the tree has.
+    /// `None`: refused (unaligned, part of a piece, too many, or a file we
+    /// lack the layer of).
+    pub fn block_request_pieces(
+        &self,
+        root: &Hash,
+        index: u32,
+        count: u32,
+        proof_layers: u32,
+    ) -> Option<std::ops::Range<usize>> {
+        let f = self.files.iter().find(|f| f.root == *root)?;
+        let bpp = (self.piece_length / BLOCK) as u32;
+        let blocks = f.length.div_ceil(BLOCK);
+        let width = if f.pieces == 1 {
+            blocks.next_power_of_two()
+        } else if f.layer.is_empty() {
+            return None;
+        } else {
+            (f.pieces as u64).next_power_of_two() * bpp as u64
+        };
+        let ok = count >= 2
+            && count.is_power_of_two()
+            && count <= MAX_HASHES
+            && (f.pieces == 1 || count >= bpp)
+            && index.is_multiple_of(count)
+            && index as u64 + count as u64 <= width
+            && (proof_layers as u64) < width.trailing_zeros() as u64;
+        if !ok || index as u64 >= blocks {
+            return None;
+        }
+        let first = f.first_piece + index / bpp;
+        let last = (f.first_piece + (index + count).div_ceil(bpp)).min(f.first_piece + f.pieces);
+        Some(first as usize..last as usize)
+    }
+
+    /// The answer to a block-layer request [`V2::block_request_pieces`]
+    /// accepted, from the `pieces` it named (as btt holds them): the
+    /// blocks' SHA-256 (zero for the padding past the file's end), then
+    /// the uncles libtorrent's order wants.
+    pub fn block_answer(
+        &self,
+        root: &Hash,
+        index: u32,
+        count: u32,
+        proof_layers: u32,
+        pieces: &[impl AsRef<[u8]>],
+    ) -> Option<Vec<Hash>> {
+        let range = self.block_request_pieces(root, index, count, proof_layers)?;
+        if pieces.len() != range.len() {
+            return None;
+        }
+        let (f, k0) = self.locate(range.start)?;
+        let mut leaves: Vec<Hash> = Vec::with_capacity(count as usize);
+        for (j, p) in pieces.iter().enumerate() {
+            let real = self.real_len(f, k0 + j as u32);
+            let data = p.as_ref().get(..real)?;
+            leaves.extend(data.chunks(BLOCK as usize).map(sha256));
+        }
+        let bpp = (self.piece_length / BLOCK) as u32;
+        let skip = (index - k0 * bpp) as usize;
+        let mut out: Vec<Hash> = leaves
+            .iter()
+            .skip(skip)
+            .take(count as usize)
+            .copied()
+            .collect();
+        out.resize(count as usize, [0; 32]);
+        let from = count.trailing_zeros();
+        if f.pieces == 1 {
+            // The whole tree is under this one piece.
+            let width = (f.length.div_ceil(BLOCK) as usize).next_power_of_two();
+            leaves.resize(width, [0; 32]);
+            let mut levels = vec![leaves];
+            while levels.last().expect("a level").len() > 1 {
+                let up = levels
+                    .last()
+                    .expect("a level")
+                    .chunks(2)
+                    .map(|c| pair(&c[0], &c[1]));
+                levels.push(up.collect());
+            }
+            for l in from..=proof_layers {
+                out.push(levels[l as usize][(index >> l) as usize ^ 1]);
+            }
+            return Some(out);
+        }
+        let shift = bpp.trailing_zeros();
+        let tree = self.tree_of(f);
+        for l in from..=proof_layers {
+            out.push(tree[(l - shift) as usize][(index >> l) as usize ^ 1]);
         }
         Some(out)
     }
@@ -527,6 +699,95 @@ mod tests {
             );
         }
         assert_eq!(v.answer(&[1; 32], 1, 0, 2, 0), None);
+    }
+
+    #[test]
+    fn block_hashes_name_the_bad_block_and_are_served_from_data() {
+        let pl = 2 * BLOCK;
+        let big: Vec<u8> = (0..6 * pl + 100).map(|i| (i % 251) as u8).collect();
+        let small: Vec<u8> = (0..BLOCK + 100).map(|i| (i % 13) as u8).collect();
+        let files = tree(&[("big", &big), ("small", &small)]);
+        let (r, rs) = (files[0].root.unwrap(), files[1].root.unwrap());
+        let layer: Vec<Hash> = big.chunks(pl as usize).map(|p| data_root(p, 2)).collect();
+        let mut layers = Layers::new();
+        layers.insert(
+            Cow::Owned(r.to_vec()),
+            Value::Bytes(Cow::Owned(layer.concat())),
+        );
+        let v = V2::new([0; 32], pl, &files, Some(&layers), true).unwrap();
+        // btt holds each piece padded to the piece length.
+        let piece = |p: usize| {
+            let (d, k) = if p < 7 { (&big, p) } else { (&small, p - 7) };
+            let mut b = d[(k * pl as usize).min(d.len())..].to_vec();
+            b.truncate(pl as usize);
+            b.resize(pl as usize, 0);
+            b
+        };
+        for p in [3, 5] {
+            let span = v.block_request(p).unwrap();
+            assert_eq!(
+                span,
+                BlockSpan {
+                    root: r,
+                    index: 2 * p as u32,
+                    count: 2
+                }
+            );
+            let hashes = v
+                .block_answer(&r, span.index, span.count, 0, &[piece(p)])
+                .unwrap();
+            assert!(v.block_hashes_ok(p, &hashes), "piece {p}");
+            assert_eq!(v.block_digests(p, &piece(p)), hashes);
+            let mut bad = piece(p);
+            bad[BLOCK as usize + 10] ^= 1;
+            let got = v.block_digests(p, &bad);
+            assert!(got[0] == hashes[0] && got[1] != hashes[1]);
+            let mut wrong = hashes.clone();
+            wrong[0][0] ^= 1;
+            assert!(!v.block_hashes_ok(p, &wrong));
+        }
+        // The last piece's second block is past the file's end: a zero leaf.
+        let last = v.block_answer(&r, 12, 2, 0, &[piece(6)]).unwrap();
+        assert_eq!(last[1], [0; 32]);
+        assert_eq!(v.block_digests(6, &piece(6)), last[..1]);
+        // Four blocks with a proof up to the root: two uncles from the tree
+        // above the piece layer.
+        let got = v.block_answer(&r, 0, 4, 3, &[piece(0), piece(1)]).unwrap();
+        assert_eq!(got.len(), 6);
+        let node = pair(&pair(&got[0], &got[1]), &pair(&got[2], &got[3]));
+        assert_eq!(node, pair(&layer[0], &layer[1]));
+        assert_eq!(pair(&pair(&node, &got[4]), &got[5]), r);
+        // A one-piece file: the tree is its own, from its data.
+        let span = v.block_request(7).unwrap();
+        assert_eq!(
+            span,
+            BlockSpan {
+                root: rs,
+                index: 0,
+                count: 2
+            }
+        );
+        let hashes = v.block_answer(&rs, 0, 2, 0, &[piece(7)]).unwrap();
+        assert!(v.block_hashes_ok(7, &hashes));
+        assert_eq!(v.block_request_pieces(&rs, 0, 2, 1), None);
+        // Refused: unaligned, a part of a piece, too many, proof past the
+        // root, padding only, an unknown file.
+        for (root, index, count, proof) in [
+            (r, 2, 4, 0),
+            (r, 0, 1, 0),
+            (r, 0, 1024, 0),
+            (r, 0, 2, 4),
+            (r, 14, 2, 0),
+            ([1; 32], 0, 2, 0),
+        ] {
+            assert_eq!(
+                v.block_request_pieces(&root, index, count, proof),
+                None,
+                "{index} {count} {proof}"
+            );
+        }
+        assert_eq!(v.block_request_pieces(&r, 4, 4, 0), Some(2..4));
+        assert_eq!(v.block_request_pieces(&r, 8, 8, 0), Some(4..7));
     }
 
     /// The left half's root, through a request whose proof is the right half.

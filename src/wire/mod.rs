@@ -54,6 +54,16 @@ impl Handshake {
     pub fn supports_fast(&self) -> bool {
         self.reserved[7] & 0x04 != 0
     }
+    /// BEP 52: the sender speaks v2 (hash requests) for this torrent.
+    pub fn with_v2(mut self, v2: bool) -> Self {
+        if v2 {
+            self.reserved[7] |= 0x10;
+        }
+        self
+    }
+    pub fn supports_v2(&self) -> bool {
+        self.reserved[7] & 0x10 != 0
+    }
     pub fn encode(&self) -> [u8; HANDSHAKE_LEN] {
         let mut b = [0u8; HANDSHAKE_LEN];
         b[0] = 19;

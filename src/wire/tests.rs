@@ -99,8 +99,11 @@ fn handshake() {
     let h = Handshake::new([1; 20], [2; 20]);
     let e = h.encode();
     let d = Handshake::decode(&e).unwrap();
-    assert!(d.supports_extensions() && d.supports_fast());
+    assert!(d.supports_extensions() && d.supports_fast() && !d.supports_v2());
     assert_eq!(d, h);
+    let v2 = Handshake::decode(&h.with_v2(true).encode()).unwrap();
+    assert!(v2.supports_v2() && v2.supports_fast());
+    assert_eq!(v2.reserved[7], 0x14, "BEP 52's bit beside BEP 6's");
     let mut bad = e;
     bad[3] = b'x';
     assert_eq!(Handshake::decode(&bad), Err(WireError::BadProtocol));

@@ -327,6 +327,50 @@ fn a_liar_sharing_pieces_with_the_good_seeder_is_the_only_one_banned() {
     assert!(!banned(&log, "127.0.0.1"), "the good seeder is not\n{log}");
 }
 
+/// The same liar on a v2 torrent: each 16 KiB block has its own SHA-256
+/// in the merkle tree, so at the first shared failure the mount asks a peer
+/// for the piece's block hashes (BEP 52 hash request, checked against the
+/// piece layer) and names the bad block and its sender. The liar is banned
+/// by its block, at once, and the good seeder (which answers the request
+/// from its data) is not.
+#[test]
+fn a_v2_liar_is_banned_by_its_block() {
+    let d = tmpdir();
+    let data = d.path().join("data");
+    make_tree(&data, &[("f.bin", 4_000_000)]);
+    let torrent = d.path().join("f.v2.torrent");
+    btt_create(
+        &data.join("f.bin"),
+        &torrent,
+        &["--v2", "--piece-size", "256KiB"],
+    );
+    let liar = Hostile::start_as(&torrent, Answer::CorruptFirstBlocks, "127.0.0.2", None);
+    let good = free_port();
+    let _seed = btt_seed(&torrent, &data, good, &d.path().join("seed.log"), &[]);
+    let m = Mount::start(
+        &d.path().join("m"),
+        &torrent,
+        &[
+            "--no-trackers",
+            "--peer",
+            &format!("127.0.0.2:{}", liar.port),
+            "--peer",
+            &format!("127.0.0.1:{good}"),
+        ],
+    );
+    reads_whole(&m, &data, 30);
+    let log = m.log();
+    let by_block = log.lines().any(|l| {
+        l.contains("peer banned") && l.contains("ip=127.0.0.2 ") && l.contains("block hash")
+    });
+    assert!(by_block, "the liar is banned by its block hash\n{log}");
+    assert!(!banned(&log, "127.0.0.1"), "the good seeder is not\n{log}");
+    assert!(
+        log.contains("block hashes checked a failed piece"),
+        "the seeder's block hashes checked out against the piece layer\n{log}"
+    );
+}
+
 /// The peer id a BitTorrent peer on 127.0.0.1:`port` presents for `torrent`
 /// (anyone learns it by connecting).
 fn peer_id_of(port: u16, torrent: &std::path::Path) -> [u8; 20] {
