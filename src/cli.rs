@@ -29,10 +29,7 @@ pub fn fmt_bytes(n: u64) -> String {
 /// An amount in sat with msat precision where it has any: `8143 sat`,
 /// `8143.125 sat` — what was actually paid, not a rounding of it.
 pub fn fmt_msat(msat: u64) -> String {
-    match msat % 1000 {
-        0 => format!("{} sat", msat / 1000),
-        r => format!("{}.{r:03} sat", msat / 1000),
-    }
+    crate::pay::amount::Msat(msat).to_string()
 }
 
 /// A byte size such as `64MiB`, `1G` or `4096`.
@@ -154,11 +151,12 @@ pub struct MountCli {
     /// (default: the `[buy]` section of config.toml; without either, never buy).
     #[arg(long, value_name = "PRICE")]
     pub max_price: Option<crate::pay::price::Price>,
-    /// Pay at most this much in all, e.g. 20000sat [default: one channel].
-    #[arg(long, value_name = "SAT", value_parser = crate::market::buying::parse_sat)]
+    /// Pay at most this much in all, e.g. 20000sat, 20k, 11718750msat or
+    /// 0.0002BTC [default: one channel].
+    #[arg(long, value_name = "AMOUNT", value_parser = crate::pay::amount::parse_msat)]
     pub budget: Option<u64>,
-    /// Capacity of channels opened with sellers, e.g. 100000sat.
-    #[arg(long, value_name = "SAT", value_parser = crate::market::buying::parse_sat)]
+    /// Capacity of channels opened with sellers, e.g. 100000sat or 0.001BTC.
+    #[arg(long, value_name = "SAT", value_parser = crate::pay::amount::parse_sat)]
     pub channel_size: Option<u64>,
     /// btt's wallet/channel directory [default: $BTT_HOME or ~/.local/share/btt].
     #[arg(long, value_name = "DIR")]

@@ -24,9 +24,9 @@ pub enum GetError {
     WouldOverwrite { dir: PathBuf, files: String },
     #[error("interrupted with {} of {} downloaded; run the same command again to resume", crate::cli::fmt_bytes(*.done), crate::cli::fmt_bytes(*.total))]
     Interrupted { done: u64, total: u64 },
-    #[error("budget of {budget_sat} sat spent with {} of {} downloaded and no free peer delivering the rest; raise --budget and run again to resume", crate::cli::fmt_bytes(*.done), crate::cli::fmt_bytes(*.total))]
+    #[error("budget of {} spent with {} of {} downloaded and no free peer delivering the rest; raise --budget and run again to resume", crate::cli::fmt_msat(*.budget_msat), crate::cli::fmt_bytes(*.done), crate::cli::fmt_bytes(*.total))]
     Budget {
-        budget_sat: u64,
+        budget_msat: u64,
         done: u64,
         total: u64,
     },
@@ -156,7 +156,7 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
                     } else if let Some(b) = &cfg.buyer {
                         if b.budget_spent() && last.1.elapsed() >= cfg.stall {
                             break Err(GetError::Budget {
-                                budget_sat: b.budget_msat() / 1000,
+                                budget_msat: b.budget_msat(),
                                 done,
                                 total,
                             });

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 pub fn buy_config(
     home: Option<&std::path::Path>,
     max_price: Option<Price>,
-    budget_sat: Option<u64>,
+    budget_msat: Option<u64>,
     channel_sat: Option<u64>,
 ) -> Result<Option<BuyConfig>, String> {
     let home = Home::locate(home);
@@ -52,11 +52,13 @@ pub fn buy_config(
         },
     };
     let channel_sat = channel_sat.or(prefs.channel_size_sat).unwrap_or(100_000);
-    let budget_sat = budget_sat.or(prefs.budget_sat).unwrap_or(channel_sat);
+    let budget_msat = budget_msat
+        .or(prefs.budget_sat.map(|s| s.saturating_mul(1000)))
+        .unwrap_or(channel_sat.saturating_mul(1000));
     Ok(Some(BuyConfig {
         home,
         max_price,
-        budget_msat: budget_sat.saturating_mul(1000),
+        budget_msat,
         channel_sat,
     }))
 }
@@ -900,19 +902,4 @@ impl crate::engine::BuyHook for BuyerAgent {
     fn paid_peers(&self) -> usize {
         lock(&self.state).links.values().filter(|l| !l.gone).count()
     }
-}
-
-/// Parses an amount of sat: `25000`, `25000sat`, `25ksat`.
-pub fn parse_sat(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let t = t.strip_suffix("sat").unwrap_or(t).trim();
-    let (num, mul) = match t.strip_suffix('k') {
-        Some(n) => (n, 1000),
-        None => (t, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mul))
-        .ok_or_else(|| format!("{s:?} is not an amount in sat (e.g. 25000sat)"))
 }

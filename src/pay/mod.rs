@@ -3,8 +3,8 @@
 //! Sans-io: nothing here touches sockets, disk, threads or the clock (a test
 //! below keeps it so). [`script`] builds the funding script, [`tx`] the
 //! commitment and refund transactions, [`channel`] the buyer's and seller's
-//! state with every check a payment must pass, [`price`] the price and credit
-//! rules, [`funding`] the zero-conf watch rules, [`proto`] the `btt_pay`
+//! state with every check a payment must pass, [`amount`] how amounts are
+//! typed and printed, [`price`] the price and credit rules, [`funding`] the zero-conf watch rules, [`proto`] the `btt_pay`
 //! messages, [`book`] the seller's answer to each of them step by step, and
 //! [`opening`] the buyer's decisions at open and resume. Persistence, chain
 //! access and connections are in [`crate::market`].
@@ -23,6 +23,7 @@
 //!   the fee and having its funds locked until expiry if the seller vanishes; the
 //!   seller serves at most its configured credit beyond the last signed total.
 
+pub mod amount;
 pub mod book;
 pub mod channel;
 pub mod funding;

@@ -768,3 +768,66 @@ fn a_user_without_the_rights_is_told_what_is_needed() {
         "{err}"
     );
 }
+
+/// Amounts are read the same way everywhere: sat, `k`, msat and BTC
+/// (`--budget 11718750msat` was refused as "not an amount in sat"); what
+/// the chain needs in whole sat refuses a fraction with that reason. Each
+/// command here gets past its arguments and stops on the missing torrent
+/// or wallet instead.
+#[test]
+fn amounts_are_read_in_sat_msat_and_btc() {
+    let d = tmpdir();
+    let d = d.path();
+    let home = d.join("home");
+    let none = d.join("none.torrent");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let run = |bin: &str, args: &[String]| {
+        let o = Command::new(bin)
+            .args(args)
+            .env("BTT_HOME", &home)
+            .env("BTT_NO_DHT", "true")
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let get = |flag: &str, v: &str| {
+        vec![
+            "get".into(),
+            s(&none),
+            s(&d.join("out")),
+            flag.into(),
+            v.into(),
+        ]
+    };
+    let mount = |flag: &str, v: &str| vec![s(&none), s(&d.join("mnt")), flag.into(), v.into()];
+    for (bin, args) in [
+        (BTT, get("--budget", "11718750msat")),
+        (BTT, get("--budget", "0.00025BTC")),
+        (BTT, get("--budget", "25k")),
+        (BTT, get("--channel-size", "0.001BTC")),
+        (BTT_MOUNT, mount("--budget", "11718750msat")),
+        (BTT_MOUNT, mount("--channel-size", "100000 sat")),
+        (
+            BTT,
+            vec![
+                "wallet".into(),
+                "send".into(),
+                "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into(),
+                "0.0001BTC".into(),
+            ],
+        ),
+    ] {
+        let (code, err) = run(bin, &args);
+        assert_ne!(code, Some(2), "{args:?} is a usage error: {err}");
+        assert!(!err.contains("not an amount"), "{args:?}: {err}");
+    }
+    let (code, err) = run(BTT, &get("--channel-size", "1500msat"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a whole number of sat"), "{err}");
+    let (code, err) = run(BTT, &get("--budget", "lots"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("e.g. 25000sat"), "{err}");
+}

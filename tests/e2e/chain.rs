@@ -289,13 +289,17 @@ impl Party {
         self.ok(&["wallet", "address"]).trim().to_string()
     }
 
-    /// (confirmed, unconfirmed) sat after a sync.
+    /// (confirmed, unconfirmed) sat after a sync (printed with their unit).
     pub fn balance(&self) -> (u64, u64) {
         let out = self.ok(&["wallet", "balance"]);
-        (
-            Self::field(&out, "confirmed").parse().unwrap(),
-            Self::field(&out, "unconfirmed").parse().unwrap(),
-        )
+        let sat = |f: &str| {
+            let v = Self::field(&out, f);
+            v.strip_suffix(" sat")
+                .unwrap_or_else(|| panic!("{f} without its unit: {out}"))
+                .parse()
+                .unwrap()
+        };
+        (sat("confirmed"), sat("unconfirmed"))
     }
 
     /// One channel's row from `btt channels list`: (state, total_msat, close_txid).

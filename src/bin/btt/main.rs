@@ -54,11 +54,11 @@ enum Cmd {
         /// Buy from sellers asking at most this, e.g. 2000sat/GiB.
         #[arg(long, value_name = "PRICE")]
         max_price: Option<btt::pay::price::Price>,
-        /// Pay at most this much, e.g. 20000sat.
-        #[arg(long, value_name = "SAT", value_parser = btt::market::buying::parse_sat)]
+        /// Pay at most this much, e.g. 20000sat, 20k, 11718750msat or 0.0002BTC.
+        #[arg(long, value_name = "AMOUNT", value_parser = btt::pay::amount::parse_msat)]
         budget: Option<u64>,
-        /// Capacity of channels opened with sellers.
-        #[arg(long, value_name = "SAT", value_parser = btt::market::buying::parse_sat)]
+        /// Capacity of channels opened with sellers, e.g. 100000sat or 0.001BTC.
+        #[arg(long, value_name = "SAT", value_parser = btt::pay::amount::parse_sat)]
         channel_size: Option<u64>,
         /// No progress bar.
         #[arg(long)]

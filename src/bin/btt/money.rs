@@ -67,10 +67,11 @@ pub enum WalletCmd {
     Balance,
     /// Sync the wallet with the chain backend.
     Sync,
-    /// Send AMOUNT sat to ADDRESS.
+    /// Send AMOUNT to ADDRESS.
     Send {
         address: String,
-        /// Amount in sat.
+        /// e.g. 25000sat, 25k or 0.00025BTC (a bare number is sat).
+        #[arg(value_parser = btt::pay::amount::parse_sat)]
         amount: u64,
         /// Fee rate in sat/vB [default: the backend's estimate].
         #[arg(long)]
@@ -192,13 +193,14 @@ pub fn wallet(home: &Home, cmd: WalletCmd) -> Result<()> {
             let b = backend(&w.config)?;
             w.sync(b.as_ref())?;
             let bal = w.balance();
-            println!("confirmed: {}", bal.confirmed.to_sat());
+            let sat = |a: btt::pay::bitcoin::Amount| btt::cli::fmt_msat(a.to_sat() * 1000);
+            println!("confirmed: {}", sat(bal.confirmed));
             println!(
                 "unconfirmed: {}",
-                (bal.trusted_pending + bal.untrusted_pending).to_sat()
+                sat(bal.trusted_pending + bal.untrusted_pending)
             );
-            println!("immature: {}", bal.immature.to_sat());
-            println!("total: {}", bal.total().to_sat());
+            println!("immature: {}", sat(bal.immature));
+            println!("total: {}", sat(bal.total()));
         }
         WalletCmd::Send {
             address,
