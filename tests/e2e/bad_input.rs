@@ -831,3 +831,61 @@ fn amounts_are_read_in_sat_msat_and_btc() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("e.g. 25000sat"), "{err}");
 }
+
+/// Help says what each argument is, and lists `--home` only where it is
+/// used (it was on every command, `create` and `tracker` included, and
+/// `create --comment` had no description). `--home` works before the
+/// command and after it.
+#[test]
+fn help_describes_every_argument_and_only_the_useful_ones() {
+    let help = |args: &[&str]| {
+        let o = Command::new(BTT).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    for cmd in [
+        "seed", "get", "status", "wallet", "channels", "create", "tracker", "demo",
+    ] {
+        let h = help(&[cmd, "-h"]);
+        // An option or argument with nothing after its name, on its line
+        // or (long help) indented on the next.
+        let lines: Vec<&str> = h.lines().collect();
+        let item = |l: &str| {
+            let t = l.trim_start();
+            l.starts_with("  ") && (t.starts_with('-') || t.starts_with('<'))
+        };
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        let bare: Vec<&str> = (0..lines.len())
+            .filter(|&i| item(lines[i]) && !lines[i].trim().contains("  "))
+            .filter(|&i| {
+                lines
+                    .get(i + 1)
+                    .is_none_or(|n| item(n) || n.trim().is_empty() || indent(n) <= indent(lines[i]))
+            })
+            .map(|i| lines[i])
+            .collect();
+        assert!(bare.is_empty(), "btt {cmd}: undescribed {bare:?}\n{h}");
+        let has_home = h.contains("--home");
+        let uses_home = matches!(cmd, "seed" | "get" | "wallet" | "channels");
+        assert_eq!(has_home, uses_home, "btt {cmd} and --home:\n{h}");
+    }
+    let d = tmpdir();
+    let home = d.path().join("h");
+    let s = home.to_str().unwrap();
+    for args in [
+        vec!["--home", s, "wallet", "address"],
+        vec!["wallet", "--home", s, "address"],
+        vec!["wallet", "address", "--home", s],
+        vec!["channels", "list", "--home", s],
+    ] {
+        let o = Command::new(BTT).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_ne!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(s), "{args:?} looks in the home given: {err}");
+    }
+    let o = Command::new(BTT)
+        .args(["create", "x", "--home", s])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "create takes no --home: {o:?}");
+}

@@ -41,6 +41,8 @@ enum Cmd {
         /// Serve the data without hashing it first (you vouch for it).
         #[arg(long)]
         seed_unverified: bool,
+        #[command(flatten)]
+        home: money::HomeArg,
     },
     /// Fetch a whole torrent into DIR (resumable), buying from sellers when
     /// free peers cannot deliver.
@@ -70,15 +72,25 @@ enum Cmd {
         /// (without it such files are left alone and the command stops).
         #[arg(long)]
         overwrite: bool,
+        #[command(flatten)]
+        home: money::HomeArg,
     },
     /// What every running mount, seller and `btt get` is doing.
     Status,
     /// The on-chain wallet.
-    #[command(subcommand)]
-    Wallet(money::WalletCmd),
+    Wallet {
+        #[command(subcommand)]
+        cmd: money::WalletCmd,
+        #[command(flatten)]
+        home: money::HomeArgAll,
+    },
     /// Payment channels, as buyer and seller.
-    #[command(subcommand)]
-    Channels(money::ChannelsCmd),
+    Channels {
+        #[command(subcommand)]
+        cmd: money::ChannelsCmd,
+        #[command(flatten)]
+        home: money::HomeArgAll,
+    },
     /// Make a .torrent from a file or directory.
     Create {
         /// File or directory to share.
@@ -95,6 +107,7 @@ enum Cmd {
         /// Mark the torrent private (BEP 27).
         #[arg(long)]
         private: bool,
+        /// A free-text comment stored in the torrent (clients show it).
         #[arg(long)]
         comment: Option<String>,
         /// A v2 torrent (BEP 52: SHA-256 merkle hashes; read by libtorrent
@@ -192,7 +205,9 @@ fn real_main() -> Result<()> {
         btt::memory::tune_allocator();
     }
     init_logging(cli.verbose, None);
-    let home = btt::config::Home::locate(cli.home.home.as_deref());
+    // The command's own --home, else the one before the command.
+    let top = cli.home.home;
+    let home = |own: Option<PathBuf>| btt::config::Home::locate(own.or(top.clone()).as_deref());
     match cli.cmd {
         Cmd::Seed {
             torrents,
@@ -200,7 +215,9 @@ fn real_main() -> Result<()> {
             peers,
             sell,
             seed_unverified,
+            home: own,
         } => {
+            let home = home(own.home);
             let mut engine = peers.engine(false);
             engine.role = if sell.sell || sell.price.is_some() {
                 "sell".into()
@@ -261,8 +278,9 @@ fn real_main() -> Result<()> {
             quiet,
             give_up_after,
             overwrite,
+            home: own,
         } => get(
-            &home,
+            &home(own.home),
             torrent,
             dir,
             peers,
@@ -271,8 +289,8 @@ fn real_main() -> Result<()> {
             (give_up_after, overwrite),
         )?,
         Cmd::Status => status(),
-        Cmd::Wallet(cmd) => money::wallet(&home, cmd)?,
-        Cmd::Channels(cmd) => money::channels(&home, cmd)?,
+        Cmd::Wallet { cmd, home: own } => money::wallet(&home(own.home), cmd)?,
+        Cmd::Channels { cmd, home: own } => money::channels(&home(own.home), cmd)?,
         Cmd::Create {
             path,
             output,

@@ -17,8 +17,18 @@ use clap::{Args, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// `--home`, on the commands that use it (wallet, channels, selling,
+/// buying), also accepted before the command.
 #[derive(Args, Debug, Clone)]
 pub struct HomeArg {
+    /// btt's data directory [default: $BTT_HOME or ~/.local/share/btt].
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+}
+
+/// `--home` for a command with subcommands: accepted at any level below it.
+#[derive(Args, Debug, Clone)]
+pub struct HomeArgAll {
     /// btt's data directory [default: $BTT_HOME or ~/.local/share/btt].
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
