@@ -47,11 +47,14 @@ pub enum WalletCmd {
         /// Bitcoin Core JSON-RPC URL, http://host:port.
         #[arg(long)]
         rpc: Option<String>,
+        /// JSON-RPC user (with --rpc-password).
         #[arg(long, default_value = "")]
         rpc_user: String,
+        /// JSON-RPC password (stored in the wallet's config.toml).
         #[arg(long, default_value = "")]
         rpc_password: String,
-        #[arg(long)]
+        /// JSON-RPC cookie file (instead of a user and password).
+        #[arg(long, value_name = "FILE")]
         rpc_cookie: Option<PathBuf>,
         /// Import the mnemonic from this file instead of generating one.
         #[arg(long, value_name = "FILE")]
@@ -62,6 +65,7 @@ pub enum WalletCmd {
         /// Seller: accepted channel lifetime from the tip, in blocks.
         #[arg(long, default_value_t = ChannelConfig::default().min_expiry_blocks)]
         min_expiry_blocks: u32,
+        /// Seller: longest channel lifetime accepted, in blocks.
         #[arg(long, default_value_t = ChannelConfig::default().max_expiry_blocks)]
         max_expiry_blocks: u32,
         /// Seller: close this many blocks before a channel expires.
@@ -79,6 +83,7 @@ pub enum WalletCmd {
     Sync,
     /// Send AMOUNT to ADDRESS.
     Send {
+        /// A bitcoin address of the wallet's network.
         address: String,
         /// e.g. 25000sat, 25k or 0.00025BTC (a bare number is sat).
         #[arg(value_parser = btt::pay::amount::parse_sat)]
@@ -97,19 +102,23 @@ pub enum ChannelsCmd {
     List,
     /// Open (fund) a channel with a seller reachable at ADDR.
     Open {
+        /// The seller's BitTorrent address, HOST:PORT.
         addr: SocketAddr,
         /// A torrent the seller serves (the BitTorrent handshake needs one).
         #[arg(long)]
         torrent: PathBuf,
-        /// Channel capacity in sat.
-        #[arg(long)]
+        /// Channel capacity, e.g. 100000sat or 0.001BTC.
+        #[arg(long, value_parser = btt::pay::amount::parse_sat)]
         capacity: u64,
     },
     /// Pay a seller ahead of time: COUNT payments of MSAT each.
     Pay {
+        /// The channel's id (see `btt channels list`).
         id: String,
+        /// Each payment, in msat.
         #[arg(long)]
         msat: u64,
+        /// How many payments.
         #[arg(long, default_value_t = 1)]
         count: u64,
         /// Payments in flight before waiting for the seller's acks. After a
@@ -120,9 +129,15 @@ pub enum ChannelsCmd {
     },
     /// Close: a seller co-signs and broadcasts its best commitment; a buyer
     /// asks its seller to.
-    Close { id: String },
+    Close {
+        /// The channel's id (see `btt channels list`).
+        id: String,
+    },
     /// Buyer: reclaim a channel's funds after its expiry height.
-    Refund { id: String },
+    Refund {
+        /// The channel's id (see `btt channels list`).
+        id: String,
+    },
 }
 
 fn backend(cfg: &Config) -> Result<Box<dyn ChainBackend>> {
