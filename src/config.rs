@@ -52,6 +52,16 @@ pub enum BackendConfig {
     },
 }
 
+impl BackendConfig {
+    /// The server, as shown to the user (never the password).
+    pub fn describe(&self) -> String {
+        match self {
+            BackendConfig::Electrum { url } => format!("Electrum server {url}"),
+            BackendConfig::Rpc { url, .. } => format!("JSON-RPC server {url}"),
+        }
+    }
+}
+
 /// Channel policy, for both roles.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -16,6 +16,7 @@ pub mod config;
 pub mod create;
 pub mod demo;
 pub mod dht;
+pub mod doctor;
 pub mod engine;
 pub mod failpoint;
 pub mod fs;

@@ -904,3 +904,100 @@ fn help_describes_every_argument_and_only_the_useful_ones() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "create takes no --home: {o:?}");
 }
+
+/// `btt doctor` checks what mounting and buying need, one line each with
+/// its fix, and fails (exit 1) when something needed is missing: as root
+/// here everything a mount needs is fine; `nobody` (home /nonexistent) is
+/// told to pass --data-dir and, if it cannot open /dev/fuse, how to get
+/// access; a wallet whose server is down is a failure naming config.toml.
+#[test]
+fn btt_doctor_names_what_is_missing_and_the_fix() {
+    let d = tmpdir();
+    let d = d.path();
+    let doctor = |runuser: bool, args: &[&str]| {
+        let mut c = if runuser {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "nobody", "--", BTT]);
+            c
+        } else {
+            Command::new(BTT)
+        };
+        let o = c
+            .arg("doctor")
+            .args(args)
+            .env_remove("BTT_HOME")
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let line = |out: &str, name: &str| {
+        out.lines()
+            .position(|l| l.contains(&format!(" {name}: ")))
+            .map(|i| {
+                let next = out.lines().nth(i + 1).unwrap_or("");
+                let fix = next.trim_start().strip_prefix("fix: ").unwrap_or("");
+                (out.lines().nth(i).unwrap().to_string(), fix.to_string())
+            })
+            .unwrap_or_else(|| panic!("no {name} line in\n{out}"))
+    };
+    let home = d.join("home");
+    let data = d.join("data");
+    let (h, dd) = (home.to_str().unwrap(), data.to_str().unwrap());
+    let (code, out, err) = doctor(false, &["--home", h, "--data-dir", dd]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(line(&out, "FUSE device").0.starts_with("ok"), "{out}");
+    assert!(line(&out, "data dir").0.starts_with("ok"), "{out}");
+    let (w, fix) = line(&out, "wallet");
+    assert!(
+        w.starts_with("note") && fix.contains("btt wallet init"),
+        "{out}"
+    );
+
+    let closed = free_port();
+    let o = Command::new(BTT)
+        .args(["wallet", "init", "--home", h, "--network", "regtest"])
+        .args(["--electrum", &format!("tcp://127.0.0.1:{closed}")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let (code, out, err) = doctor(false, &["--home", h, "--data-dir", dd]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let (w, fix) = line(&out, "wallet");
+    assert!(w.starts_with("FAIL") && w.contains("refused"), "{out}");
+    assert!(fix.contains("config.toml"), "{out}");
+    assert!(err.contains("1 of 5 checks failed"), "{err}");
+
+    let (code, out, err) = doctor(true, &[]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let (l, fix) = line(&out, "data dir");
+    assert!(l.starts_with("FAIL") && fix.contains("--data-dir"), "{out}");
+    let can_open = Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            "sh",
+            "-c",
+            "test -r /dev/fuse && test -w /dev/fuse",
+        ])
+        .status()
+        .unwrap()
+        .success();
+    let (l, fix) = line(&out, "FUSE device");
+    if can_open {
+        assert!(l.starts_with("ok"), "{out}");
+    } else {
+        assert!(l.starts_with("FAIL") && fix.contains("/dev/fuse"), "{out}");
+    }
+    let (l, _) = line(&out, "allow_other");
+    let conf = std::fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
+    assert_eq!(
+        l.starts_with("ok"),
+        btt::doctor::allows_other(&conf),
+        "{out}"
+    );
+}

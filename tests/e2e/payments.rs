@@ -94,6 +94,13 @@ fn lifecycle(backend: Backend) {
     fund(&rt, &buyer, 3);
     let before = buyer.balance().0;
     assert!(before > 0, "the buyer was not funded");
+    let data_dir = d.path().join("mount-data");
+    let doctor = buyer.ok(&["doctor", "--data-dir", data_dir.to_str().unwrap()]);
+    let wallet = doctor.lines().find(|l| l.contains("wallet:")).unwrap_or("");
+    assert!(
+        wallet.starts_with("ok") && wallet.contains("regtest, tip at block"),
+        "btt doctor reaches the wallet's server:\n{doctor}"
+    );
     let (torrent, data) = content(d.path());
     let port = free_port();
     let mut sp = seller.sell(&torrent, &data, port, &d.path().join("seller.log"));

@@ -77,6 +77,15 @@ enum Cmd {
     },
     /// What every running mount, seller and `btt get` is doing.
     Status,
+    /// Check what mounting, downloading and selling need here (FUSE, the
+    /// data dir, the wallet's server), one line per check with its fix.
+    Doctor {
+        /// The data dir btt-mount will use [default: its default].
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        home: money::HomeArg,
+    },
     /// The on-chain wallet.
     Wallet {
         #[command(subcommand)]
@@ -190,6 +199,36 @@ struct SellArgs {
     keep_channels_open: bool,
 }
 
+fn doctor(data_dir: Option<PathBuf>, home: btt::config::Home) -> Result<()> {
+    use btt::doctor::{Outcome, Places};
+    let places = Places {
+        fuse_dev: "/dev/fuse".into(),
+        fuse_conf: "/etc/fuse.conf".into(),
+        data_dir: data_dir.unwrap_or_else(btt::mount::default_data_dir),
+        home,
+    };
+    let checks = btt::doctor::run(&places);
+    for c in &checks {
+        let tag = match c.outcome {
+            Outcome::Ok => "ok  ",
+            Outcome::Note => "note",
+            Outcome::Fail => "FAIL",
+        };
+        println!("{tag}  {}: {}", c.name, c.found);
+        if let Some(fix) = &c.fix {
+            println!("      fix: {fix}");
+        }
+    }
+    let failed = checks.iter().filter(|c| c.outcome == Outcome::Fail).count();
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} checks failed (see the fix under each)",
+            checks.len()
+        );
+    }
+    Ok(())
+}
+
 /// Errors are the user's to act on: one short text, each cause once, no
 /// backtrace (whatever `RUST_BACKTRACE` says).
 fn main() -> std::process::ExitCode {
@@ -289,6 +328,10 @@ fn real_main() -> Result<()> {
             (give_up_after, overwrite),
         )?,
         Cmd::Status => status(),
+        Cmd::Doctor {
+            data_dir,
+            home: own,
+        } => doctor(data_dir, home(own.home))?,
         Cmd::Wallet { cmd, home: own } => money::wallet(&home(own.home), cmd)?,
         Cmd::Channels { cmd, home: own } => money::channels(&home(own.home), cmd)?,
         Cmd::Create {
