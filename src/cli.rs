@@ -68,6 +68,24 @@ pub struct PeerArgs {
     /// many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300.0)]
     pub metadata_timeout: f64,
+    /// Download at most this fast, all torrents and peers together, e.g.
+    /// 5MiB (per second) [default: no limit].
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub max_down: Option<u64>,
+    /// Upload at most this fast, all torrents and peers together, e.g. 1MiB
+    /// (per second) [default: no limit].
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub max_up: Option<u64>,
+}
+
+/// A rate in bytes per second: `5MiB`, `5MiB/s`, `500KB/s`.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    match parse_bytes(t)? {
+        0 => Err(format!("{s:?}: a rate of 0 would stop all transfer")),
+        n => Ok(n),
+    }
 }
 
 impl PeerArgs {
@@ -97,6 +115,12 @@ impl PeerArgs {
             dht: None,
             lsd_on: self.lsd,
             lsd: None,
+            max_down: self
+                .max_down
+                .map(|r| std::sync::Arc::new(crate::engine::rate::Bucket::new(r))),
+            max_up: self
+                .max_up
+                .map(|r| std::sync::Arc::new(crate::engine::rate::Bucket::new(r))),
         }
     }
 }

@@ -368,6 +368,7 @@ async fn writer(
             }
         }
         if !buf.is_empty() {
+            super::rate::throttle(&t.cfg.max_up, buf.len()).await;
             wr.write_all(&buf).await?;
             buf.clear();
         }
@@ -465,9 +466,11 @@ async fn session_loop(
         tokio::select! {
             _ = stop.changed() => return Ok(()),
             r = rd.read_buf(&mut buf) => {
-                if r? == 0 {
+                let n = r?;
+                if n == 0 {
                     return Err(PeerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
                 }
+                super::rate::throttle(&s.t.cfg.max_down, n).await;
                 last_heard = Instant::now();
                 while let Some(m) = wire::decode(&mut buf, max)? {
                     s.handle(m)?;

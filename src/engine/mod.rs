@@ -17,6 +17,7 @@ mod peer;
 pub use conn::limit_connections_to_fds;
 pub use ext::{METADATA_EXT_ID, PAY_EXT_ID};
 pub mod picker;
+pub mod rate;
 pub mod status;
 
 use crate::bitfield::Bitfield;
@@ -225,6 +226,10 @@ pub struct EngineConfig {
     pub lsd_on: bool,
     /// The process's LSD node (BEP 14), started like `dht`.
     pub lsd: Option<crate::lsd::LsdRef>,
+    /// `--max-down`: what every connection of the process reads.
+    pub max_down: rate::Limit,
+    /// `--max-up`: what every connection of the process writes.
+    pub max_up: rate::Limit,
 }
 
 impl Default for EngineConfig {
@@ -244,6 +249,8 @@ impl Default for EngineConfig {
             dht: None,
             lsd_on: false,
             lsd: None,
+            max_down: None,
+            max_up: None,
         }
     }
 }

@@ -155,3 +155,45 @@ fn multi_file_listing_sizes_and_metadata() {
         0
     );
 }
+
+/// `--max-up` on `btt seed` and `--max-down` on a mount hold a transfer to
+/// the rate: 6 MiB at 2 MiB/s takes about 3 s (loopback does it in a
+/// fraction of one). Only the lower bound is asserted: a limit can only
+/// make things slower, and a slow machine is slower anyway.
+#[test]
+fn rate_limits_hold_transfers_to_the_rate() {
+    let d = tmpdir();
+    let data = d.path().join("data");
+    make_tree(&data, &[("f.bin", 6 << 20)]);
+    let torrent = make_torrent(&data.join("f.bin"), 256 * 1024, &[]);
+    let want = std::fs::read(data.join("f.bin")).unwrap();
+    for (i, (seed_args, mount_args)) in [
+        (vec!["--max-up", "2MiB"], vec![]),
+        (vec![], vec!["--max-down", "2MiB/s"]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let port = free_port();
+        let _seed = btt_seed(
+            &torrent,
+            &data,
+            port,
+            &d.path().join(format!("seed{i}.log")),
+            &seed_args,
+        );
+        let peer = format!("127.0.0.1:{port}");
+        let mut args = vec!["--no-trackers", "--peer", &peer];
+        args.extend(mount_args.iter().copied());
+        let m = Mount::start(&d.path().join(format!("m{i}")), &torrent, &args);
+        let t0 = std::time::Instant::now();
+        let got = read_file_timeout(&m.mnt.join("f.bin"), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+        let secs = t0.elapsed().as_secs_f64();
+        assert_eq!(got, want);
+        assert!(
+            secs >= 2.4,
+            "{seed_args:?} {mount_args:?}: 6 MiB in {secs:.2} s, faster than 2 MiB/s"
+        );
+    }
+}

@@ -1,0 +1,90 @@
+//! Rate limits (`--max-down`, `--max-up`): one token bucket per direction
+//! for the whole process, shared by every torrent and connection.
+//!
+//! Why a bucket with debt: a connection reads or writes first and then
+//! pays for what it moved, waiting until the bucket is even again. The
+//! socket then stays unread (or unwritten) meanwhile, and TCP's own flow
+//! control slows the other side; no read size has to be guessed in
+//! advance. The rule is pure ([`Bucket::take`] returns the wait); the
+//! waiting is [`throttle`]'s. A few lines, so not worth a crate.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Bytes per second, with a small burst.
+#[derive(Debug)]
+pub struct Bucket {
+    rate: f64,
+    burst: f64,
+    /// (tokens, when last refilled); tokens below zero are debt.
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    /// At most `rate` bytes per second (at least 1).
+    pub fn new(rate: u64) -> Bucket {
+        let rate = rate.max(1) as f64;
+        Bucket {
+            rate,
+            // A tenth of a second's worth, at least one block.
+            burst: (rate / 10.0).max(16384.0),
+            state: Mutex::new((0.0, Instant::now())),
+        }
+    }
+
+    /// `n` bytes moved at `now`: how long to wait before moving more.
+    pub fn take(&self, n: u64, now: Instant) -> Duration {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let dt = now.saturating_duration_since(st.1).as_secs_f64();
+        st.0 = (st.0 + dt * self.rate).min(self.burst) - n as f64;
+        st.1 = now.max(st.1);
+        if st.0 >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-st.0 / self.rate)
+        }
+    }
+}
+
+/// A direction's limit, if any (shared by clones of the engine's config).
+pub type Limit = Option<Arc<Bucket>>;
+
+/// Waits as long as moving `n` bytes costs under `limit`.
+pub async fn throttle(limit: &Limit, n: usize) {
+    if let Some(b) = limit {
+        let wait = b.take(n as u64, Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_waits_add_up_to_the_rate() {
+        let b = Bucket::new(1_000_000);
+        let t0 = Instant::now();
+        // 10 MB in 64 KiB steps, each after the wait the previous asked.
+        let mut now = t0;
+        let mut moved = 0u64;
+        while moved < 10_000_000 {
+            now += b.take(65536, now);
+            moved += 65536;
+        }
+        let secs = now.duration_since(t0).as_secs_f64();
+        assert!((9.8..=10.5).contains(&secs), "{secs}");
+    }
+
+    #[test]
+    fn idle_time_saves_only_a_small_burst() {
+        let b = Bucket::new(1_000_000);
+        let later = Instant::now() + Duration::from_secs(60);
+        // A minute idle buys a tenth of a second, not a minute.
+        assert_eq!(b.take(100_000, later), Duration::ZERO);
+        let wait = b.take(1_000_000, later);
+        assert!((0.99..=1.01).contains(&wait.as_secs_f64()), "{wait:?}");
+    }
+}
