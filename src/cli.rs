@@ -214,7 +214,7 @@ pub fn init_logging(verbose: bool, file: Option<&std::path::Path>) {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .event_format(Human)
-            .with_writer(std::io::stderr)
+            .with_writer(AboveBar)
             .init();
         return;
     }
@@ -235,7 +235,53 @@ pub fn init_logging(verbose: bool, file: Option<&std::path::Path>) {
             return;
         }
     }
-    builder.with_writer(std::io::stderr).init();
+    builder.with_writer(AboveBar).init();
+}
+
+/// The progress bar the terminal shows, if any (`btt get`'s).
+static BAR: std::sync::OnceLock<indicatif::ProgressBar> = std::sync::OnceLock::new();
+
+/// From now on, log lines go above `bar` (it is cleared, the line
+/// printed, the bar drawn again) instead of being glued to it.
+pub fn log_above(bar: &indicatif::ProgressBar) {
+    let _ = BAR.set(bar.clone());
+}
+
+/// stderr, around the progress bar: one event's text, written whole when
+/// the event is done.
+struct AboveBar;
+
+struct EventText(Vec<u8>);
+
+impl std::io::Write for EventText {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventText {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let text = std::mem::take(&mut self.0);
+        let out = || {
+            let _ = std::io::stderr().write_all(&text);
+        };
+        match BAR.get() {
+            Some(bar) => bar.suspend(out),
+            None => out(),
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for AboveBar {
+    type Writer = EventText;
+    fn make_writer(&'a self) -> EventText {
+        EventText(Vec::new())
+    }
 }
 
 /// The terminal's format by default: "warning: message key=value".

@@ -1001,3 +1001,94 @@ fn btt_doctor_names_what_is_missing_and_the_fix() {
         "{out}"
     );
 }
+
+/// `btt get`'s bar on a terminal (a pty through `script`): what is logged
+/// mid-download is printed above the bar, not glued to it; Ctrl-C leaves
+/// the bar where the download was (it jumped to 100 %) and says how much
+/// in human units; a free download with a buyer configured shows no
+/// "0 sat spent". The download is slowed with --max-down so Ctrl-C lands
+/// in the middle.
+#[test]
+fn btt_get_bar_keeps_logs_above_it_and_its_place_on_ctrl_c() {
+    let d = tmpdir();
+    let d = d.path();
+    let data = d.join("data");
+    make_tree(&data, &[("f.bin", 8 << 20)]);
+    let torrent = make_torrent(&data.join("f.bin"), 256 * 1024, &[]);
+    let good = free_port();
+    let _seed = btt_seed(&torrent, &data, good, &d.join("seed.log"), &[]);
+    let home = d.join("home");
+    let o = Command::new(BTT)
+        .args(["wallet", "init", "--home", home.to_str().unwrap()])
+        .args(["--network", "regtest", "--electrum"])
+        .arg(format!("tcp://127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let get = format!(
+        "{BTT} get {} {} --no-trackers --peer 127.0.0.1:{good} \
+         --max-down 1MiB --home {} --max-price 1000sat/GiB",
+        torrent.display(),
+        d.join("out").display(),
+        home.display()
+    );
+    let mut script = Command::new("script")
+        .args(["-qfec", &get, "/dev/null"])
+        .env("BTT_NO_DHT", "true")
+        .env("RUST_LOG", "info")
+        .env("COLUMNS", "120")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    // Ctrl-C, as the terminal sends it.
+    script.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+    let mut out = String::new();
+    script
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let _ = script.wait();
+    // What the terminal shows: each line as the last \r left it, without
+    // the escape sequences.
+    let esc = |s: &str| {
+        let mut o = String::new();
+        let mut it = s.chars().peekable();
+        while let Some(c) = it.next() {
+            if c == '\x1b' {
+                for c in it.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                o.push(c);
+            }
+        }
+        o
+    };
+    let shown = esc(&out);
+    let segments: Vec<&str> = shown.split(['\r', '\n']).collect();
+    let logs: Vec<&&str> = segments.iter().filter(|s| s.contains(" INFO ")).collect();
+    assert!(logs.len() >= 3, "lines were logged:\n{shown}");
+    for l in &logs {
+        assert!(l.starts_with("20"), "glued to the bar: {l:?}\n{shown}");
+    }
+    let bars: Vec<&&str> = segments.iter().filter(|s| s.contains("MiB/")).collect();
+    let last = bars.last().unwrap_or_else(|| panic!("no bar:\n{shown}"));
+    assert!(
+        !last.contains("8.00 MiB/8.00 MiB"),
+        "100 % on Ctrl-C: {last:?}\n{shown}"
+    );
+    assert!(
+        shown.contains("interrupted with") && shown.contains("MiB of 8.00 MiB"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("0 sat spent") && !shown.contains("paid 0 sat"),
+        "{shown}"
+    );
+}

@@ -500,6 +500,8 @@ fn get(
     let bar = indicatif::ProgressBar::new(0);
     if quiet {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    } else {
+        btt::cli::log_above(&bar);
     }
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -526,12 +528,17 @@ fn get(
         bar.set_length(p.total);
         bar.set_position(p.done);
         spent = p.spent_msat;
-        if paying {
+        if paying && spent > 0 {
             bar.set_message(format!("{} spent", btt::cli::fmt_msat(p.spent_msat)));
         }
     });
-    bar.finish();
-    if paying {
+    // Interrupted or failed: the bar stays where the download was.
+    if r.is_ok() {
+        bar.finish();
+    } else {
+        bar.abandon();
+    }
+    if spent > 0 {
         eprintln!("paid {} in this run", btt::cli::fmt_msat(spent));
     }
     r?;
