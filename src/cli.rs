@@ -169,6 +169,9 @@ pub struct MountCli {
     /// More log detail.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Print nothing but errors (for scripts).
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
     #[command(flatten)]
     pub peers: PeerArgs,
     /// Buy pieces from btt sellers asking at most this, e.g. 2000sat/GiB
@@ -196,8 +199,19 @@ pub struct MountCli {
 /// out unless `RUST_LOG` names it: what it warns of, btt answers itself
 /// (every request) or expects (its attempt to unmount a mount already gone
 /// on exit).
-pub fn init_logging(verbose: bool, file: Option<&std::path::Path>) {
+pub fn init_logging(verbose: bool, quiet: bool, file: Option<&std::path::Path>) {
     use tracing_subscriber::EnvFilter;
+    let quiet = quiet && !verbose && file.is_none();
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+    if quiet {
+        // Errors only, whatever RUST_LOG says: a script asked for silence.
+        tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new("error"))
+            .event_format(Human)
+            .with_writer(AboveBar)
+            .init();
+        return;
+    }
     let env = std::env::var("RUST_LOG").ok().filter(|e| !e.is_empty());
     let human = !verbose && file.is_none() && env.is_none();
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -236,6 +250,13 @@ pub fn init_logging(verbose: bool, file: Option<&std::path::Path>) {
         }
     }
     builder.with_writer(AboveBar).init();
+}
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `-q`: print nothing but errors (no status lines, no progress bar).
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The progress bar the terminal shows, if any (`btt get`'s).

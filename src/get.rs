@@ -75,13 +75,15 @@ fn check_existing(
         });
     }
     let bytes: u64 = have.ones().map(|p| meta.piece_size(p)).sum();
-    eprintln!(
-        "{} of {} pieces ({}) already in {}: kept",
-        have.count(),
-        meta.num_pieces(),
-        crate::cli::fmt_bytes(bytes),
-        dir.display()
-    );
+    if !crate::cli::quiet() {
+        eprintln!(
+            "{} of {} pieces ({}) already in {}: kept",
+            have.count(),
+            meta.num_pieces(),
+            crate::cli::fmt_bytes(bytes),
+            dir.display()
+        );
+    }
     Ok(())
 }
 

@@ -178,12 +178,14 @@ pub fn load_or_fetch(
     let own = (engine.listen.port() != 0).then_some(engine.listen);
     let src = magnet_sources(&m, engine, own);
     let mut peers = src.peers.clone();
-    eprintln!(
-        "fetching the metadata of {} from peers ({} given, {} trackers)…",
-        m.display_name.as_deref().unwrap_or(&m.info_hash.hex()),
-        src.peers.len(),
-        src.trackers.len()
-    );
+    if !crate::cli::quiet() {
+        eprintln!(
+            "fetching the metadata of {} from peers ({} given, {} trackers)…",
+            m.display_name.as_deref().unwrap_or(&m.info_hash.hex()),
+            src.peers.len(),
+            src.trackers.len()
+        );
+    }
     let info = rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let fetch = crate::magnet::fetch(Want::of(&m), src, timeout, stop_rx);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 const READY_FD: &str = "BTT_MOUNT_READY_FD";
 
-fn daemonize() -> Result<()> {
+fn daemonize(quiet: bool) -> Result<()> {
     let mut fds = [0i32; 2];
     // SAFETY: fds is a valid array of two ints.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
@@ -47,7 +47,9 @@ fn daemonize() -> Result<()> {
     let mut msg = String::new();
     let _ = pipe.read_to_string(&mut msg);
     if let Some(rest) = msg.strip_prefix("ok") {
-        print!("{}", rest.trim_start());
+        if !quiet {
+            print!("{}", rest.trim_start());
+        }
         return Ok(());
     }
     let status = child.try_wait().ok().flatten();
@@ -74,9 +76,9 @@ fn real_main() -> Result<()> {
     let cli = Cli::parse();
     let ready_fd: Option<i32> = std::env::var(READY_FD).ok().and_then(|v| v.parse().ok());
     if !cli.foreground && ready_fd.is_none() {
-        return daemonize();
+        return daemonize(cli.quiet);
     }
-    init_logging(cli.verbose, cli.log_file.as_deref());
+    init_logging(cli.verbose, cli.quiet, cli.log_file.as_deref());
     // SAFETY: the fd was handed to us by our parent for exactly this.
     let mut ready = ready_fd.map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
     let cfg = MountConfig {

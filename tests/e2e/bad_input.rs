@@ -691,7 +691,7 @@ fn btt_get_keeps_what_is_there_and_overwrites_only_when_told() {
             .arg("get")
             .arg(&torrent)
             .arg(&out)
-            .args(["--no-trackers", "--peer", &addr, "--quiet"])
+            .args(["--no-trackers", "--peer", &addr])
             .args(extra)
             .env("HOME", d)
             .output()
@@ -1091,4 +1091,80 @@ fn btt_get_bar_keeps_logs_above_it_and_its_place_on_ctrl_c() {
         !shown.contains("0 sat spent") && !shown.contains("paid 0 sat"),
         "{shown}"
     );
+}
+
+/// `-q` is for scripts: a command prints nothing but its errors. `btt -q
+/// seed` says nothing while it seeds (without it: the "seeding" line),
+/// `btt get -q` finishes silently, `btt-mount -q` mounts silently, and an
+/// error still prints.
+#[test]
+fn quiet_prints_nothing_but_errors() {
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
+        }
+    }
+    let d = tmpdir();
+    let d = d.path();
+    let data = d.join("data");
+    make_tree(&data, &[("f.bin", 1 << 20)]);
+    let torrent = make_torrent(&data.join("f.bin"), 65536, &[]);
+    let want = std::fs::read(data.join("f.bin")).unwrap();
+    let (quiet_port, loud_port) = (free_port(), free_port());
+    let quiet = btt_seed(&torrent, &data, quiet_port, &d.join("q.log"), &["-q"]);
+    let loud = btt_seed(&torrent, &data, loud_port, &d.join("l.log"), &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(loud.log_text().contains("seeding"), "{}", loud.log_text());
+    let peer = format!("127.0.0.1:{quiet_port}");
+    let out = d.join("out");
+    let o = Command::new(BTT)
+        .arg("get")
+        .arg(&torrent)
+        .arg(&out)
+        .args(["--no-trackers", "--peer", &peer, "-q"])
+        .env("BTT_NO_DHT", "true")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        o.stdout.is_empty() && o.stderr.is_empty(),
+        "btt get -q said: {o:?}"
+    );
+    assert_eq!(std::fs::read(out.join("f.bin")).unwrap(), want);
+    let mnt = d.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let o = Command::new(BTT_MOUNT)
+        .arg("-q")
+        .arg(&torrent)
+        .arg(&mnt)
+        .args(["--no-trackers", "--peer", &peer, "--data-dir"])
+        .arg(d.join("mdata"))
+        .env("BTT_NO_DHT", "true")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let _unmount = Unmount(mnt.clone());
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        o.stdout.is_empty() && o.stderr.is_empty(),
+        "btt-mount -q said: {o:?}"
+    );
+    let got = read_file_timeout(&mnt.join("f.bin"), Duration::from_secs(30)).unwrap();
+    assert_eq!(got, want);
+    let o = Command::new(BTT)
+        .args(["-q", "get", "/nonexistent.torrent"])
+        .arg(&out)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("error:"),
+        "{o:?}"
+    );
+    drop(loud);
+    let q = quiet.log_text();
+    assert!(q.trim().is_empty(), "btt seed -q said: {q}");
 }

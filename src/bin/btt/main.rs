@@ -18,6 +18,9 @@ struct Cli {
     /// More log detail.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// Print nothing but errors (for scripts): no status lines, no progress bar.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(flatten)]
     home: money::HomeArg,
     #[command(subcommand)]
@@ -62,9 +65,6 @@ enum Cmd {
         /// Capacity of channels opened with sellers, e.g. 100000sat or 0.001BTC.
         #[arg(long, value_name = "SAT", value_parser = btt::pay::amount::parse_sat)]
         channel_size: Option<u64>,
-        /// No progress bar.
-        #[arg(long)]
-        quiet: bool,
         /// Once the budget is spent, give up after this many seconds without progress.
         #[arg(long, value_name = "SECS", default_value_t = 10)]
         give_up_after: u64,
@@ -243,7 +243,7 @@ fn real_main() -> Result<()> {
         // pieces for upload and is faster with glibc's defaults.
         btt::memory::tune_allocator();
     }
-    init_logging(cli.verbose, None);
+    init_logging(cli.verbose, cli.quiet, None);
     // The command's own --home, else the one before the command.
     let top = cli.home.home;
     let home = |own: Option<PathBuf>| btt::config::Home::locate(own.or(top.clone()).as_deref());
@@ -293,7 +293,9 @@ fn real_main() -> Result<()> {
                 credit: seller.as_ref().map(|_| sell.credit),
             };
             let res = btt::seed::run(cfg, |addr, have, total| {
-                eprintln!("seeding {have}/{total} pieces on {addr}");
+                if !cli.quiet {
+                    eprintln!("seeding {have}/{total} pieces on {addr}");
+                }
             });
             if let Some(s) = seller {
                 s.stop(!sell.keep_channels_open);
@@ -314,7 +316,6 @@ fn real_main() -> Result<()> {
             max_price,
             budget,
             channel_size,
-            quiet,
             give_up_after,
             overwrite,
             home: own,
@@ -324,7 +325,7 @@ fn real_main() -> Result<()> {
             dir,
             peers,
             (max_price, budget, channel_size),
-            quiet,
+            cli.quiet,
             (give_up_after, overwrite),
         )?,
         Cmd::Status => status(),
@@ -470,7 +471,9 @@ fn tracker(
     rt.block_on(server::serve(
         cfg,
         |addr| {
-            eprintln!("tracker on http://{addr}/announce and udp://{addr}");
+            if !btt::cli::quiet() {
+                eprintln!("tracker on http://{addr}/announce and udp://{addr}");
+            }
         },
         async {
             let mut term =
@@ -538,7 +541,7 @@ fn get(
     } else {
         bar.abandon();
     }
-    if spent > 0 {
+    if spent > 0 && !quiet {
         eprintln!("paid {} in this run", btt::cli::fmt_msat(spent));
     }
     r?;
