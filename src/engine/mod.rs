@@ -657,6 +657,7 @@ impl Torrent {
                 money.earned_all_msat = m.earned_all_msat;
                 money.channels += m.channels;
             }
+            let peers = self.lock().peers.len();
             let r = status::Report {
                 pid: std::process::id(),
                 role: self.cfg.role.clone(),
@@ -664,15 +665,26 @@ impl Torrent {
                 info_hash: hex.clone(),
                 pieces_have: self.have().count(),
                 pieces_total: self.meta.num_pieces(),
-                peers: self.lock().peers.len(),
+                peers,
                 paid_peers,
-                down_bytes_per_sec: (down - last.0) as f64 / dt,
-                up_bytes_per_sec: (up - last.1) as f64 / dt,
+                // No connection, nothing moves (a rate left from the last
+                // peer's final second would say otherwise).
+                down_bytes_per_sec: if peers == 0 {
+                    0.0
+                } else {
+                    (down - last.0) as f64 / dt
+                },
+                up_bytes_per_sec: if peers == 0 {
+                    0.0
+                } else {
+                    (up - last.1) as f64 / dt
+                },
                 downloaded: down,
                 uploaded: up,
                 rejected: self.stats.rejected.load(Ordering::Relaxed),
                 money,
                 note,
+                uid: 0,
             };
             last = (down, up, Instant::now());
             if let Err(e) = status::write(&r) {

@@ -4,7 +4,8 @@
 //! removed) by the reader, so a kill -9 leaves nothing misleading behind.
 //!
 //! Why files and not a socket: any number of btt processes, no daemon, and
-//! `btt status` works for every user who can read the directory.
+//! `btt status` works for every user who can read the directory. Each user
+//! has a directory of their own; root's `btt status` reads them all.
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -56,6 +57,9 @@ pub struct Report {
     /// Why nothing comes in, when nobody is connected ("no peers yet: …").
     #[serde(default)]
     pub note: Option<String>,
+    /// The user the process runs as (the file's owner; not stored).
+    #[serde(skip)]
+    pub uid: u32,
 }
 
 /// `$BTT_STATUS_DIR`, else `$XDG_RUNTIME_DIR/btt`, else `/tmp/btt-status-<uid>`.
@@ -94,29 +98,72 @@ fn alive(pid: u32) -> bool {
     unsafe { libc::kill(pid as i32, 0) == 0 }
 }
 
+/// The directories `btt status` reads: the user's own, and for root every
+/// user's (the default places: `/tmp/btt-status-<uid>`, `/run/user/<uid>/btt`).
+pub fn dirs_to_read() -> Vec<PathBuf> {
+    let mut dirs = vec![status_dir()];
+    let chosen = std::env::var_os("BTT_STATUS_DIR").is_some();
+    // SAFETY: geteuid has no preconditions.
+    if !chosen && unsafe { libc::geteuid() } == 0 {
+        let tmp = std::fs::read_dir("/tmp").into_iter().flatten().flatten();
+        dirs.extend(
+            tmp.filter(|e| e.file_name().to_string_lossy().starts_with("btt-status-"))
+                .map(|e| e.path()),
+        );
+        let run = std::fs::read_dir("/run/user")
+            .into_iter()
+            .flatten()
+            .flatten();
+        dirs.extend(run.map(|e| e.path().join("btt")).filter(|p| p.is_dir()));
+    }
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
 /// Every live report, oldest process first.
 pub fn read_all() -> Vec<Report> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(status_dir()) else {
-        return out;
+    for dir in dirs_to_read() {
+        read_dir(&dir, &mut out);
+    }
+    out.sort_by_key(|r| r.pid);
+    out.dedup_by(|a, b| a.pid == b.pid && a.info_hash == b.info_hash);
+    out
+}
+
+fn read_dir(dir: &std::path::Path, out: &mut Vec<Report>) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
     };
     for e in rd.flatten() {
         let p = e.path();
         if p.extension().is_none_or(|x| x != "json") {
             continue;
         }
-        let Ok(r) = std::fs::read(&p)
+        let Ok(mut r) = std::fs::read(&p)
             .map_err(|_| ())
             .and_then(|b| serde_json::from_slice::<Report>(&b).map_err(|_| ()))
         else {
             continue;
         };
+        r.uid = e.metadata().map(|m| m.uid()).unwrap_or(0);
         if alive(r.pid) {
             out.push(r);
         } else {
             let _ = std::fs::remove_file(&p);
         }
     }
-    out.sort_by_key(|r| r.pid);
-    out
+}
+
+/// The name of user `uid` (from /etc/passwd), or the number.
+pub fn user_name(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == uid.to_string())
+        .map(|f| f[0].to_string())
+        .unwrap_or_else(|| uid.to_string())
 }

@@ -1168,3 +1168,85 @@ fn quiet_prints_nothing_but_errors() {
     let q = quiet.log_text();
     assert!(q.trim().is_empty(), "btt seed -q said: {q}");
 }
+
+/// `btt status` shows rates in the bar's units (MiB/s, it said MB/s), no
+/// rate for a seeder with no peer, and another user's processes to root;
+/// a user with nothing running is told where btt looked (it said "nothing
+/// running" while root's seeder ran). The seeder runs as `nobody`.
+#[test]
+fn status_shows_every_user_to_root_and_says_where_it_looked() {
+    let d = tmpdir();
+    let d = d.path();
+    let data = d.join("data");
+    make_tree(&data, &[("f.bin", 300_000)]);
+    let torrent = make_torrent(&data.join("f.bin"), 65536, &[]);
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(d)
+        .status()
+        .unwrap();
+    let port = free_port();
+    let home = d.join("nobody");
+    std::fs::create_dir_all(&home).unwrap();
+    Command::new("chown")
+        .arg("nobody")
+        .arg(&home)
+        .status()
+        .unwrap();
+    // setpriv execs (runuser would stay the parent, and killing it would
+    // leave the seeder running).
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "env"])
+        .arg(format!("HOME={}", home.display()))
+        .args([BTT, "seed"])
+        .arg(&torrent)
+        .arg("--data")
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--no-trackers"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("BTT_STATUS_DIR");
+    let _seed = Proc::spawn("btt seed (nobody)", &mut c, &d.join("seed.log"));
+    wait_port(port, Duration::from_secs(30));
+    let status = |as_nobody: bool| {
+        let mut c = if as_nobody {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "nobody", "--", BTT, "status"]);
+            c
+        } else {
+            let mut c = Command::new(BTT);
+            c.arg("status");
+            c
+        };
+        let o = c
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("BTT_STATUS_DIR")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let mut seen = String::new();
+    let found = wait_until(Duration::from_secs(10), || {
+        seen = status(false);
+        seen.contains("f.bin")
+    });
+    assert!(found, "root sees nobody's seeder:\n{seen}");
+    let line = seen.lines().find(|l| l.contains("f.bin")).unwrap();
+    assert!(line.contains("nobody"), "says whose it is: {line}");
+    assert!(!line.contains("MB/s"), "the bar's units: {line}");
+    assert!(!line.contains("up "), "no rate with no peer: {line}");
+    assert!(status(true).contains("f.bin"), "nobody sees its own");
+    // A user with nothing running: where btt looked.
+    let empty = d.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = Command::new(BTT)
+        .arg("status")
+        .env("BTT_STATUS_DIR", &empty)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("nothing running") && out.contains(empty.to_str().unwrap()),
+        "{out}"
+    );
+}

@@ -549,11 +549,19 @@ fn get(
 }
 
 fn status() {
-    let reports = btt::engine::status::read_all();
+    use btt::engine::status;
+    let reports = status::read_all();
     if reports.is_empty() {
-        println!("nothing running");
+        let dirs = status::dirs_to_read();
+        let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        println!(
+            "nothing running (looked in {}; a user's mounts, seeders and downloads are listed to that user and to root)",
+            looked.join(", ")
+        );
         return;
     }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
     for r in reports {
         let m = &r.money;
         let mut money = Vec::new();
@@ -585,8 +593,22 @@ fn status() {
         if r.rejected > 0 {
             money.push(format!("{} requests rejected", r.rejected));
         }
+        let who = match r.uid == me {
+            true => String::new(),
+            false => format!(", user {}", status::user_name(r.uid)),
+        };
+        let mut rates = Vec::new();
+        for (what, v) in [("down", r.down_bytes_per_sec), ("up", r.up_bytes_per_sec)] {
+            if v >= 1.0 {
+                rates.push(format!("{what} {}/s", btt::cli::fmt_bytes(v as u64)));
+            }
+        }
+        let rates = match rates.is_empty() {
+            true => String::new(),
+            false => format!(", {}", rates.join(", ")),
+        };
         println!(
-            "{} [pid {}] {}: {}/{} pieces, {} peers ({} paid), down {:.1} MB/s, up {:.1} MB/s{}{}",
+            "{} [pid {}{who}] {}: {}/{} pieces, {} peers ({} paid){rates}{}{}",
             r.role,
             r.pid,
             r.torrent,
@@ -594,8 +616,6 @@ fn status() {
             r.pieces_total,
             r.peers,
             r.paid_peers,
-            r.down_bytes_per_sec / 1e6,
-            r.up_bytes_per_sec / 1e6,
             if money.is_empty() { "" } else { ", " },
             money.join(", ")
         );
