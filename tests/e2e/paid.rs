@@ -588,7 +588,7 @@ fn get_restores_a_backup_resumably_without_paying_twice() {
                 "--listen",
                 "127.0.0.1:0",
             ])
-            .args(["--max-price", PRICE, "--quiet"])
+            .args(["--max-price", PRICE])
             .args(extra);
         c
     };
