@@ -38,6 +38,11 @@ pub enum MountError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write {path}, where btt seed keeps what it verified ({source}): set XDG_DATA_HOME (or HOME) to a folder you can write")]
+    SeedStateNotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("mount point {path}: {why}")]
     Mountpoint { path: PathBuf, why: String },
     #[error("torrent {path} has {files} files, more than --max-files {max}; a mount holds about 120 bytes per file: raise --max-files if this machine has the memory")]
@@ -256,10 +261,18 @@ fn fuse_hint(e: &std::io::Error) -> &'static str {
 /// The data folder, made if missing; a folder the user cannot write is
 /// said so with what to do, before anything starts.
 fn ensure_data_dir(dir: &Path) -> Result<(), MountError> {
-    let err = |source| MountError::DataDirNotWritable {
-        path: dir.to_path_buf(),
+    ensure_writable(dir, |path, source| MountError::DataDirNotWritable {
+        path,
         source,
-    };
+    })
+}
+
+/// `dir`, made if missing, takes a file; else the error `err` makes.
+pub(crate) fn ensure_writable(
+    dir: &Path,
+    err: impl Fn(PathBuf, std::io::Error) -> MountError,
+) -> Result<(), MountError> {
+    let err = |source| err(dir.to_path_buf(), source);
     std::fs::create_dir_all(dir).map_err(err)?;
     let probe = dir.join(format!(".btt-write-check-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(err)?;

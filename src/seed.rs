@@ -47,6 +47,9 @@ pub fn run(
         .map(|p| crate::mount::resolve(p, kept))
         .collect::<Result<Vec<_>, _>>()?;
     check_data_dir(&cfg.data, &sources)?;
+    crate::mount::ensure_writable(&default_data_dir().join("seed"), |path, source| {
+        MountError::SeedStateNotWritable { path, source }
+    })?;
     let rt = crate::mount::runtime_with_dht(
         &mut cfg.engine,
         default_data_dir().join("seed").join("dht.json"),

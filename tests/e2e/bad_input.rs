@@ -767,6 +767,29 @@ fn a_user_without_the_rights_is_told_what_is_needed() {
         err.contains("FUSE mount failed") && err.contains("a mount point you own"),
         "{err}"
     );
+    // btt seed keeps what it verified under the same home: said so, with
+    // the variable to set (it said "…/btt/seed: Permission denied").
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(d)
+        .status()
+        .unwrap();
+    let o = Command::new("runuser")
+        .args(["-u", "nobody", "--", BTT, "seed"])
+        .arg(&torrent)
+        .arg("--data")
+        .arg(d.join("seed"))
+        .args(["--no-trackers", "--listen", "127.0.0.1:0"])
+        .env("HOME", "/nonexistent")
+        .env_remove("XDG_DATA_HOME")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("/nonexistent/.local/share/btt/seed") && err.contains("XDG_DATA_HOME"),
+        "{err}"
+    );
 }
 
 /// Amounts are read the same way everywhere: sat, `k`, msat and BTC
