@@ -37,6 +37,22 @@ fn pair(a: &Hash, b: &Hash) -> Hash {
     h.finalize().into()
 }
 
+/// Every level of the tree over `bottom` (a power of two of nodes), bottom
+/// first, up to the root.
+fn levels(bottom: Vec<Hash>) -> Vec<Vec<Hash>> {
+    let mut levels = vec![bottom];
+    while levels.last().expect("a level").len() > 1 {
+        let up = levels
+            .last()
+            .expect("a level")
+            .chunks(2)
+            .map(|c| pair(&c[0], &c[1]))
+            .collect();
+        levels.push(up);
+    }
+    levels
+}
+
 /// The root of a subtree of `n` zero leaves (`n` a power of two).
 pub fn pad_root(n: usize) -> Hash {
     let mut h = [0u8; 32];
@@ -342,16 +358,7 @@ impl V2 {
             let pad = pad_root((self.piece_length / BLOCK) as usize);
             let mut level = self.layers[f.layer.start as usize..f.layer.end as usize].to_vec();
             level.resize(width, pad);
-            let mut levels = vec![level];
-            while levels.last().expect("a level").len() > 1 {
-                let up = levels
-                    .last()
-                    .expect("a level")
-                    .chunks(2)
-                    .map(|c| pair(&c[0], &c[1]));
-                levels.push(up.collect());
-            }
-            std::sync::Arc::new(levels)
+            std::sync::Arc::new(levels(level))
         })
     }
 
@@ -534,15 +541,7 @@ impl V2 {
             // The whole tree is under this one piece.
             let width = (f.length.div_ceil(BLOCK) as usize).next_power_of_two();
             leaves.resize(width, [0; 32]);
-            let mut levels = vec![leaves];
-            while levels.last().expect("a level").len() > 1 {
-                let up = levels
-                    .last()
-                    .expect("a level")
-                    .chunks(2)
-                    .map(|c| pair(&c[0], &c[1]));
-                levels.push(up.collect());
-            }
+            let levels = levels(leaves);
             for l in from..=proof_layers {
                 out.push(levels[l as usize][(index >> l) as usize ^ 1]);
             }

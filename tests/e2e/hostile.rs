@@ -298,6 +298,32 @@ fn a_reconnecting_corrupt_peer_is_banned_by_its_address() {
     assert!(!banned(&m.log(), "127.0.0.1"), "{}", m.log());
 }
 
+/// Reads f.bin of `torrent` through a mount whose peers are a liar on
+/// 127.0.0.2 spoiling the first block of each piece it is asked for and
+/// the good seeder on 127.0.0.1; the mount's log.
+fn read_beside_a_liar(
+    d: &std::path::Path,
+    torrent: &std::path::Path,
+    data: &std::path::Path,
+) -> String {
+    let liar = Hostile::start_as(torrent, Answer::CorruptFirstBlocks, "127.0.0.2", None);
+    let good = free_port();
+    let _seed = btt_seed(torrent, data, good, &d.join("seed.log"), &[]);
+    let m = Mount::start(
+        &d.join("m"),
+        torrent,
+        &[
+            "--no-trackers",
+            "--peer",
+            &format!("127.0.0.2:{}", liar.port),
+            "--peer",
+            &format!("127.0.0.1:{good}"),
+        ],
+    );
+    reads_whole(&m, data, 30);
+    m.log()
+}
+
 /// A liar spoils the first block of each piece it is asked for and lets
 /// the good seeder complete them, so every piece it touches fails with two
 /// senders: the pieces are fetched again from one peer alone, the liar is
@@ -307,22 +333,7 @@ fn a_reconnecting_corrupt_peer_is_banned_by_its_address() {
 #[test]
 fn a_liar_sharing_pieces_with_the_good_seeder_is_the_only_one_banned() {
     let (d, data, torrent) = content_in_pieces(4_000_000, 256 * 1024);
-    let liar = Hostile::start_as(&torrent, Answer::CorruptFirstBlocks, "127.0.0.2", None);
-    let good = free_port();
-    let _seed = btt_seed(&torrent, &data, good, &d.path().join("seed.log"), &[]);
-    let m = Mount::start(
-        &d.path().join("m"),
-        &torrent,
-        &[
-            "--no-trackers",
-            "--peer",
-            &format!("127.0.0.2:{}", liar.port),
-            "--peer",
-            &format!("127.0.0.1:{good}"),
-        ],
-    );
-    reads_whole(&m, &data, 30);
-    let log = m.log();
+    let log = read_beside_a_liar(d.path(), &torrent, &data);
     assert!(banned(&log, "127.0.0.2"), "the liar is banned\n{log}");
     assert!(!banned(&log, "127.0.0.1"), "the good seeder is not\n{log}");
 }
@@ -344,22 +355,7 @@ fn a_v2_liar_is_banned_by_its_block() {
         &torrent,
         &["--v2", "--piece-size", "256KiB"],
     );
-    let liar = Hostile::start_as(&torrent, Answer::CorruptFirstBlocks, "127.0.0.2", None);
-    let good = free_port();
-    let _seed = btt_seed(&torrent, &data, good, &d.path().join("seed.log"), &[]);
-    let m = Mount::start(
-        &d.path().join("m"),
-        &torrent,
-        &[
-            "--no-trackers",
-            "--peer",
-            &format!("127.0.0.2:{}", liar.port),
-            "--peer",
-            &format!("127.0.0.1:{good}"),
-        ],
-    );
-    reads_whole(&m, &data, 30);
-    let log = m.log();
+    let log = read_beside_a_liar(d.path(), &torrent, &data);
     let by_block = log.lines().any(|l| {
         l.contains("peer banned") && l.contains("ip=127.0.0.2 ") && l.contains("block hash")
     });
