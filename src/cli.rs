@@ -201,9 +201,9 @@ pub struct MountCli {
 /// on exit).
 pub fn init_logging(verbose: bool, quiet: bool, file: Option<&std::path::Path>) {
     use tracing_subscriber::EnvFilter;
-    let quiet = quiet && !verbose && file.is_none();
-    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
-    if quiet {
+    // No status lines with -q, even when a log file takes the log.
+    QUIET.store(quiet && !verbose, std::sync::atomic::Ordering::Relaxed);
+    if quiet && !verbose && file.is_none() {
         // Errors only, whatever RUST_LOG says: a script asked for silence.
         tracing_subscriber::fmt()
             .with_env_filter(EnvFilter::new("error"))

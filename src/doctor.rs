@@ -179,6 +179,14 @@ fn writable(dir: &Path) -> bool {
 fn data_dir(dir: &Path) -> Check {
     const NAME: &str = "data dir";
     let fix = "pass --data-dir DIR (btt-mount) with a directory you can write, on a disk with room for the torrents";
+    if dir.exists() && !dir.is_dir() {
+        return Check::bad(
+            NAME,
+            Outcome::Fail,
+            format!("{} is not a directory", dir.display()),
+            fix,
+        );
+    }
     match existing_ancestor(dir) {
         Some(a) if writable(a) => {
             let what = if a == dir {

@@ -7,8 +7,9 @@
 //! for those block hashes (a BEP 52 hash request, base layer 0). The answer
 //! is trusted only if it hashes up to the piece's hash we already hold;
 //! then each block we got is compared with its hash and the sender of a
-//! wrong one is convicted at once. The smart ban stays as the fallback
-//! when no peer answers.
+//! wrong one is convicted at once. If the piece verifies first (fetched
+//! again meanwhile), its own data gives the true block hashes and the
+//! failed attempt is judged the same way.
 //!
 //! Bounded: a few pieces are pending at once (the oldest is dropped), and
 //! at most [`ASKERS`] peers are asked per piece.
@@ -20,8 +21,11 @@ use std::time::{Duration, Instant};
 
 /// Failed pieces waiting for their block hashes.
 const PENDING: usize = 16;
-/// Peers asked for one piece's block hashes.
+/// Peers asked at once for one piece's block hashes.
 pub const ASKERS: u8 = 2;
+/// Questions asked in all for one piece (a refusal frees its slot for
+/// another peer, up to this).
+const MAX_ASKED: u8 = 6;
 /// A question nobody answered is forgotten after this.
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -29,23 +33,10 @@ struct Pending {
     span: BlockSpan,
     /// Each block of the failed attempt: who sent it and its SHA-256.
     blocks: Vec<(Option<IpAddr>, Hash)>,
+    /// Questions out now, and asked in all.
     asked: u8,
+    asked_total: u8,
     since: Instant,
-}
-
-/// What an answer to a block-hash request tells.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Answered {
-    /// Nothing pending asked for this (late, duplicate or unasked).
-    Unasked,
-    /// The hashes do not hash up to the piece's: the answerer lied.
-    Wrong,
-    /// Checked: the senders of the blocks that differ, with the block's
-    /// index in the piece (empty if every block matched).
-    Judged {
-        piece: usize,
-        liars: Vec<(IpAddr, usize)>,
-    },
 }
 
 #[derive(Default)]
@@ -81,6 +72,7 @@ impl BlockHashes {
                 span,
                 blocks,
                 asked: 0,
+                asked_total: 0,
                 since: now,
             },
         );
@@ -91,10 +83,34 @@ impl BlockHashes {
     /// [`ASKERS`] were asked.
     pub fn may_ask(&mut self, piece: usize) -> Option<BlockSpan> {
         let p = self.pending.get_mut(&piece)?;
-        (p.asked < ASKERS).then(|| {
+        (p.asked < ASKERS && p.asked_total < MAX_ASKED).then(|| {
             p.asked += 1;
+            p.asked_total += 1;
             p.span
         })
+    }
+
+    /// A peer refused `span`: its slot is free for another. The piece, if
+    /// another peer may now be asked.
+    pub fn refused(&mut self, span: BlockSpan) -> Option<usize> {
+        let piece = self.pending_piece(span)?;
+        let p = self.pending.get_mut(&piece)?;
+        p.asked = p.asked.saturating_sub(1);
+        (p.asked_total < MAX_ASKED).then_some(piece)
+    }
+
+    /// The piece waiting for `span`'s answer, if any (late, duplicate and
+    /// unasked answers have none).
+    pub fn pending_piece(&self, span: BlockSpan) -> Option<usize> {
+        self.pending
+            .iter()
+            .find(|(_, p)| p.span == span)
+            .map(|(k, _)| *k)
+    }
+
+    /// Whether piece `piece` waits for its block hashes.
+    pub fn is_pending(&self, piece: usize) -> bool {
+        self.pending.contains_key(&piece)
     }
 
     /// The piece verified some other way: nothing more to learn.
@@ -102,21 +118,14 @@ impl BlockHashes {
         self.pending.remove(&piece);
     }
 
-    /// A peer answered `span` with `hashes`; `hashes_ok` checks them
-    /// against the piece's hash.
-    pub fn answered(
-        &mut self,
-        span: BlockSpan,
-        hashes: &[Hash],
-        hashes_ok: impl Fn(usize, &[Hash]) -> bool,
-    ) -> Answered {
-        let Some((&piece, _)) = self.pending.iter().find(|(_, p)| p.span == span) else {
-            return Answered::Unasked;
+    /// `hashes`, checked against piece `piece`'s hash by the caller, judge
+    /// its failed attempt: the senders of the blocks that differ, with the
+    /// block's index in the piece (empty if every block matched). The piece
+    /// is no longer pending.
+    pub fn judge(&mut self, piece: usize, hashes: &[Hash]) -> Vec<(IpAddr, usize)> {
+        let Some(p) = self.pending.remove(&piece) else {
+            return vec![];
         };
-        if !hashes_ok(piece, hashes) {
-            return Answered::Wrong;
-        }
-        let p = self.pending.remove(&piece).expect("found");
         let mut liars: Vec<(IpAddr, usize)> = p
             .blocks
             .iter()
@@ -127,7 +136,7 @@ impl BlockHashes {
             .collect();
         liars.sort_unstable();
         liars.dedup_by_key(|(ip, _)| *ip);
-        Answered::Judged { piece, liars }
+        liars
     }
 }
 
@@ -163,18 +172,29 @@ mod tests {
         assert_eq!(b.may_ask(5), Some(span(8)));
         assert_eq!(b.may_ask(5), None, "two askers at most");
         assert_eq!(b.may_ask(6), None, "nothing pending");
-        // Hashes that do not check out convict the answerer, keep the piece.
-        assert_eq!(b.answered(span(8), &good, |_, _| false), Answered::Wrong);
-        let judged = b.answered(span(8), &good, |p, h| p == 5 && h == good);
-        assert_eq!(
-            judged,
-            Answered::Judged {
-                piece: 5,
-                liars: vec![(ip(2).unwrap(), 1)]
-            }
-        );
+        assert_eq!(b.pending_piece(span(8)), Some(5));
+        assert_eq!(b.pending_piece(span(12)), None, "unasked");
+        assert_eq!(b.judge(5, &good), vec![(ip(2).unwrap(), 1)]);
         // The second asker's answer comes too late.
-        assert_eq!(b.answered(span(8), &good, |_, _| true), Answered::Unasked);
+        assert_eq!(b.pending_piece(span(8)), None);
+    }
+
+    #[test]
+    fn a_refusal_frees_its_slot_a_few_times() {
+        let mut b = BlockHashes::default();
+        b.failed(5, span(8), vec![], Instant::now());
+        let mut asked = 0;
+        while b.may_ask(5).is_some() {
+            asked += 1;
+            if b.refused(span(8)).is_none() {
+                break;
+            }
+        }
+        assert_eq!(
+            asked, MAX_ASKED as usize,
+            "asked again after each refusal, up to the cap"
+        );
+        assert!(b.may_ask(5).is_none());
     }
 
     #[test]

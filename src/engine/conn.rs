@@ -281,6 +281,10 @@ impl Link {
     }
 }
 
+/// Block-layer hash requests answered at once by the whole process (each
+/// reads and hashes up to 8 MiB).
+static BLOCK_HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Sends queued messages, batching whatever is ready into one write.
 async fn writer(
     t: Arc<Torrent>,
@@ -334,22 +338,23 @@ async fn writer(
                 }
                 Out::BlockHashes(r, pieces) => {
                     dec(&queued.hashing);
+                    // Reading and hashing up to 8 MiB: a few at a time for
+                    // the whole process, one piece held at a time, the bytes
+                    // read counted against --max-up.
+                    let _permit = BLOCK_HASHING.acquire().await;
                     let (store, meta) = (t.store.clone(), t.meta.clone());
+                    let read = pieces.len() as u64 * t.meta.piece_length;
                     let got = tokio::task::spawn_blocking(move || {
-                        let data = pieces
-                            .map(|p| store.read_piece(p))
+                        let v2 = meta.v2.as_ref()?;
+                        let digests = pieces
+                            .map(|p| store.read_piece(p).map(|d| v2.block_digests(p, &d)))
                             .collect::<Result<Vec<_>, _>>()
                             .ok()?;
-                        meta.v2.as_ref()?.block_answer(
-                            &r.root,
-                            r.index,
-                            r.count,
-                            r.proof_layers,
-                            &data,
-                        )
+                        v2.block_answer(&r.root, r.index, r.count, r.proof_layers, &digests)
                     })
                     .await
                     .map_err(|e| PeerError::Protocol(e.to_string()))?;
+                    super::rate::throttle(&t.cfg.max_up, read as usize).await;
                     match got {
                         Some(h) => {
                             debug!(index = r.index, count = r.count, "block hashes answered");
@@ -462,15 +467,24 @@ async fn session_loop(
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_tick = Instant::now();
     let mut last_heard = Instant::now();
+    let mut paused: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => return Ok(()),
-            r = rd.read_buf(&mut buf) => {
+            () = async { paused.as_mut().expect("paused").await }, if paused.is_some() => {
+                paused = None;
+            }
+            r = rd.read_buf(&mut buf), if paused.is_none() => {
                 let n = r?;
                 if n == 0 {
                     return Err(PeerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
                 }
-                super::rate::throttle(&s.t.cfg.max_down, n).await;
+                // Over --max-down: the next read waits (TCP slows the peer);
+                // commands and timers do not.
+                let wait = super::rate::cost(&s.t.cfg.max_down, n);
+                if !wait.is_zero() {
+                    paused = Some(Box::pin(tokio::time::sleep(wait)));
+                }
                 last_heard = Instant::now();
                 while let Some(m) = wire::decode(&mut buf, max)? {
                     s.handle(m)?;

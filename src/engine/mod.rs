@@ -899,8 +899,13 @@ impl Torrent {
                 let (ok, data, blocks) = tokio::task::spawn_blocking(move || {
                     let ok = meta.piece_ok(piece, &data);
                     // A v2 piece that failed: what its block hashes will
-                    // be checked against.
-                    let blocks = (!ok).then(|| meta.v2.as_ref()).flatten().and_then(|v| {
+                    // be checked against (a hybrid's, only if its v2 hashes
+                    // too say it is wrong).
+                    let v2 = meta
+                        .v2
+                        .as_ref()
+                        .filter(|v| !ok && !v.piece_ok(piece, &data));
+                    let blocks = v2.and_then(|v| {
                         Some((v.block_request(piece)?, v.block_digests(piece, &data)))
                     });
                     (ok, data, blocks)
@@ -953,6 +958,15 @@ impl Torrent {
         }
         // A piece that failed before with several senders: whoever sent a
         // block that differs from the good data lied.
+        // A v2 piece still waiting for its block hashes: its good data
+        // has them.
+        if let Some(v) = self.meta.v2.as_ref() {
+            if self.lock().block_hashes.is_pending(piece) {
+                let digests = v.block_digests(piece, &data);
+                let liars = self.lock().block_hashes.judge(piece, &digests);
+                self.ban_block_liars(piece, liars, "the verified piece");
+            }
+        }
         let earlier = {
             let mut st = self.lock();
             st.block_hashes.forget(piece);
@@ -1078,22 +1092,35 @@ impl Torrent {
             .chunks_exact(32)
             .map(|c| c.try_into().expect("32"))
             .collect();
-        let judged = self
-            .lock()
-            .block_hashes
-            .answered(span, &hashes, |p, h| v.block_hashes_ok(p, h));
-        match judged {
-            block_hashes::Answered::Unasked => {}
-            block_hashes::Answered::Wrong => {
-                self.ban(from, "sent block hashes that do not match the piece's hash")
-            }
-            block_hashes::Answered::Judged { piece, liars } => {
-                debug!(parent: &self.span, piece, liars = liars.len(), "block hashes checked a failed piece");
-                for (ip, block) in liars {
-                    let why =
-                        format!("sent block {block} of piece {piece}, which failed its block hash");
-                    self.ban_ip(ip, &why);
-                }
+        let Some(piece) = self.lock().block_hashes.pending_piece(span) else {
+            return;
+        };
+        // Hashed off the lock.
+        if !v.block_hashes_ok(piece, &hashes) {
+            self.ban(from, "sent block hashes that do not match the piece's hash");
+            return;
+        }
+        let liars = self.lock().block_hashes.judge(piece, &hashes);
+        self.ban_block_liars(piece, liars, "a peer's answer");
+    }
+
+    /// Bans the senders of the bad blocks of a failed v2 piece, as its
+    /// block hashes (from `source`) showed them.
+    fn ban_block_liars(&self, piece: usize, liars: Vec<(IpAddr, usize)>, source: &str) {
+        debug!(parent: &self.span, piece, liars = liars.len(), source, "block hashes checked a failed piece");
+        for (ip, block) in liars {
+            let why = format!("sent block {block} of piece {piece}, which failed its block hash");
+            self.ban_ip(ip, &why);
+        }
+    }
+
+    /// A peer refused a block-layer hash request: another holding the
+    /// piece may be asked in its place.
+    pub(crate) fn block_hashes_refused(&self, span: v2::BlockSpan) {
+        let mut st = self.lock();
+        if let Some(piece) = st.block_hashes.refused(span) {
+            for p in st.peers.values() {
+                let _ = p.cmd.send(PeerCmd::AskBlockHashes(piece));
             }
         }
     }

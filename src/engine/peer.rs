@@ -370,6 +370,14 @@ impl Session {
                 self.t.block_hashes_answered(self.addr, span, &hashes);
                 Ok(())
             }
+            Message::HashReject(req) if req.base == 0 && req.proof_layers == 0 => {
+                self.t.block_hashes_refused(v2::BlockSpan {
+                    root: req.root,
+                    index: req.index,
+                    count: req.count,
+                });
+                Ok(())
+            }
             Message::Hashes { .. } | Message::HashReject(_) => Ok(()),
         }
     }

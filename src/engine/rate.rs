@@ -6,7 +6,8 @@
 //! socket then stays unread (or unwritten) meanwhile, and TCP's own flow
 //! control slows the other side; no read size has to be guessed in
 //! advance. The rule is pure ([`Bucket::take`] returns the wait); the
-//! waiting is [`throttle`]'s. A few lines, so not worth a crate.
+//! waiting is [`throttle`]'s (or, for a session's reads, a pause of the
+//! read alone: its commands and timers go on meanwhile). A few lines, so not worth a crate.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,13 +50,19 @@ impl Bucket {
 /// A direction's limit, if any (shared by clones of the engine's config).
 pub type Limit = Option<Arc<Bucket>>;
 
+/// How long moving `n` bytes costs under `limit` (zero: go on).
+pub fn cost(limit: &Limit, n: usize) -> Duration {
+    match limit {
+        Some(b) => b.take(n as u64, Instant::now()),
+        None => Duration::ZERO,
+    }
+}
+
 /// Waits as long as moving `n` bytes costs under `limit`.
 pub async fn throttle(limit: &Limit, n: usize) {
-    if let Some(b) = limit {
-        let wait = b.take(n as u64, Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+    let wait = cost(limit, n);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -124,16 +124,46 @@ pub fn dirs_to_read() -> Vec<PathBuf> {
 /// Every live report, oldest process first.
 pub fn read_all() -> Vec<Report> {
     let mut out = Vec::new();
+    let own = status_dir();
     for dir in dirs_to_read() {
-        read_dir(&dir, &mut out);
+        read_dir(&dir, dir == own, &mut out);
     }
     out.sort_by_key(|r| r.pid);
     out.dedup_by(|a, b| a.pid == b.pid && a.info_hash == b.info_hash);
     out
 }
 
-fn read_dir(dir: &std::path::Path, out: &mut Vec<Report>) {
-    use std::os::unix::fs::MetadataExt;
+/// A status file's text: a regular file, not followed through a symlink,
+/// never blocking (a FIFO), at most 64 KiB (root reads folders other users
+/// control).
+fn read_report(p: &std::path::Path) -> Option<(Report, u32)> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(p)
+        .ok()?;
+    let m = f.metadata().ok()?;
+    if !m.is_file() {
+        return None;
+    }
+    let mut b = Vec::new();
+    f.take(64 * 1024).read_to_end(&mut b).ok()?;
+    let r = serde_json::from_slice::<Report>(&b).ok()?;
+    Some((r, m.uid()))
+}
+
+/// The reports in `dir`; a dead process's file is removed only in our own
+/// folder (`own`), never in another user's.
+fn read_dir(dir: &std::path::Path, own: bool, out: &mut Vec<Report>) {
+    if !own {
+        // Another user's folder: a real directory, not a symlink to one.
+        match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            _ => return,
+        }
+    }
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
@@ -142,16 +172,13 @@ fn read_dir(dir: &std::path::Path, out: &mut Vec<Report>) {
         if p.extension().is_none_or(|x| x != "json") {
             continue;
         }
-        let Ok(mut r) = std::fs::read(&p)
-            .map_err(|_| ())
-            .and_then(|b| serde_json::from_slice::<Report>(&b).map_err(|_| ()))
-        else {
+        let Some((mut r, uid)) = read_report(&p) else {
             continue;
         };
-        r.uid = e.metadata().map(|m| m.uid()).unwrap_or(0);
+        r.uid = uid;
         if alive(r.pid) {
             out.push(r);
-        } else {
+        } else if own {
             let _ = std::fs::remove_file(&p);
         }
     }
@@ -166,4 +193,45 @@ pub fn user_name(uid: u32) -> String {
         .find(|f| f.len() > 2 && f[2] == uid.to_string())
         .map(|f| f[0].to_string())
         .unwrap_or_else(|| uid.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Root reads folders other users control: a symlinked file, a FIFO
+    /// and a huge file are skipped (not followed, not waited on, not read
+    /// whole), and a dead process's file there is left alone.
+    #[test]
+    fn another_users_folder_is_read_with_care() {
+        let d = tempfile::tempdir().unwrap();
+        let live = Report {
+            pid: std::process::id(),
+            torrent: "live".into(),
+            ..Default::default()
+        };
+        let dead = Report {
+            pid: u32::MAX / 2,
+            torrent: "dead".into(),
+            ..Default::default()
+        };
+        std::fs::write(d.path().join("a.json"), serde_json::to_vec(&live).unwrap()).unwrap();
+        std::fs::write(d.path().join("d.json"), serde_json::to_vec(&dead).unwrap()).unwrap();
+        std::os::unix::fs::symlink(d.path().join("a.json"), d.path().join("b.json")).unwrap();
+        let fifo =
+            std::ffi::CString::new(d.path().join("c.json").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        std::fs::write(d.path().join("e.json"), vec![b' '; 1 << 20]).unwrap();
+        let mut out = Vec::new();
+        read_dir(d.path(), false, &mut out);
+        let names: Vec<&str> = out.iter().map(|r| r.torrent.as_str()).collect();
+        assert_eq!(names, ["live"]);
+        assert!(d.path().join("d.json").exists(), "not ours to remove");
+        read_dir(d.path(), true, &mut Vec::new());
+        assert!(
+            !d.path().join("d.json").exists(),
+            "ours: a dead process's file goes"
+        );
+    }
 }

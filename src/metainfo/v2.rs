@@ -432,9 +432,10 @@ impl V2 {
         } else {
             bpp
         };
+        let index = k.checked_mul(bpp)?;
         (count <= MAX_HASHES).then_some(BlockSpan {
             root: f.root,
-            index: k * bpp,
+            index,
             count,
         })
     }
@@ -499,13 +500,16 @@ impl V2 {
         if !ok || index as u64 >= blocks {
             return None;
         }
-        let first = f.first_piece + index / bpp;
-        let last = (f.first_piece + (index + count).div_ceil(bpp)).min(f.first_piece + f.pieces);
+        let (bpp, start) = (bpp as u64, f.first_piece as u64);
+        let first = start + index as u64 / bpp;
+        let last =
+            (start + (index as u64 + count as u64).div_ceil(bpp)).min(start + f.pieces as u64);
         Some(first as usize..last as usize)
     }
 
     /// The answer to a block-layer request [`V2::block_request_pieces`]
-    /// accepted, from the `pieces` it named (as btt holds them): the
+    /// accepted, from the [`V2::block_digests`] of each piece it named (so
+    /// that a piece's data need not be held while the next is read): the
     /// blocks' SHA-256 (zero for the padding past the file's end), then
     /// the uncles libtorrent's order wants.
     pub fn block_answer(
@@ -514,21 +518,22 @@ impl V2 {
         index: u32,
         count: u32,
         proof_layers: u32,
-        pieces: &[impl AsRef<[u8]>],
+        pieces: &[Vec<Hash>],
     ) -> Option<Vec<Hash>> {
         let range = self.block_request_pieces(root, index, count, proof_layers)?;
         if pieces.len() != range.len() {
             return None;
         }
         let (f, k0) = self.locate(range.start)?;
-        let mut leaves: Vec<Hash> = Vec::with_capacity(count as usize);
-        for (j, p) in pieces.iter().enumerate() {
-            let real = self.real_len(f, k0 + j as u32);
-            let data = p.as_ref().get(..real)?;
-            leaves.extend(data.chunks(BLOCK as usize).map(sha256));
+        let whole = pieces.iter().enumerate().all(|(j, d)| {
+            d.len() as u64 == (self.real_len(f, k0 + j as u32) as u64).div_ceil(BLOCK)
+        });
+        if !whole {
+            return None;
         }
-        let bpp = (self.piece_length / BLOCK) as u32;
-        let skip = (index - k0 * bpp) as usize;
+        let mut leaves: Vec<Hash> = pieces.concat();
+        let bpp = self.piece_length / BLOCK;
+        let skip = (index as u64 - k0 as u64 * bpp) as usize;
         let mut out: Vec<Hash> = leaves
             .iter()
             .skip(skip)
@@ -543,14 +548,14 @@ impl V2 {
             leaves.resize(width, [0; 32]);
             let levels = levels(leaves);
             for l in from..=proof_layers {
-                out.push(levels[l as usize][(index >> l) as usize ^ 1]);
+                out.push(levels[l as usize][((index as u64) >> l) as usize ^ 1]);
             }
             return Some(out);
         }
         let shift = bpp.trailing_zeros();
         let tree = self.tree_of(f);
         for l in from..=proof_layers {
-            out.push(tree[(l - shift) as usize][(index >> l) as usize ^ 1]);
+            out.push(tree[(l - shift) as usize][((index as u64) >> l) as usize ^ 1]);
         }
         Some(out)
     }
@@ -733,7 +738,13 @@ mod tests {
                 }
             );
             let hashes = v
-                .block_answer(&r, span.index, span.count, 0, &[piece(p)])
+                .block_answer(
+                    &r,
+                    span.index,
+                    span.count,
+                    0,
+                    &[v.block_digests(p, &piece(p))],
+                )
                 .unwrap();
             assert!(v.block_hashes_ok(p, &hashes), "piece {p}");
             assert_eq!(v.block_digests(p, &piece(p)), hashes);
@@ -746,12 +757,22 @@ mod tests {
             assert!(!v.block_hashes_ok(p, &wrong));
         }
         // The last piece's second block is past the file's end: a zero leaf.
-        let last = v.block_answer(&r, 12, 2, 0, &[piece(6)]).unwrap();
+        let last = v
+            .block_answer(&r, 12, 2, 0, &[v.block_digests(6, &piece(6))])
+            .unwrap();
         assert_eq!(last[1], [0; 32]);
         assert_eq!(v.block_digests(6, &piece(6)), last[..1]);
         // Four blocks with a proof up to the root: two uncles from the tree
         // above the piece layer.
-        let got = v.block_answer(&r, 0, 4, 3, &[piece(0), piece(1)]).unwrap();
+        let got = v
+            .block_answer(
+                &r,
+                0,
+                4,
+                3,
+                &[v.block_digests(0, &piece(0)), v.block_digests(1, &piece(1))],
+            )
+            .unwrap();
         assert_eq!(got.len(), 6);
         let node = pair(&pair(&got[0], &got[1]), &pair(&got[2], &got[3]));
         assert_eq!(node, pair(&layer[0], &layer[1]));
@@ -766,7 +787,9 @@ mod tests {
                 count: 2
             }
         );
-        let hashes = v.block_answer(&rs, 0, 2, 0, &[piece(7)]).unwrap();
+        let hashes = v
+            .block_answer(&rs, 0, 2, 0, &[v.block_digests(7, &piece(7))])
+            .unwrap();
         assert!(v.block_hashes_ok(7, &hashes));
         assert_eq!(v.block_request_pieces(&rs, 0, 2, 1), None);
         // Refused: unaligned, a part of a piece, too many, proof past the
