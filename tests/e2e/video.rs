@@ -201,3 +201,126 @@ fn the_demo_plays_as_printed_and_is_in_btt_status() {
     );
     assert!(!is_mounted(&dir.join("mnt")));
 }
+
+/// The demo as a newcomer runs it: in a terminal (tmux), the VLC line it
+/// prints run exactly as printed (through `sh -c`) plays the sample to the
+/// end, and Ctrl-C typed into that terminal (to the whole foreground
+/// process group, as a terminal sends it) leaves nothing mounted and no
+/// btt process of the demo running.
+#[test]
+fn the_demo_in_a_terminal_plays_as_printed_and_ctrl_c_leaves_nothing() {
+    let d = tmpdir();
+    let d = d.path();
+    let dir = d.join("demo");
+    std::fs::create_dir_all(dir.join("content")).unwrap();
+    btt::demo::generate_video(&dir.join("content/sample.mp4"), 4, 10).unwrap();
+    let session = format!("btt-demo-{}", std::process::id());
+    struct Cleanup(String, std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["kill-session", "-t", &self.0])
+                .status();
+            if is_mounted(&self.1) {
+                let _ = Command::new("fusermount3").arg("-uz").arg(&self.1).status();
+            }
+        }
+    }
+    let _cleanup = Cleanup(session.clone(), dir.join("mnt"));
+    let cmd = format!(
+        "env -u RUST_LOG BTT_STATUS_DIR={} {BTT} demo --dir {}",
+        d.join("status").display(),
+        dir.display()
+    );
+    let st = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "-s",
+            &session,
+            &cmd,
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let pane = || {
+        let o = Command::new("tmux")
+            .args(["capture-pane", "-p", "-J", "-t", &session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let mut shown = String::new();
+    let ready = wait_until(Duration::from_secs(60), || {
+        shown = pane();
+        shown.contains("Press Ctrl-C")
+    });
+    assert!(ready, "{shown}");
+    let printed = shown
+        .lines()
+        .find(|l| l.contains("cvlc --play-and-exit"))
+        .unwrap_or_else(|| panic!("no VLC line:\n{shown}"));
+    let line = printed.split("   (").next().unwrap().trim();
+    // The mount's pieces, as `btt status` lists them: (held, all).
+    let pieces = || {
+        std::thread::sleep(Duration::from_millis(1200));
+        let st = Command::new(BTT)
+            .arg("status")
+            .env("BTT_STATUS_DIR", d.join("status"))
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&st.stdout).into_owned();
+        let head = format!("mount {}", dir.join("mnt").display());
+        let mount = listed
+            .lines()
+            .find(|l| l.starts_with(&head))
+            .unwrap_or_else(|| panic!("the demo's mount in btt status: {listed}"));
+        let (had, all) = mount
+            .split(": ")
+            .nth(1)
+            .and_then(|r| r.split(" pieces").next())
+            .and_then(|p| p.split_once('/'))
+            .unwrap_or_else(|| panic!("{mount}"));
+        (had.parse::<u32>().unwrap(), all.parse::<u32>().unwrap())
+    };
+    assert_eq!(pieces().0, 0, "nothing read before VLC");
+    let o = Command::new("sh").args(["-c", line]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{line}: {err}");
+    // (No display or sound card here: VLC says so; what matters is that it
+    // could open and read the file.)
+    assert!(
+        !err.contains("Permission denied") && !err.contains("unable to open the MRL"),
+        "{line}: {err}"
+    );
+    // VLC read the sample to its end: every piece came to the mount.
+    let (had, all) = pieces();
+    assert_eq!(had, all, "VLC played to the end");
+    let st = Command::new("tmux")
+        .args(["send-keys", "-t", &session, "C-c"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let gone = wait_until(Duration::from_secs(20), || {
+        let alive = Command::new("tmux")
+            .args(["has-session", "-t", &session])
+            .status()
+            .is_ok_and(|s| s.success());
+        !alive
+    });
+    assert!(gone, "the demo ended on Ctrl-C:\n{}", pane());
+    assert!(!is_mounted(&dir.join("mnt")), "nothing mounted");
+    let procs = Command::new("pgrep")
+        .args(["-f", &dir.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        procs.stdout.is_empty(),
+        "nothing of the demo runs: {}",
+        String::from_utf8_lossy(&procs.stdout)
+    );
+}
