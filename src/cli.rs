@@ -78,6 +78,32 @@ pub struct PeerArgs {
     pub max_up: Option<u64>,
 }
 
+/// `-o` options split into btt's own and FUSE's.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MountOptions {
+    pub fuse: Vec<String>,
+    pub max_down: Option<u64>,
+    pub max_up: Option<u64>,
+}
+
+/// Takes btt's own options (`max_down=`, `max_up=`) out of `-o` options;
+/// the rest are FUSE's.
+pub fn mount_options(options: &[String]) -> Result<MountOptions, String> {
+    let mut out = MountOptions::default();
+    for o in options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|o| !o.is_empty())
+    {
+        match o.split_once('=') {
+            Some(("max_down", v)) => out.max_down = Some(parse_rate(v)?),
+            Some(("max_up", v)) => out.max_up = Some(parse_rate(v)?),
+            _ => out.fuse.push(o.to_string()),
+        }
+    }
+    Ok(out)
+}
+
 /// A rate in bytes per second: `5MiB`, `5MiB/s`, `500KB/s`.
 pub fn parse_rate(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -160,7 +186,8 @@ pub struct MountCli {
     /// Stay in the foreground.
     #[arg(short, long)]
     pub foreground: bool,
-    /// FUSE mount options, e.g. -o allow_other.
+    /// Mount options, e.g. -o allow_other; btt's own: max_down=RATE,
+    /// max_up=RATE (as --max-down, --max-up; what fstab can pass).
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
     /// Log to this file (background mode logs nowhere otherwise).

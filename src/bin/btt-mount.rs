@@ -73,7 +73,11 @@ fn real_main() -> Result<()> {
     // and blocking-pool threads that multiplies peak RSS for no gain here.
     // SAFETY: mallopt only adjusts allocator tuning; called before other threads start.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let o = btt::cli::mount_options(&cli.options).map_err(|e| anyhow::anyhow!("-o: {e}"))?;
+    cli.options = o.fuse;
+    cli.peers.max_down = o.max_down.or(cli.peers.max_down);
+    cli.peers.max_up = o.max_up.or(cli.peers.max_up);
     let ready_fd: Option<i32> = std::env::var(READY_FD).ok().and_then(|v| v.parse().ok());
     if !cli.foreground && ready_fd.is_none() {
         return daemonize(cli.quiet);

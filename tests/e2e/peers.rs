@@ -156,8 +156,8 @@ fn multi_file_listing_sizes_and_metadata() {
     );
 }
 
-/// `--max-up` on `btt seed` and `--max-down` on a mount hold a transfer to
-/// the rate: 6 MiB at 2 MiB/s takes about 3 s (loopback does it in a
+/// `--max-up` on `btt seed` and `--max-down` on a mount (or `-o
+/// max_down=`) hold a transfer to the rate: 6 MiB at 2 MiB/s takes about 3 s (loopback does it in a
 /// fraction of one). Only the lower bound is asserted: a limit can only
 /// make things slower, and a slow machine is slower anyway.
 #[test]
@@ -170,6 +170,8 @@ fn rate_limits_hold_transfers_to_the_rate() {
     for (i, (seed_args, mount_args)) in [
         (vec!["--max-up", "2MiB"], vec![]),
         (vec![], vec!["--max-down", "2MiB/s"]),
+        // As a mount option (what fstab's `mount -t btt` passes).
+        (vec![], vec!["-o", "noatime,max_down=2MiB"]),
     ]
     .into_iter()
     .enumerate()
