@@ -172,8 +172,16 @@ fn writable(dir: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
         return false;
     };
-    // SAFETY: a valid NUL-terminated path; access has no other preconditions.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+    // With the effective ids, as creating files there will use.
+    // SAFETY: a valid NUL-terminated path; faccessat has no other preconditions.
+    unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        ) == 0
+    }
 }
 
 fn data_dir(dir: &Path) -> Check {

@@ -42,7 +42,13 @@ pub fn parse_msat(s: &str) -> Result<u64, AmountError> {
     let num = num.trim().replace('_', "");
     let (whole, frac) = num.split_once('.').unwrap_or((&num, ""));
     let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
-    if !digits(whole) || !(frac.is_empty() || digits(frac)) || frac.len() > decimals {
+    // A dot needs digits after it ("1." is a typo, not 1).
+    let frac_ok = if num.contains('.') {
+        digits(frac)
+    } else {
+        true
+    };
+    if !digits(whole) || !frac_ok || frac.len() > decimals {
         return Err(bad());
     }
     let whole: u128 = whole.parse().map_err(|_| bad())?;
@@ -120,6 +126,8 @@ mod tests {
             "1..2",
             ".5sat",
             "99999999999999999999sat",
+            "1.",
+            "1.sat",
         ] {
             assert!(matches!(parse_msat(s), Err(AmountError::Bad(_))), "{s}");
         }
