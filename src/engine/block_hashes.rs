@@ -113,11 +113,6 @@ impl BlockHashes {
         self.pending.contains_key(&piece)
     }
 
-    /// The piece verified some other way: nothing more to learn.
-    pub fn forget(&mut self, piece: usize) {
-        self.pending.remove(&piece);
-    }
-
     /// `hashes`, checked against piece `piece`'s hash by the caller, judge
     /// its failed attempt: the senders of the blocks that differ, with the
     /// block's index in the piece (empty if every block matched). The piece
@@ -218,7 +213,7 @@ mod tests {
             t0 + PATIENCE + Duration::from_secs(1),
         );
         assert_eq!(b.pending.len(), 1, "the stale ones expired");
-        b.forget(100);
-        assert!(b.may_ask(100).is_none());
+        b.judge(100, &[]);
+        assert!(b.may_ask(100).is_none(), "judged: no longer pending");
     }
 }

@@ -967,11 +967,7 @@ impl Torrent {
                 self.ban_block_liars(piece, liars, "the verified piece");
             }
         }
-        let earlier = {
-            let mut st = self.lock();
-            st.block_hashes.forget(piece);
-            st.blame.take(piece)
-        };
+        let earlier = self.lock().blame.take(piece);
         if let Some(e) = earlier {
             for ip in blame::liars(&e, &data, crate::wire::BLOCK_SIZE as usize) {
                 self.ban_ip(ip, "sent a bad block in a piece that failed its hash check");

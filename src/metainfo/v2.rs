@@ -660,6 +660,16 @@ mod tests {
 
     /// Hash requests are answered as libtorrent answers them: the hashes,
     /// then the uncles that lead from their subtree to the root.
+    /// `files` whose file with root `r` has the piece layer `layer`.
+    fn with_layer(pl: u64, files: &[TreeFile], r: Hash, layer: &[Hash]) -> V2 {
+        let mut layers = Layers::new();
+        layers.insert(
+            Cow::Owned(r.to_vec()),
+            Value::Bytes(Cow::Owned(layer.concat())),
+        );
+        V2::new([0; 32], pl, files, Some(&layers), true).unwrap()
+    }
+
     #[test]
     fn hash_requests_get_the_layer_and_its_proof() {
         let pl = 2 * BLOCK;
@@ -667,12 +677,7 @@ mod tests {
         let files = tree(&[("big", &big)]);
         let r = files[0].root.unwrap();
         let layer: Vec<Hash> = big.chunks(pl as usize).map(|p| data_root(p, 2)).collect();
-        let mut layers = Layers::new();
-        layers.insert(
-            Cow::Owned(r.to_vec()),
-            Value::Bytes(Cow::Owned(layer.concat())),
-        );
-        let v = V2::new([0; 32], pl, &files, Some(&layers), true).unwrap();
+        let v = with_layer(pl, &files, r, &layer);
         // Pieces 2 and 3 with two proof layers: the sibling pair, then the
         // other half of the tree (whose last leaf is padding).
         let got = v.answer(&r, 1, 2, 2, 2).unwrap();
@@ -713,12 +718,7 @@ mod tests {
         let files = tree(&[("big", &big), ("small", &small)]);
         let (r, rs) = (files[0].root.unwrap(), files[1].root.unwrap());
         let layer: Vec<Hash> = big.chunks(pl as usize).map(|p| data_root(p, 2)).collect();
-        let mut layers = Layers::new();
-        layers.insert(
-            Cow::Owned(r.to_vec()),
-            Value::Bytes(Cow::Owned(layer.concat())),
-        );
-        let v = V2::new([0; 32], pl, &files, Some(&layers), true).unwrap();
+        let v = with_layer(pl, &files, r, &layer);
         // btt holds each piece padded to the piece length.
         let piece = |p: usize| {
             let (d, k) = if p < 7 { (&big, p) } else { (&small, p - 7) };
