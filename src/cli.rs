@@ -225,7 +225,7 @@ pub struct MountCli {
 /// else `info`, or `debug` for btt with `-v`). fuser's warnings are left
 /// out unless `RUST_LOG` names it: what it warns of, btt answers itself
 /// (every request) or expects (its attempt to unmount a mount already gone
-/// on exit).
+/// on exit). So are the TLS verifier's, whose refusals btt reports itself.
 pub fn init_logging(verbose: bool, quiet: bool, file: Option<&std::path::Path>) {
     use tracing_subscriber::EnvFilter;
     // No status lines with -q, even when a log file takes the log.
@@ -233,7 +233,7 @@ pub fn init_logging(verbose: bool, quiet: bool, file: Option<&std::path::Path>) 
     if quiet && !verbose && file.is_none() {
         // Errors only, whatever RUST_LOG says: a script asked for silence.
         tracing_subscriber::fmt()
-            .with_env_filter(EnvFilter::new("error"))
+            .with_env_filter(EnvFilter::new("error,rustls_platform_verifier=off"))
             .event_format(Human)
             .with_writer(AboveBar)
             .init();
@@ -248,8 +248,16 @@ pub fn init_logging(verbose: bool, quiet: bool, file: Option<&std::path::Path>) 
             (false, false) => "info,electrum_client=warn,librqbit_dht=warn",
         })
     });
-    if !env.is_some_and(|e| e.contains("fuser")) {
+    if !env.as_ref().is_some_and(|e| e.contains("fuser")) {
         filter = filter.add_directive("fuser=error".parse().expect("a valid directive"));
+    }
+    // It logs each refused certificate as an error; the refusal reaches the
+    // user as the command's own error, with what to do.
+    if !env.is_some_and(|e| e.contains("rustls_platform_verifier")) {
+        let quiet = "rustls_platform_verifier=off"
+            .parse()
+            .expect("a valid directive");
+        filter = filter.add_directive(quiet);
     }
     if human {
         tracing_subscriber::fmt()

@@ -37,8 +37,14 @@ pub enum ConfigError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum BackendConfig {
-    /// An Electrum server, `tcp://host:port` (no TLS in this build).
-    Electrum { url: String },
+    /// An Electrum server, `tcp://host:port` or `ssl://host:port`.
+    Electrum {
+        url: String,
+        /// The `ssl://` server's own certificate (PEM), pinned: most
+        /// Electrum servers' certificates are self-signed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cert: Option<PathBuf>,
+    },
     /// Bitcoin Core (or compatible) JSON-RPC, `http://host:port`.
     Rpc {
         url: String,
@@ -56,7 +62,10 @@ impl BackendConfig {
     /// The server, as shown to the user (never the password).
     pub fn describe(&self) -> String {
         match self {
-            BackendConfig::Electrum { url } => format!("Electrum server {url}"),
+            BackendConfig::Electrum { url, cert: None } => format!("Electrum server {url}"),
+            BackendConfig::Electrum { url, cert: Some(c) } => {
+                format!("Electrum server {url} (pinned certificate {})", c.display())
+            }
             BackendConfig::Rpc { url, .. } => format!("JSON-RPC server {url}"),
         }
     }
@@ -260,6 +269,7 @@ mod tests {
             network: "regtest".into(),
             backend: BackendConfig::Electrum {
                 url: "tcp://127.0.0.1:50001".into(),
+                cert: None,
             },
             channels: ChannelConfig::default(),
             buy: BuyPrefs::default(),

@@ -1,41 +1,106 @@
-//! Electrum backend (bdk_electrum). The network is checked by comparing the
-//! server's block 0 with the configured network's genesis block.
+//! Electrum backend (bdk_electrum), over TCP (`tcp://`) or TLS (`ssl://`,
+//! see [`super::tls`]). The network is checked by comparing the server's
+//! block 0 with the configured network's genesis block.
+//!
+//! A long-running seller keeps one backend for hours; when its connection
+//! drops, the next call dials again once before it reports an error.
 
+use super::tls::{self, TlsStream};
 use super::{ChainBackend, ChainError, OutputStatus, TxStatus};
 use crate::pay::bitcoin::{
     constants::genesis_block, FeeRate, Network, OutPoint, Script, Transaction, Txid,
 };
-use bdk_electrum::electrum_client::{self, ElectrumApi};
+use bdk_electrum::electrum_client::{self, raw_client::RawClient, ElectrumApi};
 use bdk_electrum::BdkElectrumClient;
 use bdk_wallet::Wallet;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 const STOP_GAP: usize = 20;
 const BATCH: usize = 10;
+const TIMEOUT: Duration = Duration::from_secs(20);
 
-pub struct ElectrumBackend {
+type Dial<E> = Box<dyn Fn() -> Result<E, String> + Send + Sync>;
+
+pub struct ElectrumBackend<E> {
     url: String,
     network: Network,
-    client: BdkElectrumClient<electrum_client::Client>,
+    client: RwLock<Arc<BdkElectrumClient<E>>>,
+    dial: Dial<E>,
 }
 
-impl ElectrumBackend {
-    pub fn connect(url: &str, network: Network) -> Result<Self, ChainError> {
+/// Connects to `tcp://HOST:PORT` or `ssl://HOST:PORT` (`cert`: the pinned
+/// certificate of an `ssl://` server) and checks its network.
+pub fn connect(
+    url: &str,
+    cert: Option<&Path>,
+    network: Network,
+) -> Result<Box<dyn ChainBackend>, ChainError> {
+    let bad = |msg: String| ChainError::Backend {
+        url: url.into(),
+        msg,
+    };
+    if let Some(hostport) = url.strip_prefix("ssl://") {
+        let (host, port) = hostport
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?)))
+            .ok_or_else(|| bad("expected ssl://HOST:PORT".into()))?;
+        let pin = cert
+            .map(tls::read_pin)
+            .transpose()
+            .map_err(|e| bad(e.to_string()))?;
+        let dial: Dial<RawClient<TlsStream>> = Box::new(move || {
+            let stream =
+                tls::dial(&host, port, pin.as_ref(), TIMEOUT).map_err(|e| e.to_string())?;
+            let c = RawClient::from(stream);
+            // The protocol version is asked for (and kept) before anything else.
+            c.protocol_version().map_err(|e| e.to_string())?;
+            Ok(c)
+        });
+        return Ok(Box::new(ElectrumBackend::new(url, network, dial)?));
+    }
+    if cert.is_some() {
+        return Err(bad(
+            "a pinned certificate (--electrum-cert) is for ssl:// servers".into(),
+        ));
+    }
+    if !url.starts_with("tcp://") {
+        return Err(bad("expected tcp://HOST:PORT or ssl://HOST:PORT".into()));
+    }
+    let u = url.to_string();
+    let dial: Dial<electrum_client::Client> = Box::new(move || {
         let config = electrum_client::ConfigBuilder::new()
-            .timeout(Some(Duration::from_secs(20)))
+            .timeout(Some(TIMEOUT))
             .retry(1)
             .build();
-        let inner =
-            electrum_client::Client::from_config(url, config).map_err(|e| ChainError::Backend {
-                url: url.into(),
-                msg: e.to_string(),
-            })?;
+        electrum_client::Client::from_config(&u, config).map_err(|e| e.to_string())
+    });
+    Ok(Box::new(ElectrumBackend::new(url, network, dial)?))
+}
+
+/// A failure of the connection rather than an answer from the server.
+fn is_transport(e: &electrum_client::Error) -> bool {
+    use electrum_client::Error as E;
+    matches!(
+        e,
+        E::IOError(_) | E::SharedIOError(_) | E::AllAttemptsErrored(_) | E::CouldntLockReader
+    )
+}
+
+impl<E: ElectrumApi + Send + Sync> ElectrumBackend<E> {
+    fn new(url: &str, network: Network, dial: Dial<E>) -> Result<Self, ChainError> {
+        let inner = dial().map_err(|msg| ChainError::Backend {
+            url: url.into(),
+            msg,
+        })?;
         let b = ElectrumBackend {
             url: url.into(),
             network,
-            client: BdkElectrumClient::new(inner),
+            client: RwLock::new(Arc::new(BdkElectrumClient::new(inner))),
+            dial,
         };
-        let genesis = b.client.inner.block_header(0).map_err(|e| b.err(e))?;
+        let genesis = b.call(|c| c.inner.block_header(0)).map_err(|e| b.err(e))?;
         if genesis.block_hash() != genesis_block(network).block_hash() {
             return Err(ChainError::WrongNetwork {
                 url: url.into(),
@@ -46,6 +111,26 @@ impl ElectrumBackend {
         Ok(b)
     }
 
+    /// Runs `f` on the client; after a dropped connection, dials once more.
+    fn call<T>(
+        &self,
+        f: impl Fn(&BdkElectrumClient<E>) -> Result<T, electrum_client::Error>,
+    ) -> Result<T, electrum_client::Error> {
+        let client = self.client.read().expect("client lock").clone();
+        match f(&client) {
+            Err(e) if is_transport(&e) => {
+                tracing::debug!(url = %self.url, error = %e, "chain server connection lost; dialing again");
+                let fresh = match (self.dial)() {
+                    Ok(inner) => Arc::new(BdkElectrumClient::new(inner)),
+                    Err(_) => return Err(e),
+                };
+                *self.client.write().expect("client lock") = fresh.clone();
+                f(&fresh)
+            }
+            r => r,
+        }
+    }
+
     fn err(&self, e: electrum_client::Error) -> ChainError {
         ChainError::Backend {
             url: self.url.clone(),
@@ -54,16 +139,14 @@ impl ElectrumBackend {
     }
 }
 
-impl ChainBackend for ElectrumBackend {
+impl<E: ElectrumApi + Send + Sync> ChainBackend for ElectrumBackend<E> {
     fn network(&self) -> Network {
         self.network
     }
 
     fn sync_wallet(&self, wallet: &mut Wallet) -> Result<(), ChainError> {
-        let request = wallet.start_full_scan();
         let update = self
-            .client
-            .full_scan(request, STOP_GAP, BATCH, true)
+            .call(|c| c.full_scan(wallet.start_full_scan(), STOP_GAP, BATCH, true))
             .map_err(|e| self.err(e))?;
         wallet
             .apply_update(update)
@@ -71,7 +154,7 @@ impl ChainBackend for ElectrumBackend {
     }
 
     fn broadcast(&self, tx: &Transaction) -> Result<Txid, ChainError> {
-        match self.client.transaction_broadcast(tx) {
+        match self.call(|c| c.transaction_broadcast(tx)) {
             Ok(txid) => Ok(txid),
             Err(electrum_client::Error::Protocol(v)) => {
                 let msg = v
@@ -91,9 +174,7 @@ impl ChainBackend for ElectrumBackend {
 
     fn tx_status(&self, txid: &Txid, spk: &Script) -> Result<TxStatus, ChainError> {
         let history = self
-            .client
-            .inner
-            .script_get_history(spk)
+            .call(|c| c.inner.script_get_history(spk))
             .map_err(|e| self.err(e))?;
         let Some(h) = history.iter().find(|h| h.tx_hash == *txid) else {
             return Ok(TxStatus::Unknown);
@@ -110,7 +191,7 @@ impl ChainBackend for ElectrumBackend {
     }
 
     fn get_tx(&self, txid: &Txid) -> Result<Option<Transaction>, ChainError> {
-        match self.client.inner.transaction_get(txid) {
+        match self.call(|c| c.inner.transaction_get(txid)) {
             Ok(tx) => Ok(Some(tx)),
             Err(electrum_client::Error::Protocol(_)) => Ok(None),
             Err(e) => Err(self.err(e)),
@@ -119,18 +200,14 @@ impl ChainBackend for ElectrumBackend {
 
     fn tip_height(&self) -> Result<u32, ChainError> {
         let n = self
-            .client
-            .inner
-            .block_headers_subscribe()
+            .call(|c| c.inner.block_headers_subscribe())
             .map_err(|e| self.err(e))?;
         Ok(n.height as u32)
     }
 
     fn fee_rate(&self, target_blocks: u16) -> Result<Option<FeeRate>, ChainError> {
         let btc_per_kvb = self
-            .client
-            .inner
-            .estimate_fee(target_blocks as usize, None)
+            .call(|c| c.inner.estimate_fee(target_blocks as usize, None))
             .map_err(|e| self.err(e))?;
         if btc_per_kvb <= 0.0 {
             return Ok(None);
@@ -144,18 +221,14 @@ impl ChainBackend for ElectrumBackend {
         // spends from it; listunspent is not used, as ElectrumX's view of
         // unconfirmed outputs can lag its history.
         let history = self
-            .client
-            .inner
-            .script_get_history(spk)
+            .call(|c| c.inner.script_get_history(spk))
             .map_err(|e| self.err(e))?;
         if !history.iter().any(|h| h.tx_hash == outpoint.txid) {
             return Ok(OutputStatus::Unknown);
         }
         for h in history.iter().filter(|h| h.tx_hash != outpoint.txid) {
             let tx = self
-                .client
-                .inner
-                .transaction_get(&h.tx_hash)
+                .call(|c| c.inner.transaction_get(&h.tx_hash))
                 .map_err(|e| self.err(e))?;
             if tx.input.iter().any(|i| i.previous_output == *outpoint) {
                 return Ok(OutputStatus::Spent);

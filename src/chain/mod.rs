@@ -8,6 +8,7 @@
 
 mod electrum;
 mod rpc;
+pub mod tls;
 
 pub use electrum::ElectrumBackend;
 pub use rpc::RpcBackend;
@@ -85,7 +86,7 @@ pub trait ChainBackend: Send + Sync {
 pub fn connect(cfg: &Config) -> Result<Box<dyn ChainBackend>, ChainError> {
     let network = cfg.network()?;
     Ok(match &cfg.backend {
-        BackendConfig::Electrum { url } => Box::new(ElectrumBackend::connect(url, network)?),
+        BackendConfig::Electrum { url, cert } => electrum::connect(url, cert.as_deref(), network)?,
         BackendConfig::Rpc {
             url,
             user,

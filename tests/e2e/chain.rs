@@ -31,6 +31,8 @@ pub struct Regtest {
     pub dir: tempfile::TempDir,
     pub rpc_port: u16,
     pub electrum_port: Option<u16>,
+    /// ElectrumX's TLS port and its self-signed certificate (PEM).
+    pub electrum_ssl: Option<(u16, PathBuf)>,
     pub client: bitcoincore_rpc::Client,
     _electrumx: Option<Proc>,
     _node: Proc,
@@ -76,6 +78,7 @@ impl Regtest {
             dir,
             rpc_port,
             electrum_port: None,
+            electrum_ssl: None,
             client,
             _electrumx: None,
             _node: node,
@@ -88,6 +91,10 @@ impl Regtest {
             std::fs::create_dir_all(&db).unwrap();
             let py = rd.join(".venv/bin/python3");
             assert!(py.exists(), "ElectrumX venv missing (run tests/run.sh)");
+            let ssl_port = free_port();
+            let cert = rt.dir.path().join("electrumx-cert.pem");
+            let key = rt.dir.path().join("electrumx-key.pem");
+            self_signed(&cert, &key);
             let p = Proc::spawn(
                 "electrumx",
                 Command::new(py)
@@ -100,7 +107,12 @@ impl Regtest {
                     )
                     .env("DB_ENGINE", "leveldb")
                     .env("DB_DIRECTORY", &db)
-                    .env("SERVICES", format!("tcp://127.0.0.1:{port}"))
+                    .env(
+                        "SERVICES",
+                        format!("tcp://127.0.0.1:{port},ssl://127.0.0.1:{ssl_port}"),
+                    )
+                    .env("SSL_CERTFILE", &cert)
+                    .env("SSL_KEYFILE", &key)
                     .env("PEER_DISCOVERY", "off")
                     .env("PEER_ANNOUNCE", "")
                     .env("ALLOW_ROOT", "1")
@@ -110,7 +122,9 @@ impl Regtest {
                 &rt.dir.path().join("electrumx.log"),
             );
             wait_addr("127.0.0.1", port, Duration::from_secs(60));
+            wait_addr("127.0.0.1", ssl_port, Duration::from_secs(60));
             rt.electrum_port = Some(port);
+            rt.electrum_ssl = Some((ssl_port, cert));
             rt._electrumx = Some(p);
             rt.wait_indexed();
         }
@@ -209,6 +223,32 @@ impl Regtest {
     }
 }
 
+/// A self-signed certificate for 127.0.0.1, as a server operator makes one.
+pub fn self_signed(cert: &Path, key: &Path) {
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=electrum.test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        o.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 fn electrum_height(port: u16) -> Option<u32> {
     use std::io::{BufRead, BufReader, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -235,6 +275,8 @@ impl Party {
         let mut base = rt.init_args(backend);
         if extra.contains(&"--network") {
             base.drain(..2);
+        } else if extra.contains(&"--electrum") {
+            base.truncate(2);
         }
         args.extend(base);
         args.extend(extra.iter().map(|s| s.to_string()));

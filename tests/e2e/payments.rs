@@ -261,6 +261,72 @@ fn channels_over_rpc() {
     lifecycle(Backend::Rpc);
 }
 
+/// Most public Electrum servers speak TLS with a self-signed certificate:
+/// `ssl://` is refused until that certificate is pinned, a different pinned
+/// certificate is refused too, and a pinned wallet funds, opens, pays and
+/// closes a channel over TLS.
+#[test]
+fn electrum_over_tls_with_a_pinned_certificate() {
+    let rt = Regtest::start(Backend::Electrum);
+    let d = tmpdir();
+    let (ssl_port, cert) = rt.electrum_ssl.clone().expect("ElectrumX on TLS");
+    let ssl = format!("ssl://127.0.0.1:{ssl_port}");
+
+    let unpinned = Party::new(&rt, Backend::Electrum, &["--electrum", &ssl]);
+    let err = unpinned.fails(&["wallet", "balance"]);
+    assert!(
+        err.contains("self-signed") && err.contains("--electrum-cert"),
+        "an unpinned self-signed certificate is refused with what to do:\n{err}"
+    );
+    assert!(!err.contains("Caused by"), "one short message:\n{err}");
+
+    let other = d.path().join("other.pem");
+    self_signed(&other, &d.path().join("other-key.pem"));
+    let wrong = Party::new(
+        &rt,
+        Backend::Electrum,
+        &[
+            "--electrum",
+            &ssl,
+            "--electrum-cert",
+            other.to_str().unwrap(),
+        ],
+    );
+    let err = wrong.fails(&["wallet", "balance"]);
+    assert!(
+        err.contains("not the pinned certificate"),
+        "a server whose certificate differs from the pinned one is refused:\n{err}"
+    );
+
+    let mut args = vec![
+        "--electrum",
+        &ssl,
+        "--electrum-cert",
+        cert.to_str().unwrap(),
+    ];
+    args.extend_from_slice(BUYER);
+    let buyer = Party::new(&rt, Backend::Electrum, &args);
+    let doctor = buyer.ok(&["doctor"]);
+    assert!(
+        doctor
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("wallet:") && l.contains("regtest")),
+        "btt doctor reaches the server over TLS:\n{doctor}"
+    );
+    fund(&rt, &buyer, 2);
+    assert!(buyer.balance().0 > 0, "the wallet syncs over TLS");
+
+    let seller = Party::new(&rt, Backend::Electrum, &seller_args());
+    let (torrent, data) = content(d.path());
+    let port = free_port();
+    let _seller = seller.sell(&torrent, &data, port, &d.path().join("seller.log"));
+    let (id, state) = buyer.open(port, &torrent, 50_000);
+    assert_eq!(state, "ready", "the funding went out over TLS");
+    assert_eq!(buyer.pay(&id, 100_000, 10), 1_000_000);
+    let close = Party::field(&buyer.ok(&["channels", "close", &id]), "close_txid");
+    mined(&rt, &close);
+}
+
 /// kill -9 of either side at the worst moment loses nothing.
 #[test]
 fn channels_survive_kill_9() {

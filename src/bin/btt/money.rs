@@ -41,9 +41,13 @@ pub enum WalletCmd {
         /// bitcoin, testnet4, signet or regtest.
         #[arg(long, default_value = "bitcoin")]
         network: String,
-        /// Electrum server, tcp://host:port.
+        /// Electrum server, tcp://host:port or ssl://host:port.
         #[arg(long, conflicts_with = "rpc")]
         electrum: Option<String>,
+        /// The ssl:// server's certificate (PEM), pinned: needed when it is
+        /// self-signed, as most Electrum servers' are.
+        #[arg(long, value_name = "FILE", requires = "electrum")]
+        electrum_cert: Option<PathBuf>,
         /// Bitcoin Core JSON-RPC URL, http://host:port.
         #[arg(long)]
         rpc: Option<String>,
@@ -148,6 +152,7 @@ pub fn wallet(home: &Home, cmd: WalletCmd) -> Result<()> {
     if let WalletCmd::Init {
         network,
         electrum,
+        electrum_cert,
         rpc,
         rpc_user,
         rpc_password,
@@ -161,7 +166,15 @@ pub fn wallet(home: &Home, cmd: WalletCmd) -> Result<()> {
     } = cmd
     {
         let backend = match (electrum, rpc) {
-            (Some(url), None) => BackendConfig::Electrum { url },
+            (Some(url), None) => {
+                let cert = electrum_cert
+                    .map(|c| -> Result<PathBuf> {
+                        btt::chain::tls::read_pin(&c)?;
+                        Ok(std::path::absolute(&c)?)
+                    })
+                    .transpose()?;
+                BackendConfig::Electrum { url, cert }
+            }
             (None, Some(url)) => BackendConfig::Rpc {
                 url,
                 user: rpc_user,
@@ -169,7 +182,7 @@ pub fn wallet(home: &Home, cmd: WalletCmd) -> Result<()> {
                 cookie: rpc_cookie,
             },
             _ => {
-                bail!("give a chain backend: --electrum tcp://HOST:PORT or --rpc http://HOST:PORT")
+                bail!("give a chain backend: --electrum tcp://HOST:PORT (or ssl://) or --rpc http://HOST:PORT")
             }
         };
         let cfg = Config {
