@@ -122,6 +122,7 @@ impl PeerArgs {
             use_trackers: !self.no_trackers,
             max_peers: self.max_peers.max(1),
             fetch_all,
+            only: None,
             upload_slots: self.upload_slots.max(1),
             announce_timeout: Duration::from_secs(10),
             pay: None,

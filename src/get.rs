@@ -7,6 +7,7 @@
 //! pays for — a piece twice. The budget is the buyer agent's; when it is spent
 //! and nothing else arrives for `stall` the run ends with [`GetError::Budget`].
 
+use crate::bitfield::Bitfield;
 use crate::engine::{BuyHookRef, EngineConfig, Torrent};
 use crate::market::buying::BuyerAgent;
 use crate::mount::{load_or_fetch, MountError};
@@ -24,6 +25,14 @@ pub enum GetError {
     WouldOverwrite { dir: PathBuf, files: String },
     #[error("interrupted with {} of {} downloaded; run the same command again to resume", crate::cli::fmt_bytes(*.done), crate::cli::fmt_bytes(*.total))]
     Interrupted { done: u64, total: u64 },
+    #[error("--only {glob:?} matches none of the torrent's {files} files (such as {some})")]
+    NoMatch {
+        glob: String,
+        files: usize,
+        some: String,
+    },
+    #[error("--only {glob:?} is not a glob: {msg}")]
+    BadGlob { glob: String, msg: String },
     #[error("budget of {} spent with {} of {} downloaded and no free peer delivering the rest; raise --budget and run again to resume", crate::cli::fmt_msat(*.budget_msat), crate::cli::fmt_bytes(*.done), crate::cli::fmt_bytes(*.total))]
     Budget {
         budget_msat: u64,
@@ -44,6 +53,68 @@ pub struct GetConfig {
     pub stall: Duration,
     /// Replace existing files whose content differs (`--overwrite`).
     pub overwrite: bool,
+    /// `--only` globs: fetch only the files whose path matches one.
+    pub only: Vec<String>,
+}
+
+/// The files fetched: those matching an `--only` glob, else those a
+/// magnet's `so=` names; `None`: every file. A glob is matched against the
+/// file's path in the torrent and against that path under the torrent's
+/// name (`*` crosses `/`), so `*.mkv`, `Season 1/*` and `Name/*.srt` work.
+fn selection(
+    meta: &crate::metainfo::Metainfo,
+    globs: &[String],
+    magnet: Option<&crate::metainfo::Magnet>,
+) -> Result<Option<Vec<usize>>, GetError> {
+    let real: Vec<usize> = (0..meta.files.len())
+        .filter(|&i| !meta.files[i].padding)
+        .collect();
+    if globs.is_empty() {
+        return Ok(magnet
+            .filter(|m| m.select.is_some())
+            .map(|m| real.iter().copied().filter(|&i| m.selects(i)).collect()));
+    }
+    let shown = |i: usize| match meta.path(i) {
+        "" => meta.name.clone(),
+        p => p.to_string(),
+    };
+    let mut picked = vec![false; meta.files.len()];
+    for g in globs {
+        let m = globset::Glob::new(g)
+            .map_err(|e| GetError::BadGlob {
+                glob: g.clone(),
+                msg: e.kind().to_string(),
+            })?
+            .compile_matcher();
+        let mut any = false;
+        for &i in &real {
+            if m.is_match(shown(i)) || m.is_match(meta.rel_path(i)) {
+                picked[i] = true;
+                any = true;
+            }
+        }
+        if !any {
+            let some: Vec<String> = real.iter().take(3).map(|&i| shown(i)).collect();
+            return Err(GetError::NoMatch {
+                glob: g.clone(),
+                files: real.len(),
+                some: some.join(", "),
+            });
+        }
+    }
+    Ok(Some(real.into_iter().filter(|&i| picked[i]).collect()))
+}
+
+/// The pieces holding any byte of `files`.
+fn pieces_of(meta: &crate::metainfo::Metainfo, files: &[usize]) -> Bitfield {
+    let mut b = Bitfield::new(meta.num_pieces());
+    for &i in files {
+        let f = &meta.files[i];
+        for p in meta.pieces_for_range(f.offset, f.length) {
+            b.set(p);
+        }
+    }
+    b
 }
 
 /// A first run into a folder that already holds some of the torrent's
@@ -55,6 +126,7 @@ fn check_existing(
     store: &Store,
     dir: &std::path::Path,
     overwrite: bool,
+    chosen: &dyn Fn(usize) -> bool,
 ) -> Result<(), GetError> {
     let len = |rel: &std::path::Path| std::fs::metadata(dir.join(rel)).ok().map(|m| m.len());
     let any = (0..meta.files.len()).any(|i| {
@@ -66,7 +138,13 @@ fn check_existing(
     let have = store.recheck();
     let problems: Vec<_> = crate::store::check::file_problems(meta, &have, len)
         .into_iter()
-        .filter(|(_, p)| *p != crate::store::check::Problem::Missing)
+        // A file not chosen may hold the edges of its neighbours' pieces
+        // from an earlier --only run: not the user's, never in the way; nor
+        // is a file whose unverified parts are holes (that run's download).
+        .filter(|(i, p)| *p != crate::store::check::Problem::Missing && chosen(*i))
+        .filter(|(i, p)| {
+            *p != crate::store::check::Problem::Differs || !only_holes(meta, &have, dir, *i)
+        })
         .collect();
     if !problems.is_empty() && !overwrite {
         return Err(GetError::WouldOverwrite {
@@ -87,6 +165,42 @@ fn check_existing(
     Ok(())
 }
 
+/// Whether file `i`'s bytes outside the verified pieces are all zero: what
+/// a download that stopped (or an `--only` run that fetched a neighbour)
+/// leaves, never content of the user's.
+fn only_holes(
+    meta: &crate::metainfo::Metainfo,
+    have: &Bitfield,
+    dir: &std::path::Path,
+    i: usize,
+) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let f = &meta.files[i];
+    let Ok(mut file) = std::fs::File::open(dir.join(meta.rel_path(i))) else {
+        return false;
+    };
+    let mut buf = vec![0u8; 1 << 16];
+    for p in meta.pieces_for_range(f.offset, f.length) {
+        if have.get(p) {
+            continue;
+        }
+        for s in meta.piece_slices(p).into_iter().filter(|s| s.file == i) {
+            if file.seek(SeekFrom::Start(s.file_offset)).is_err() {
+                return false;
+            }
+            let mut left = s.len;
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                if file.read_exact(&mut buf[..n]).is_err() || buf[..n].iter().any(|&b| b != 0) {
+                    return false;
+                }
+                left -= n as u64;
+            }
+        }
+    }
+    true
+}
+
 /// What the progress display gets, about four times a second.
 pub struct Progress {
     pub done: u64,
@@ -97,6 +211,7 @@ pub struct Progress {
 pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<(), GetError> {
     let kept = |h: &crate::metainfo::InfoHash| cfg.dir.join(format!(".btt-{}.torrent", h.hex()));
     let source = crate::mount::resolve(&cfg.torrent, kept)?;
+    let magnet = crate::mount::magnet_of(&cfg.torrent);
     let rt = crate::mount::runtime_with_dht(
         &mut cfg.engine,
         crate::mount::default_data_dir().join("dht.json"),
@@ -110,6 +225,20 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
         cfg.metadata_timeout,
     )?;
     let meta = Arc::new(meta);
+    let files = selection(&meta, &cfg.only, magnet.as_ref())?;
+    let chosen = |i: usize| files.as_ref().is_none_or(|f| f.contains(&i));
+    if let Some(f) = &files {
+        let bytes: u64 = f.iter().map(|&i| meta.files[i].length).sum();
+        if !crate::cli::quiet() {
+            let real = meta.files.iter().filter(|f| !f.padding).count();
+            eprintln!(
+                "fetching {} of {real} files ({})",
+                f.len(),
+                crate::cli::fmt_bytes(bytes)
+            );
+        }
+        cfg.engine.only = Some(pieces_of(&meta, f));
+    }
     for p in have_it {
         if !cfg.engine.peers.contains(&p) {
             cfg.engine.peers.push(p);
@@ -122,20 +251,28 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
     let store =
         Arc::new(Store::open(meta.clone(), &cfg.dir, &state, 32 << 20).map_err(MountError::from)?);
     if fresh {
-        check_existing(&meta, &store, &cfg.dir, cfg.overwrite)?;
+        check_existing(&meta, &store, &cfg.dir, cfg.overwrite, &chosen)?;
     }
     cfg.engine.fetch_all = true;
     if let Some(b) = &cfg.buyer {
         cfg.engine.buy = Some(BuyHookRef(b.clone()));
     }
-    let total = meta.total_length;
+    let wanted = cfg.engine.only.clone();
+    let counted = |have: &Bitfield| -> u64 {
+        have.ones()
+            .filter(|&p| wanted.as_ref().is_none_or(|w| w.get(p)))
+            .map(|p| meta.piece_size(p))
+            .sum()
+    };
+    let total = match &wanted {
+        Some(w) => w.ones().map(|p| meta.piece_size(p)).sum(),
+        None => meta.total_length,
+    };
     let result = rt.block_on(async {
         let t = Torrent::start(meta.clone(), store.clone(), cfg.engine.clone())
             .await
             .map_err(MountError::from)?;
-        let done_bytes = |t: &Torrent| -> u64 {
-            t.have().ones().map(|p| meta.piece_size(p)).sum()
-        };
+        let done_bytes = |t: &Torrent| -> u64 { counted(&t.have()) };
         info!(have = done_bytes(&t), total, "fetching");
         use tokio::signal::unix::{signal, SignalKind};
         let mut sigint = signal(SignalKind::interrupt()).map_err(MountError::Runtime)?;
@@ -177,7 +314,7 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
         t.shutdown().await;
         if outcome.is_ok() {
             // No piece covers an empty file: made here, or it would be missing.
-            store.create_empty_files().map_err(MountError::from)?;
+            store.create_empty_files(&chosen).map_err(MountError::from)?;
         }
         outcome
     });
@@ -185,7 +322,7 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
         // Let payments for pieces already verified go out, then report
         // what was actually paid.
         b.settle(Duration::from_secs(5));
-        let done = store.on_disk().ones().map(|p| meta.piece_size(p)).sum();
+        let done = counted(&store.on_disk());
         progress(&Progress {
             done,
             total,

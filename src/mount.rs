@@ -120,15 +120,9 @@ pub fn resolve(
         path: arg.to_path_buf(),
         source,
     };
-    let text = arg.as_os_str().to_str().unwrap_or("");
-    let magnet = if text.starts_with("magnet:") {
-        text.to_string()
-    } else {
-        let bytes = read_torrent_file(arg)?;
-        if !bytes.starts_with(b"magnet:") {
-            return Ok(Source::Torrent(parse_torrent_file(arg, &bytes)?));
-        }
-        String::from_utf8_lossy(&bytes).trim().to_string()
+    let magnet = match magnet_or_torrent(arg)? {
+        Ok(magnet) => magnet,
+        Err(bytes) => return Ok(Source::Torrent(parse_torrent_file(arg, &bytes)?)),
     };
     let m = Magnet::parse(&magnet).map_err(bad)?;
     let kept = kept(&m.info_hash);
@@ -139,6 +133,29 @@ pub fn resolve(
         }
     }
     Ok(Source::Magnet(m))
+}
+
+/// `arg` as a magnet link (itself, or a file holding one), or else the
+/// bytes of the file it names.
+fn magnet_or_torrent(arg: &Path) -> Result<Result<String, Vec<u8>>, MountError> {
+    let text = arg.as_os_str().to_str().unwrap_or("");
+    if text.starts_with("magnet:") {
+        return Ok(Ok(text.to_string()));
+    }
+    let bytes = read_torrent_file(arg)?;
+    if !bytes.starts_with(b"magnet:") {
+        return Ok(Err(bytes));
+    }
+    Ok(Ok(String::from_utf8_lossy(&bytes).trim().to_string()))
+}
+
+/// The magnet link `arg` gives, if it is one (for its `so=`, which a kept
+/// .torrent does not carry).
+pub fn magnet_of(arg: &Path) -> Option<Magnet> {
+    match magnet_or_torrent(arg) {
+        Ok(Ok(text)) => Magnet::parse(&text).ok(),
+        _ => None,
+    }
 }
 
 /// Where a magnet link's fetched metadata is kept (as a .torrent file).

@@ -209,6 +209,8 @@ pub struct EngineConfig {
     pub max_peers: usize,
     /// Fetch every piece (`btt get`, `--fetch-all`), not only what readers need.
     pub fetch_all: bool,
+    /// With `fetch_all`: only these pieces (`btt get --only`, a magnet's `so=`).
+    pub only: Option<Bitfield>,
     pub upload_slots: usize,
     pub announce_timeout: Duration,
     /// Sell over `btt_pay` (seller side).
@@ -240,6 +242,7 @@ impl Default for EngineConfig {
             use_trackers: true,
             max_peers: 60,
             fetch_all: false,
+            only: None,
             upload_slots: 8,
             announce_timeout: Duration::from_secs(10),
             pay: None,
@@ -447,6 +450,7 @@ impl Torrent {
         let have = store.on_disk();
         let mut picker = Picker::new(meta.piece_length, meta.total_length, have);
         picker.fetch_all = cfg.fetch_all;
+        picker.only = cfg.only.clone();
         // Read-ahead and background pieces in progress, each a whole piece
         // in memory: about 8 MiB of each kind (at least one piece), so 16 MiB
         // pieces do not hold 4 × 2 × 16 MiB.
@@ -796,7 +800,10 @@ impl Torrent {
     }
 
     /// Waits until every piece in `pieces` is verified (they are critical meanwhile).
-    pub async fn wait_pieces(&self, pieces: Range<usize>) -> Result<(), EngineError> {
+    pub async fn wait_pieces(
+        &self,
+        pieces: impl IntoIterator<Item = usize>,
+    ) -> Result<(), EngineError> {
         let mut rxs = Vec::new();
         let mut guard = CriticalGuard {
             t: self,
@@ -849,10 +856,13 @@ impl Torrent {
         )
     }
 
-    /// Resolves when every piece is verified.
+    /// Resolves when every piece (with `only`: every selected piece) is verified.
     pub async fn wait_complete(&self) -> Result<(), EngineError> {
         let n = self.meta.num_pieces();
-        self.wait_pieces(0..n).await
+        match &self.cfg.only {
+            Some(only) => self.wait_pieces(only.ones().collect::<Vec<_>>()).await,
+            None => self.wait_pieces(0..n).await,
+        }
     }
 
     /// Stops everything: waiting reads fail, peers are closed, the store is flushed.

@@ -3,8 +3,9 @@
 //!
 //! Priorities: **critical** pieces have a reader waiting on them; **high** pieces lie
 //! in a read-ahead window of an open file handle; **normal** pieces are fetched only
-//! when the whole torrent is wanted (`fetch_all`), rarest first. Started pieces are
-//! finished before new ones are begun, to keep memory bounded.
+//! when the whole torrent is wanted (`fetch_all`, or its chosen pieces: `only`),
+//! rarest first. Started pieces are finished before new ones are begun, to keep
+//! memory bounded.
 //!
 //! Critical pieces go to fast peers: a peer flagged slow (far below the best peer's
 //! rate) only gets a critical block when no other peer could take it. Once every
@@ -85,6 +86,9 @@ pub struct Picker {
     critical_since: HashMap<usize, Instant>,
     windows: HashMap<u64, Range<usize>>,
     pub fetch_all: bool,
+    /// With `fetch_all`: only these pieces in the background (`btt get
+    /// --only`); readers still get whatever they ask for.
+    pub only: Option<Bitfield>,
     /// A critical piece free peers have not delivered in this long may be bought.
     pub paid_after: Duration,
     /// Read-ahead pieces, and separately background pieces, in progress at once
@@ -118,6 +122,7 @@ impl Picker {
             critical_since: HashMap::new(),
             windows: HashMap::new(),
             fetch_all: false,
+            only: None,
             paid_after: Duration::from_millis(1500),
             max_active_normal: 16,
             dup_after: Duration::from_millis(300),
@@ -208,13 +213,18 @@ impl Picker {
             // window) is still finished: its bought blocks are paid for only
             // once it verifies, and left half-done they would hold the
             // seller's credit for good.
-            return prio != Priority::Normal || self.fetch_all || self.active.contains_key(&p);
+            return prio != Priority::Normal || self.background(p) || self.active.contains_key(&p);
         }
         prio == Priority::Critical
             && self
                 .critical_since
                 .get(&p)
                 .is_some_and(|t| now.duration_since(*t) >= self.paid_after)
+    }
+
+    /// Whether piece `p` is fetched with no reader asking.
+    fn background(&self, p: usize) -> bool {
+        self.fetch_all && self.only.as_ref().is_none_or(|o| o.get(p))
     }
 
     // ---- priorities ----
@@ -248,7 +258,7 @@ impl Picker {
             Some(Priority::Critical)
         } else if self.windows.values().any(|w| w.contains(&p)) {
             Some(Priority::High)
-        } else if self.fetch_all || self.active.contains_key(&p) {
+        } else if self.background(p) || self.active.contains_key(&p) {
             Some(Priority::Normal)
         } else {
             None
@@ -257,8 +267,11 @@ impl Picker {
 
     /// Whether any piece is wanted that this peer has (drives `interested`).
     pub fn interesting(&self, has: &Bitfield) -> bool {
-        if self.fetch_all {
+        if self.fetch_all && self.only.is_none() {
             return (0..self.have.len()).any(|p| has.get(p) && !self.have.get(p));
+        }
+        if (0..self.have.len()).any(|p| self.background(p) && has.get(p) && !self.have.get(p)) {
+            return true;
         }
         self.critical
             .keys()
@@ -331,7 +344,11 @@ impl Picker {
         }
         let order = self.rarest_order();
         for &p in &order {
-            if !self.have.get(p) && !seen.contains(&p) && !f(self, p, Priority::Normal) {
+            if !self.have.get(p)
+                && !seen.contains(&p)
+                && self.background(p)
+                && !f(self, p, Priority::Normal)
+            {
                 break;
             }
         }
@@ -657,6 +674,42 @@ mod tests {
             .map(|b| b.index)
             .collect();
         assert_eq!(got, vec![8, 8, 8, 8, 5, 5, 5, 5, 6, 6, 6, 6]);
+    }
+
+    #[test]
+    fn fetch_all_with_a_selection_fetches_only_the_selection_but_still_what_readers_ask() {
+        let all = Bitfield::full(6);
+        let mut pk = Picker::new(PL, 6 * PL, Bitfield::new(6));
+        pk.fetch_all = true;
+        let mut only = Bitfield::new(6);
+        only.set(1);
+        only.set(4);
+        pk.only = Some(only);
+        let now = Instant::now();
+        let mut got: Vec<u32> = pk
+            .pick(&view(1, &all), 64, now)
+            .iter()
+            .map(|b| b.index)
+            .collect();
+        got.dedup();
+        assert_eq!(
+            got,
+            vec![1, 4],
+            "only the selected pieces, in the background"
+        );
+        assert_eq!(pk.priority(2), None);
+        let mut just0 = Bitfield::new(6);
+        just0.set(0);
+        assert!(
+            !pk.interesting(&just0),
+            "a peer with only unselected pieces is not interesting"
+        );
+        pk.add_critical(2);
+        let got = pk.pick(&view(1, &all), 64, now);
+        assert!(
+            got.iter().all(|b| b.index == 2) && !got.is_empty(),
+            "a reader still gets its piece"
+        );
     }
 
     #[test]

@@ -183,10 +183,10 @@ impl Store {
         Ok(())
     }
 
-    /// Creates the torrent's empty files (no piece covers them).
-    pub fn create_empty_files(&self) -> Result<(), StoreError> {
+    /// Creates the torrent's empty files (no piece covers them) that `chosen`.
+    pub fn create_empty_files(&self, chosen: &dyn Fn(usize) -> bool) -> Result<(), StoreError> {
         for (i, f) in self.meta.files.iter().enumerate() {
-            if !f.padding && f.length == 0 {
+            if !f.padding && f.length == 0 && chosen(i) {
                 self.file(i, true)?;
             }
         }

@@ -721,6 +721,102 @@ fn btt_get_keeps_what_is_there_and_overwrites_only_when_told() {
     assert_tree_eq(&have, &content);
 }
 
+/// `btt get --only GLOB` fetches the files it names and not the rest (their
+/// neighbours hold at most the edges of shared pieces), a later run with
+/// another glob or none resumes from there without calling those edges
+/// "files that differ", and a magnet's `so=` picks files the same way.
+#[test]
+fn btt_get_only_fetches_the_chosen_files() {
+    let d = tmpdir();
+    let d = d.path();
+    let content = d.join("seed/tree");
+    make_tree(&content, TRICKY);
+    let torrent = make_torrent(&content, 64 * 1024, &[]);
+    let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    let (_seed, addr) = seed_with_btt(d, &torrent);
+    let get = |what: &std::path::Path, out: &std::path::Path, extra: &[&str]| {
+        let o = Command::new(BTT)
+            .arg("get")
+            .arg(what)
+            .arg(out)
+            .args(["--no-trackers", "--peer", &addr])
+            .args(extra)
+            .env("HOME", d)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let out = d.join("out");
+    let have = out.join("tree");
+    let same =
+        |rel: &str| std::fs::read(have.join(rel)).ok() == std::fs::read(content.join(rel)).ok();
+
+    let (code, err) = get(&torrent, &out, &["--only", "nested/*"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("fetching 2 of 6 files"), "{err}");
+    assert!(same("nested/deeper/still/x.dat") && same("nested/ünïcödé 文件.txt"));
+    assert!(
+        !same("big file.bin"),
+        "big file.bin was not chosen, yet it is all there"
+    );
+    assert!(
+        !have.join("empty").exists(),
+        "an empty file not chosen is not made"
+    );
+
+    // A fresh start in the same folder: the neighbours' edges are not in the way.
+    for e in std::fs::read_dir(&out).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .ends_with(".bitfield")
+        {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let (code, err) = get(&torrent, &out, &["--only", "*.bin", "--only", "tree/one"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("differ"), "{err}");
+    assert!(err.contains("fetching 3 of 6 files"), "{err}");
+    assert!(same("big file.bin") && same("z last.bin") && same("one"));
+    let (code, err) = get(&torrent, &out, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_tree_eq(&have, &content);
+
+    let (code, err) = get(&torrent, &d.join("none"), &["--only", "*.mkv"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--only \"*.mkv\" matches none of the torrent's 6 files"),
+        "{err}"
+    );
+    let (code, err) = get(&torrent, &d.join("none"), &["--only", "[x"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is not a glob"), "{err}");
+
+    // A magnet's so= (BEP 53): the file's index in the torrent.
+    let last = (0..meta.files.len())
+        .find(|&i| meta.path(i) == "z last.bin")
+        .unwrap();
+    let magnet = format!("{}&so={last}", meta.magnet());
+    let by_magnet = d.join("magnet");
+    let (code, err) = get(std::path::Path::new(&magnet), &by_magnet, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("fetching 1 of 6 files"), "{err}");
+    let got = by_magnet.join("tree");
+    assert_eq!(
+        std::fs::read(got.join("z last.bin")).unwrap(),
+        std::fs::read(content.join("z last.bin")).unwrap()
+    );
+    assert!(
+        std::fs::read(got.join("big file.bin")).ok()
+            != std::fs::read(content.join("big file.bin")).ok()
+    );
+}
+
 /// A user without the rights gets what is needed, not a bare "Permission
 /// denied": a data folder it cannot write names --data-dir; a mount point
 /// it may not mount on names what mounting needs.

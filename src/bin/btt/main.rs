@@ -72,6 +72,11 @@ enum Cmd {
         /// (without it such files are left alone and the command stops).
         #[arg(long)]
         overwrite: bool,
+        /// Fetch only the files whose path in the torrent matches this glob
+        /// (repeatable), e.g. '*.mkv' or 'Season 1/*' [default: every file,
+        /// or those a magnet's so= names].
+        #[arg(long, value_name = "GLOB")]
+        only: Vec<String>,
         #[command(flatten)]
         home: money::HomeArg,
     },
@@ -318,6 +323,7 @@ fn real_main() -> Result<()> {
             channel_size,
             give_up_after,
             overwrite,
+            only,
             home: own,
         } => get(
             &home(own.home),
@@ -326,7 +332,7 @@ fn real_main() -> Result<()> {
             peers,
             (max_price, budget, channel_size),
             cli.quiet,
-            (give_up_after, overwrite),
+            (give_up_after, overwrite, only),
         )?,
         Cmd::Status => status(),
         Cmd::Doctor {
@@ -495,7 +501,7 @@ fn get(
     peers: PeerArgs,
     (max_price, budget, channel_size): BuyFlags,
     quiet: bool,
-    (give_up_after, overwrite): (u64, bool),
+    (give_up_after, overwrite, only): (u64, bool, Vec<String>),
 ) -> Result<()> {
     let buyer = btt::market::buying::buy_config(Some(&home.dir), max_price, budget, channel_size)
         .map_err(anyhow::Error::msg)?
@@ -524,6 +530,7 @@ fn get(
         buyer,
         stall: std::time::Duration::from_secs(give_up_after),
         overwrite,
+        only,
     };
     let paying = cfg.buyer.is_some();
     let mut spent = 0;
