@@ -76,6 +76,17 @@ pub struct PeerArgs {
     /// (per second) [default: no limit].
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub max_up: Option<u64>,
+    /// Serve the live page, the API and streams here (anything but
+    /// 127.0.0.1 or ::1 needs a token).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub http: SocketAddr,
+    /// No web page, API or streams.
+    #[arg(long, conflicts_with = "http_token")]
+    pub no_http: bool,
+    /// The token requests must carry [default: none on 127.0.0.1, else one
+    /// made up and printed].
+    #[arg(long, value_name = "TOKEN", env = "BTT_HTTP_TOKEN")]
+    pub http_token: Option<String>,
 }
 
 /// `-o` options split into btt's own and FUSE's.
@@ -148,7 +159,16 @@ impl PeerArgs {
             max_up: self
                 .max_up
                 .map(|r| std::sync::Arc::new(crate::engine::rate::Bucket::new(r))),
+            http: None,
         }
+    }
+
+    /// The web face `--http` asks for (`None`: `--no-http`).
+    pub fn web(&self) -> Option<crate::web::WebConfig> {
+        (!self.no_http).then(|| crate::web::WebConfig {
+            listen: self.http,
+            token: self.http_token.clone(),
+        })
     }
 }
 

@@ -55,6 +55,8 @@ pub struct GetConfig {
     pub overwrite: bool,
     /// `--only` globs: fetch only the files whose path matches one.
     pub only: Vec<String>,
+    /// The web page, API and streams (`--http`).
+    pub web: Option<crate::web::WebConfig>,
 }
 
 /// The files fetched: those matching an `--only` glob, else those a
@@ -268,10 +270,22 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
         Some(w) => w.ones().map(|p| meta.piece_size(p)).sum(),
         None => meta.total_length,
     };
+    let (stop_web, stop_rx) = tokio::sync::watch::channel(false);
     let result = rt.block_on(async {
+        let registry = crate::web::Registry::new();
+        if let Some(w) = &cfg.web {
+            let web = crate::web::start(w, registry.clone(), stop_rx)
+                .await
+                .map_err(MountError::from)?;
+            cfg.engine.http = Some(web.status_url());
+            if !crate::cli::quiet() {
+                eprintln!("web page: {}", web.url());
+            }
+        }
         let t = Torrent::start(meta.clone(), store.clone(), cfg.engine.clone())
             .await
             .map_err(MountError::from)?;
+        registry.put(crate::web::Item::Ready(t.clone()));
         let done_bytes = |t: &Torrent| -> u64 { counted(&t.have()) };
         info!(have = done_bytes(&t), total, "fetching");
         use tokio::signal::unix::{signal, SignalKind};
@@ -329,6 +343,7 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
             spent_msat: b.spent_msat(),
         });
     }
+    let _ = stop_web.send(true);
     crate::mount::stop_dht(&cfg.engine);
     rt.shutdown_timeout(Duration::from_millis(200));
     result

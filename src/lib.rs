@@ -34,6 +34,7 @@ pub mod seed;
 pub mod store;
 pub mod tracker;
 pub mod wallet;
+pub mod web;
 pub mod wire;
 
 /// Our BitTorrent client prefix (Azureus style): `-BT0100-` + 12 random bytes.

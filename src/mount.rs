@@ -17,6 +17,8 @@ use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
     #[error("cannot read torrent {path}: {source}")]
     ReadTorrent {
         path: PathBuf,
@@ -89,6 +91,8 @@ pub struct MountConfig {
     pub max_files: usize,
     pub engine: EngineConfig,
     /// `-o` options, comma-separated lists already split.
+    /// The web page, API and streams (`--http`; `None`: `--no-http`).
+    pub web: Option<crate::web::WebConfig>,
     pub fuse_options: Vec<String>,
 }
 
@@ -101,6 +105,8 @@ pub struct Mounted {
     pub name: String,
     /// The metadata is on its way (a magnet link).
     pub waiting: bool,
+    /// The web page's address, with its token if it needs one.
+    pub web: Option<String>,
 }
 
 /// What the user named: a torrent, or a magnet link to fetch it from.
@@ -589,9 +595,15 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
         .build()
         .map_err(MountError::Runtime)?;
     let listener = rt.block_on(Torrent::listen(cfg.engine.listen))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let registry = crate::web::Registry::new();
+    let web = match &cfg.web {
+        Some(w) => Some(rt.block_on(crate::web::start(w, registry.clone(), stop_rx.clone()))?),
+        None => None,
+    };
+    cfg.engine.http = web.as_ref().map(crate::web::Web::status_url);
     start_dht(&rt, &mut cfg.engine, cfg.data_dir.join("dht.json"));
     let local = listener.local_addr().ok();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut started = None;
     let mut fetching = None;
     let mut listener = Some(listener);
@@ -600,14 +612,21 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
             let name = meta.name.clone();
             let l = listener.take().expect("listener");
             let t = rt.block_on(async { start_torrent(Arc::new(meta), &cfg, l) })?;
+            registry.put(crate::web::Item::Ready(t.0.clone()));
             let slot = Slot::ready(t.2.clone());
             started = Some(t);
             (slot, name)
         }
         Source::Magnet(m) => {
             let src = magnet_sources(&m, &cfg.engine, local);
-            let slot = Slot::waiting(waiting_note(&m, &src, cfg.metadata_timeout));
+            let note = waiting_note(&m, &src, cfg.metadata_timeout);
+            let slot = Slot::waiting(note.clone());
             let name = m.display_name.clone().unwrap_or_else(|| m.info_hash.hex());
+            registry.put(crate::web::Item::Waiting {
+                info_hash: m.info_hash.hex(),
+                name: name.clone(),
+                note: note.trim().to_string(),
+            });
             // Who has the torrent is who the engine dials first.
             cfg.engine.peers = src.peers.clone();
             let fetch = crate::magnet::fetch(Want::of(&m), src, cfg.metadata_timeout, stop_rx);
@@ -646,6 +665,7 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
         listen: local,
         name,
         waiting: fetching.is_some(),
+        web: web.as_ref().map(crate::web::Web::url),
     });
 
     let ended = rt.block_on(async {
@@ -685,6 +705,7 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
                     match start_torrent(Arc::new(meta), &cfg, listener.take().expect("listener")) {
                         Ok(t) => {
                             slot.set(t.2.clone());
+                            registry.put(crate::web::Item::Ready(t.0.clone()));
                             started = Some(t);
                         }
                         Err(e) => return Ok(Err(e)),

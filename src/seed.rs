@@ -27,6 +27,8 @@ pub struct SeedConfig {
     pub unverified: bool,
     /// When selling: bytes a buyer gets beyond what it paid (`--credit`).
     pub credit: Option<u64>,
+    /// The web page, API and streams (`--http`).
+    pub web: Option<crate::web::WebConfig>,
 }
 
 /// Verifies the data, then serves until SIGINT/SIGTERM. `on_ready` gets, per
@@ -108,7 +110,19 @@ pub fn run(
             .map(|(meta, _, have)| (*have, meta.num_pieces()))
             .collect();
         let items = prepared.into_iter().map(|(m, s, _)| (m, s)).collect();
+        let (stop_web, stop_rx) = tokio::sync::watch::channel(false);
+        let registry = crate::web::Registry::new();
+        if let Some(w) = &cfg.web {
+            let web = crate::web::start(w, registry.clone(), stop_rx).await?;
+            cfg.engine.http = Some(web.status_url());
+            if !crate::cli::quiet() {
+                eprintln!("web page: {}", web.url());
+            }
+        }
         let running = Torrent::start_many(items, cfg.engine.clone()).await?;
+        for t in &running {
+            registry.put(crate::web::Item::Ready(t.clone()));
+        }
         for (t, (have, n)) in running.iter().zip(counts) {
             on_ready(t.listen_addr().expect("bound"), have, n);
         }
@@ -122,6 +136,7 @@ pub fn run(
         for t in &running {
             t.shutdown().await;
         }
+        let _ = stop_web.send(true);
         Ok::<_, MountError>(())
     })?;
     crate::mount::stop_dht(&cfg.engine);

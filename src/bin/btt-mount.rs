@@ -116,9 +116,10 @@ fn real_main() -> Result<()> {
             e
         },
         fuse_options: cli.options.clone(),
+        web: cli.peers.web(),
     };
     let res = run(cfg, |m| {
-        let line = match m.waiting {
+        let mut line = match m.waiting {
             false => format!("mounted {} at {}\n", m.name, m.mountpoint.display()),
             true => format!(
                 "mounted {} at {}; its files appear when the metadata arrives from peers\n",
@@ -126,6 +127,9 @@ fn real_main() -> Result<()> {
                 m.mountpoint.display()
             ),
         };
+        if let Some(url) = &m.web {
+            line.push_str(&format!("web page: {url}\n"));
+        }
         match ready.take() {
             Some(mut f) => {
                 let _ = f.write_all(format!("ok {line}").as_bytes());

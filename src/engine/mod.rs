@@ -19,6 +19,7 @@ pub use ext::{METADATA_EXT_ID, PAY_EXT_ID};
 pub mod picker;
 pub mod rate;
 pub mod status;
+pub mod view;
 
 use crate::bitfield::Bitfield;
 use crate::metainfo::{v2, Metainfo};
@@ -232,6 +233,8 @@ pub struct EngineConfig {
     pub max_down: rate::Limit,
     /// `--max-up`: what every connection of the process writes.
     pub max_up: rate::Limit,
+    /// The process's web page and API (`--http`), as `btt status` shows it.
+    pub http: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -254,6 +257,7 @@ impl Default for EngineConfig {
             lsd: None,
             max_down: None,
             max_up: None,
+            http: None,
         }
     }
 }
@@ -299,6 +303,10 @@ pub(crate) struct PeerEntry {
     /// sends nothing else, and is not idle).
     pub speaks_pay: bool,
     pub since: Instant,
+    /// Mirrors of its session's state, refreshed each second for the views:
+    /// it chokes us; it is a seller we pay.
+    pub they_choke: bool,
+    pub seller: bool,
 }
 
 impl PeerEntry {
@@ -336,6 +344,8 @@ pub(crate) struct State {
     closed: bool,
     optimistic: Option<PeerKey>,
     choke_round: u64,
+    /// Pieces a paid seller sent part of, this run (the piece map shows them).
+    bought: Bitfield,
 }
 
 impl State {
@@ -470,6 +480,7 @@ impl Torrent {
                 closed: false,
                 optimistic: None,
                 choke_round: 0,
+                bought: Bitfield::new(meta.num_pieces()),
             }),
             shutdown,
             stats: Stats::default(),
@@ -649,18 +660,8 @@ impl Torrent {
                 self.stats.uploaded.load(Ordering::Relaxed),
             );
             let dt = last.2.elapsed().as_secs_f64().max(1e-3);
-            let mut money = status::Money::default();
-            let mut paid_peers = 0;
-            if let Some(b) = &self.cfg.buy {
-                money = b.0.money();
-                paid_peers = b.0.paid_peers();
-            }
-            if let Some(p) = &self.cfg.pay {
-                let m = p.0.money(self.meta.info_hash.0);
-                money.earned_msat = m.earned_msat;
-                money.earned_all_msat = m.earned_all_msat;
-                money.channels += m.channels;
-            }
+            let money = self.money();
+            let paid_peers = self.cfg.buy.as_ref().map_or(0, |b| b.0.paid_peers());
             let peers = self.lock().peers.len();
             let r = status::Report {
                 pid: std::process::id(),
@@ -688,6 +689,12 @@ impl Torrent {
                 rejected: self.stats.rejected.load(Ordering::Relaxed),
                 money,
                 note,
+                http: self.cfg.http.clone(),
+                waiting: {
+                    let mut w = self.view((0.0, 0.0)).waiting;
+                    w.truncate(3);
+                    w
+                },
                 uid: 0,
             };
             last = (down, up, Instant::now());
@@ -1001,6 +1008,9 @@ impl Torrent {
             .buy
             .as_ref()
             .is_some_and(|b| from.iter().any(|k| b.0.pays(*k)));
+        if paid {
+            self.lock().bought.set(piece);
+        }
         let store = self.store.clone();
         let span = self.span.clone();
         if !paid {
@@ -1247,6 +1257,8 @@ impl Torrent {
                 incoming,
                 speaks_pay: false,
                 since: Instant::now(),
+                they_choke: true,
+                seller: false,
             },
         );
         if let Some(k) = st.known.get_mut(&addr) {

@@ -294,9 +294,12 @@ impl Session {
         self.bytes_this_tick = 0;
         let up = self.t.stats.uploaded.load(Ordering::Relaxed);
         let mut st = self.t.lock();
+        let seller = self.is_seller();
         if let Some(p) = st.peers.get_mut(&self.key) {
             p.rate_down = self.rate;
             p.rate_up = (up - self.up_last) as f64 / dt.as_secs_f64().max(1e-3);
+            p.they_choke = self.they_choke;
+            p.seller = seller;
         }
         self.up_last = up;
     }

@@ -227,6 +227,19 @@ impl Picker {
         self.fetch_all && self.only.as_ref().is_none_or(|o| o.get(p))
     }
 
+    /// Since when a reader has waited on piece `p`, if one does.
+    pub fn critical_since(&self, p: usize) -> Option<Instant> {
+        self.critical_since.get(&p).copied()
+    }
+    /// Whether piece `p` is in progress (some blocks asked or held).
+    pub fn is_active(&self, p: usize) -> bool {
+        self.active.contains_key(&p)
+    }
+    /// Connected peers that have piece `p`, and how many of them are sellers.
+    pub fn availability(&self, p: usize) -> (u32, u32) {
+        (self.availability[p], self.paid_availability[p])
+    }
+
     // ---- priorities ----
     pub fn add_critical(&mut self, p: usize) {
         *self.critical.entry(p).or_default() += 1;

@@ -57,6 +57,12 @@ pub struct Report {
     /// Why nothing comes in, when nobody is connected ("no peers yet: …").
     #[serde(default)]
     pub note: Option<String>,
+    /// The process's web page (`http://127.0.0.1:PORT/`).
+    #[serde(default)]
+    pub http: Option<String>,
+    /// The oldest reads waiting, and why (see [`super::view`]).
+    #[serde(default)]
+    pub waiting: Vec<super::view::Waiting>,
     /// The user the process runs as (the file's owner; not stored).
     #[serde(skip)]
     pub uid: u32,

@@ -8,7 +8,7 @@
 //! pieces under it; the read-ahead window grows while a handle reads sequentially
 //! and snaps back after a seek (the shape of mountpoint-s3's prefetcher).
 
-mod readahead;
+pub mod readahead;
 mod tree;
 
 pub use readahead::{ReadAhead, ReadAheadConfig};

@@ -21,3 +21,4 @@ mod pex;
 mod tracker;
 mod v2;
 mod video;
+mod web;

@@ -282,7 +282,8 @@ fn the_demo_in_a_terminal_plays_as_printed_and_ctrl_c_leaves_nothing() {
         let (had, all) = mount
             .split(": ")
             .nth(1)
-            .and_then(|r| r.split(" pieces").next())
+            .and_then(|r| r.split_once('('))
+            .and_then(|(_, r)| r.split(" pieces").next())
             .and_then(|p| p.split_once('/'))
             .unwrap_or_else(|| panic!("{mount}"));
         (had.parse::<u32>().unwrap(), all.parse::<u32>().unwrap())

@@ -81,7 +81,15 @@ enum Cmd {
         home: money::HomeArg,
     },
     /// What every running mount, seller and `btt get` is doing.
-    Status,
+    Status {
+        /// Print JSON: per torrent, the object its web API gives (or, where
+        /// the API is out of reach, what its status file holds).
+        #[arg(long)]
+        json: bool,
+        /// Redraw once a second until Ctrl-C.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+    },
     /// Check what mounting, downloading and selling need here (FUSE, the
     /// data dir, the wallet's server), one line per check with its fix.
     Doctor {
@@ -296,6 +304,7 @@ fn real_main() -> Result<()> {
                 engine,
                 unverified: seed_unverified,
                 credit: seller.as_ref().map(|_| sell.credit),
+                web: peers.web(),
             };
             let res = btt::seed::run(cfg, |addr, have, total| {
                 if !cli.quiet {
@@ -334,7 +343,16 @@ fn real_main() -> Result<()> {
             cli.quiet,
             (give_up_after, overwrite, only),
         )?,
-        Cmd::Status => status(),
+        Cmd::Status { json, watch } => match (json, watch) {
+            (true, _) => status_json()?,
+            (false, true) => loop {
+                // Home, clear, then the same lines as once.
+                print!("\x1b[H\x1b[2J");
+                status();
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            },
+            (false, false) => status(),
+        },
         Cmd::Doctor {
             data_dir,
             home: own,
@@ -405,10 +423,17 @@ fn real_main() -> Result<()> {
                     true => vec!["allow_other".into()],
                     false => vec![],
                 },
+                web: Some(btt::web::WebConfig {
+                    listen: "127.0.0.1:0".parse()?,
+                    token: None,
+                }),
             };
             let name = prep.video_name.clone();
             btt::mount::run(cfg, |m| {
                 println!("{}", btt::demo::play_lines(&m.mountpoint.join(&name), root));
+                if let Some(url) = &m.web {
+                    println!("its live page: {url}");
+                }
             })?;
             drop(prep);
         }
@@ -531,6 +556,7 @@ fn get(
         stall: std::time::Duration::from_secs(give_up_after),
         overwrite,
         only,
+        web: peers.web(),
     };
     let paying = cfg.buyer.is_some();
     let mut spent = 0;
@@ -552,6 +578,50 @@ fn get(
         eprintln!("paid {} in this run", btt::cli::fmt_msat(spent));
     }
     r?;
+    Ok(())
+}
+
+/// `btt status --json`: what each torrent's web API says, fetched from
+/// the process (one GET each, 2 s at most); the status file where the API
+/// is off, needs a token, or does not answer.
+fn status_json() -> Result<()> {
+    use btt::engine::status;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Fails only if a provider is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()?;
+    let mut out = Vec::new();
+    for r in status::read_all() {
+        let api = r
+            .http
+            .as_deref()
+            .filter(|u| !u.contains(' '))
+            .map(|u| format!("{}api/v1/torrents/{}", u, r.info_hash));
+        let view = api.and_then(|url| {
+            rt.block_on(async {
+                let resp = client.get(&url).send().await.ok()?;
+                let body = resp.bytes().await.ok()?;
+                serde_json::from_slice::<serde_json::Value>(&body).ok()
+            })
+        });
+        let mut v = match view {
+            Some(v) => v,
+            None => serde_json::to_value(&r)?,
+        };
+        if let Some(o) = v.as_object_mut() {
+            o.remove("history");
+            o.insert("pid".into(), r.pid.into());
+            o.insert("role".into(), r.role.clone().into());
+            o.insert("http".into(), r.http.clone().into());
+        }
+        out.push(v);
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 
@@ -614,8 +684,12 @@ fn status() {
             true => String::new(),
             false => format!(", {}", rates.join(", ")),
         };
+        let pct = match r.pieces_total {
+            0 => 100.0,
+            n => 100.0 * r.pieces_have as f64 / n as f64,
+        };
         println!(
-            "{} [pid {}{who}] {}: {}/{} pieces, {} peers ({} paid){rates}{}{}",
+            "{} [pid {}{who}] {}: {pct:.1} % ({}/{} pieces), {} peers ({} paid){rates}{}{}",
             r.role,
             r.pid,
             r.torrent,
@@ -628,6 +702,15 @@ fn status() {
         );
         if let Some(note) = &r.note {
             println!("  {note}");
+        }
+        for w in &r.waiting {
+            println!(
+                "  a read waits {:.1} s on piece {}: {}",
+                w.secs, w.piece, w.cause
+            );
+        }
+        if let Some(url) = &r.http {
+            println!("  web page: {url}");
         }
     }
 }

@@ -1,0 +1,473 @@
+//! The web face of a running btt process (mount, `btt seed`, `btt get`): a
+//! live page, a JSON API, HTTP range streaming and Prometheus metrics, on
+//! `--http ADDR` (default 127.0.0.1, a free port).
+//!
+//! Why in every process: there is no daemon; whoever runs a mount has its
+//! window at the address `btt status` prints. Streams read through the same
+//! engine as the mount (read-ahead window, critical pieces, paid fallback),
+//! so a player on another host sees what a local player would.
+//!
+//! Safety: bound anywhere but 127.0.0.1 or ::1, every request must carry the
+//! token (`Authorization: Bearer`, `?token=`, or the cookie the page sets);
+//! stream paths are looked up among the torrent's own files, never on disk;
+//! nothing here can reach keys, words or signatures (the views hold none).
+
+mod metrics;
+pub mod range;
+mod stream;
+
+use crate::engine::view::TorrentView;
+use crate::engine::Torrent;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Seconds of rate history kept per torrent (the page's chart).
+const HISTORY: usize = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("cannot listen for the web page on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What `--http` asked for.
+#[derive(Clone, Debug)]
+pub struct WebConfig {
+    pub listen: SocketAddr,
+    /// Required when `listen` is not 127.0.0.1 or ::1 (generated if not given).
+    pub token: Option<String>,
+}
+
+/// Whether `addr` keeps the page to this host's own user programs.
+pub fn local_only(addr: &SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip == std::net::Ipv4Addr::LOCALHOST,
+        std::net::IpAddr::V6(ip) => ip == std::net::Ipv6Addr::LOCALHOST,
+    }
+}
+
+/// A torrent of the process, as the web face knows it.
+#[derive(Clone)]
+pub enum Item {
+    /// A magnet whose metadata has not arrived: its name and what it waits for.
+    Waiting {
+        info_hash: String,
+        name: String,
+        note: String,
+    },
+    Ready(Arc<Torrent>),
+}
+
+#[derive(Default)]
+struct Rates {
+    last: Option<(u64, u64, Instant)>,
+    now: (f64, f64),
+    history: VecDeque<(f64, f64)>,
+}
+
+/// The torrents a process shows (one owner: the process adds and removes;
+/// the server only reads).
+#[derive(Default)]
+pub struct Registry {
+    items: RwLock<Vec<Item>>,
+    rates: Mutex<HashMap<String, Rates>>,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Registry> {
+        Arc::new(Registry::default())
+    }
+
+    /// Adds `item`, replacing one with the same info-hash (a magnet's
+    /// waiting entry once its torrent starts).
+    pub fn put(&self, item: Item) {
+        let ih = item_hash(&item);
+        let mut items = self.items.write().expect("registry lock");
+        items.retain(|i| item_hash(i) != ih);
+        items.push(item);
+    }
+
+    pub fn remove(&self, info_hash: &str) {
+        self.items
+            .write()
+            .expect("registry lock")
+            .retain(|i| item_hash(i) != info_hash);
+        self.rates.lock().expect("rates lock").remove(info_hash);
+    }
+
+    fn items(&self) -> Vec<Item> {
+        self.items.read().expect("registry lock").clone()
+    }
+
+    fn torrent(&self, info_hash: &str) -> Option<Arc<Torrent>> {
+        self.items().into_iter().find_map(|i| match i {
+            Item::Ready(t) if t.meta.info_hash.hex().eq_ignore_ascii_case(info_hash) => Some(t),
+            _ => None,
+        })
+    }
+
+    /// Samples every torrent's counters (once a second).
+    fn sample(&self) {
+        let now = Instant::now();
+        let mut rates = self.rates.lock().expect("rates lock");
+        for item in self.items() {
+            let Item::Ready(t) = item else { continue };
+            use std::sync::atomic::Ordering::Relaxed;
+            let (down, up) = (
+                t.stats.downloaded.load(Relaxed),
+                t.stats.uploaded.load(Relaxed),
+            );
+            let r = rates.entry(t.meta.info_hash.hex()).or_default();
+            if let Some((d0, u0, at)) = r.last {
+                let dt = now.duration_since(at).as_secs_f64().max(1e-3);
+                r.now = (
+                    down.saturating_sub(d0) as f64 / dt,
+                    up.saturating_sub(u0) as f64 / dt,
+                );
+                if r.history.len() == HISTORY {
+                    r.history.pop_front();
+                }
+                r.history.push_back(r.now);
+            }
+            r.last = Some((down, up, now));
+        }
+    }
+
+    fn rates_of(&self, ih: &str) -> ((f64, f64), Vec<(f64, f64)>) {
+        let rates = self.rates.lock().expect("rates lock");
+        match rates.get(ih) {
+            Some(r) => (r.now, r.history.iter().copied().collect()),
+            None => ((0.0, 0.0), vec![]),
+        }
+    }
+
+    /// Every torrent's view (the API's and the page's objects).
+    pub fn views(&self, with_history: bool) -> Vec<Entry> {
+        self.items()
+            .into_iter()
+            .map(|i| match i {
+                Item::Waiting {
+                    info_hash,
+                    name,
+                    note,
+                } => Entry::Waiting {
+                    info_hash,
+                    name,
+                    waiting_for_metadata: note,
+                },
+                Item::Ready(t) => {
+                    let (now, history) = self.rates_of(&t.meta.info_hash.hex());
+                    Entry::Ready {
+                        view: Box::new(t.view(now)),
+                        history: if with_history { history } else { vec![] },
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+fn item_hash(i: &Item) -> String {
+    match i {
+        Item::Waiting { info_hash, .. } => info_hash.clone(),
+        Item::Ready(t) => t.meta.info_hash.hex(),
+    }
+}
+
+/// One torrent in the API: its view once its metadata is known.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Entry {
+    Ready {
+        #[serde(flatten)]
+        view: Box<TorrentView>,
+        /// (down, up) bytes per second, one pair a second, oldest first.
+        #[serde(skip_serializing_if = "Vec::is_empty", default)]
+        history: Vec<(f64, f64)>,
+    },
+    /// A magnet link still fetching its metadata, and what it waits for.
+    Waiting {
+        info_hash: String,
+        name: String,
+        waiting_for_metadata: String,
+    },
+}
+
+impl Entry {
+    pub fn info_hash(&self) -> &str {
+        match self {
+            Entry::Ready { view, .. } => &view.info_hash,
+            Entry::Waiting { info_hash, .. } => info_hash,
+        }
+    }
+    pub fn name(&self) -> &str {
+        match self {
+            Entry::Ready { view, .. } => &view.name,
+            Entry::Waiting { name, .. } => name,
+        }
+    }
+    pub fn view(&self) -> Option<&TorrentView> {
+        match self {
+            Entry::Ready { view, .. } => Some(view),
+            Entry::Waiting { .. } => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    reg: Arc<Registry>,
+    token: Option<Arc<str>>,
+    next_handle: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A running web face: where it listens and the token it requires.
+pub struct Web {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+}
+
+impl Web {
+    /// The page's address without its token, for `btt status`.
+    pub fn status_url(&self) -> String {
+        let url = self.url();
+        match url.split_once('?') {
+            Some((u, _)) => format!("{u} (with its token)"),
+            None => url,
+        }
+    }
+
+    /// The page's address, with the token a browser needs.
+    pub fn url(&self) -> String {
+        let host = match self.addr.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        match &self.token {
+            Some(t) => format!("http://{host}:{}/?token={t}", self.addr.port()),
+            None => format!("http://{host}:{}/", self.addr.port()),
+        }
+    }
+}
+
+/// A fresh token: 128 random bits, hex.
+fn new_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Binds `cfg.listen` and serves `reg` until `stop` turns true. Must be
+/// called inside a tokio runtime.
+pub async fn start(
+    cfg: &WebConfig,
+    reg: Arc<Registry>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Web, WebError> {
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| WebError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| WebError::Listen {
+        addr: cfg.listen,
+        source,
+    })?;
+    let token = match (local_only(&addr), &cfg.token) {
+        (_, Some(t)) => Some(t.clone()),
+        (false, None) => Some(new_token()),
+        (true, None) => None,
+    };
+    let app = App {
+        reg: reg.clone(),
+        token: token.as_deref().map(Arc::from),
+        next_handle: Arc::new(std::sync::atomic::AtomicU64::new(1 << 63)),
+    };
+    let router = Router::new()
+        .route("/", get(page))
+        .route("/api/v1/torrents", get(list))
+        .route("/api/v1/torrents/{info_hash}", get(one))
+        .route("/api/v1/events", get(events))
+        .route("/stream/{info_hash}/{*path}", get(stream::serve))
+        .route("/playlist.m3u", get(playlist))
+        .route("/metrics", get(metrics::serve))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), auth))
+        .with_state(app);
+    let sampler = reg.clone();
+    let mut stop_sampler = stop.clone();
+    tokio::spawn(async move {
+        let mut iv = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = iv.tick() => sampler.sample(),
+                _ = stop_sampler.changed() => break,
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+        if let Err(e) = serve.await {
+            tracing::warn!(error = %e, "the web page stopped");
+        }
+    });
+    Ok(Web { addr, token })
+}
+
+/// Equal in time whatever the bytes (a token is a secret).
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+fn given_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(t) = v.strip_prefix("Bearer ") {
+            return Some(t.trim().to_string());
+        }
+    }
+    if let Some(q) = query {
+        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            if k == "token" {
+                return Some(v.into_owned());
+            }
+        }
+    }
+    let cookies = headers.get(header::COOKIE).and_then(|v| v.to_str().ok())?;
+    cookies
+        .split(';')
+        .filter_map(|c| c.trim().strip_prefix("btt_token="))
+        .map(str::to_string)
+        .next()
+}
+
+async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
+    let Some(want) = &app.token else {
+        return next.run(req).await;
+    };
+    let given = given_token(req.headers(), req.uri().query());
+    if !given.as_deref().is_some_and(|g| same(g, want)) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "this btt page needs its token: add ?token=… as printed when it started\n",
+        )
+            .into_response();
+    }
+    let from_query = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("token=")));
+    let mut resp = next.run(req).await;
+    if from_query {
+        // The page's own requests (its event stream) then carry it.
+        let cookie = format!("btt_token={want}; HttpOnly; SameSite=Strict; Path=/");
+        if let Ok(v) = header::HeaderValue::from_str(&cookie) {
+            resp.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
+}
+
+async fn list(State(app): State<App>) -> Json<Vec<Entry>> {
+    Json(app.reg.views(false))
+}
+
+fn not_found(what: String) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({ "error": what })),
+    )
+        .into_response()
+}
+
+async fn one(State(app): State<App>, Path(ih): Path<String>) -> Response {
+    match app
+        .reg
+        .views(true)
+        .into_iter()
+        .find(|e| e.info_hash().eq_ignore_ascii_case(&ih))
+    {
+        Some(e) => Json(e).into_response(),
+        None => not_found(format!("no torrent {ih} here")),
+    }
+}
+
+/// The live stream: every torrent's view once a second, as `torrents` events.
+async fn events(State(app): State<App>) -> impl IntoResponse {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let reg = app.reg.clone();
+    let ticks = futures_util::stream::unfold(
+        (tokio::time::interval(Duration::from_secs(1)), reg),
+        |(mut iv, reg)| async move {
+            iv.tick().await;
+            let views = reg.views(true);
+            let ev = Event::default()
+                .event("torrents")
+                .json_data(&views)
+                .unwrap_or_else(|_| Event::default().comment("unencodable"));
+            Some((Ok::<_, std::convert::Infallible>(ev), (iv, reg)))
+        },
+    );
+    Sse::new(ticks).keep_alive(KeepAlive::default())
+}
+
+/// Every file of every torrent as an M3U playlist of stream URLs.
+async fn playlist(State(app): State<App>, headers: HeaderMap) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let mut out = String::from("#EXTM3U\n");
+    for item in app.reg.items() {
+        let Item::Ready(t) = item else { continue };
+        for i in 0..t.meta.files.len() {
+            let f = &t.meta.files[i];
+            if f.padding || f.length == 0 {
+                continue;
+            }
+            let path = match t.meta.path(i) {
+                "" => t.meta.name.clone(),
+                p => p.to_string(),
+            };
+            out.push_str(&format!("#EXTINF:-1,{path}\n"));
+            let token = app
+                .token
+                .as_deref()
+                .map(|t| format!("?token={t}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "http://{host}{}{token}\n",
+                stream::url_path(&t.meta.info_hash.hex(), &path)
+            ));
+        }
+    }
+    ([(header::CONTENT_TYPE, "audio/x-mpegurl")], out).into_response()
+}
