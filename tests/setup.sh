@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=(aria2 transmission-daemon qbittorrent-nox python3-libtorrent opentracker ffmpeg vlc-bin vlc-plugin-base fuse3 psmisc iproute2 util-linux lintian man-db dpkg-dev systemd "$@")
+# chromium (the web page test) without its recommends, which pull in udev
+# and a systemd upgrade that change /dev/fuse's mode.
+need=(aria2 transmission-daemon qbittorrent-nox python3-libtorrent opentracker ffmpeg vlc-bin vlc-plugin-base fuse3 psmisc iproute2 util-linux lintian man-db dpkg-dev systemd chromium curl "$@")
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,6 +30,10 @@ command -v node >/dev/null && command -v npm >/dev/null || {
 }
 if [ ! -e tests/regtest/node_modules/bcoin/package.json ]; then
   (cd tests/regtest && npm_config_nodedir=/usr npm ci --no-audit --no-fund --loglevel=error)
+fi
+# puppeteer-core drives Debian's chromium (no browser download).
+if [ ! -e tests/browser/node_modules/puppeteer-core/package.json ]; then
+  (cd tests/browser && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 if [ ! -x tests/regtest/.venv/bin/python3 ] || ! tests/regtest/.venv/bin/python3 -c 'import electrumx, plyvel' 2>/dev/null; then
   python3 -m venv tests/regtest/.venv

@@ -95,7 +95,10 @@ pub(crate) fn cause(c: &CauseInputs) -> String {
         return (c.no_peers)();
     }
     if c.have_it == 0 {
-        return format!("none of the {} connected peers has this piece", c.peers);
+        return match c.peers {
+            1 => "the one connected peer does not have this piece".into(),
+            n => format!("none of the {n} connected peers has this piece"),
+        };
     }
     let free = c.have_it - c.sellers_have_it;
     if free == 0 {
@@ -106,12 +109,19 @@ pub(crate) fn cause(c: &CauseInputs) -> String {
             return "only paid sellers have it, and the budget is spent".into();
         }
     }
+    let has = match c.have_it {
+        1 => "1 peer has it".to_string(),
+        n => format!("{n} peers have it"),
+    };
     if !c.unchoked_with_it {
-        return format!("choked by the {} peers that have it", c.have_it);
+        return match c.have_it {
+            1 => "choked by the one peer that has it".into(),
+            n => format!("choked by the {n} peers that have it"),
+        };
     }
     match c.in_progress {
-        true => format!("being fetched ({} peers have it)", c.have_it),
-        false => format!("about to be asked for ({} peers have it)", c.have_it),
+        true => format!("being fetched ({has})"),
+        false => format!("about to be asked for ({has})"),
     }
 }
 
@@ -319,6 +329,7 @@ mod tests {
             c(&|i| i.unchoked_with_it = false),
             "choked by the 2 peers that have it"
         );
-        assert!(c(&|_| {}).starts_with("being fetched"));
+        assert_eq!(c(&|_| {}), "being fetched (2 peers have it)");
+        assert_eq!(c(&|i| i.have_it = 1), "being fetched (1 peer has it)");
     }
 }

@@ -428,3 +428,95 @@ fn off_loopback_every_request_needs_the_token() {
         assert!(!text.contains(&token), "a status file holds the token");
     }
 }
+
+/// The live page in headless Chromium (Debian's, driven by puppeteer-core)
+/// while a slow seeder feeds a read: the percent and the piece map move
+/// without a reload; the waiting read's cause reads "no peers" when the only
+/// seeder stops and clears when it returns. The screenshot is saved as
+/// target/web-page.png.
+#[test]
+fn the_live_page_follows_a_read_in_chromium() {
+    use std::io::BufRead;
+    let d = tmpdir();
+    let d = d.path();
+    let content = d.join("seed/tree");
+    make_tree(&content, &[("film.bin", 6 << 20)]);
+    let torrent = make_torrent(&content, 64 * 1024, &[]);
+    let seed_port = free_port();
+    let seed = |log: &str| {
+        btt_seed(
+            &torrent,
+            &d.join("seed"),
+            seed_port,
+            &d.join(log),
+            &["--no-trackers", "--max-up", "400KiB"],
+        )
+    };
+    let mut s1 = seed("seed1.log");
+    let peer = format!("127.0.0.1:{seed_port}");
+    let http = format!("127.0.0.1:{}", free_port());
+    let m = Mount::start(
+        d,
+        &torrent,
+        &["--no-trackers", "--peer", &peer, "--http", &http],
+    );
+    let f = m.mnt.join("tree/film.bin");
+    let reader = std::thread::spawn(move || read_file_timeout(&f, Duration::from_secs(240)));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shot = root.join("target/web-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let script = root.join("tests/browser/page.js");
+    assert!(
+        root.join("tests/browser/node_modules/puppeteer-core")
+            .exists(),
+        "puppeteer-core is not installed in tests/browser (run tests/setup.sh)"
+    );
+    let mut node = Command::new("node")
+        .arg(&script)
+        .arg(format!("http://{http}/"))
+        .arg(&shot)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run node");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let out = node.stdout.take().unwrap();
+    let node = Kill(node);
+    let mut seen = Vec::new();
+    let mut s2 = None;
+    for line in std::io::BufReader::new(out).lines() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        match line.split(' ').next().unwrap_or("") {
+            "stop" => {
+                s1.signal(libc::SIGTERM);
+                s1.wait_exit(Duration::from_secs(10));
+            }
+            "no-peers" => s2 = Some(seed("seed2.log")),
+            "done" | "error" => break,
+            _ => {}
+        }
+    }
+    drop(node);
+    assert_eq!(
+        seen.iter()
+            .map(|l| l.split(' ').next().unwrap_or(""))
+            .collect::<Vec<_>>(),
+        ["changed", "stop", "no-peers", "back", "done"],
+        "what the page showed: {seen:#?}"
+    );
+    assert!(
+        std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0) > 10_000,
+        "a screenshot in {}",
+        shot.display()
+    );
+    let got = reader.join().unwrap().expect("the read completes");
+    assert_eq!(got, std::fs::read(content.join("film.bin")).unwrap());
+    drop(s2);
+}
