@@ -95,13 +95,11 @@ impl Drop for ConnSlot {
 
 /// Accepts peers for one or several torrents (`btt seed T1 T2` shares a
 /// port): each incoming peer is handed to the torrent its handshake asks for.
-pub(crate) async fn accept_loop(torrents: Vec<Arc<Torrent>>, listener: TcpListener) {
-    let Some(first) = torrents.first() else {
-        return;
-    };
-    // They are stopped together; the first one's signal ends the loop.
-    let mut stop = first.shutdown_signal();
-    let torrents = Arc::new(torrents);
+pub(crate) async fn accept_loop(
+    torrents: Arc<super::Torrents>,
+    listener: TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -118,7 +116,7 @@ pub(crate) async fn accept_loop(torrents: Vec<Arc<Torrent>>, listener: TcpListen
                             Ok(h) => h,
                             Err(e) => return debug!(%addr, error = %e, "incoming peer closed"),
                         };
-                        let Some(t) = torrents.iter().find(|t| t.meta.answers_to(&theirs.info_hash)) else {
+                        let Some(t) = torrents.find(&theirs.info_hash) else {
                             let ih = data_encoding::HEXLOWER.encode(&theirs.info_hash);
                             return info!(%addr, error = %PeerError::WrongInfoHash(ih), "incoming peer refused");
                         };

@@ -400,6 +400,81 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
     Ok((listener, local))
 }
 
+/// The torrents behind one listener: an incoming peer goes to the one its
+/// handshake names. A library adds and removes torrents while it listens.
+pub struct Torrents {
+    list: std::sync::RwLock<Vec<Arc<Torrent>>>,
+    local: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl Torrents {
+    /// Binds `addr` and accepts peers for whatever torrents are added, until
+    /// [`Torrents::stop`]. Must be called inside a tokio runtime.
+    pub async fn listen(addr: SocketAddr) -> Result<Arc<Torrents>, EngineError> {
+        let (listener, local) = bind(addr).await?;
+        Ok(Torrents::on(listener, local, vec![]))
+    }
+
+    fn on(
+        listener: tokio::net::TcpListener,
+        local: SocketAddr,
+        list: Vec<Arc<Torrent>>,
+    ) -> Arc<Torrents> {
+        let (stop, rx) = watch::channel(false);
+        let set = Arc::new(Torrents {
+            list: std::sync::RwLock::new(list),
+            local,
+            stop,
+        });
+        tokio::spawn(conn::accept_loop(set.clone(), listener, rx));
+        set
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Starts a torrent on this listener.
+    pub fn start(&self, meta: Arc<Metainfo>, store: Arc<Store>, cfg: EngineConfig) -> Arc<Torrent> {
+        let t = Torrent::build(meta, store, cfg, self.local);
+        self.list.write().expect("torrents lock").push(t.clone());
+        t
+    }
+
+    /// Takes a torrent off the listener (the caller shuts it down).
+    pub fn remove(&self, t: &Arc<Torrent>) {
+        self.list
+            .write()
+            .expect("torrents lock")
+            .retain(|x| !Arc::ptr_eq(x, t));
+    }
+
+    fn find(&self, info_hash: &[u8; 20]) -> Option<Arc<Torrent>> {
+        self.list
+            .read()
+            .expect("torrents lock")
+            .iter()
+            .find(|t| t.meta.answers_to(info_hash) && !t.is_shut_down())
+            .cloned()
+    }
+
+    /// Stops accepting.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Stops a listener's accept loop when its torrents stop (the single
+/// torrent of a mount, the torrents of `btt seed`).
+fn stop_with(set: Arc<Torrents>, first: &Arc<Torrent>) {
+    let mut stop = first.shutdown_signal();
+    tokio::spawn(async move {
+        let _ = stop.changed().await;
+        set.stop();
+    });
+}
+
 impl Torrent {
     /// Starts the engine: binds the listener and spawns the background tasks.
     /// Must be called inside a tokio runtime.
@@ -430,7 +505,7 @@ impl Torrent {
             .local_addr()
             .map_err(|source| EngineError::Listen { addr, source })?;
         let t = Torrent::build(meta, store, cfg, local);
-        tokio::spawn(conn::accept_loop(vec![t.clone()], listener));
+        stop_with(Torrents::on(listener, local, vec![t.clone()]), &t);
         Ok(t)
     }
 
@@ -446,7 +521,9 @@ impl Torrent {
             .into_iter()
             .map(|(meta, store)| Torrent::build(meta, store, cfg.clone(), local))
             .collect();
-        tokio::spawn(conn::accept_loop(all.clone(), listener));
+        if let Some(first) = all.first() {
+            stop_with(Torrents::on(listener, local, all.clone()), first);
+        }
         Ok(all)
     }
 
