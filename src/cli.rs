@@ -182,9 +182,19 @@ impl PeerArgs {
 )]
 pub struct MountCli {
     /// The .torrent file, a magnet link (quote it), or a file holding one.
-    pub torrent: PathBuf,
+    #[arg(required_unless_present = "library")]
+    pub torrent: Option<PathBuf>,
     /// Where to mount it (an existing directory).
-    pub mountpoint: PathBuf,
+    #[arg(required_unless_present = "library")]
+    pub mountpoint: Option<PathBuf>,
+    /// Mount a library here instead: many torrents, each at MNT/<name>,
+    /// kept across restarts (added from --watch, `btt add` or the web API).
+    #[arg(long, value_name = "MNT", conflicts_with_all = ["torrent", "mountpoint"])]
+    pub library: Option<PathBuf>,
+    /// With --library: add the .torrent and .magnet files put in this
+    /// folder, and remove each torrent whose file is deleted.
+    #[arg(long, value_name = "DIR", requires = "library")]
+    pub watch: Option<PathBuf>,
     /// Where downloaded pieces are kept [default: $XDG_DATA_HOME/btt].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,

@@ -8,10 +8,14 @@
 //! answer of a read-only filesystem without attributes, quietly (fuser's
 //! defaults log a warning per call).
 //!
-//! A mount of a magnet link appears before its metadata has arrived: until
-//! then its [`Slot`] is empty and the root holds one small file that says
-//! what the mount waits for (answered with no caching, so the torrent's
-//! files show as soon as they are known).
+//! Two layouts. A mount of one torrent shows its tree at the root; a mount
+//! of a magnet link appears before its metadata has arrived: until then its
+//! [`Slot`] is empty and the root holds one small file that says what the
+//! mount waits for (answered with no caching, so the torrent's files show as
+//! soon as they are known). A library ([`Shelf`]) shows each torrent's top
+//! entry at the root (a multi-file torrent's folder, a single file); its
+//! torrents come and go, so the root's entries are never cached, and the
+//! inodes of a torrent carry its shelf place in their high bits.
 
 use crate::fs::{Attr, Fs, FsError, Kind};
 use fuser::{
@@ -21,7 +25,7 @@ use fuser::{
     ReplyXattr, Request,
 };
 use std::ffi::OsStr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Content never changes, so the kernel may cache attributes and entries for long.
@@ -33,6 +37,9 @@ pub const MAX_READ: u32 = 1 << 20;
 pub const NOTE_NAME: &str = "btt-waiting-for-metadata.txt";
 /// Its inode: outside any torrent's table.
 const NOTE_INO: u64 = u64::MAX - 1;
+/// A library's inodes and handles: the shelf place (from 1) above these
+/// bits, the torrent's own number below.
+const SHIFT: u32 = 40;
 
 /// The filesystem behind a mount, set once; until then a note.
 pub struct Slot {
@@ -70,8 +77,96 @@ impl Slot {
     }
 }
 
+struct Shelved {
+    /// The root entry's name (the torrent's, made unique on the shelf).
+    name: String,
+    fs: Arc<Fs>,
+    /// The torrent's own inode of its top entry.
+    top: u64,
+}
+
+/// A library's torrents, each at a place that is never reused.
+#[derive(Default)]
+pub struct Shelf {
+    places: RwLock<Vec<Option<Shelved>>>,
+    since: std::sync::OnceLock<std::time::SystemTime>,
+}
+
+impl Shelf {
+    pub fn new() -> Arc<Shelf> {
+        let s = Shelf::default();
+        let _ = s.since.set(std::time::SystemTime::now());
+        Arc::new(s)
+    }
+
+    /// Puts a torrent's files on the shelf; its name there (`name (2)`
+    /// when another torrent has the name).
+    pub fn add(&self, fs: Arc<Fs>) -> String {
+        let want = fs.torrent().meta.name.clone();
+        let top = fs
+            .lookup(crate::fs::ROOT_INO, &want)
+            .map(|a| a.ino)
+            .unwrap_or(crate::fs::ROOT_INO);
+        let mut places = self.places.write().expect("shelf lock");
+        let taken = |n: &str| places.iter().flatten().any(|s| s.name == n);
+        let mut name = want.clone();
+        let mut k = 2;
+        while taken(&name) {
+            name = format!("{want} ({k})");
+            k += 1;
+        }
+        places.push(Some(Shelved {
+            name: name.clone(),
+            fs,
+            top,
+        }));
+        name
+    }
+
+    /// Takes a torrent off (by its info-hash); its files vanish at once.
+    pub fn remove(&self, info_hash: &crate::metainfo::InfoHash) {
+        for p in self.places.write().expect("shelf lock").iter_mut() {
+            if p.as_ref()
+                .is_some_and(|s| s.fs.torrent().meta.info_hash == *info_hash)
+            {
+                *p = None;
+            }
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let places = self.places.read().expect("shelf lock");
+        places.iter().flatten().map(|s| s.name.clone()).collect()
+    }
+
+    fn at(&self, tag: u64) -> Option<Arc<Fs>> {
+        let places = self.places.read().expect("shelf lock");
+        places
+            .get(tag.checked_sub(1)? as usize)?
+            .as_ref()
+            .map(|s| s.fs.clone())
+    }
+}
+
+enum Layout {
+    Single(Arc<Slot>),
+    Library(Arc<Shelf>),
+}
+
+/// Where an inode (or handle) of the mount lives.
+enum Route {
+    /// A single mount still waiting for its metadata.
+    Waiting,
+    /// A library's root.
+    Shelf(Arc<Shelf>),
+    /// Number `inner` of a torrent's own table, at shelf place `tag` (0: a
+    /// single mount).
+    Fs(Arc<Fs>, u64, u64),
+    Gone,
+}
+
 pub struct BttFuse {
-    slot: Arc<Slot>,
+    layout: Layout,
     rt: tokio::runtime::Handle,
     uid: u32,
     gid: u32,
@@ -79,20 +174,98 @@ pub struct BttFuse {
 
 impl BttFuse {
     pub fn new(slot: Arc<Slot>, rt: tokio::runtime::Handle) -> Self {
-        // SAFETY: getuid/getgid cannot fail and touch no memory.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        BttFuse { slot, rt, uid, gid }
+        Self::with(Layout::Single(slot), rt)
     }
 
-    fn fs(&self) -> Option<&Arc<Fs>> {
-        self.slot.fs.get()
+    /// A library mount of the torrents on `shelf`.
+    pub fn library(shelf: Arc<Shelf>, rt: tokio::runtime::Handle) -> Self {
+        Self::with(Layout::Library(shelf), rt)
+    }
+
+    fn with(layout: Layout, rt: tokio::runtime::Handle) -> Self {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        BttFuse {
+            layout,
+            rt,
+            uid,
+            gid,
+        }
+    }
+
+    fn route(&self, n: u64) -> Route {
+        match &self.layout {
+            Layout::Single(slot) => match slot.fs.get() {
+                Some(fs) => Route::Fs(fs.clone(), n, 0),
+                None => Route::Waiting,
+            },
+            Layout::Library(shelf) if n == crate::fs::ROOT_INO => Route::Shelf(shelf.clone()),
+            Layout::Library(shelf) => {
+                let (tag, inner) = (n >> SHIFT, n & ((1 << SHIFT) - 1));
+                match shelf.at(tag) {
+                    Some(fs) => Route::Fs(fs, inner, tag),
+                    None => Route::Gone,
+                }
+            }
+        }
+    }
+
+    /// Where a handle of the mount lives (handles have no root).
+    fn route_fh(&self, fh: u64) -> Route {
+        match &self.layout {
+            Layout::Library(shelf) => {
+                let (tag, inner) = (fh >> SHIFT, fh & ((1 << SHIFT) - 1));
+                match shelf.at(tag) {
+                    Some(fs) => Route::Fs(fs, inner, tag),
+                    None => Route::Gone,
+                }
+            }
+            Layout::Single(_) => self.route(fh),
+        }
+    }
+
+    /// The mount's handle for a torrent's own.
+    fn outer_fh(tag: u64, fh: u64) -> u64 {
+        match tag {
+            0 => fh,
+            t => (t << SHIFT) | fh,
+        }
+    }
+
+    /// The mount's inode for a torrent's own `inner`.
+    fn outer(tag: u64, inner: u64) -> u64 {
+        match (tag, inner) {
+            (0, n) => n,
+            // A torrent's own root is the library's root.
+            (_, crate::fs::ROOT_INO) => crate::fs::ROOT_INO,
+            (t, n) => (t << SHIFT) | n,
+        }
+    }
+
+    fn slot(&self) -> Option<&Arc<Slot>> {
+        match &self.layout {
+            Layout::Single(s) => Some(s),
+            Layout::Library(_) => None,
+        }
+    }
+
+    fn root_attr(&self, since: std::time::SystemTime) -> FileAttr {
+        self.attr(&Attr {
+            ino: crate::fs::ROOT_INO,
+            kind: Kind::Dir,
+            size: 0,
+            nlink: 2,
+            perm: 0o555,
+            mtime: since,
+        })
     }
 
     /// While waiting: the root and the note.
     fn waiting_attr(&self, ino: u64) -> Option<FileAttr> {
+        let slot = self.slot()?;
         let (kind, size, nlink, perm) = match ino {
             1 => (Kind::Dir, 0, 2, 0o555),
-            NOTE_INO => (Kind::File, self.slot.note().len() as u64, 1, 0o444),
+            NOTE_INO => (Kind::File, slot.note().len() as u64, 1, 0o444),
             _ => return None,
         };
         Some(self.attr(&Attr {
@@ -101,7 +274,7 @@ impl BttFuse {
             size,
             nlink,
             perm,
-            mtime: self.slot.since,
+            mtime: slot.since,
         }))
     }
 
@@ -123,6 +296,15 @@ impl BttFuse {
             blksize: 4096,
             flags: 0,
         }
+    }
+
+    fn outer_attr(&self, mut a: Attr, tag: u64) -> FileAttr {
+        a.ino = Self::outer(tag, a.ino);
+        self.attr(&a)
+    }
+
+    fn shelf_since(shelf: &Shelf) -> std::time::SystemTime {
+        *shelf.since.get().unwrap_or(&std::time::UNIX_EPOCH)
     }
 }
 
@@ -148,50 +330,77 @@ impl Filesystem for BttFuse {
         let Some(name) = name.to_str() else {
             return reply.error(Errno::ENOENT);
         };
-        let Some(fs) = self.fs() else {
-            return match (parent.0, name) {
+        match self.route(parent.0) {
+            Route::Waiting => match (parent.0, name) {
                 (1, NOTE_NAME) => reply.entry(
                     &Duration::ZERO,
                     &self.waiting_attr(NOTE_INO).expect("the note"),
                     Generation(0),
                 ),
                 _ => reply.error(Errno::ENOENT),
-            };
-        };
-        match fs.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&TTL, &self.attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
+            },
+            Route::Shelf(shelf) => {
+                let found = {
+                    let places = shelf.places.read().expect("shelf lock");
+                    places.iter().enumerate().find_map(|(k, p)| {
+                        let s = p.as_ref().filter(|s| s.name == name)?;
+                        Some((s.fs.clone(), s.top, k as u64 + 1))
+                    })
+                };
+                let Some((fs, top, tag)) = found else {
+                    return reply.error(Errno::ENOENT);
+                };
+                // Torrents come and go: the root's entries are not cached.
+                match fs.getattr(top) {
+                    Ok(a) => reply.entry(&Duration::ZERO, &self.outer_attr(a, tag), Generation(0)),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            }
+            Route::Fs(fs, inner, tag) => match fs.lookup(inner, name) {
+                Ok(a) => reply.entry(&TTL, &self.outer_attr(a, tag), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            },
+            Route::Gone => reply.error(Errno::ENOENT),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let Some(fs) = self.fs() else {
-            return match self.waiting_attr(ino.0) {
+        match self.route(ino.0) {
+            Route::Waiting => match self.waiting_attr(ino.0) {
                 Some(a) => reply.attr(&Duration::ZERO, &a),
                 None => reply.error(Errno::ENOENT),
-            };
-        };
-        match fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&TTL, &self.attr(&a)),
-            Err(e) => reply.error(errno(&e)),
+            },
+            Route::Shelf(shelf) => {
+                reply.attr(&Duration::ZERO, &self.root_attr(Self::shelf_since(&shelf)))
+            }
+            Route::Fs(fs, inner, tag) => match fs.getattr(inner) {
+                Ok(a) => reply.attr(&TTL, &self.outer_attr(a, tag)),
+                Err(e) => reply.error(errno(&e)),
+            },
+            Route::Gone => reply.error(Errno::ENOENT),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write =
             !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
-        let Some(fs) = self.fs() else {
-            return match (ino.0, write) {
+        match self.route(ino.0) {
+            Route::Waiting => match (ino.0, write) {
                 (NOTE_INO, false) => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
                 (NOTE_INO, true) => reply.error(Errno::EROFS),
                 (1, _) => reply.error(Errno::EISDIR),
                 _ => reply.error(Errno::ENOENT),
-            };
-        };
-        match fs.open(ino.0, write) {
-            // Immutable content: keep the page cache across opens.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(&e)),
+            },
+            Route::Shelf(_) => reply.error(Errno::EISDIR),
+            Route::Fs(fs, inner, tag) => match fs.open(inner, write) {
+                // Immutable content: keep the page cache across opens.
+                Ok(fh) => reply.opened(
+                    FileHandle(Self::outer_fh(tag, fh)),
+                    FopenFlags::FOPEN_KEEP_CACHE,
+                ),
+                Err(e) => reply.error(errno(&e)),
+            },
+            Route::Gone => reply.error(Errno::ENOENT),
         }
     }
 
@@ -206,15 +415,23 @@ impl Filesystem for BttFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(fs) = self.fs().cloned() else {
-            let note = self.slot.note().into_bytes();
-            let start = (offset as usize).min(note.len());
-            let end = start.saturating_add(size as usize).min(note.len());
-            return reply.data(&note[start..end]);
+        let (fs, inner) = match self.route_fh(fh.0) {
+            Route::Fs(fs, inner, _) => (fs, inner),
+            Route::Waiting => {
+                let note = self
+                    .slot()
+                    .map(|s| s.note())
+                    .unwrap_or_default()
+                    .into_bytes();
+                let start = (offset as usize).min(note.len());
+                let end = start.saturating_add(size as usize).min(note.len());
+                return reply.data(&note[start..end]);
+            }
+            Route::Shelf(_) | Route::Gone => return reply.error(Errno::EBADF),
         };
         let pid = req.pid();
         self.rt.spawn(async move {
-            match fs.read(fh.0, offset, size, pid).await {
+            match fs.read(inner, offset, size, pid).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => {
                     tracing::debug!(error = %e, offset, size, "read failed");
@@ -234,8 +451,8 @@ impl Filesystem for BttFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(fs) = self.fs() {
-            fs.release(fh.0);
+        if let Route::Fs(fs, inner, _) = self.route_fh(fh.0) {
+            fs.release(inner);
         }
         reply.ok();
     }
@@ -248,42 +465,77 @@ impl Filesystem for BttFuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(fs) = self.fs() else {
-            if ino.0 != 1 {
-                return reply.error(Errno::ENOTDIR);
+        match self.route(ino.0) {
+            Route::Waiting => {
+                if ino.0 != 1 {
+                    return reply.error(Errno::ENOTDIR);
+                }
+                let entries = [
+                    (1, ".", Kind::Dir),
+                    (1, "..", Kind::Dir),
+                    (NOTE_INO, NOTE_NAME, Kind::File),
+                ];
+                for (i, (ino, name, k)) in entries.iter().enumerate().skip(offset as usize) {
+                    if reply.add(INodeNo(*ino), i as u64 + 1, kind(*k), name) {
+                        break;
+                    }
+                }
+                reply.ok()
             }
-            let entries = [
-                (1, ".", Kind::Dir),
-                (1, "..", Kind::Dir),
-                (NOTE_INO, NOTE_NAME, Kind::File),
-            ];
-            for (i, (ino, name, k)) in entries.iter().enumerate().skip(offset as usize) {
-                if reply.add(INodeNo(*ino), i as u64 + 1, kind(*k), name) {
-                    break;
+            Route::Shelf(shelf) => {
+                let mut entries: Vec<(u64, String, Kind)> =
+                    vec![(1, ".".into(), Kind::Dir), (1, "..".into(), Kind::Dir)];
+                {
+                    let places = shelf.places.read().expect("shelf lock");
+                    for (k, s) in places.iter().enumerate() {
+                        let Some(s) = s else { continue };
+                        let k_ = s.fs.getattr(s.top).map(|a| a.kind).unwrap_or(Kind::Dir);
+                        entries.push((Self::outer(k as u64 + 1, s.top), s.name.clone(), k_));
+                    }
+                }
+                for (i, (ino, name, k)) in entries.iter().enumerate().skip(offset as usize) {
+                    if reply.add(INodeNo(*ino), i as u64 + 1, kind(*k), name) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Route::Fs(fs, inner, tag) => {
+                let listed = fs.readdir(inner, offset, |ino, next, k, name| {
+                    reply.add(INodeNo(Self::outer(tag, ino)), next, kind(k), name)
+                });
+                match listed {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno(&e)),
                 }
             }
-            return reply.ok();
-        };
-        let listed = fs.readdir(ino.0, offset, |ino, next, k, name| {
-            reply.add(INodeNo(ino), next, kind(k), name)
-        });
-        match listed {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Route::Gone => reply.error(Errno::ENOENT),
         }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let (bytes, files) = self.fs().map_or((0, 1), |fs| fs.totals());
+        let (bytes, files) = match &self.layout {
+            Layout::Single(slot) => slot.fs.get().map_or((0, 1), |fs| fs.totals()),
+            Layout::Library(shelf) => {
+                let places = shelf.places.read().expect("shelf lock");
+                places
+                    .iter()
+                    .flatten()
+                    .map(|s| s.fs.totals())
+                    .fold((0, 1), |(b, f), (b2, f2)| (b + b2, f + f2))
+            }
+        };
         reply.statfs(bytes.div_ceil(4096), 0, 0, files, 0, 4096, 255, 4096);
     }
 
     /// From the mode bits: nothing is writable, only directories are
     /// searchable (`[ -x file ]` and `find -executable` say what execve does).
     fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        let perm = match self.fs() {
-            Some(fs) => fs.getattr(ino.0).ok().map(|a| a.perm),
-            None => self.waiting_attr(ino.0).map(|a| a.perm),
+        let perm = match self.route(ino.0) {
+            Route::Fs(fs, inner, _) => fs.getattr(inner).ok().map(|a| a.perm),
+            Route::Waiting => self.waiting_attr(ino.0).map(|a| a.perm),
+            Route::Shelf(_) => Some(0o555),
+            Route::Gone => None,
         };
         let Some(perm) = perm else {
             return reply.error(Errno::ENOENT);

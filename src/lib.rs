@@ -23,6 +23,7 @@ pub mod fs;
 pub mod fuse;
 pub mod fuzz;
 pub mod get;
+pub mod library;
 pub mod lsd;
 pub mod magnet;
 pub mod market;

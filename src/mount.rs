@@ -164,6 +164,20 @@ pub fn magnet_of(arg: &Path) -> Option<Magnet> {
     }
 }
 
+/// Detaches our mount (lazily: readers still holding files let go later).
+pub(crate) fn detach(mountpoint: &Path) {
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
+        .expect("paths have no NUL");
+    // SAFETY: c is a valid NUL-terminated path.
+    let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    if r != 0 {
+        let _ = std::process::Command::new("fusermount3")
+            .args(["-u", "-z", "--"])
+            .arg(mountpoint)
+            .status();
+    }
+}
+
 /// Where a magnet link's fetched metadata is kept (as a .torrent file).
 pub fn kept_metadata(data_dir: &Path, hash: &crate::metainfo::InfoHash) -> PathBuf {
     data_dir.join(format!("{}.torrent", hash.hex()))
@@ -171,7 +185,7 @@ pub fn kept_metadata(data_dir: &Path, hash: &crate::metainfo::InfoHash) -> PathB
 
 /// Writes the fetched metadata to `path`, where the next run finds it
 /// (atomically: a torn file is never taken for the torrent).
-fn keep_metadata(path: &Path, meta: &Metainfo) -> Result<(), MountError> {
+pub(crate) fn keep_metadata(path: &Path, meta: &Metainfo) -> Result<(), MountError> {
     let err = |source| MountError::KeepMetadata {
         path: path.to_path_buf(),
         source,
@@ -239,12 +253,12 @@ pub fn load_or_fetch(
 }
 
 /// A magnet's `tr=` trackers, one tier each.
-fn magnet_trackers(m: &Magnet) -> Vec<Vec<String>> {
+pub(crate) fn magnet_trackers(m: &Magnet) -> Vec<Vec<String>> {
     m.trackers.iter().map(|t| vec![t.clone()]).collect()
 }
 
 /// The sources a magnet's metadata is fetched from.
-fn magnet_sources(
+pub(crate) fn magnet_sources(
     m: &Magnet,
     cfg: &EngineConfig,
     own: Option<std::net::SocketAddr>,
@@ -283,7 +297,7 @@ fn fuse_hint(e: &std::io::Error) -> &'static str {
 
 /// The data folder, made if missing; a folder the user cannot write is
 /// said so with what to do, before anything starts.
-fn ensure_data_dir(dir: &Path) -> Result<(), MountError> {
+pub(crate) fn ensure_data_dir(dir: &Path) -> Result<(), MountError> {
     ensure_writable(dir, |path, source| MountError::DataDirNotWritable {
         path,
         source,
@@ -333,7 +347,7 @@ fn read_torrent_file(path: &Path) -> Result<Vec<u8>, MountError> {
 
 /// A .torrent file's bytes parsed; a file that is not bencode at all (a
 /// text file, a video) is named as such rather than by a decoder's error.
-fn parse_torrent_file(path: &Path, bytes: &[u8]) -> Result<Metainfo, MountError> {
+pub(crate) fn parse_torrent_file(path: &Path, bytes: &[u8]) -> Result<Metainfo, MountError> {
     Metainfo::from_bytes(bytes).map_err(|source| match (&source, bytes.first()) {
         (MetainfoError::Bencode(_) | MetainfoError::NotADict, b) if b != Some(&b'd') => {
             MountError::NotATorrent {
@@ -360,7 +374,7 @@ pub fn data_paths(data_dir: &Path, meta: &Metainfo) -> (PathBuf, PathBuf) {
 /// already a live btt mount, empty unless `-o nonempty`. A stale btt mount
 /// (its btt-mount was killed) is cleared; another program's stale mount is
 /// explained.
-fn check_mountpoint(path: &Path, opts: &[String]) -> Result<PathBuf, MountError> {
+pub(crate) fn check_mountpoint(path: &Path, opts: &[String]) -> Result<PathBuf, MountError> {
     let refuse = |why: String| MountError::Mountpoint {
         path: path.to_path_buf(),
         why,
@@ -431,7 +445,7 @@ fn check_mountpoint(path: &Path, opts: &[String]) -> Result<PathBuf, MountError>
     Ok(mp)
 }
 
-fn fuse_config(opts: &[String], name: &str) -> Config {
+pub(crate) fn fuse_config(opts: &[String], name: &str) -> Config {
     let mut c = Config::default();
     c.mount_options = vec![
         MountOption::RO,
@@ -463,7 +477,7 @@ fn fuse_config(opts: &[String], name: &str) -> Config {
 }
 
 /// The mount id of the FUSE mount at `mountpoint` in /proc/self/mountinfo.
-fn mount_id(mountpoint: &Path) -> Option<String> {
+pub(crate) fn mount_id(mountpoint: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = mountpoint.to_string_lossy().replace(' ', "\\040");
     info.lines()
@@ -477,7 +491,7 @@ fn mount_id(mountpoint: &Path) -> Option<String> {
         .map(|l| l.split(' ').next().unwrap_or("").to_string())
 }
 
-fn still_mounted(id: &str) -> bool {
+pub(crate) fn still_mounted(id: &str) -> bool {
     std::fs::read_to_string("/proc/self/mountinfo")
         .map(|s| s.lines().any(|l| l.split(' ').next() == Some(id)))
         .unwrap_or(true)
@@ -748,16 +762,7 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
         buy.0.settle(Duration::from_secs(5));
     }
     if ended == Ended::Signal {
-        let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
-            .expect("paths have no NUL");
-        // SAFETY: c is a valid NUL-terminated path.
-        let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        if r != 0 {
-            let _ = std::process::Command::new("fusermount3")
-                .args(["-u", "-z", "--"])
-                .arg(&mountpoint)
-                .status();
-        }
+        detach(&mountpoint);
     }
     // The session ends once the kernel lets go; do not wait long for readers that
     // still hold files open (the connection dies with our /dev/fuse fd on exit).

@@ -85,40 +85,36 @@ fn real_main() -> Result<()> {
     init_logging(cli.verbose, cli.quiet, cli.log_file.as_deref());
     // SAFETY: the fd was handed to us by our parent for exactly this.
     let mut ready = ready_fd.map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
-    let cfg = MountConfig {
-        torrent: cli.torrent.clone(),
-        metadata_timeout: Duration::from_secs_f64(cli.peers.metadata_timeout.max(1.0)),
-        mountpoint: cli.mountpoint.clone(),
-        data_dir: cli.data_dir.clone().unwrap_or_else(default_data_dir),
-        cache_size: cli.cache_size,
-        keep: !cli.no_keep,
-        read_timeout: cli
-            .read_timeout
-            .filter(|s| *s > 0.0)
-            .map(Duration::from_secs_f64),
-        max_files: cli.max_files,
-        engine: {
-            let mut e = cli.peers.engine(cli.fetch_all);
-            e.role = format!("mount {}", cli.mountpoint.display());
-            if let Some(b) = btt::market::buying::buy_config(
-                cli.home.as_deref(),
-                cli.max_price,
-                cli.budget,
-                cli.channel_size,
-            )
-            .map_err(anyhow::Error::msg)?
-            {
-                tracing::info!(max_price = %b.max_price, budget_msat = b.budget_msat, "buying from sellers when free peers cannot deliver");
-                e.buy = Some(btt::engine::BuyHookRef(std::sync::Arc::new(
-                    btt::market::buying::BuyerAgent::new(b),
-                )));
-            }
-            e
-        },
-        fuse_options: cli.options.clone(),
-        web: cli.peers.web(),
+    let mountpoint = cli
+        .library
+        .clone()
+        .or(cli.mountpoint.clone())
+        .expect("clap requires a mount point");
+    let mut engine = cli.peers.engine(cli.fetch_all);
+    engine.role = match cli.library {
+        Some(_) => format!("library {}", mountpoint.display()),
+        None => format!("mount {}", mountpoint.display()),
     };
-    let res = run(cfg, |m| {
+    if let Some(b) = btt::market::buying::buy_config(
+        cli.home.as_deref(),
+        cli.max_price,
+        cli.budget,
+        cli.channel_size,
+    )
+    .map_err(anyhow::Error::msg)?
+    {
+        tracing::info!(max_price = %b.max_price, budget_msat = b.budget_msat, "buying from sellers when free peers cannot deliver");
+        engine.buy = Some(btt::engine::BuyHookRef(std::sync::Arc::new(
+            btt::market::buying::BuyerAgent::new(b),
+        )));
+    }
+    let read_timeout = cli
+        .read_timeout
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64);
+    let metadata_timeout = Duration::from_secs_f64(cli.peers.metadata_timeout.max(1.0));
+    let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    let ready_line = |m: &btt::mount::Mounted| {
         let mut line = match m.waiting {
             false => format!("mounted {} at {}\n", m.name, m.mountpoint.display()),
             true => format!(
@@ -130,6 +126,54 @@ fn real_main() -> Result<()> {
         if let Some(url) = &m.web {
             line.push_str(&format!("web page: {url}\n"));
         }
+        line
+    };
+    if cli.library.is_some() {
+        let cfg = btt::library::LibraryConfig {
+            mountpoint,
+            data_dir,
+            watch: cli.watch.clone(),
+            cache_size: cli.cache_size,
+            read_timeout,
+            metadata_timeout,
+            engine,
+            fuse_options: cli.options.clone(),
+            web: cli.peers.web(),
+        };
+        let res = btt::library::run(cfg, |m| {
+            let line = ready_line(m);
+            match ready.take() {
+                Some(mut f) => {
+                    let _ = f.write_all(format!("ok {line}").as_bytes());
+                }
+                None => eprint!("{line}"),
+            }
+        });
+        return match res {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Some(mut f) = ready.take() {
+                    let _ = f.write_all(format!("err {e}\n").as_bytes());
+                }
+                Err(e.into())
+            }
+        };
+    }
+    let cfg = MountConfig {
+        torrent: cli.torrent.clone().expect("clap requires a torrent"),
+        metadata_timeout,
+        mountpoint,
+        data_dir,
+        cache_size: cli.cache_size,
+        keep: !cli.no_keep,
+        read_timeout,
+        max_files: cli.max_files,
+        engine,
+        fuse_options: cli.options.clone(),
+        web: cli.peers.web(),
+    };
+    let res = run(cfg, |m| {
+        let line = ready_line(m);
         match ready.take() {
             Some(mut f) => {
                 let _ = f.write_all(format!("ok {line}").as_bytes());

@@ -26,6 +26,14 @@ impl InfoHash {
     pub fn hex(&self) -> String {
         data_encoding::HEXLOWER.encode(&self.0)
     }
+
+    /// 40 hex digits, either case.
+    pub fn from_hex(s: &str) -> Option<InfoHash> {
+        let b = data_encoding::HEXLOWER_PERMISSIVE
+            .decode(s.as_bytes())
+            .ok()?;
+        Some(InfoHash(b.try_into().ok()?))
+    }
 }
 
 impl fmt::Display for InfoHash {

@@ -77,12 +77,25 @@ struct Rates {
     history: VecDeque<(f64, f64)>,
 }
 
+/// What the API asks of a library (its owner does it and answers).
+pub enum Command {
+    /// A .torrent file's bytes, or a magnet link's text: the info-hash added.
+    Add(
+        Vec<u8>,
+        tokio::sync::oneshot::Sender<Result<String, String>>,
+    ),
+    /// Remove the torrent with this info-hash.
+    Remove(String, tokio::sync::oneshot::Sender<Result<(), String>>),
+}
+
 /// The torrents a process shows (one owner: the process adds and removes;
 /// the server only reads).
 #[derive(Default)]
 pub struct Registry {
     items: RwLock<Vec<Item>>,
     rates: Mutex<HashMap<String, Rates>>,
+    /// A library's commands (`POST`, `DELETE`); none for one torrent.
+    control: std::sync::OnceLock<tokio::sync::mpsc::Sender<Command>>,
 }
 
 impl Registry {
@@ -97,6 +110,11 @@ impl Registry {
         let mut items = self.items.write().expect("registry lock");
         items.retain(|i| item_hash(i) != ih);
         items.push(item);
+    }
+
+    /// Lets the API add and remove torrents, through `tx`.
+    pub fn set_control(&self, tx: tokio::sync::mpsc::Sender<Command>) {
+        let _ = self.control.set(tx);
     }
 
     pub fn remove(&self, info_hash: &str) {
@@ -300,12 +318,13 @@ pub async fn start(
     };
     let router = Router::new()
         .route("/", get(page))
-        .route("/api/v1/torrents", get(list))
-        .route("/api/v1/torrents/{info_hash}", get(one))
+        .route("/api/v1/torrents", get(list).post(add))
+        .route("/api/v1/torrents/{info_hash}", get(one).delete(remove))
         .route("/api/v1/events", get(events))
         .route("/stream/{info_hash}/{*path}", get(stream::serve))
         .route("/playlist.m3u", get(playlist))
         .route("/metrics", get(metrics::serve))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_ADD + 1))
         .layer(axum::middleware::from_fn_with_state(app.clone(), auth))
         .with_state(app);
     let sampler = reg.clone();
@@ -416,6 +435,71 @@ async fn one(State(app): State<App>, Path(ih): Path<String>) -> Response {
     {
         Some(e) => Json(e).into_response(),
         None => not_found(format!("no torrent {ih} here")),
+    }
+}
+
+fn refused(code: StatusCode, what: String) -> Response {
+    (code, Json(serde_json::json!({ "error": what }))).into_response()
+}
+
+/// Largest body `POST /api/v1/torrents` takes (a .torrent of a huge torrent
+/// is a few MiB).
+const MAX_ADD: usize = 16 << 20;
+
+/// `POST /api/v1/torrents`: a .torrent file's bytes, or a magnet link.
+async fn add(State(app): State<App>, body: axum::body::Bytes) -> Response {
+    let Some(tx) = app.reg.control.get() else {
+        return refused(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this process serves its own torrents; a library mount (btt-mount --library) takes new ones".into(),
+        );
+    };
+    if body.len() > MAX_ADD {
+        return refused(StatusCode::PAYLOAD_TOO_LARGE, "larger than 16 MiB".into());
+    }
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    if tx.send(Command::Add(body.to_vec(), reply)).await.is_err() {
+        return refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the library is stopping".into(),
+        );
+    }
+    match rx.await {
+        Ok(Ok(ih)) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({ "info_hash": ih })),
+        )
+            .into_response(),
+        Ok(Err(e)) => refused(StatusCode::BAD_REQUEST, e),
+        Err(_) => refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the library is stopping".into(),
+        ),
+    }
+}
+
+/// `DELETE /api/v1/torrents/{info_hash}`: off the library (its data stays).
+async fn remove(State(app): State<App>, Path(ih): Path<String>) -> Response {
+    let Some(tx) = app.reg.control.get() else {
+        return refused(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this process serves its own torrents; only a library mount removes them".into(),
+        );
+    };
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    if tx.send(Command::Remove(ih, reply)).await.is_err() {
+        return refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the library is stopping".into(),
+        );
+    }
+    match rx.await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => refused(StatusCode::NOT_FOUND, e),
+        Err(_) => refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the library is stopping".into(),
+        ),
     }
 }
 

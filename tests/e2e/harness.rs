@@ -301,15 +301,32 @@ impl Mount {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Mount, String> {
+        Self::spawn_in(ns, dir, Some(torrent), args, env)
+    }
+
+    /// `btt-mount --library DIR/mnt ARGS`.
+    pub fn library(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Mount {
+        Self::spawn_in(None, dir, None, args, env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn spawn_in(
+        ns: Option<&NetNs>,
+        dir: &Path,
+        torrent: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Mount, String> {
         let mnt = dir.join("mnt");
         std::fs::create_dir_all(&mnt).unwrap();
         let mut cmd = match ns {
             Some(ns) => ns.command(BTT_MOUNT),
             None => Command::new(BTT_MOUNT),
         };
-        cmd.arg(torrent)
-            .arg(&mnt)
-            .arg("--foreground")
+        match torrent {
+            Some(t) => cmd.arg(t).arg(&mnt),
+            None => cmd.arg("--library").arg(&mnt),
+        };
+        cmd.arg("--foreground")
             .args(["--listen", "127.0.0.1:0", "--log-file"])
             .arg(dir.join("mount.log"));
         if !args.contains(&"--data-dir") {

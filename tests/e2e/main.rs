@@ -10,6 +10,7 @@ mod chain;
 mod dht;
 mod faults;
 mod hostile;
+mod library;
 mod lsd;
 mod magnet;
 mod own_tracker;

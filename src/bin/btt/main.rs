@@ -80,6 +80,14 @@ enum Cmd {
         #[command(flatten)]
         home: money::HomeArg,
     },
+    /// Add a torrent to a running library mount (btt-mount --library).
+    Add {
+        /// The .torrent file, a magnet link (quote it), or a file holding one.
+        torrent: String,
+        /// The library's mount point [default: the only running library].
+        #[arg(long, value_name = "MNT")]
+        library: Option<PathBuf>,
+    },
     /// What every running mount, seller and `btt get` is doing.
     Status {
         /// Print JSON: per torrent, the object its web API gives (or, where
@@ -343,6 +351,7 @@ fn real_main() -> Result<()> {
             cli.quiet,
             (give_up_after, overwrite, only),
         )?,
+        Cmd::Add { torrent, library } => add(&torrent, library.as_deref())?,
         Cmd::Status { json, watch } => match (json, watch) {
             (true, _) => status_json()?,
             (false, true) => loop {
@@ -581,6 +590,85 @@ fn get(
     Ok(())
 }
 
+/// `btt add`: finds the running library (its status file names its web
+/// page) and posts the torrent to its API.
+fn add(torrent: &str, library: Option<&std::path::Path>) -> Result<()> {
+    use btt::engine::status;
+    let body = match torrent.starts_with("magnet:") {
+        true => torrent.as_bytes().to_vec(),
+        false => std::fs::read(torrent).with_context(|| format!("reading {torrent}"))?,
+    };
+    let want = library.map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
+    let libs: Vec<status::Report> = status::read_all()
+        .into_iter()
+        .filter(|r| r.info_hash == btt::library::LIBRARY_STATUS)
+        .filter(|r| {
+            let at = r.role.strip_prefix("library ").unwrap_or("");
+            let at = std::fs::canonicalize(at).unwrap_or_else(|_| at.into());
+            want.as_ref().is_none_or(|w| *w == at)
+        })
+        .collect();
+    let lib = match libs.as_slice() {
+        [one] => one,
+        [] => anyhow::bail!(
+            "no library mount is running{}: start one with `btt-mount --library MNT`",
+            library
+                .map(|l| format!(" at {}", l.display()))
+                .unwrap_or_default()
+        ),
+        _ => anyhow::bail!(
+            "{} libraries are running: say which with --library MNT",
+            libs.len()
+        ),
+    };
+    let Some(http) = lib.http.as_deref() else {
+        anyhow::bail!(
+            "the library at {} has no web API (started with --no-http)",
+            lib.role.trim_start_matches("library ")
+        );
+    };
+    let (base, needs_token) = match http.split_once(' ') {
+        Some((u, _)) => (u, true),
+        None => (http, false),
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let mut req = client.post(format!("{base}api/v1/torrents")).body(body);
+    if needs_token {
+        let token = std::env::var("BTT_HTTP_TOKEN").context(
+            "the library's page needs its token: set BTT_HTTP_TOKEN to the one it printed",
+        )?;
+        req = req.bearer_auth(token);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (code, text) = rt.block_on(async {
+        let resp = req.send().await?;
+        let code = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        Ok::<_, reqwest::Error>((code, text))
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    if !code.is_success() {
+        anyhow::bail!(
+            "the library refused it: {}",
+            v["error"].as_str().unwrap_or(&text)
+        );
+    }
+    if !btt::cli::quiet() {
+        println!(
+            "added {} to the library at {}",
+            v["info_hash"].as_str().unwrap_or("?"),
+            lib.role.trim_start_matches("library ")
+        );
+    }
+    Ok(())
+}
+
 /// `btt status --json`: what each torrent's web API says, fetched from
 /// the process (one GET each, 2 s at most); the status file where the API
 /// is off, needs a token, or does not answer.
@@ -640,6 +728,13 @@ fn status() {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     for r in reports {
+        if r.info_hash == btt::library::LIBRARY_STATUS {
+            println!("{} [pid {}]: {}", r.role, r.pid, r.torrent);
+            if let Some(url) = &r.http {
+                println!("  web page: {url}");
+            }
+            continue;
+        }
         let m = &r.money;
         let mut money = Vec::new();
         if let Some(b) = m.budget_msat {

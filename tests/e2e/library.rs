@@ -1,0 +1,164 @@
+//! A library mount (`btt-mount --library MNT --watch DIR`): torrents and
+//! magnets dropped in the watch folder appear as MNT/<name> and read
+//! byte-exact, a second torrent of the same name shows as "name (2)",
+//! `btt add` and the API add and remove, a deleted watch file takes its
+//! torrent away, and a restart brings the set back with no peer to ask
+//! for metadata.
+
+use crate::harness::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn meta(torrent: &Path) -> btt::metainfo::Metainfo {
+    btt::metainfo::Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).unwrap()
+}
+
+#[test]
+fn a_library_takes_torrents_and_magnets_and_keeps_them() {
+    let d = tmpdir();
+    let d = d.path();
+    let one = d.join("seed/tree");
+    make_tree(&one, &[("a.bin", 700_000), ("sub/b.txt", 5_000)]);
+    let one_t = make_torrent(&one, 64 * 1024, &[]);
+    let two = d.join("seed/film.mkv");
+    make_tree(&d.join("seed"), &[("film.mkv", 900_000)]);
+    let two_t = make_torrent(&two, 64 * 1024, &[]);
+    // Another torrent called "tree", other content.
+    let clash = d.join("seed2/tree");
+    make_tree(&clash, &[("c.bin", 300_000)]);
+    let clash_t = make_torrent(&clash, 64 * 1024, &[]);
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let mut s1 = btt_seed(
+        &one_t,
+        &d.join("seed"),
+        p1,
+        &d.join("s1.log"),
+        &["--no-trackers"],
+    );
+    let mut s1b = btt_seed(
+        &two_t,
+        &d.join("seed"),
+        p3,
+        &d.join("s1b.log"),
+        &["--no-trackers"],
+    );
+    let mut s2 = btt_seed(
+        &clash_t,
+        &d.join("seed2"),
+        p2,
+        &d.join("s2.log"),
+        &["--no-trackers"],
+    );
+    let film_peer = format!("127.0.0.1:{p3}");
+    let watch = d.join("watch");
+    std::fs::create_dir_all(&watch).unwrap();
+    let status = d.join("status");
+    std::fs::create_dir_all(&status).unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let peers = [
+        "--peer".to_string(),
+        format!("127.0.0.1:{p1}"),
+        "--peer".into(),
+        film_peer.clone(),
+        "--peer".into(),
+        format!("127.0.0.1:{p2}"),
+    ];
+    let mut args: Vec<&str> = vec![
+        "--no-trackers",
+        "--watch",
+        watch.to_str().unwrap(),
+        "--http",
+        &http,
+    ];
+    args.extend(peers.iter().map(String::as_str));
+    let st = status.to_str().unwrap();
+    let m = Mount::library(d, &args, &[("BTT_STATUS_DIR", st)]);
+    let mnt = m.mnt.clone();
+
+    std::fs::copy(&one_t, watch.join("tree.torrent")).unwrap();
+    std::fs::write(watch.join("film.magnet"), meta(&two_t).magnet()).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || mnt.join("tree").is_dir()
+            && mnt.join("film.mkv").is_file()),
+        "both appear: {:?}\n{}",
+        std::fs::read_dir(&mnt).map(|r| r.flatten().map(|e| e.file_name()).collect::<Vec<_>>()),
+        m.log()
+    );
+    assert_tree_eq(&mnt.join("tree"), &one);
+    assert_eq!(
+        read_file_timeout(&mnt.join("film.mkv"), Duration::from_secs(30)).unwrap(),
+        std::fs::read(&two).unwrap()
+    );
+
+    // btt add: a clash of names is shown, not hidden.
+    let o = Command::new(BTT)
+        .arg("add")
+        .arg(&clash_t)
+        .env("BTT_STATUS_DIR", &status)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "btt add: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("added"),
+        "{o:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || mnt.join("tree (2)").is_dir()),
+        "the second 'tree' is 'tree (2)'"
+    );
+    assert_tree_eq(&mnt.join("tree (2)"), &clash);
+    let v: serde_json::Value = serde_json::from_slice(
+        &Command::new("curl")
+            .args(["-s", &format!("http://{http}/api/v1/torrents")])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(v.as_array().map(|a| a.len()), Some(3), "{v}");
+
+    // A deleted watch file takes its torrent away.
+    std::fs::remove_file(watch.join("tree.torrent")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || !mnt.join("tree").exists()),
+        "tree is gone with its file"
+    );
+    assert!(mnt.join("tree (2)").is_dir() && mnt.join("film.mkv").is_file());
+
+    // A restart with nobody to ask: the set (the magnet's too) comes back
+    // from the library's own records, and what was read is there.
+    drop(m);
+    for s in [&mut s1, &mut s1b, &mut s2] {
+        s.signal(libc::SIGTERM);
+        s.wait_exit(Duration::from_secs(10));
+    }
+    let m = Mount::library(
+        d,
+        &["--no-trackers", "--watch", watch.to_str().unwrap()],
+        &[("BTT_STATUS_DIR", st)],
+    );
+    let names: Vec<String> = std::fs::read_dir(&m.mnt)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["film.mkv", "tree"],
+        "after the restart: {names:?}\n{}",
+        m.log()
+    );
+    assert_eq!(
+        read_file_timeout(&m.mnt.join("film.mkv"), Duration::from_secs(10)).unwrap(),
+        std::fs::read(&two).unwrap(),
+        "the magnet's film is read from the data dir"
+    );
+    assert_tree_eq(&m.mnt.join("tree"), &clash);
+}
