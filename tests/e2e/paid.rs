@@ -415,7 +415,11 @@ fn mixed_swarm_buys_only_what_free_peers_lack() {
     let reader = std::thread::spawn(move || read_file_timeout(&f, Duration::from_secs(90)));
     let have = || {
         mount_status(&s.buyer, &m)
-            .and_then(|l| l.split(": ").nth(1)?.split('/').next()?.parse::<u32>().ok())
+            .and_then(|l| {
+                // "…: 12.5 % (4/32 pieces), …"
+                let held = l.split(": ").nth(1)?.split_once('(')?.1;
+                held.split('/').next()?.parse::<u32>().ok()
+            })
             .unwrap_or(0)
     };
     assert!(
