@@ -153,12 +153,14 @@ impl PeerArgs {
             dht: None,
             lsd_on: self.lsd,
             lsd: None,
-            max_down: self
-                .max_down
-                .map(|r| std::sync::Arc::new(crate::engine::rate::Bucket::new(r))),
-            max_up: self
-                .max_up
-                .map(|r| std::sync::Arc::new(crate::engine::rate::Bucket::new(r))),
+            // Always a bucket (unlimited without a flag), so the web API
+            // can set a limit later.
+            max_down: Some(std::sync::Arc::new(crate::engine::rate::Bucket::with(
+                self.max_down,
+            ))),
+            max_up: Some(std::sync::Arc::new(crate::engine::rate::Bucket::with(
+                self.max_up,
+            ))),
             http: None,
         }
     }

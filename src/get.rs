@@ -273,6 +273,7 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
     let (stop_web, stop_rx) = tokio::sync::watch::channel(false);
     let result = rt.block_on(async {
         let registry = crate::web::Registry::new();
+        registry.set_limits(cfg.engine.max_down.clone(), cfg.engine.max_up.clone());
         if let Some(w) = &cfg.web {
             let web = crate::web::start(w, registry.clone(), stop_rx)
                 .await

@@ -418,6 +418,7 @@ pub fn run(
     let torrents = rt.block_on(Torrents::listen(cfg.engine.listen))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let registry = Registry::new();
+    registry.set_limits(cfg.engine.max_down.clone(), cfg.engine.max_up.clone());
     let web = match &cfg.web {
         Some(w) => Some(rt.block_on(crate::web::start(w, registry.clone(), stop_rx.clone()))?),
         None => None,

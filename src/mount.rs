@@ -611,6 +611,7 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
     let listener = rt.block_on(Torrent::listen(cfg.engine.listen))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let registry = crate::web::Registry::new();
+    registry.set_limits(cfg.engine.max_down.clone(), cfg.engine.max_up.clone());
     let web = match &cfg.web {
         Some(w) => Some(rt.block_on(crate::web::start(w, registry.clone(), stop_rx.clone()))?),
         None => None,

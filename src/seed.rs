@@ -112,6 +112,7 @@ pub fn run(
         let items = prepared.into_iter().map(|(m, s, _)| (m, s)).collect();
         let (stop_web, stop_rx) = tokio::sync::watch::channel(false);
         let registry = crate::web::Registry::new();
+        registry.set_limits(cfg.engine.max_down.clone(), cfg.engine.max_up.clone());
         if let Some(w) = &cfg.web {
             let web = crate::web::start(w, registry.clone(), stop_rx).await?;
             cfg.engine.http = Some(web.status_url());

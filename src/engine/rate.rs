@@ -12,37 +12,60 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Bytes per second, with a small burst.
+/// Bytes per second, with a small burst; the rate can be changed (or
+/// lifted) while it is in use (`PUT /api/v1/limits`).
 #[derive(Debug)]
 pub struct Bucket {
-    rate: f64,
-    burst: f64,
-    /// (tokens, when last refilled); tokens below zero are debt.
-    state: Mutex<(f64, Instant)>,
+    /// (tokens, when last refilled, rate); tokens below zero are debt; no
+    /// rate: no limit.
+    state: Mutex<(f64, Instant, Option<f64>)>,
+}
+
+fn burst(rate: f64) -> f64 {
+    // A tenth of a second's worth, at least one block.
+    (rate / 10.0).max(16384.0)
 }
 
 impl Bucket {
     /// At most `rate` bytes per second (at least 1).
     pub fn new(rate: u64) -> Bucket {
-        let rate = rate.max(1) as f64;
+        Bucket::with(Some(rate))
+    }
+
+    /// `None`: no limit until one is set.
+    pub fn with(rate: Option<u64>) -> Bucket {
         Bucket {
-            rate,
-            // A tenth of a second's worth, at least one block.
-            burst: (rate / 10.0).max(16384.0),
-            state: Mutex::new((0.0, Instant::now())),
+            state: Mutex::new((0.0, Instant::now(), rate.map(|r| r.max(1) as f64))),
         }
+    }
+
+    pub fn rate(&self) -> Option<u64> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .2
+            .map(|r| r as u64)
+    }
+
+    /// A new rate (`None`: no limit); debt is forgiven.
+    pub fn set_rate(&self, rate: Option<u64>) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *st = (0.0, Instant::now(), rate.map(|r| r.max(1) as f64));
     }
 
     /// `n` bytes moved at `now`: how long to wait before moving more.
     pub fn take(&self, n: u64, now: Instant) -> Duration {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(rate) = st.2 else {
+            return Duration::ZERO;
+        };
         let dt = now.saturating_duration_since(st.1).as_secs_f64();
-        st.0 = (st.0 + dt * self.rate).min(self.burst) - n as f64;
+        st.0 = (st.0 + dt * rate).min(burst(rate)) - n as f64;
         st.1 = now.max(st.1);
         if st.0 >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-st.0 / self.rate)
+            Duration::from_secs_f64(-st.0 / rate)
         }
     }
 }
@@ -83,6 +106,23 @@ mod tests {
         }
         let secs = now.duration_since(t0).as_secs_f64();
         assert!((9.8..=10.5).contains(&secs), "{secs}");
+    }
+
+    #[test]
+    fn a_rate_can_be_lifted_and_set_again() {
+        let b = Bucket::with(None);
+        let now = Instant::now();
+        assert_eq!(b.take(100_000_000, now), Duration::ZERO, "no limit");
+        b.set_rate(Some(1_000_000));
+        assert_eq!(b.rate(), Some(1_000_000));
+        let wait = b.take(2_000_000, now + Duration::from_millis(1));
+        assert!((1.9..=2.01).contains(&wait.as_secs_f64()), "{wait:?}");
+        b.set_rate(None);
+        assert_eq!(
+            b.take(100_000_000, now),
+            Duration::ZERO,
+            "lifted: no debt left"
+        );
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub struct Registry {
     rates: Mutex<HashMap<String, Rates>>,
     /// A library's commands (`POST`, `DELETE`); none for one torrent.
     control: std::sync::OnceLock<tokio::sync::mpsc::Sender<Command>>,
+    /// The process's rate limits (down, up), which `PUT /api/v1/limits` sets.
+    limits: std::sync::OnceLock<(crate::engine::rate::Limit, crate::engine::rate::Limit)>,
 }
 
 impl Registry {
@@ -110,6 +112,11 @@ impl Registry {
         let mut items = self.items.write().expect("registry lock");
         items.retain(|i| item_hash(i) != ih);
         items.push(item);
+    }
+
+    /// Lets the API read and set the process's rate limits.
+    pub fn set_limits(&self, down: crate::engine::rate::Limit, up: crate::engine::rate::Limit) {
+        let _ = self.limits.set((down, up));
     }
 
     /// Lets the API add and remove torrents, through `tx`.
@@ -321,6 +328,7 @@ pub async fn start(
         .route("/api/v1/torrents", get(list).post(add))
         .route("/api/v1/torrents/{info_hash}", get(one).delete(remove))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/limits", get(limits).put(set_limits))
         .route("/stream/{info_hash}/{*path}", get(stream::serve))
         .route("/playlist.m3u", get(playlist))
         .route("/metrics", get(metrics::serve))
@@ -501,6 +509,73 @@ async fn remove(State(app): State<App>, Path(ih): Path<String>) -> Response {
             "the library is stopping".into(),
         ),
     }
+}
+
+fn limits_json(app: &App) -> serde_json::Value {
+    let rate = |l: &crate::engine::rate::Limit| l.as_ref().and_then(|b| b.rate());
+    match app.reg.limits.get() {
+        Some((down, up)) => serde_json::json!({
+            "max_down_bytes_per_sec": rate(down),
+            "max_up_bytes_per_sec": rate(up),
+        }),
+        None => serde_json::json!({ "max_down_bytes_per_sec": null, "max_up_bytes_per_sec": null }),
+    }
+}
+
+/// `GET /api/v1/limits`: the rate limits, in bytes per second (`null`: none).
+async fn limits(State(app): State<App>) -> Json<serde_json::Value> {
+    Json(limits_json(&app))
+}
+
+/// `PUT /api/v1/limits` with `{"max_down": "5MiB", "max_up": null}`: each
+/// key given is set (a rate as `--max-down` takes it, a number of bytes per
+/// second, or `null` for none); the limits after.
+async fn set_limits(State(app): State<App>, body: axum::body::Bytes) -> Response {
+    let Some((down, up)) = app.reg.limits.get() else {
+        return refused(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this process has no adjustable limits".into(),
+        );
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "expected JSON like {\"max_down\": \"5MiB\", \"max_up\": null}".into(),
+        );
+    };
+    let mut set = Vec::new();
+    for (key, limit) in [("max_down", down), ("max_up", up)] {
+        let Some(x) = v.get(key) else { continue };
+        let rate = match x {
+            serde_json::Value::Null => None,
+            serde_json::Value::Number(n) => match n.as_u64() {
+                Some(0) | None => {
+                    return refused(
+                        StatusCode::BAD_REQUEST,
+                        format!("{key}: a rate above 0, or null"),
+                    )
+                }
+                Some(n) => Some(n),
+            },
+            serde_json::Value::String(t) => match crate::cli::parse_rate(t) {
+                Ok(n) => Some(n),
+                Err(e) => return refused(StatusCode::BAD_REQUEST, format!("{key}: {e}")),
+            },
+            _ => {
+                return refused(
+                    StatusCode::BAD_REQUEST,
+                    format!("{key}: a rate such as \"5MiB\", or null"),
+                )
+            }
+        };
+        set.push((limit.clone(), rate));
+    }
+    for (limit, rate) in set {
+        if let Some(b) = limit {
+            b.set_rate(rate);
+        }
+    }
+    Json(limits_json(&app)).into_response()
 }
 
 /// The live stream: every torrent's view once a second, as `torrents` events.

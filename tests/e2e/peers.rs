@@ -3,6 +3,7 @@
 
 use crate::harness::*;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 enum Client {
@@ -172,10 +173,15 @@ fn rate_limits_hold_transfers_to_the_rate() {
         (vec![], vec!["--max-down", "2MiB/s"]),
         // As a mount option (what fstab's `mount -t btt` passes).
         (vec![], vec!["-o", "noatime,max_down=2MiB"]),
+        // Set through the web API once mounted (below).
+        (vec![], vec!["--http"]),
     ]
     .into_iter()
     .enumerate()
     {
+        let http = format!("127.0.0.1:{}", free_port());
+        let limits = format!("http://{http}/api/v1/limits");
+        let via_api = mount_args == ["--http"];
         let port = free_port();
         let _seed = btt_seed(
             &torrent,
@@ -187,7 +193,29 @@ fn rate_limits_hold_transfers_to_the_rate() {
         let peer = format!("127.0.0.1:{port}");
         let mut args = vec!["--no-trackers", "--peer", &peer];
         args.extend(mount_args.iter().copied());
+        if via_api {
+            args.push(&http);
+        }
         let m = Mount::start(&d.path().join(format!("m{i}")), &torrent, &args);
+        let curl = |extra: &[&str]| {
+            let o = Command::new("curl")
+                .args(["-s", "-S", "--max-time", "10"])
+                .args(extra)
+                .arg(&limits)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        if via_api {
+            assert!(
+                curl(&[]).contains("\"max_down_bytes_per_sec\":null"),
+                "no limit at first"
+            );
+            let set = curl(&["-X", "PUT", "-d", r#"{"max_down": "2MiB"}"#]);
+            assert!(set.contains("\"max_down_bytes_per_sec\":2097152"), "{set}");
+            let bad = curl(&["-X", "PUT", "-d", r#"{"max_up": "fast"}"#]);
+            assert!(bad.contains("error"), "a rate that is not one: {bad}");
+        }
         let t0 = std::time::Instant::now();
         let got = read_file_timeout(&m.mnt.join("f.bin"), Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
@@ -197,5 +225,12 @@ fn rate_limits_hold_transfers_to_the_rate() {
             secs >= 2.4,
             "{seed_args:?} {mount_args:?}: 6 MiB in {secs:.2} s, faster than 2 MiB/s"
         );
+        if via_api {
+            let lifted = curl(&["-X", "PUT", "-d", r#"{"max_down": null}"#]);
+            assert!(
+                lifted.contains("\"max_down_bytes_per_sec\":null"),
+                "{lifted}"
+            );
+        }
     }
 }
