@@ -776,12 +776,20 @@ fn video_from_a_paid_seller_only() {
         // A small credit: a buyer that asked beyond it would be rejected.
         &["--price", PRICE, "--credit", "256KiB"],
     );
+    let http = format!("127.0.0.1:{}", free_port());
     let m = buy_mount(
         &d.path().join("m"),
         &torrent,
         &buyer,
         &[port],
-        &["--max-price", PRICE, "--budget", "20000sat"],
+        &[
+            "--max-price",
+            PRICE,
+            "--budget",
+            "20000sat",
+            "--http",
+            &http,
+        ],
     );
     let f = m.mnt.join("clip.mp4");
     let probe = std::process::Command::new("timeout")
@@ -801,6 +809,38 @@ fn video_from_a_paid_seller_only() {
         probe.status.success() && text.contains("1920x1080"),
         "{text}\n{}",
         m.log()
+    );
+    // The page in the middle of the paid read: bought pieces, the paid
+    // seller, the money spent (saved as target/web-page-paid.png).
+    let api: serde_json::Value = serde_json::from_slice(
+        &std::process::Command::new("curl")
+            .args(["-s", &format!("http://{http}/api/v1/torrents")])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let t = &api[0];
+    assert!(
+        t["pieces"].as_str().is_some_and(|p| p.contains('b'))
+            && t["money"]["spent_msat"].as_u64() > Some(0)
+            && t["peers"][0]["paid"] == true,
+        "the API shows the bought pieces, the paid seller and the money: {t}"
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shot = root.join("target/web-page-paid.png");
+    let out = std::process::Command::new("node")
+        .arg(root.join("tests/browser/shot.js"))
+        .arg(format!("http://{http}/"))
+        .arg(&shot)
+        .arg("spent [1-9].* sat")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("done"),
+        "the page during a paid read: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     let dec = std::process::Command::new("timeout")
         .args([

@@ -799,10 +799,14 @@ fn status() {
             println!("  {note}");
         }
         for w in &r.waiting {
-            println!(
-                "  a read waits {:.1} s on piece {}: {}",
-                w.secs, w.piece, w.cause
-            );
+            // With nobody connected the cause is the note just printed.
+            match r.note.as_deref() == Some(w.cause.as_str()) {
+                true => println!("  a read waits {:.1} s on piece {}", w.secs, w.piece),
+                false => println!(
+                    "  a read waits {:.1} s on piece {}: {}",
+                    w.secs, w.piece, w.cause
+                ),
+            }
         }
         if let Some(url) = &r.http {
             println!("  web page: {url}");

@@ -1,0 +1,33 @@
+// A screenshot of btt's live page once it shows what the test waits for.
+// Usage: node shot.js URL SCREENSHOT.png REGEX  (REGEX: text the page must show)
+"use strict";
+const puppeteer = require("puppeteer-core");
+
+const [url, shot, want] = process.argv.slice(2);
+(async () => {
+  const browser = await puppeteer.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+  });
+  try {
+    const page = await browser.newPage();
+    await page.setViewport({ width: 1280, height: 900 });
+    await page.goto(url, { waitUntil: "domcontentloaded" });
+    const re = new RegExp(want);
+    const end = Date.now() + 30000;
+    for (;;) {
+      const text = await page.evaluate(() => document.body.innerText);
+      if (re.test(text)) break;
+      if (Date.now() > end) throw new Error("the page never showed " + want + ":\n" + text);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    await page.screenshot({ path: shot, fullPage: true });
+    process.stdout.write("done\n");
+  } finally {
+    await browser.close();
+  }
+})().catch((e) => {
+  process.stdout.write("error " + e.message + "\n");
+  process.exit(1);
+});
