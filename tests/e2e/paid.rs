@@ -812,14 +812,20 @@ fn video_from_a_paid_seller_only() {
     );
     // The page in the middle of the paid read: bought pieces, the paid
     // seller, the money spent (saved as target/web-page-paid.png).
-    let api: serde_json::Value = serde_json::from_slice(
-        &std::process::Command::new("curl")
-            .args(["-s", &format!("http://{http}/api/v1/torrents")])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let body = std::process::Command::new("curl")
+        .args(["-s", &format!("http://{http}/api/v1/torrents")])
+        .output()
+        .unwrap()
+        .stdout;
+    let api: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    // No key material: not the words, no extended private key.
+    let words = std::fs::read_to_string(buyer.home.join("mnemonic")).unwrap();
+    let text = String::from_utf8_lossy(&body);
+    let two: Vec<&str> = words.split_whitespace().take(2).collect();
+    assert!(
+        !text.contains(&two.join(" ")) && !text.contains("prv"),
+        "the API shows key material"
+    );
     let t = &api[0];
     assert!(
         t["pieces"].as_str().is_some_and(|p| p.contains('b'))

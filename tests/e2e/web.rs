@@ -302,6 +302,18 @@ fn the_api_says_why_a_read_waits_and_metrics_count() {
         "the API's object: {j}"
     );
 
+    // --watch redraws (home and clear, then the lines) until stopped.
+    let w = Command::new("timeout")
+        .args(["2.5", BTT, "status", "--watch"])
+        .env("BTT_STATUS_DIR", st)
+        .output()
+        .unwrap();
+    let w = String::from_utf8_lossy(&w.stdout);
+    assert!(
+        w.matches("\x1b[H\x1b[2J").count() >= 2 && w.contains("a read waits"),
+        "btt status --watch redraws: {w:?}"
+    );
+
     let (code, _, body) = curl(&format!("http://{http}/metrics"), &[]);
     let metrics = String::from_utf8_lossy(&body);
     assert_eq!(code, 200);
