@@ -85,7 +85,7 @@ pub struct PeerArgs {
     pub no_http: bool,
     /// The token requests must carry [default: none on 127.0.0.1, else one
     /// made up and printed].
-    #[arg(long, value_name = "TOKEN", env = "BTT_HTTP_TOKEN")]
+    #[arg(long, value_name = "TOKEN", env = "BTT_HTTP_TOKEN", value_parser = parse_token)]
     pub http_token: Option<String>,
 }
 
@@ -113,6 +113,16 @@ pub fn mount_options(options: &[String]) -> Result<MountOptions, String> {
         }
     }
     Ok(out)
+}
+
+/// A web token: long enough not to be guessed.
+fn parse_token(s: &str) -> Result<String, String> {
+    match s.len() >= 16 {
+        true => Ok(s.to_string()),
+        false => {
+            Err("a token of at least 16 characters (leave it out and btt makes one up)".into())
+        }
+    }
 }
 
 /// A rate in bytes per second: `5MiB`, `5MiB/s`, `500KB/s`.

@@ -72,9 +72,17 @@ fn selection(
         .filter(|&i| !meta.files[i].padding)
         .collect();
     if globs.is_empty() {
-        return Ok(magnet
+        let chosen: Option<Vec<usize>> = magnet
             .filter(|m| m.select.is_some())
-            .map(|m| real.iter().copied().filter(|&i| m.selects(i)).collect()));
+            .map(|m| real.iter().copied().filter(|&i| m.selects(i)).collect());
+        if chosen.as_ref().is_some_and(|c| c.is_empty()) {
+            return Err(GetError::NoMatch {
+                glob: "so=".into(),
+                files: real.len(),
+                some: "the magnet's so= names no file of them".into(),
+            });
+        }
+        return Ok(chosen);
     }
     let shown = |i: usize| match meta.path(i) {
         "" => meta.name.clone(),
@@ -128,7 +136,7 @@ fn check_existing(
     store: &Store,
     dir: &std::path::Path,
     overwrite: bool,
-    chosen: &dyn Fn(usize) -> bool,
+    touched: &dyn Fn(usize) -> bool,
 ) -> Result<(), GetError> {
     let len = |rel: &std::path::Path| std::fs::metadata(dir.join(rel)).ok().map(|m| m.len());
     let any = (0..meta.files.len()).any(|i| {
@@ -140,10 +148,11 @@ fn check_existing(
     let have = store.recheck();
     let problems: Vec<_> = crate::store::check::file_problems(meta, &have, len)
         .into_iter()
-        // A file not chosen may hold the edges of its neighbours' pieces
-        // from an earlier --only run: not the user's, never in the way; nor
-        // is a file whose unverified parts are holes (that run's download).
-        .filter(|(i, p)| *p != crate::store::check::Problem::Missing && chosen(*i))
+        // A file not chosen is written only where it shares a piece with a
+        // chosen one: elsewhere (or holding the edges of an earlier --only
+        // run) it is never in the way; nor is a file whose unverified parts
+        // are holes (that run's download).
+        .filter(|(i, p)| *p != crate::store::check::Problem::Missing && touched(*i))
         .filter(|(i, p)| {
             *p != crate::store::check::Problem::Differs || !only_holes(meta, &have, dir, *i)
         })
@@ -253,7 +262,16 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
     let store =
         Arc::new(Store::open(meta.clone(), &cfg.dir, &state, 32 << 20).map_err(MountError::from)?);
     if fresh {
-        check_existing(&meta, &store, &cfg.dir, cfg.overwrite, &chosen)?;
+        // Files the chosen pieces write into: the chosen ones and the
+        // neighbours sharing an edge piece with them.
+        let wanted = cfg.engine.only.clone();
+        let touched = |i: usize| {
+            let f = &meta.files[i];
+            wanted
+                .as_ref()
+                .is_none_or(|w| meta.pieces_for_range(f.offset, f.length).any(|p| w.get(p)))
+        };
+        check_existing(&meta, &store, &cfg.dir, cfg.overwrite, &touched)?;
     }
     cfg.engine.fetch_all = true;
     if let Some(b) = &cfg.buyer {

@@ -67,6 +67,9 @@ struct Entry {
     running: Option<Running>,
 }
 
+/// A file's time and size.
+type Stamp = (std::time::SystemTime, u64);
+
 /// A torrent file's or a magnet link's bytes, read.
 enum Source {
     Torrent(Metainfo),
@@ -91,8 +94,10 @@ struct Library {
     shelf: Arc<Shelf>,
     registry: Arc<Registry>,
     entries: HashMap<String, Entry>,
-    /// Watch folder files seen, and the info-hash each added.
-    watched: HashMap<PathBuf, Option<String>>,
+    /// Watch folder files seen: the info-hash each added, or, for one that
+    /// was not (half-written, say), its size and time then, to try again
+    /// once they change.
+    watched: HashMap<PathBuf, (Option<String>, Option<Stamp>)>,
     fetched: tokio::sync::mpsc::Sender<(String, Result<Metainfo, String>)>,
     stop: tokio::sync::watch::Receiver<bool>,
     /// Entries whose watch folder file was deleted, to remove.
@@ -286,7 +291,7 @@ impl Library {
                 continue;
             }
             if let Some(w) = &record.watch {
-                self.watched.insert(w.clone(), Some(ih.clone()));
+                self.watched.insert(w.clone(), (Some(ih.clone()), None));
             }
             let kept = InfoHash::from_hex(&ih)
                 .map(|h| crate::mount::kept_metadata(&self.cfg.data_dir, &h))
@@ -334,26 +339,31 @@ impl Library {
             })
             .collect();
         for p in &now {
-            if self.watched.contains_key(p) {
-                continue;
+            let stamp = std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            match self.watched.get(p) {
+                Some((Some(_), _)) => continue,
+                Some((None, seen)) if *seen == stamp => continue,
+                _ => {}
             }
             let added = match std::fs::read(p) {
                 Ok(bytes) => match self.add(&bytes, Some(p.clone())) {
                     Ok(ih) => Some(ih),
                     Err(e) => {
-                        warn!(file = %p.display(), error = %e, "not added to the library");
+                        warn!(file = %p.display(), error = %e, "not added to the library (tried again when the file changes)");
                         None
                     }
                 },
                 Err(_) => continue, // being written: next time
             };
-            self.watched.insert(p.clone(), added);
+            self.watched.insert(p.clone(), (added, stamp));
         }
         let gone: Vec<(PathBuf, Option<String>)> = self
             .watched
             .iter()
             .filter(|(p, _)| !now.contains(p))
-            .map(|(p, ih)| (p.clone(), ih.clone()))
+            .map(|(p, (ih, _))| (p.clone(), ih.clone()))
             .collect();
         for (p, ih) in gone {
             self.watched.remove(&p);

@@ -470,7 +470,11 @@ async fn session_loop(
         tokio::select! {
             _ = stop.changed() => return Ok(()),
             () = async { paused.as_mut().expect("paused").await }, if paused.is_some() => {
-                paused = None;
+                // Waits are sliced: what is still owed (none, if the
+                // limit was lifted meanwhile) is waited for next.
+                let more = super::rate::owed(&s.t.cfg.max_down);
+                paused = (!more.is_zero())
+                    .then(|| Box::pin(tokio::time::sleep(more.min(super::rate::SLICE))));
             }
             r = rd.read_buf(&mut buf), if paused.is_none() => {
                 let n = r?;
@@ -481,7 +485,7 @@ async fn session_loop(
                 // commands and timers do not.
                 let wait = super::rate::cost(&s.t.cfg.max_down, n);
                 if !wait.is_zero() {
-                    paused = Some(Box::pin(tokio::time::sleep(wait)));
+                    paused = Some(Box::pin(tokio::time::sleep(wait.min(super::rate::SLICE))));
                 }
                 last_heard = Instant::now();
                 while let Some(m) = wire::decode(&mut buf, max)? {

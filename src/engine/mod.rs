@@ -768,7 +768,7 @@ impl Torrent {
                 note,
                 http: self.cfg.http.clone(),
                 waiting: {
-                    let mut w = self.view((0.0, 0.0)).waiting;
+                    let mut w = self.waiting();
                     w.truncate(3);
                     w
                 },

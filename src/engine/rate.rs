@@ -47,7 +47,8 @@ impl Bucket {
             .map(|r| r as u64)
     }
 
-    /// A new rate (`None`: no limit); debt is forgiven.
+    /// A new rate (`None`: no limit); debt is forgiven, and whoever waits
+    /// sees it within [`SLICE`].
     pub fn set_rate(&self, rate: Option<u64>) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         *st = (0.0, Instant::now(), rate.map(|r| r.max(1) as f64));
@@ -81,11 +82,21 @@ pub fn cost(limit: &Limit, n: usize) -> Duration {
     }
 }
 
+/// The longest single wait: a rate changed meanwhile (lifted, say) takes
+/// effect after at most this long.
+pub const SLICE: Duration = Duration::from_secs(1);
+
+/// How much longer what was moved costs (a changed rate counts at once).
+pub fn owed(limit: &Limit) -> Duration {
+    cost(limit, 0)
+}
+
 /// Waits as long as moving `n` bytes costs under `limit`.
 pub async fn throttle(limit: &Limit, n: usize) {
-    let wait = cost(limit, n);
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
+    let mut wait = cost(limit, n);
+    while !wait.is_zero() {
+        tokio::time::sleep(wait.min(SLICE)).await;
+        wait = owed(limit);
     }
 }
 

@@ -100,7 +100,7 @@ pub(crate) fn cause(c: &CauseInputs) -> String {
             n => format!("none of the {n} connected peers has this piece"),
         };
     }
-    let free = c.have_it - c.sellers_have_it;
+    let free = c.have_it.saturating_sub(c.sellers_have_it);
     if free == 0 {
         if !c.buying {
             return "only paid sellers have it, and buying is off (--max-price)".into();
@@ -136,7 +136,6 @@ impl Torrent {
         let st = self.lock();
         let have = st.picker.have();
         let n = meta.num_pieces();
-        let now = Instant::now();
         let mut pieces = String::with_capacity(n);
         for p in 0..n {
             pieces.push(if have.get(p) {
@@ -188,45 +187,7 @@ impl Torrent {
         peers.sort_by(|a, b| b.down_bytes_per_sec.total_cmp(&a.down_bytes_per_sec));
         let peer_count = peers.len();
         peers.truncate(MAX_PEERS);
-        let mut waiting: Vec<(usize, usize, Instant)> = st
-            .waiters
-            .iter()
-            .filter(|(p, ws)| !have.get(**p) && !ws.is_empty())
-            .map(|(p, ws)| {
-                let since = st.picker.critical_since(*p).unwrap_or(now);
-                (*p, ws.len(), since)
-            })
-            .collect();
-        waiting.sort_by_key(|w| (w.2, w.0));
-        waiting.truncate(MAX_WAITING);
-        let buying = self.cfg.buy.is_some();
-        let budget_spent = money.budget_spent;
-        let waiting = waiting
-            .into_iter()
-            .map(|(p, readers, since)| {
-                let (have_it, sellers_have_it) = st.picker.availability(p);
-                // Whether some peer that is not choking us could have it: the
-                // engine counts availability, not who; any unchoked peer
-                // with a piece count is the best it can say without asking
-                // the sessions.
-                let unchoked_with_it = have_it > 0 && st.peers.values().any(|e| !e.they_choke);
-                Waiting {
-                    piece: p,
-                    readers,
-                    secs: now.duration_since(since).as_secs_f64(),
-                    cause: cause(&CauseInputs {
-                        peers: peer_count,
-                        have_it,
-                        sellers_have_it,
-                        unchoked_with_it,
-                        in_progress: st.picker.is_active(p),
-                        buying,
-                        budget_spent,
-                        no_peers: &no_peers,
-                    }),
-                }
-            })
-            .collect();
+        let waiting = self.waiting_in(&st, peer_count, &money, &no_peers);
         let pieces_have = have.count();
         let complete = have.is_complete();
         drop(st);
@@ -252,6 +213,66 @@ impl Torrent {
             waiting,
             note: (peer_count == 0 && !complete).then(no_peers),
         }
+    }
+
+    /// The oldest reads waiting and why (what `btt status` shows, without
+    /// building the whole view).
+    pub fn waiting(&self) -> Vec<Waiting> {
+        let money = self.money();
+        let no_peers = || self.discovery().no_peers();
+        let st = self.lock();
+        let peers = st.peers.len();
+        self.waiting_in(&st, peers, &money, &no_peers)
+    }
+
+    fn waiting_in(
+        &self,
+        st: &super::State,
+        peer_count: usize,
+        money: &status::Money,
+        no_peers: &dyn Fn() -> String,
+    ) -> Vec<Waiting> {
+        let have = st.picker.have();
+        let now = Instant::now();
+        let mut waiting: Vec<(usize, usize, Instant)> = st
+            .waiters
+            .iter()
+            .filter(|(p, ws)| !have.get(**p) && !ws.is_empty())
+            .map(|(p, ws)| {
+                let since = st.picker.critical_since(*p).unwrap_or(now);
+                (*p, ws.len(), since)
+            })
+            .collect();
+        waiting.sort_by_key(|w| (w.2, w.0));
+        waiting.truncate(MAX_WAITING);
+        let buying = self.cfg.buy.is_some();
+        let budget_spent = money.budget_spent;
+        waiting
+            .into_iter()
+            .map(|(p, readers, since)| {
+                let (have_it, sellers_have_it) = st.picker.availability(p);
+                // Whether some peer that is not choking us could have it: the
+                // engine counts availability, not who; any unchoked peer
+                // with a piece count is the best it can say without asking
+                // the sessions.
+                let unchoked_with_it = have_it > 0 && st.peers.values().any(|e| !e.they_choke);
+                Waiting {
+                    piece: p,
+                    readers,
+                    secs: now.duration_since(since).as_secs_f64(),
+                    cause: cause(&CauseInputs {
+                        peers: peer_count,
+                        have_it,
+                        sellers_have_it,
+                        unchoked_with_it,
+                        in_progress: st.picker.is_active(p),
+                        buying,
+                        budget_spent,
+                        no_peers,
+                    }),
+                }
+            })
+            .collect()
     }
 
     /// Buyer's and seller's money for this torrent.

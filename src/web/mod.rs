@@ -255,6 +255,9 @@ impl Entry {
 struct App {
     reg: Arc<Registry>,
     token: Option<Arc<str>>,
+    /// The port it listens on (the Host requests must name, without a token).
+    port: u16,
+    subscribers: Arc<std::sync::atomic::AtomicUsize>,
     next_handle: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -321,6 +324,8 @@ pub async fn start(
     let app = App {
         reg: reg.clone(),
         token: token.as_deref().map(Arc::from),
+        port: addr.port(),
+        subscribers: Default::default(),
         next_handle: Arc::new(std::sync::atomic::AtomicU64::new(1 << 63)),
     };
     let router = Router::new()
@@ -390,8 +395,41 @@ fn given_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
         .next()
 }
 
+/// Without a token, only this host's own names: a page of another site
+/// (DNS rebinding, a cross-site form or fetch) is refused.
+fn own_origin(app: &App, headers: &HeaderMap, method: &axum::http::Method) -> bool {
+    let own = |v: &str| {
+        let p = app.port;
+        [
+            format!("127.0.0.1:{p}"),
+            format!("localhost:{p}"),
+            format!("[::1]:{p}"),
+        ]
+        .iter()
+        .any(|o| v.eq_ignore_ascii_case(o))
+    };
+    let host_ok = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_none_or(own);
+    let reads = matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD);
+    let origin_ok = reads
+        || headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .is_none_or(|o| o.strip_prefix("http://").is_some_and(own));
+    host_ok && origin_ok
+}
+
 async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     let Some(want) = &app.token else {
+        if !own_origin(&app, req.headers(), req.method()) {
+            return (
+                StatusCode::FORBIDDEN,
+                "this btt page answers requests for 127.0.0.1 only, not from other sites\n",
+            )
+                .into_response();
+        }
         return next.run(req).await;
     };
     let given = given_token(req.headers(), req.uri().query());
@@ -578,23 +616,46 @@ async fn set_limits(State(app): State<App>, body: axum::body::Bytes) -> Response
     Json(limits_json(&app)).into_response()
 }
 
+/// Event streams open at once (each builds every view once a second).
+const MAX_SUBSCRIBERS: usize = 16;
+
+/// Counts an open event stream; dropped with it.
+struct Subscriber(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// The live stream: every torrent's view once a second, as `torrents` events.
-async fn events(State(app): State<App>) -> impl IntoResponse {
+async fn events(State(app): State<App>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
+    use std::sync::atomic::Ordering;
+    if app.subscribers.fetch_add(1, Ordering::SeqCst) >= MAX_SUBSCRIBERS {
+        app.subscribers.fetch_sub(1, Ordering::SeqCst);
+        return refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_SUBSCRIBERS} pages are open already"),
+        );
+    }
+    let sub = Subscriber(app.subscribers.clone());
     let reg = app.reg.clone();
     let ticks = futures_util::stream::unfold(
-        (tokio::time::interval(Duration::from_secs(1)), reg),
-        |(mut iv, reg)| async move {
+        (tokio::time::interval(Duration::from_secs(1)), reg, sub),
+        |(mut iv, reg, sub)| async move {
             iv.tick().await;
             let views = reg.views(true);
             let ev = Event::default()
                 .event("torrents")
                 .json_data(&views)
                 .unwrap_or_else(|_| Event::default().comment("unencodable"));
-            Some((Ok::<_, std::convert::Infallible>(ev), (iv, reg)))
+            Some((Ok::<_, std::convert::Infallible>(ev), (iv, reg, sub)))
         },
     );
-    Sse::new(ticks).keep_alive(KeepAlive::default())
+    Sse::new(ticks)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// Every file of every torrent as an M3U playlist of stream URLs.

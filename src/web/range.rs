@@ -57,7 +57,7 @@ pub fn wanted(header: Option<&str>, size: u64) -> Wanted {
         (Some(f), _) if f >= size => Wanted::Unsatisfiable,
         (Some(f), None) => Wanted::Part(f..size),
         (Some(f), Some(l)) if l < f => Wanted::Whole,
-        (Some(f), Some(l)) => Wanted::Part(f..(l + 1).min(size)),
+        (Some(f), Some(l)) => Wanted::Part(f..l.saturating_add(1).min(size)),
     }
 }
 
@@ -131,6 +131,16 @@ mod tests {
         assert_eq!(w("bytes=x-1"), Wanted::Whole);
         assert_eq!(w("bytes=+1-2"), Wanted::Whole);
         assert_eq!(wanted(Some("bytes=0-"), 0), Wanted::Unsatisfiable);
+        assert_eq!(
+            w("bytes=0-18446744073709551615"),
+            Wanted::Part(0..1000),
+            "the largest end does not overflow"
+        );
+        assert_eq!(
+            w("bytes=99999999999999999999999-"),
+            Wanted::Whole,
+            "not a u64: ignored"
+        );
         assert_eq!(content_range(&(0..1), 1000), "bytes 0-0/1000");
         assert_eq!(content_type("a/B.MP4"), "video/mp4");
         assert_eq!(content_type("noext"), "application/octet-stream");

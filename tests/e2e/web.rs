@@ -334,6 +334,21 @@ fn the_api_says_why_a_read_waits_and_metrics_count() {
         "the event stream carries the views: {}",
         &events[..events.len().min(2000)]
     );
+    // Another site's page (DNS rebinding, a cross-site POST) is refused.
+    let (code, _, _) = curl(&api, &["-H", "Host: evil.example"]);
+    assert_eq!(code, 403, "a foreign Host");
+    let (code, _, _) = curl(
+        &format!("http://{http}/api/v1/limits"),
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Origin: http://evil.example",
+            "-d",
+            r#"{"max_down": 1}"#,
+        ],
+    );
+    assert_eq!(code, 403, "a foreign Origin");
     let (code, _, page) = curl(&format!("http://{http}/"), &[]);
     let page = String::from_utf8_lossy(&page);
     assert!(
