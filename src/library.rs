@@ -420,11 +420,7 @@ pub fn run(
             });
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("btt-rt")
-        .build()
-        .map_err(MountError::Runtime)?;
+    let rt = crate::mount::runtime()?;
     let torrents = rt.block_on(Torrents::listen(cfg.engine.listen))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let registry = Registry::new();
@@ -445,16 +441,7 @@ pub fn run(
             path: mountpoint.clone(),
             source,
         })?;
-    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
-    let session_thread = std::thread::Builder::new()
-        .name("btt-fuse".into())
-        .spawn(move || {
-            if let Err(e) = session.run() {
-                warn!(error = %e, "FUSE session ended with an error");
-            }
-            let _ = done_tx.send(());
-        })
-        .map_err(MountError::Runtime)?;
+    let (session_thread, mut done_rx) = crate::mount::spawn_session(session)?;
     let id = crate::mount::mount_id(&mountpoint);
     let (fetched_tx, mut fetched_rx) = tokio::sync::mpsc::channel(64);
     let mut lib = Library {
@@ -528,10 +515,7 @@ pub fn run(
     if ended == Ended::Signal {
         crate::mount::detach(&mountpoint);
     }
-    let deadline = std::time::Instant::now() + Duration::from_millis(700);
-    while !session_thread.is_finished() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::mount::let_session_go(&session_thread);
     crate::mount::stop_dht(&lib.cfg.engine);
     rt.shutdown_timeout(Duration::from_millis(200));
     Ok(ended)

@@ -164,6 +164,49 @@ pub fn magnet_of(arg: &Path) -> Option<Magnet> {
     }
 }
 
+/// The runtime a mount runs on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, MountError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("btt-rt")
+        .build()
+        .map_err(MountError::Runtime)
+}
+
+/// Runs the FUSE session on a thread of its own; the receiver resolves when
+/// it ends (the mount was unmounted).
+pub(crate) fn spawn_session<F: fuser::Filesystem + Send + 'static>(
+    session: fuser::Session<F>,
+) -> Result<
+    (
+        std::thread::JoinHandle<()>,
+        tokio::sync::oneshot::Receiver<()>,
+    ),
+    MountError,
+> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("btt-fuse".into())
+        .spawn(move || {
+            if let Err(e) = session.run() {
+                warn!(error = %e, "FUSE session ended with an error");
+            }
+            let _ = done_tx.send(());
+        })
+        .map_err(MountError::Runtime)?;
+    Ok((thread, done_rx))
+}
+
+/// The session ends once the kernel lets go; readers that still hold files
+/// open are not waited for long (the connection dies with our /dev/fuse fd
+/// on exit).
+pub(crate) fn let_session_go(thread: &std::thread::JoinHandle<()>) {
+    let deadline = std::time::Instant::now() + Duration::from_millis(700);
+    while !thread.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Detaches our mount (lazily: readers still holding files let go later).
 pub(crate) fn detach(mountpoint: &Path) {
     let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
@@ -603,11 +646,7 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
     }
     let mountpoint = check_mountpoint(&cfg.mountpoint, &cfg.fuse_options)?;
     ensure_data_dir(&cfg.data_dir)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("btt-rt")
-        .build()
-        .map_err(MountError::Runtime)?;
+    let rt = runtime()?;
     let listener = rt.block_on(Torrent::listen(cfg.engine.listen))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let registry = crate::web::Registry::new();
@@ -663,16 +702,7 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
             });
         }
     };
-    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
-    let session_thread = std::thread::Builder::new()
-        .name("btt-fuse".into())
-        .spawn(move || {
-            if let Err(e) = session.run() {
-                warn!(error = %e, "FUSE session ended with an error");
-            }
-            let _ = done_tx.send(());
-        })
-        .map_err(MountError::Runtime)?;
+    let (session_thread, mut done_rx) = spawn_session(session)?;
     let id = mount_id(&mountpoint);
     info!(mountpoint = %mountpoint.display(), %name, waiting = fetching.is_some(), "mounted");
     on_ready(&Mounted {
@@ -765,12 +795,7 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
     if ended == Ended::Signal {
         detach(&mountpoint);
     }
-    // The session ends once the kernel lets go; do not wait long for readers that
-    // still hold files open (the connection dies with our /dev/fuse fd on exit).
-    let deadline = std::time::Instant::now() + Duration::from_millis(700);
-    while !session_thread.is_finished() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let_session_go(&session_thread);
     if let (false, Some((_, store, _))) = (cfg.keep, &started) {
         if let Err(e) = store.delete() {
             warn!(error = %e, "could not delete data (--no-keep)");

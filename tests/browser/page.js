@@ -8,7 +8,7 @@
 //   done      the screenshot is saved
 // Usage: node page.js URL SCREENSHOT.png
 "use strict";
-const puppeteer = require("puppeteer-core");
+const launch = require("./launch");
 
 const [url, shot] = process.argv.slice(2);
 const say = (s) => process.stdout.write(s + "\n");
@@ -24,14 +24,8 @@ async function until(page, what, f, secs) {
 }
 
 (async () => {
-  const browser = await puppeteer.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-  });
+  const { browser, page } = await launch();
   try {
-    const page = await browser.newPage();
-    await page.setViewport({ width: 1280, height: 900 });
     await page.goto(url, { waitUntil: "domcontentloaded" });
     // Set once: a reload would clear it.
     await page.evaluate(() => { window.__sameLoad = true; });

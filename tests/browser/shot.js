@@ -1,18 +1,12 @@
 // A screenshot of btt's live page once it shows what the test waits for.
 // Usage: node shot.js URL SCREENSHOT.png REGEX  (REGEX: text the page must show)
 "use strict";
-const puppeteer = require("puppeteer-core");
+const launch = require("./launch");
 
 const [url, shot, want] = process.argv.slice(2);
 (async () => {
-  const browser = await puppeteer.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-  });
+  const { browser, page } = await launch();
   try {
-    const page = await browser.newPage();
-    await page.setViewport({ width: 1280, height: 900 });
     await page.goto(url, { waitUntil: "domcontentloaded" });
     const re = new RegExp(want);
     const end = Date.now() + 30000;

@@ -686,21 +686,7 @@ fn btt_get_keeps_what_is_there_and_overwrites_only_when_told() {
     let mut changed = std::fs::read(content.join("nested/deeper/still/x.dat")).unwrap();
     changed[300_000] ^= 1;
     std::fs::write(&x, &changed).unwrap();
-    let get = |extra: &[&str]| {
-        let o = Command::new(BTT)
-            .arg("get")
-            .arg(&torrent)
-            .arg(&out)
-            .args(["--no-trackers", "--peer", &addr])
-            .args(extra)
-            .env("HOME", d)
-            .output()
-            .unwrap();
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    };
+    let get = |extra: &[&str]| btt_get(&torrent, &out, &addr, d, extra);
     let (code, err) = get(&[]);
     assert_eq!(code, Some(1), "{err}");
     assert!(
@@ -721,6 +707,29 @@ fn btt_get_keeps_what_is_there_and_overwrites_only_when_told() {
     assert_tree_eq(&have, &content);
 }
 
+/// `btt get WHAT OUT --peer ADDR EXTRA` with HOME at `home`: its exit code and stderr.
+fn btt_get(
+    what: &std::path::Path,
+    out: &std::path::Path,
+    addr: &str,
+    home: &std::path::Path,
+    extra: &[&str],
+) -> (Option<i32>, String) {
+    let o = Command::new(BTT)
+        .arg("get")
+        .arg(what)
+        .arg(out)
+        .args(["--no-trackers", "--peer", addr])
+        .args(extra)
+        .env("HOME", home)
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 /// `btt get --only GLOB` fetches the files it names and not the rest (their
 /// neighbours hold at most the edges of shared pieces), a later run with
 /// another glob or none resumes from there without calling those edges
@@ -735,19 +744,7 @@ fn btt_get_only_fetches_the_chosen_files() {
     let meta = btt::metainfo::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
     let (_seed, addr) = seed_with_btt(d, &torrent);
     let get = |what: &std::path::Path, out: &std::path::Path, extra: &[&str]| {
-        let o = Command::new(BTT)
-            .arg("get")
-            .arg(what)
-            .arg(out)
-            .args(["--no-trackers", "--peer", &addr])
-            .args(extra)
-            .env("HOME", d)
-            .output()
-            .unwrap();
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
+        btt_get(what, out, &addr, d, extra)
     };
     let out = d.join("out");
     let have = out.join("tree");

@@ -607,3 +607,19 @@ pub fn assert_tree_eq(mounted: &Path, source: &Path) {
         assert!(x == y, "{n}: contents differ");
     }
 }
+
+/// Runs `cmd`, panics (with its output) unless it succeeds; stdout and stderr.
+pub fn run_ok(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{text}",
+        out.status
+    );
+    text
+}

@@ -49,21 +49,6 @@ fn info_hash(torrent: &Path) -> String {
         .hex()
 }
 
-fn run_ok(cmd: &mut Command, what: &str) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{text}",
-        out.status
-    );
-    text
-}
-
 #[test]
 fn a_file_streams_over_http_with_ranges_and_players_play_it() {
     let d = tmpdir();
