@@ -394,11 +394,11 @@ fn real_main() -> Result<()> {
             let out = output.unwrap_or_else(|| PathBuf::from(format!("{}.torrent", meta.name)));
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!(
-                "{} {} ({} pieces of {} bytes)\n{}",
+                "{} {} ({} pieces of {})\n{}",
                 meta.info_hash,
                 out.display(),
                 meta.num_pieces(),
-                meta.piece_length,
+                btt::cli::fmt_bytes(meta.piece_length),
                 meta.magnet()
             );
         }
