@@ -7,12 +7,15 @@
 //! engine as the mount (read-ahead window, critical pieces, paid fallback),
 //! so a player on another host sees what a local player would.
 //!
-//! Safety: bound anywhere but 127.0.0.1 or ::1, every request must carry the
+//! Safety: on 127.0.0.1 or ::1 without a token, only its own user (and
+//! root) is served, and only requests naming this host (no DNS rebinding,
+//! no cross-site changes); bound anywhere else, every request must carry the
 //! token (`Authorization: Bearer`, `?token=`, or the cookie the page sets);
 //! stream paths are looked up among the torrent's own files, never on disk;
 //! nothing here can reach keys, words or signatures (the views hold none).
 
 mod metrics;
+mod peer_uid;
 pub mod range;
 mod stream;
 
@@ -257,6 +260,8 @@ struct App {
     token: Option<Arc<str>>,
     /// The port it listens on (the Host requests must name, without a token).
     port: u16,
+    /// Where it listens (a client's socket names it as its remote end).
+    addr: SocketAddr,
     subscribers: Arc<std::sync::atomic::AtomicUsize>,
     next_handle: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -325,6 +330,7 @@ pub async fn start(
         reg: reg.clone(),
         token: token.as_deref().map(Arc::from),
         port: addr.port(),
+        addr,
         subscribers: Default::default(),
         next_handle: Arc::new(std::sync::atomic::AtomicU64::new(1 << 63)),
     };
@@ -352,7 +358,11 @@ pub async fn start(
         }
     });
     tokio::spawn(async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let serve = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
             while !*stop.borrow() {
                 if stop.changed().await.is_err() {
                     break;
@@ -421,8 +431,28 @@ fn own_origin(app: &App, headers: &HeaderMap, method: &axum::http::Method) -> bo
     host_ok && origin_ok
 }
 
+/// Without a token: whether the client is our own user (or root).
+fn own_user(app: &App, req: &Request) -> bool {
+    let Some(axum::extract::ConnectInfo(peer)) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+    else {
+        return false;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    peer_uid::of(peer, &app.addr).is_some_and(|uid| uid == me || uid == 0)
+}
+
 async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     let Some(want) = &app.token else {
+        if !own_user(&app, &req) {
+            return (
+                StatusCode::FORBIDDEN,
+                "this btt page is its user's only (like the mount); another user needs --http-token\n",
+            )
+                .into_response();
+        }
         if !own_origin(&app, req.headers(), req.method()) {
             return (
                 StatusCode::FORBIDDEN,

@@ -62,12 +62,26 @@ fn a_file_streams_over_http_with_ranges_and_players_play_it() {
     let (_seed, peer) = seed_with_btt(d, &torrent);
     let port = free_port();
     let http = format!("127.0.0.1:{port}");
+    // VLC will not run as root: it runs as nobody, another user, so the
+    // page is given a token (as for another host).
+    let token = "0123456789abcdef0123";
     let _m = Mount::start(
         d,
         &torrent,
-        &["--no-trackers", "--peer", &peer, "--http", &http],
+        &[
+            "--no-trackers",
+            "--peer",
+            &peer,
+            "--http",
+            &http,
+            "--http-token",
+            token,
+        ],
     );
-    let url = format!("http://{http}/stream/{}/clip.mp4", info_hash(&torrent));
+    let url = format!(
+        "http://{http}/stream/{}/clip.mp4?token={token}",
+        info_hash(&torrent)
+    );
 
     let (code, h, body) = curl(&url, &["-r", "0-0"]);
     assert_eq!((code, body.as_slice()), (206, &data[..1]), "the first byte");
@@ -124,7 +138,10 @@ fn a_file_streams_over_http_with_ranges_and_players_play_it() {
     assert!(code == 200 && body == data, "the whole file");
 
     for bad in ["../../../etc/passwd", "videos/../clip.mp4", "nope.mp4"] {
-        let u = format!("http://{http}/stream/{}/{bad}", info_hash(&torrent));
+        let u = format!(
+            "http://{http}/stream/{}/{bad}?token={token}",
+            info_hash(&torrent)
+        );
         let (code, _, body) = curl(&u, &[]);
         assert_eq!(code, 404, "{bad}: {}", String::from_utf8_lossy(&body));
     }
@@ -318,6 +335,28 @@ fn the_api_says_why_a_read_waits_and_metrics_count() {
         events.contains("event: torrents") && events.contains("no peers"),
         "the event stream carries the views: {}",
         &events[..events.len().min(2000)]
+    );
+    // Another user of this host is refused (the page is its user's, as the
+    // mount is without allow_other).
+    let o = Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &api,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "403",
+        "another user: {o:?}"
     );
     // Another site's page (DNS rebinding, a cross-site POST) is refused.
     let (code, _, _) = curl(&api, &["-H", "Host: evil.example"]);
