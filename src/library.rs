@@ -133,11 +133,18 @@ impl Library {
                 Some(String::from_utf8_lossy(bytes).trim().to_string()),
             ),
         };
-        if let Some(e) = self.entries.get_mut(&ih) {
-            // Known already (also dropped in the watch folder, say): it stays
-            // until its last source goes.
-            if e.record.watch.is_none() {
-                e.record.watch = watch;
+        if self.entries.contains_key(&ih) {
+            // Known already (added through the API, then dropped in the
+            // watch folder, say): it stays where it came from first.
+            let waiting = self.entries.get(&ih).is_some_and(|e| e.running.is_none());
+            if let (true, Source::Torrent(meta)) = (waiting, source) {
+                // A magnet still waiting for its metadata: here it is.
+                let kept = crate::mount::kept_metadata(&self.cfg.data_dir, &meta.info_hash);
+                crate::mount::keep_metadata(&kept, &meta).map_err(|e| e.to_string())?;
+                let running = self.start(Arc::new(meta))?;
+                if let Some(e) = self.entries.get_mut(&ih) {
+                    e.running = Some(running);
+                }
             }
             return Ok(ih);
         }

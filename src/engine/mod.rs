@@ -1095,8 +1095,12 @@ impl Torrent {
             // channel was cleared) are only given back.
             self.settle_paid(piece, &from, true);
             tokio::task::spawn_blocking(move || {
-                if let Err(e) = store.write(piece) {
-                    warn!(parent: &span, piece, error = %e, "writing piece failed; it stays readable from memory");
+                match store.write(piece) {
+                    // Written by the shutdown's `write_pending` meanwhile.
+                    Ok(()) | Err(crate::store::StoreError::Missing(_)) => {}
+                    Err(e) => {
+                        warn!(parent: &span, piece, error = %e, "writing piece failed; it stays readable from memory")
+                    }
                 }
             });
             return;

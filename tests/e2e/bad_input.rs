@@ -782,6 +782,10 @@ fn btt_get_only_fetches_the_chosen_files() {
     assert!(same("big file.bin") && same("z last.bin") && same("one"));
     let (code, err) = get(&torrent, &out, &[]);
     assert_eq!(code, Some(0), "{err}");
+    assert!(
+        !err.contains("warning"),
+        "a clean finish warns of nothing: {err}"
+    );
     assert_tree_eq(&have, &content);
 
     let (code, err) = get(&torrent, &d.join("none"), &["--only", "*.mkv"]);

@@ -122,6 +122,47 @@ fn a_library_takes_torrents_and_magnets_and_keeps_them() {
     .unwrap();
     assert_eq!(v.as_array().map(|a| a.len()), Some(3), "{v}");
 
+    // A magnet nobody can give the metadata of waits (in the API); its
+    // .torrent given later starts it.
+    let late = d.join("late/late");
+    make_tree(&late, &[("l.bin", 100_000)]);
+    let late_t = make_torrent(&late, 64 * 1024, &[]);
+    std::fs::write(watch.join("late.magnet"), meta(&late_t).magnet()).unwrap();
+    let listed = || -> serde_json::Value {
+        let o = Command::new("curl")
+            .args(["-s", &format!("http://{http}/api/v1/torrents")])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || listed().as_array().is_some_and(
+            |a| a.iter().any(|t| t["waiting_for_metadata"].is_string())
+        )),
+        "the magnet waits for its metadata: {}",
+        listed()
+    );
+    let o = Command::new(BTT)
+        .arg("add")
+        .arg(&late_t)
+        .env("BTT_STATUS_DIR", &status)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "btt add: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || mnt.join("late").is_dir()),
+        "the waiting magnet starts from its .torrent"
+    );
+    std::fs::remove_file(watch.join("late.magnet")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || !mnt.join("late").exists()),
+        "and goes with its watch file"
+    );
+
     // A deleted watch file takes its torrent away.
     std::fs::remove_file(watch.join("tree.torrent")).unwrap();
     assert!(
