@@ -57,10 +57,10 @@ async function until(page, what, f, secs) {
     say("back");
     if (!(await page.evaluate(() => window.__sameLoad))) throw new Error("the page reloaded");
     await page.screenshot({ path: shot, fullPage: true });
-    say("done");
   } finally {
     await browser.close();
   }
+  say("done");
 })().catch((e) => {
   say("error " + e.message);
   process.exit(1);

@@ -17,10 +17,10 @@ const [url, shot, want] = process.argv.slice(2);
       await new Promise((r) => setTimeout(r, 250));
     }
     await page.screenshot({ path: shot, fullPage: true });
-    process.stdout.write("done\n");
   } finally {
     await browser.close();
   }
+  process.stdout.write("done\n");
 })().catch((e) => {
   process.stdout.write("error " + e.message + "\n");
   process.exit(1);

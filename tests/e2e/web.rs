@@ -5,6 +5,7 @@
 
 use crate::harness::*;
 use serde_json::Value;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -528,12 +529,21 @@ fn the_live_page_follows_a_read_in_chromium() {
         .arg(&shot)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        // Its own process group: chromium goes with it, whatever happens.
+        .process_group(0)
         .spawn()
         .expect("run node");
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
-            let _ = self.0.kill();
+            // The script closes the browser before it says "done"; a script
+            // that did not get that far takes its browser with it.
+            let end = std::time::Instant::now() + Duration::from_secs(10);
+            while self.0.try_wait().ok().flatten().is_none() && std::time::Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // SAFETY: killpg on the group this child leads.
+            unsafe { libc::killpg(self.0.id() as i32, libc::SIGKILL) };
             let _ = self.0.wait();
         }
     }
