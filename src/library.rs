@@ -216,7 +216,7 @@ impl Library {
         let timeout = self.cfg.metadata_timeout;
         let stop = self.stop.clone();
         tokio::spawn(async move {
-            let got = crate::magnet::fetch(want, src, timeout, stop)
+            let got = crate::magnet::fetch(want, src, timeout, stop, None)
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|info| info.into_metainfo(trackers).map_err(|e| e.to_string()));

@@ -273,7 +273,7 @@ pub fn load_or_fetch(
     }
     let info = rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let fetch = crate::magnet::fetch(Want::of(&m), src, timeout, stop_rx);
+        let fetch = crate::magnet::fetch(Want::of(&m), src, timeout, stop_rx, None);
         tokio::select! {
             r = fetch => r,
             _ = tokio::signal::ctrl_c() => {
@@ -661,6 +661,7 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
     let mut started = None;
     let mut fetching = None;
     let mut listener = Some(listener);
+    let mut listener_back = None;
     let (slot, name) = match source {
         Source::Torrent(meta) => {
             let name = meta.name.clone();
@@ -683,7 +684,19 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
             });
             // Who has the torrent is who the engine dials first.
             cfg.engine.peers = src.peers.clone();
-            let fetch = crate::magnet::fetch(Want::of(&m), src, cfg.metadata_timeout, stop_rx);
+            // Peers that dial us meanwhile are asked too; the engine gets
+            // the listener back when the metadata is here.
+            let (incoming, back) = rt.block_on(async {
+                crate::magnet::accept_for_metadata(listener.take().expect("listener"))
+            });
+            listener_back = Some(back);
+            let fetch = crate::magnet::fetch(
+                Want::of(&m),
+                src,
+                cfg.metadata_timeout,
+                stop_rx,
+                Some(incoming),
+            );
             fetching = Some((Box::pin(fetch), magnet_trackers(&m)));
             (slot, name)
         }
@@ -730,7 +743,9 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
                 _ = sigterm.recv() => return Ok(Ok(Ended::Signal)),
                 _ = &mut done_rx => return Ok(Ok(Ended::Unmounted)),
                 got = fetch => {
-                    let (_, trackers) = fetching.take().expect("fetching");
+                    let (done, trackers) = fetching.take().expect("fetching");
+                    // Its receiver of incoming peers goes: the listener comes back.
+                    drop(done);
                     let meta = got.map_err(MountError::from).and_then(|info| {
                         if !cfg.engine.peers.contains(&info.from) {
                             cfg.engine.peers.push(info.from);
@@ -747,7 +762,11 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
                         Err(e) => return Ok(Err(e)),
                     };
                     info!(name = %meta.name, files = meta.files.len(), "metadata arrived; the files are shown");
-                    match start_torrent(Arc::new(meta), &cfg, listener.take().expect("listener")) {
+                    let l = match listener_back.take() {
+                        Some(back) => back.await.map_err(|e| MountError::Runtime(std::io::Error::other(e)))?,
+                        None => listener.take().expect("listener"),
+                    };
+                    match start_torrent(Arc::new(meta), &cfg, l) {
                         Ok(t) => {
                             slot.set(t.2.clone());
                             registry.put(crate::web::Item::Ready(t.0.clone()));

@@ -74,7 +74,7 @@ enum PeerFail {
 #[derive(Debug)]
 pub struct Fetched {
     pub info: Vec<u8>,
-    pub layers: Vec<(crate::metainfo::v2::Hash, Vec<u8>)>,
+    pub layers: Vec<LayerPair>,
     /// The peer that gave them: it has the torrent, so the engine dials it.
     pub from: SocketAddr,
 }
@@ -170,6 +170,7 @@ pub async fn fetch(
     src: Sources,
     timeout: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    mut incoming: Option<Incoming>,
 ) -> Result<Fetched, MagnetError> {
     let hash = want.wire;
     let deadline = tokio::time::Instant::now() + timeout;
@@ -195,6 +196,7 @@ pub async fn fetch(
     let trackers = (!src.trackers.is_empty())
         .then(|| tokio::spawn(announce_loop(hash, src.clone(), addr_tx).in_current_span()));
     let mut tasks: JoinSet<(SocketAddr, Result<Fetched, PeerFail>)> = JoinSet::new();
+    let mut answering: JoinSet<(SocketAddr, Result<Fetched, PeerFail>)> = JoinSet::new();
     let mut tally = Tally::default();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     info!(
@@ -219,14 +221,29 @@ pub async fn fetch(
             let span = tracing::debug_span!("metadata", %addr);
             tasks.spawn(async move { (addr, from_peer(addr, want, &src).await) }.instrument(span));
         }
+        let dialed_us = async {
+            match &mut incoming {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.changed() => break Err(MagnetError::Stopped),
+            peer = dialed_us => match peer {
+                Some((s, addr)) if answering.len() < PARALLEL_INCOMING && !is_own(src.own, addr) => {
+                    let src = src.clone();
+                    let span = tracing::debug_span!("metadata", %addr, incoming = true);
+                    answering.spawn(async move { (addr, from_incoming(s, addr, want, &src).await) }.instrument(span));
+                }
+                Some(_) => {} // busy: it may dial again
+                None => incoming = None,
+            },
             _ = tokio::time::sleep_until(deadline) => break Err(MagnetError::Timeout {
                 hash,
                 secs: timeout.as_secs(),
                 why: tally.why(known.len()),
             }),
-            Some(done) = tasks.join_next() => {
+            Some(done) = either(&mut tasks, &mut answering) => {
                 let Ok((addr, r)) = done else { continue };
                 match r {
                     Ok(got) => {
@@ -260,10 +277,23 @@ pub async fn fetch(
         }
     };
     tasks.abort_all();
+    answering.abort_all();
     for t in [trackers, dht].into_iter().flatten() {
         t.abort();
     }
     result
+}
+
+/// The next attempt to end, of those we dialed or those that dialed us.
+async fn either<T: 'static>(
+    a: &mut JoinSet<T>,
+    b: &mut JoinSet<T>,
+) -> Option<Result<T, tokio::task::JoinError>> {
+    tokio::select! {
+        Some(x) = a.join_next() => Some(x),
+        Some(x) = b.join_next() => Some(x),
+        else => None,
+    }
 }
 
 /// Announces on the tracker's schedule and hands over what it learns.
@@ -361,16 +391,63 @@ async fn from_peer(addr: SocketAddr, want: Want, src: &Sources) -> Result<Fetche
             .encode(),
     )
     .await?;
+    let theirs = read_handshake(&mut s, want).await?;
+    let (info, layers, _) = exchange(s, theirs, want, src).await?;
+    Ok(Fetched {
+        info,
+        layers,
+        from: addr,
+    })
+}
+
+/// The attempt on a peer that dialed us: its handshake first, then ours
+/// with the hash it named (either of a hybrid's), then as [`from_peer`].
+/// The engine dials it later at the port its extension handshake gave.
+async fn from_incoming(
+    mut s: TcpStream,
+    addr: SocketAddr,
+    want: Want,
+    src: &Sources,
+) -> Result<Fetched, PeerFail> {
+    let _ = s.set_nodelay(true);
+    let theirs = read_handshake(&mut s, want).await?;
+    s.write_all(
+        &Handshake::new(theirs.info_hash, src.peer_id)
+            .with_v2(want.v2.is_some())
+            .encode(),
+    )
+    .await?;
+    let (info, layers, port) = exchange(s, theirs, want, src).await?;
+    Ok(Fetched {
+        info,
+        layers,
+        from: SocketAddr::new(addr.ip(), port.unwrap_or(addr.port())),
+    })
+}
+
+/// The peer's handshake, if it names the torrent we want (a hybrid link's
+/// peer may name the v2 hash: BEP 52's upgrade).
+async fn read_handshake(s: &mut TcpStream, want: Want) -> Result<Handshake, PeerFail> {
     let mut hs = [0u8; wire::HANDSHAKE_LEN];
     tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut hs))
         .await
         .map_err(|_| PeerFail::Timeout)??;
     let theirs = Handshake::decode(&hs)?;
-    // A hybrid link's peer may answer by the v2 hash (BEP 52's upgrade).
     let v2_wire = want.v2.map(|h| <[u8; 20]>::try_from(&h[..20]).expect("20"));
-    if theirs.info_hash != hash.0 && Some(theirs.info_hash) != v2_wire {
+    if theirs.info_hash != want.wire.0 && Some(theirs.info_hash) != v2_wire {
         return Err(PeerFail::OtherTorrent);
     }
+    Ok(theirs)
+}
+
+/// After the handshakes: the extension handshake, the dictionary, any piece
+/// layers; also the listening port the peer's extension handshake gave.
+async fn exchange(
+    mut s: TcpStream,
+    theirs: Handshake,
+    want: Want,
+    src: &Sources,
+) -> Result<(Vec<u8>, Vec<LayerPair>, Option<u16>), PeerFail> {
     if !theirs.supports_extensions() {
         return Err(FetchError::NotServed.into());
     }
@@ -393,28 +470,66 @@ async fn from_peer(addr: SocketAddr, want: Want, src: &Sources) -> Result<Fetche
         buf: BytesMut::with_capacity(64 * 1024),
         last_progress: tokio::time::Instant::now(),
     };
-    let info = info_from(&mut r, want).await?;
+    let (info, port) = info_from(&mut r, want).await?;
     let layers = match crate::metainfo::Metainfo::layers_wanted(&info) {
         Some((pl, wanted)) => layers_from(&mut r, pl, &wanted).await?,
         None => vec![],
     };
-    Ok(Fetched {
-        info,
-        layers,
-        from: addr,
-    })
+    Ok((info, layers, port))
 }
 
+type LayerPair = (crate::metainfo::v2::Hash, Vec<u8>);
+
+/// Accepts the peers that dial us while [`fetch`] runs (a seeder that
+/// learned of us from a tracker or the DHT, or one that cannot be dialed),
+/// and gives the listener back once `fetch` is done with them (it drops
+/// the receiver), for the engine.
+pub fn accept_for_metadata(
+    listener: tokio::net::TcpListener,
+) -> (Incoming, tokio::task::JoinHandle<tokio::net::TcpListener>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let task = tokio::spawn(
+        async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = tx.closed() => return listener,
+                    r = listener.accept() => match r {
+                        Ok(peer) => {
+                            if tx.send(peer).await.is_err() {
+                                return listener;
+                            }
+                        }
+                        // Out of descriptors, say: not a reason to stop.
+                        Err(e) => {
+                            debug!(error = %e, "accepting a peer failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    },
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    (rx, task)
+}
+
+/// Peers that dialed us, from [`accept_for_metadata`].
+pub type Incoming = tokio::sync::mpsc::Receiver<(TcpStream, SocketAddr)>;
+
+/// Incoming peers asked at once, beside the [`PARALLEL`] we dial.
+const PARALLEL_INCOMING: usize = 4;
+
 /// The info dictionary, over `ut_metadata` (BEP 9).
-async fn info_from(r: &mut Reader, want: Want) -> Result<Vec<u8>, PeerFail> {
-    let (mut f, their, mut reqs) = loop {
+async fn info_from(r: &mut Reader, want: Want) -> Result<(Vec<u8>, Option<u16>), PeerFail> {
+    let (mut f, their, mut reqs, port) = loop {
         if let Message::Extended { id: 0, payload } = r.next().await? {
             let h = ExtHandshake::decode(&payload).map_err(|_| FetchError::NotServed)?;
             let their = h.m.get(NAME).copied().filter(|&id| id != 0);
             let their = their.ok_or(FetchError::NotServed)?;
             let (f, first) = FromPeer::start(want, h.metadata_size)?;
             debug!(size = ?h.metadata_size, client = ?h.client, "peer serves metadata");
-            break (f, their, first);
+            break (f, their, first, h.port);
         }
     };
     loop {
@@ -434,7 +549,7 @@ async fn info_from(r: &mut Reader, want: Want) -> Result<Vec<u8>, PeerFail> {
                 .map_err(|_| FetchError::Unasked { piece: u32::MAX })?;
             r.progress();
             match f.on_msg(msg)? {
-                Step::Done(info) => return Ok(info),
+                Step::Done(info) => return Ok((info, port)),
                 Step::More(more) => reqs = more,
             }
         }

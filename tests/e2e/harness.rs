@@ -327,8 +327,11 @@ impl Mount {
             None => cmd.arg("--library").arg(&mnt),
         };
         cmd.arg("--foreground")
-            .args(["--listen", "127.0.0.1:0", "--log-file"])
+            .arg("--log-file")
             .arg(dir.join("mount.log"));
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
         if !args.contains(&"--data-dir") {
             cmd.arg("--data-dir").arg(dir.join("data"));
         }

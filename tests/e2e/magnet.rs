@@ -1,7 +1,8 @@
 //! Magnet links (BEP 9): a mount given only an info-hash fetches the
 //! metadata from peers (aria2c through opentracker; `btt seed` by `x.pe=`,
 //! beside peers that lie), keeps it for the next mount, and `btt seed`
-//! serves it to aria2c holding only the magnet.
+//! serves it to aria2c holding only the magnet; a libtorrent seeder that
+//! only dials the mount gives it the metadata on its own connection.
 
 use crate::harness::*;
 use btt::metainfo::Metainfo;
@@ -305,4 +306,51 @@ fn btt_seed_and_btt_get_take_magnets() {
         .expect("btt get ends");
     assert!(st.success(), "btt get failed: {}", get.log_text());
     assert_tree_eq(&out.join("tree"), &content);
+}
+
+/// A seeder in no tracker, no link and no DHT, that dials the mount itself
+/// (as one that learned of us from a tracker would): the metadata comes
+/// over the connection it opened, then the files from it.
+#[test]
+fn a_magnet_gets_its_metadata_from_a_libtorrent_seeder_that_dials_the_mount() {
+    let d = tmpdir();
+    let d = d.path();
+    let ns = NetNs::new(d);
+    let content = d.join("seed/tree");
+    make_tree(&content, TRICKY);
+    let torrent = make_torrent(&content, 64 * 1024, &[]);
+    let magnet = format!("magnet:?xt=urn:btih:{}", meta(&torrent).info_hash.hex());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mount = Mount::try_start_in(
+        Some(&ns),
+        &d.join("m"),
+        Path::new(&magnet),
+        &[
+            "--no-trackers",
+            "--listen",
+            &listen,
+            "--metadata-timeout",
+            "60",
+        ],
+        &[],
+    )
+    .unwrap();
+    let args = [
+        "--seed".to_string(),
+        torrent.to_str().unwrap().to_string(),
+        d.join("seed").to_str().unwrap().to_string(),
+        "--connect".to_string(),
+        listen.clone(),
+    ];
+    let _seeder = crate::dht::lt_peer(&ns, free_port(), &args, &d.join("lt-seed.log"));
+    let shown = wait_until(Duration::from_secs(40), || mount.mnt.join("tree").exists());
+    assert!(
+        shown,
+        "no metadata from the seeder that dialed us\n{}",
+        mount.log()
+    );
+    assert_tree_eq(&mount.mnt.join("tree"), &content);
+    let log = mount.log();
+    assert!(log.contains("incoming=true"), "{log}");
 }
