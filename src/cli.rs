@@ -210,7 +210,8 @@ pub struct MountCli {
     /// Where downloaded pieces are kept [default: $XDG_DATA_HOME/btt].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Memory for hot pieces.
+    /// Memory for hot pieces (pieces larger than a quarter of it are left
+    /// to the kernel's page cache).
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_bytes)]
     pub cache_size: u64,
     /// Delete the downloaded data when unmounting.

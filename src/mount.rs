@@ -324,6 +324,7 @@ pub(crate) fn magnet_sources(
         own,
         announce_timeout: cfg.announce_timeout,
         dht: cfg.dht.clone(),
+        lsd: cfg.lsd.clone(),
     }
 }
 

@@ -4,11 +4,13 @@ tests, run inside the test's loopback-only network namespace.
 
     lt_node.py PORT [--bootstrap HOST:PORT] [--seed TORRENT DATA_DIR]
                     [--get TORRENT|MAGNET DIR] [--connect HOST:PORT]...
+                    [--reannounce SECS]
 
 Listens for peers and DHT on 127.0.0.1:PORT (TCP and UDP), starts from the
 bootstrap node if given, seeds TORRENT from DATA_DIR if given, or downloads
 TORRENT into DIR (printing "finished" when it has it all), and dials the
---connect peers for it. Each peer it connects to is printed once, as
+--connect peers for it (and, with --reannounce, asks its trackers for
+peers every SECS seconds, not only at their interval). Each peer it connects to is printed once, as
 "peer IP:PORT SOURCE" (libtorrent's peer_info source flags: 4 is PEX).
 Seeds keep connections to seeds (PEX passes them on). libtorrent's
 checks that assume a real internet (one node per IP, BEP 42 ids, no
@@ -29,6 +31,7 @@ p.add_argument("--bootstrap")
 p.add_argument("--seed", nargs=2, metavar=("TORRENT", "DATA"))
 p.add_argument("--get", nargs=2, metavar=("TORRENT", "DIR"))
 p.add_argument("--connect", action="append", default=[])
+p.add_argument("--reannounce", type=int, default=0)
 a = p.parse_args()
 
 settings = {
@@ -75,8 +78,12 @@ for c in a.connect:
     handle.connect_peer((host, int(port)))
 print("ready", flush=True)
 seen = set()
+ticks = 0
 while True:
     time.sleep(1)
+    ticks += 1
+    if a.reannounce and handle is not None and ticks % a.reannounce == 0:
+        handle.force_reannounce(0, -1, lt.reannounce_flags_t.ignore_min_interval)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         st = s.status()

@@ -8,8 +8,9 @@ Run on demand as root (not part of the test suite):
 Builds release, makes two random files, and starts inside a network
 namespace that has only loopback: opentracker, `btt seed` of one, and two
 reference seeders of the others: aria2c, and libtorrent (python3-libtorrent,
-`tests/lt_node.py`; Transmission dials no peer on 127.0.0.1 and an aria2c
-seed dials nobody, so Transmission meets only a seeder that dials it). Then aria2c,
+`tests/lt_node.py`; Transmission dials no peer on 127.0.0.x and an aria2c
+seed dials nobody, so Transmission, on 127.0.0.3, meets only the seeders
+that dial it: btt and libtorrent). Then aria2c,
 transmission-daemon and qbittorrent-nox each download both files (fresh
 state every time; they meet through the tracker) and the seconds to the
 complete file are measured. Prints MB/s per downloader from each seeder
@@ -33,8 +34,11 @@ NS = "bttupload"
 W = "/tmp/btt-upload"
 TRACKER, BTT_PORT, ARIA_PORT, LT_PORT = 16970, 30110, 30111, 30112
 SEED_IP = "127.0.0.1"
-# libtorrent refuses its own address: qBittorrent lives on 127.0.0.2.
+# libtorrent refuses its own address: qBittorrent lives on 127.0.0.2, and
+# Transmission, which dials no peer on 127.0.0.1 (its own address there),
+# on 127.0.0.3, where libtorrent dials it.
 QBT_IP = "127.0.0.2"
+TR_IP = "127.0.0.3"
 
 
 def ns(cmd):
@@ -97,25 +101,64 @@ def aria2c_get(torrent, d, size, name):
 
 def transmission_get(torrent, d, size, name):
     conf, watch, dl = f"{d}/conf", f"{d}/watch", f"{d}/dl"
+    rpc_port = free_port()
     for x in (conf, watch, dl):
         os.makedirs(x)
     with open(f"{conf}/settings.json", "w") as f:
         json.dump({"dht-enabled": False, "lpd-enabled": False, "pex-enabled": False,
                    "port-forwarding-enabled": False, "utp-enabled": False,
                    "peer-port": free_port(), "peer-port-random-on-start": False,
-                   "rpc-enabled": True, "rpc-port": free_port(), "rpc-bind-address": "127.0.0.1",
-                   "rpc-whitelist": "127.0.0.1", "bind-address-ipv4": "127.0.0.1",
+                   "rpc-enabled": True, "rpc-port": rpc_port, "rpc-bind-address": "127.0.0.1",
+                   "rpc-whitelist": "127.0.0.1", "bind-address-ipv4": TR_IP,
                    "download-dir": dl, "watch-dir": watch, "watch-dir-enabled": True,
                    "start-added-torrents": True, "rename-partial-files": True,
                    "ratio-limit-enabled": False, "encryption": 1, "message-level": 1}, f)
     p = spawn(["transmission-daemon", "-f", "-g", conf], f"{d}/transmission.log")
     time.sleep(1)
-    t = time.perf_counter()
     shutil.copy(torrent, f"{watch}/t.torrent")
-    ok = wait_file(f"{dl}/{name}", size, 240, p)
-    s = time.perf_counter() - t
+    # Transmission preallocates the file: its progress comes over RPC. The
+    # time counted starts at its first byte (when a seeder first met it
+    # depends on when that seeder announced, not on how it serves).
+    rpc = TransmissionRpc(rpc_port)
+    start, end = None, time.time() + 240
+    while time.time() < end and p.poll() is None:
+        done = rpc.downloaded()
+        now = time.perf_counter()
+        if done and start is None:
+            start = (now, done)
+        if done is not None and done >= size:
+            stop(p)
+            return (now - start[0]) * size / (size - start[1])
+        time.sleep(0.05)
     stop(p)
-    return s if ok else None
+    return None
+
+
+class TransmissionRpc:
+    """`downloadedEver` of the daemon's one torrent, over its RPC."""
+
+    def __init__(self, port):
+        self.url, self.sid = f"http://127.0.0.1:{port}/transmission/rpc", ""
+
+    def downloaded(self):
+        body = json.dumps({"method": "torrent-get",
+                           "arguments": {"fields": ["haveValid", "haveUnchecked"]}}).encode()
+        for _ in range(2):
+            out = subprocess.run(ns(["curl", "-s", "-i", "-H", f"X-Transmission-Session-Id: {self.sid}",
+                                     "--data-binary", "@-", self.url]),
+                                 input=body, capture_output=True)
+            head, _, rest = out.stdout.decode(errors="replace").partition("\r\n\r\n")
+            sid = [l.split(":", 1)[1].strip() for l in head.splitlines()
+                   if l.lower().startswith("x-transmission-session-id:")]
+            if sid and head.startswith("HTTP/1.1 409"):
+                self.sid = sid[0]
+                continue
+            try:
+                ts = json.loads(rest)["arguments"]["torrents"]
+            except (ValueError, KeyError):
+                return None
+            return (ts[0]["haveValid"] + ts[0]["haveUnchecked"]) if ts else None
+        return None
 
 
 def qbittorrent_get(torrent, d, size, name):
@@ -141,7 +184,7 @@ def qbittorrent_get(torrent, d, size, name):
 
 
 SEEDERS = ("btt", "aria2c", "libtorrent")
-# Transmission dials no peer on 127.0.0.1, and an aria2c seed dials nobody.
+# Transmission dials no peer on 127.0.0.x, and an aria2c seed dials nobody.
 NEVER_MEET = {("transmission", "aria2c")}
 CLIENTS = {"aria2c": aria2c_get, "transmission": transmission_get,
            "qbittorrent": qbittorrent_get}
@@ -152,6 +195,8 @@ def main():
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--clients", default=",".join(CLIENTS),
+                    help="downloaders to run, comma-separated (default: all)")
     a = ap.parse_args()
     if not a.no_build:
         sh(["cargo", "build", "--release", "--bins"], cwd=ROOT)
@@ -193,13 +238,17 @@ def main():
                             f"--listen-port={ARIA_PORT}"], f"{W}/aria2c-seed.log"))
         wait_port(ARIA_PORT, SEED_IP)
         procs.append(spawn(["/usr/bin/python3", os.path.join(ROOT, "tests", "lt_node.py"),
-                            str(LT_PORT), "--seed", torrents["libtorrent"], f"{W}/data"],
+                            str(LT_PORT), "--seed", torrents["libtorrent"], f"{W}/data",
+                            # It dials Transmission only once it has heard of it.
+                            "--reannounce", "2"],
                            f"{W}/lt-seed.log"))
         wait_port(LT_PORT, SEED_IP)
         time.sleep(3)  # announced
         results = {}
         for run in range(a.runs):
             for client, get in CLIENTS.items():
+                if client not in a.clients.split(","):
+                    continue
                 for kind in SEEDERS:
                     if (client, kind) in NEVER_MEET:
                         continue

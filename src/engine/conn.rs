@@ -157,7 +157,9 @@ async fn incoming(
 }
 
 /// Dials `addr`, runs the session, and reports a failed dial for back-off.
-pub(crate) async fn dial(t: Arc<Torrent>, addr: SocketAddr) {
+/// Dials `addr` for torrent `t`, naming it by `hash` (a hybrid's v1 hash,
+/// or its v2 one for a peer found only in the v2 swarm).
+pub(crate) async fn dial(t: Arc<Torrent>, addr: SocketAddr, hash: [u8; 20]) {
     let span = tracing::info_span!(parent: &t.span, "peer", %addr, dir = "out");
     async move {
         let Some(_slot) = ConnSlot::take() else {
@@ -171,7 +173,7 @@ pub(crate) async fn dial(t: Arc<Torrent>, addr: SocketAddr) {
                 .map_err(|_| PeerError::HandshakeTimeout)??;
             stream
                 .write_all(
-                    &Handshake::new(t.meta.info_hash.0, t.peer_id)
+                    &Handshake::new(hash, t.peer_id)
                         .with_v2(t.meta.v2.is_some())
                         .encode(),
                 )
@@ -283,6 +285,35 @@ impl Link {
 /// reads and hashes up to 8 MiB).
 static BLOCK_HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
+/// Upload bytes the writer gathers into one write.
+const WRITE_BATCH: usize = 256 * 1024;
+/// Messages it takes at once.
+const MAX_BATCH: usize = 1024;
+
+/// The bytes of these torrent ranges: from memory if all are there, else
+/// read off the runtime (only those ranges; the page cache keeps them).
+async fn read_runs(t: &Arc<Torrent>, runs: &[(u64, u64)]) -> Result<Vec<Bytes>, PeerError> {
+    if runs.is_empty() {
+        return Ok(vec![]);
+    }
+    let held: Option<Vec<Bytes>> = runs
+        .iter()
+        .map(|&(o, l)| t.store.read_range_memory(o, l))
+        .collect();
+    if let Some(d) = held {
+        return Ok(d);
+    }
+    let (store, runs) = (t.store.clone(), runs.to_vec());
+    tokio::task::spawn_blocking(move || {
+        runs.iter()
+            .map(|&(o, l)| store.read_range(o, l))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| PeerError::Protocol(e.to_string()))?
+    .map_err(|e| PeerError::Protocol(e.to_string()))
+}
+
 /// Sends queued messages, batching whatever is ready into one write.
 async fn writer(
     t: Arc<Torrent>,
@@ -292,44 +323,56 @@ async fn writer(
     cancelled: Arc<Mutex<HashSet<BlockRef>>>,
     queued: Arc<UploadQueue>,
 ) -> Result<(), PeerError> {
-    let mut buf = BytesMut::with_capacity(256 * 1024);
-    let mut cached: Option<(usize, Bytes)> = None;
+    let mut buf = BytesMut::with_capacity(WRITE_BATCH);
     while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(out) = next.take() {
+        // What is ready, up to a batch of uploads.
+        let mut batch = vec![first];
+        let mut up = 0usize;
+        while up < WRITE_BATCH && batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(o) => {
+                    if let Out::Upload(r) = &o {
+                        up += r.length as usize;
+                    }
+                    batch.push(o);
+                }
+                Err(_) => break,
+            }
+        }
+        // The uploads the peer did not cancel, taken off the queue here;
+        // their bytes read at once.
+        let mut blocks = Vec::new();
+        batch.retain(|o| {
+            let Out::Upload(r) = o else { return true };
+            queued.pop(r.length);
+            let gone = cancelled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(r);
+            if gone {
+                if let Some(pay) = &t.cfg.pay {
+                    pay.0.unserved(addr, t.meta.info_hash.0, r.length as u64);
+                }
+            } else {
+                let off = t.meta.piece_offset(r.index as usize) + r.begin as u64;
+                blocks.push((off, r.length));
+            }
+            !gone
+        });
+        let plan = super::upload::ReadPlan::new(&blocks);
+        let data = read_runs(&t, &plan.runs).await?;
+        let mut placed = plan.at.into_iter();
+        for out in batch {
             match out {
                 Out::Msg(m) => {
                     dec(&queued.msgs);
                     m.encode(&mut buf)
                 }
                 Out::Upload(r) => {
-                    queued.pop(r.length);
-                    if cancelled
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&r)
-                    {
-                        if let Some(pay) = &t.cfg.pay {
-                            pay.0.unserved(addr, t.meta.info_hash.0, r.length as u64);
-                        }
-                        continue;
-                    }
-                    let p = r.index as usize;
-                    let data = match &cached {
-                        Some((cp, d)) if *cp == p => d.clone(),
-                        _ => {
-                            let store = t.store.clone();
-                            let d = tokio::task::spawn_blocking(move || store.read_piece(p))
-                                .await
-                                .map_err(|e| PeerError::Protocol(e.to_string()))?
-                                .map_err(|e| PeerError::Protocol(e.to_string()))?;
-                            cached = Some((p, d.clone()));
-                            d
-                        }
-                    };
-                    let (b, e) = (r.begin as usize, (r.begin + r.length) as usize);
-                    buf.extend_from_slice(&Message::piece_header(r.index, r.begin, e - b));
-                    buf.extend_from_slice(&data[b..e]);
+                    let (run, at) = placed.next().expect("one place per upload");
+                    let len = r.length as usize;
+                    buf.extend_from_slice(&Message::piece_header(r.index, r.begin, len));
+                    buf.extend_from_slice(&data[run][at..at + len]);
                     t.stats
                         .uploaded
                         .fetch_add(r.length as u64, Ordering::Relaxed);
@@ -365,9 +408,6 @@ async fn writer(
                         None => Message::HashReject(r).encode(&mut buf),
                     }
                 }
-            }
-            if buf.len() < 256 * 1024 {
-                next = rx.try_recv().ok();
             }
         }
         if !buf.is_empty() {

@@ -19,6 +19,7 @@ pub use ext::{METADATA_EXT_ID, PAY_EXT_ID};
 pub mod picker;
 pub mod rate;
 pub mod status;
+mod upload;
 pub mod view;
 
 use crate::bitfield::Bitfield;
@@ -329,6 +330,9 @@ struct Known {
     last_attempt: Option<Instant>,
     failures: u32,
     connected: bool,
+    /// Found only in a hybrid's v2 swarm (DHT, LSD): dialed with that hash,
+    /// which may be all it knows the torrent by.
+    swarm: Option<[u8; 20]>,
 }
 
 pub(crate) struct State {
@@ -612,12 +616,15 @@ impl Torrent {
         }
         match &t.cfg.lsd {
             Some(_) if t.meta.private => {}
+            // A hybrid too is announced in both of its swarms.
             Some(node) => {
-                tokio::spawn(
-                    t.clone()
-                        .lsd_loop(node.0.clone())
-                        .instrument(t.span.clone()),
-                );
+                for hash in t.meta.swarms() {
+                    tokio::spawn(
+                        t.clone()
+                            .lsd_loop(node.0.clone(), hash)
+                            .instrument(t.span.clone()),
+                    );
+                }
             }
             None => {}
         }
@@ -625,10 +632,10 @@ impl Torrent {
     }
 
     /// BEP 14: announces our port to the local network every 5 minutes
-    /// (first at once) and dials the peers announced for this torrent.
-    async fn lsd_loop(self: Arc<Self>, node: Arc<crate::lsd::LsdNode>) {
+    /// (first at once) and dials the peers announced for swarm `hash`.
+    async fn lsd_loop(self: Arc<Self>, node: Arc<crate::lsd::LsdNode>, hash: [u8; 20]) {
         let mut stop = self.shutdown.subscribe();
-        let mut found = node.subscribe(self.meta.info_hash.0);
+        let mut found = node.subscribe(hash);
         let mut tick = tokio::time::interval(Duration::from_secs(300));
         let mut n = 0u64;
         loop {
@@ -636,7 +643,7 @@ impl Torrent {
                 _ = stop.changed() => return,
                 _ = tick.tick() => {
                     if let Some(a) = self.listen_addr() {
-                        node.announce(self.meta.info_hash.0, a.port()).await;
+                        node.announce(hash, a.port()).await;
                     }
                 }
                 a = found.recv() => {
@@ -648,7 +655,7 @@ impl Torrent {
                     if n == 1 || n.is_power_of_two() {
                         info!(found = n, "peers from local peer discovery");
                     }
-                    self.add_peer(a);
+                    self.add_peer_in(a, hash);
                 }
             }
         }
@@ -673,7 +680,7 @@ impl Torrent {
                     if found == 1 || found.is_power_of_two() {
                         info!(found, "peers from the DHT");
                     }
-                    self.add_peer(a);
+                    self.add_peer_in(a, hash);
                 }
             }
         }
@@ -793,6 +800,12 @@ impl Torrent {
     /// Adds a peer address to dial (up to [`MAX_KNOWN`] addresses are kept:
     /// trackers and the DHT may hand out many).
     pub fn add_peer(&self, addr: SocketAddr) {
+        self.add_peer_in(addr, self.meta.info_hash.0)
+    }
+
+    /// [`Torrent::add_peer`], for a peer found in swarm `hash` (one of
+    /// [`Metainfo::swarms`]).
+    fn add_peer_in(&self, addr: SocketAddr, hash: [u8; 20]) {
         let mut st = self.lock();
         if st.banned.contains(&addr.ip()) {
             return;
@@ -800,7 +813,18 @@ impl Torrent {
         if st.known.len() >= MAX_KNOWN && !st.known.contains_key(&addr) {
             return;
         }
-        st.known.entry(addr).or_default();
+        let v1 = hash == self.meta.info_hash.0;
+        st.known
+            .entry(addr)
+            .and_modify(|k| {
+                if v1 {
+                    k.swarm = None;
+                }
+            })
+            .or_insert_with(|| Known {
+                swarm: (!v1).then_some(hash),
+                ..Default::default()
+            });
         drop(st);
         self.connector_wake.notify_one();
     }
@@ -1414,7 +1438,7 @@ impl Torrent {
         let mut stop = self.shutdown.subscribe();
         loop {
             let now = Instant::now();
-            let dial: Vec<SocketAddr> = {
+            let dial: Vec<(SocketAddr, Option<[u8; 20]>)> = {
                 let mut st = self.lock();
                 let room = self.cfg.max_peers.saturating_sub(st.peers.len());
                 let own = self.listen_addr();
@@ -1436,12 +1460,13 @@ impl Torrent {
                     }
                     k.last_attempt = Some(now);
                     k.connected = true; // until the dial fails or the session ends
-                    out.push(*addr);
+                    out.push((*addr, k.swarm));
                 }
                 out
             };
-            for addr in dial {
-                tokio::spawn(conn::dial(self.clone(), addr));
+            for (addr, swarm) in dial {
+                let hash = swarm.unwrap_or(self.meta.info_hash.0);
+                tokio::spawn(conn::dial(self.clone(), addr, hash));
             }
             tokio::select! {
                 _ = stop.changed() => return,

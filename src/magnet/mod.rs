@@ -7,9 +7,12 @@
 //! dictionary keeps the engine free of a "no metadata yet" state (with, for
 //! a v2-only torrent, its piece layers: [`layers`]). Peers come
 //! from the magnet's `x.pe=` and `--peer`, from its trackers (announced
-//! to on the tracker's schedule) and from the DHT. Up to [`PARALLEL`] peers are asked at
-//! once, each for the whole dictionary ([`from_peer`]); the first verified
-//! copy wins. A peer that sends a wrong copy is not asked again.
+//! to on the tracker's schedule), from the DHT and from LSD. Up to
+//! [`PARALLEL`] peers are asked at once, each for the whole dictionary
+//! ([`from_peer`]); the first verified copy wins. A peer that sends a wrong
+//! copy is not asked again. A mount also asks the peers that dial it
+//! meanwhile ([`accept_for_metadata`]): a seeder that heard of us from a
+//! tracker, the DHT or LSD may be one we cannot dial.
 
 pub mod from_peer;
 pub mod layers;
@@ -101,6 +104,8 @@ pub struct Sources {
     pub announce_timeout: Duration,
     /// The process's DHT node, if it has one.
     pub dht: Option<crate::dht::DhtRef>,
+    /// The process's local peer discovery node (`--lsd`), if it has one.
+    pub lsd: Option<crate::lsd::LsdRef>,
 }
 
 #[derive(Default)]
@@ -193,6 +198,29 @@ pub async fn fetch(
             .in_current_span(),
         )
     });
+    // Local peer discovery: who announces the hash on the local network,
+    // and our port for those who look (every 5 minutes, as the engine).
+    let lsd = src.lsd.clone().map(|node| {
+        let (tx, port) = (addr_tx.clone(), src.port);
+        tokio::spawn(
+            async move {
+                let mut found = node.0.subscribe(hash.0);
+                let mut tick = tokio::time::interval(Duration::from_secs(300));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick(), if port != 0 => node.0.announce(hash.0, port).await,
+                        a = found.recv() => {
+                            let Some(a) = a else { return };
+                            if tx.send(Ok(vec![a])).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            .in_current_span(),
+        )
+    });
     let trackers = (!src.trackers.is_empty())
         .then(|| tokio::spawn(announce_loop(hash, src.clone(), addr_tx).in_current_span()));
     let mut tasks: JoinSet<(SocketAddr, Result<Fetched, PeerFail>)> = JoinSet::new();
@@ -278,7 +306,7 @@ pub async fn fetch(
     };
     tasks.abort_all();
     answering.abort_all();
-    for t in [trackers, dht].into_iter().flatten() {
+    for t in [trackers, dht, lsd].into_iter().flatten() {
         t.abort();
     }
     result

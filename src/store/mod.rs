@@ -54,7 +54,10 @@ pub struct Store {
     /// closed first: a torrent of a million files read one after another
     /// would otherwise hold a million descriptors.
     files: Mutex<LruCache<usize, Handle>>,
-    cache: Mutex<LruCache<usize, Bytes>>,
+    /// Verified pieces kept in memory, read without a trip to the blocking
+    /// pool; `None` when pieces are too large for the cache to hold
+    /// [`MIN_CACHED`] of them (the kernel's page cache keeps them then).
+    cache: Option<Mutex<LruCache<usize, Bytes>>>,
     pending: Mutex<HashMap<usize, Bytes>>,
     on_disk: Mutex<Bitfield>,
     dirty: Mutex<Vec<usize>>,
@@ -68,6 +71,9 @@ type Handle = (Arc<File>, bool);
 
 /// Most files a store keeps open at once.
 const MAX_OPEN_FILES: usize = 256;
+/// Fewest pieces worth caching: a cache of one 16 MiB piece costs 16 MiB
+/// and spares little (the next read is of another piece).
+const MIN_CACHED: u64 = 4;
 
 impl Store {
     /// Opens (creating directories as needed) and loads the persisted bitfield.
@@ -83,12 +89,17 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
         let n = meta.num_pieces();
-        let entries = (cache_bytes / meta.piece_length.max(1)).max(1) as usize;
+        let entries = cache_bytes / meta.piece_length.max(1);
+        let cache = (entries >= MIN_CACHED).then(|| {
+            Mutex::new(LruCache::new(
+                NonZeroUsize::new(entries as usize).expect("at least MIN_CACHED"),
+            ))
+        });
         let store = Store {
             files: Mutex::new(LruCache::new(
                 NonZeroUsize::new(MAX_OPEN_FILES).expect("not zero"),
             )),
-            cache: Mutex::new(LruCache::new(NonZeroUsize::new(entries).expect("max(1)"))),
+            cache,
             pending: Mutex::new(HashMap::new()),
             on_disk: Mutex::new(Bitfield::new(n)),
             dirty: Mutex::new(Vec::new()),
@@ -230,7 +241,7 @@ impl Store {
             f.write_all_at(&data[from..from + s.len as usize], s.file_offset)
                 .map_err(io_err(&self.path_of(s.file)))?;
         }
-        self.cache.lock().expect("lock").put(piece, data);
+        self.cache_put(piece, data);
         self.pending.lock().expect("lock").remove(&piece);
         self.dirty.lock().expect("lock").push(piece);
         Ok(())
@@ -242,15 +253,23 @@ impl Store {
             return Ok(b);
         }
         let data = self.read_disk(piece)?;
-        self.cache.lock().expect("lock").put(piece, data.clone());
+        self.cache_put(piece, data.clone());
         Ok(data)
+    }
+
+    fn cache_put(&self, piece: usize, data: Bytes) {
+        if let Some(c) = &self.cache {
+            c.lock().expect("lock").put(piece, data);
+        }
     }
 
     fn in_memory(&self, piece: usize) -> Option<Bytes> {
         if let Some(b) = self.pending.lock().expect("lock").get(&piece) {
             return Some(b.clone());
         }
-        self.cache.lock().expect("lock").get(&piece).cloned()
+        self.cache
+            .as_ref()
+            .and_then(|c| c.lock().expect("lock").get(&piece).cloned())
     }
 
     /// Torrent bytes `[offset, offset+len)` if every piece under them is in
