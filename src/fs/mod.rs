@@ -24,6 +24,13 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 
 pub const ROOT_INO: u64 = 1;
+/// Bytes at the end of a file fetched when it is opened (see [`Fs::open`]).
+const TAIL: u64 = 1 << 20;
+/// Smallest file whose tail is fetched on open (in smaller ones the first
+/// reads' read-ahead soon gets there).
+const TAIL_FROM: u64 = 4 << 20;
+/// The picker window of a handle's tail, beside its read-ahead window.
+const TAIL_KEY: u64 = 1 << 63;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum FsError {
@@ -193,6 +200,10 @@ impl Fs {
         (self.meta.total_length, self.tree.node_count() as u64)
     }
 
+    /// Opens a file. A large one also gets its last [`TAIL`] bytes fetched
+    /// at once, beside what is read first: a player's first step after the
+    /// header is a seek there (an mp4's index, written after the data; an
+    /// mkv's cues), so that seek finds them here.
     pub fn open(&self, ino: u64, write: bool) -> Result<u64, FsError> {
         let n = self.tree.info(ino)?;
         if write {
@@ -200,6 +211,11 @@ impl Fs {
         }
         let file = n.file.ok_or(FsError::IsDir)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let f = &self.meta.files[file];
+        if f.length >= TAIL_FROM {
+            let tail = self.meta.pieces_for_range(f.end() - TAIL, TAIL);
+            self.torrent.set_window(fh | TAIL_KEY, tail);
+        }
         self.handles.lock().expect("lock").insert(
             fh,
             Handle {
@@ -214,6 +230,7 @@ impl Fs {
     pub fn release(&self, fh: u64) {
         self.handles.lock().expect("lock").remove(&fh);
         self.torrent.clear_window(fh);
+        self.torrent.clear_window(fh | TAIL_KEY);
     }
 
     /// Reads `size` bytes at `offset` of the file open as `fh`. `pid` is the reading

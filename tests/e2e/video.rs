@@ -1,5 +1,6 @@
 //! A generated 1080p video (mp4 with its index at the end, and mkv) through the
-//! mount, probed, seeked, decoded by ffmpeg and played to the end by VLC.
+//! mount, probed, seeked, decoded by ffmpeg and played to the end by VLC; a
+//! file's tail (where a player seeks second) fetched when it is opened.
 
 use crate::harness::*;
 use std::path::Path;
@@ -308,5 +309,60 @@ fn the_demo_in_a_terminal_plays_as_printed_and_ctrl_c_leaves_nothing() {
         procs.stdout.is_empty(),
         "nothing of the demo runs: {}",
         String::from_utf8_lossy(&procs.stdout)
+    );
+}
+
+/// Opening a large file fetches its last MiB at once, where a player seeks
+/// second (an mp4's index after its data, an mkv's cues): with the only
+/// seeder gone after the open, and nothing read yet, the tail still reads,
+/// the middle does not.
+#[test]
+fn opening_a_large_file_fetches_its_tail_before_it_is_read() {
+    use std::os::unix::fs::FileExt;
+    let d = tmpdir();
+    let d = d.path();
+    let content = d.join("seed/film");
+    make_tree(&content, &[("movie.mkv", 8 << 20)]);
+    let source = std::fs::read(content.join("movie.mkv")).unwrap();
+    let torrent = make_torrent(&content, 256 * 1024, &[]);
+    let (mut seed, peer) = seed_with_btt(d, &torrent);
+    let m = Mount::start(
+        d,
+        &torrent,
+        &["--no-trackers", "--peer", &peer, "--read-timeout", "2"],
+    );
+    let held = std::fs::File::open(m.mnt.join("film/movie.mkv")).unwrap();
+    // The store writes a piece once it verified: the tail on disk is the
+    // sign it came (the file is sparse until then).
+    let stored = || -> Option<Vec<u8>> {
+        let mut dirs = vec![d.join("data")];
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(&dir).ok()?.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.file_name() == Some("movie.mkv".as_ref()) {
+                    return std::fs::read(p).ok();
+                }
+            }
+        }
+        None
+    };
+    let tail = source.len() - (1 << 20);
+    let came = wait_until(Duration::from_secs(20), || {
+        stored().is_some_and(|b| b.len() == source.len() && b[tail..] == source[tail..])
+    });
+    assert!(came, "the tail was not fetched on open\n{}", m.log());
+    seed.signal(libc::SIGKILL);
+    let _ = seed.wait_exit(Duration::from_secs(5));
+    let mut buf = vec![0u8; 1 << 20];
+    held.read_exact_at(&mut buf, tail as u64).unwrap();
+    assert!(buf == source[tail..], "the tail reads byte-exact");
+    let mut mid = vec![0u8; 65536];
+    let err = held.read_exact_at(&mut mid, 4 << 20).unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::EIO),
+        "only the tail was fetched: {err}"
     );
 }
