@@ -85,7 +85,9 @@ def wait_file(path, size, t, proc):
     return False
 
 
-def free_port(base=[41000]):
+# Below the ephemeral range (32768 and up), which outgoing connections in
+# the namespace take from.
+def free_port(base=[21000]):
     base[0] += 1
     return base[0]
 
@@ -131,6 +133,7 @@ def transmission_get(torrent, d, size, name):
             return (now - start[0]) * size / (size - start[1])
         time.sleep(0.05)
     stop(p)
+    print(f"transmission: no complete file; its log ends: {open(f'{d}/transmission.log').read()[-500:]}")
     return None
 
 
@@ -208,6 +211,7 @@ def main():
     os.makedirs(f"{W}/data")
     os.chmod(W, 0o755)
     procs = []
+    seeder = None
     try:
         for kind in SEEDERS:
             with open(f"{W}/data/from-{kind}.bin", "wb") as f:
@@ -227,9 +231,12 @@ def main():
         procs.append(spawn(["opentracker", "-i", "127.0.0.1", "-p", str(TRACKER), "-P",
                             str(TRACKER), "-w", f"{W}/ot/whitelist"], f"{W}/ot.log"))
         wait_port(TRACKER)
-        procs.append(spawn([BTT, "seed", torrents["btt"], "--data", f"{W}/data", "--listen",
-                            f"{SEED_IP}:{BTT_PORT}"], f"{W}/btt-seed.log"))
-        wait_port(BTT_PORT, SEED_IP)
+        def btt_seed():
+            p = spawn([BTT, "seed", torrents["btt"], "--data", f"{W}/data", "--listen",
+                       f"{SEED_IP}:{BTT_PORT}"], f"{W}/btt-seed.log")
+            wait_port(BTT_PORT, SEED_IP)
+            return p
+        seeder = btt_seed()
         procs.append(spawn(["aria2c", torrents["aria2c"], f"--dir={W}/data", "--seed-ratio=0.0",
                             "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false",
                             "--enable-peer-exchange=false", "--disable-ipv6=true",
@@ -252,6 +259,13 @@ def main():
                 for kind in SEEDERS:
                     if (client, kind) in NEVER_MEET:
                         continue
+                    if (client, kind) == ("transmission", "btt") and run > 0:
+                        # Only a seeder that dials it meets Transmission here,
+                        # and btt seed asks its tracker for new peers once
+                        # early, then at the tracker's interval (half an
+                        # hour): a fresh one meets the new Transmission.
+                        stop(seeder)
+                        seeder = btt_seed()
                     d = f"{W}/dl-{client}-{kind}-{run}"
                     os.makedirs(d)
                     os.chmod(d, 0o755)
@@ -281,6 +295,8 @@ def main():
     finally:
         for p in reversed(procs):
             stop(p)
+        if seeder is not None:
+            stop(seeder)
         subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
 
 
