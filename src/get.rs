@@ -227,13 +227,18 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
         &mut cfg.engine,
         crate::mount::default_data_dir().join("dht.json"),
     )?;
-    let (meta, have_it) = load_or_fetch(
+    // Bound first: a magnet's metadata may come from a peer that dials us.
+    let listener = rt
+        .block_on(Torrent::listen(cfg.engine.listen))
+        .map_err(MountError::from)?;
+    let (meta, have_it, listener) = load_or_fetch(
         &rt,
         source,
         &cfg.torrent,
         kept,
         &cfg.engine,
         cfg.metadata_timeout,
+        Some(listener),
     )?;
     let meta = Arc::new(meta);
     let files = selection(&meta, &cfg.only, magnet.as_ref())?;
@@ -301,9 +306,11 @@ pub fn run(mut cfg: GetConfig, mut progress: impl FnMut(&Progress)) -> Result<()
                 eprintln!("web page: {}", web.url());
             }
         }
-        let t = Torrent::start(meta.clone(), store.clone(), cfg.engine.clone())
-            .await
-            .map_err(MountError::from)?;
+        let t = match listener {
+            Some(l) => Torrent::start_on(meta.clone(), store.clone(), cfg.engine.clone(), l),
+            None => Torrent::start(meta.clone(), store.clone(), cfg.engine.clone()).await,
+        }
+        .map_err(MountError::from)?;
         registry.put(crate::web::Item::Ready(t.clone()));
         let done_bytes = |t: &Torrent| -> u64 { counted(&t.have()) };
         info!(have = done_bytes(&t), total, "fetching");

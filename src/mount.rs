@@ -247,6 +247,8 @@ pub(crate) fn keep_metadata(path: &Path, meta: &Metainfo) -> Result<(), MountErr
 /// For `btt get` and `btt seed`, which need the metadata before anything.
 /// Also returns the peers known to have the torrent (the link's `x.pe=`
 /// and the one that gave the metadata), for the engine to dial.
+/// With `listener` (bound before, for the engine), the peers that dial it
+/// meanwhile are asked too; it is handed back.
 pub fn load_or_fetch(
     rt: &tokio::runtime::Runtime,
     source: Source,
@@ -254,13 +256,17 @@ pub fn load_or_fetch(
     kept: impl Fn(&crate::metainfo::InfoHash) -> PathBuf,
     engine: &EngineConfig,
     timeout: Duration,
-) -> Result<(Metainfo, Vec<std::net::SocketAddr>), MountError> {
+    listener: Option<tokio::net::TcpListener>,
+) -> Result<Fetched, MountError> {
     let m = match source {
-        Source::Torrent(meta) => return Ok((meta, vec![])),
+        Source::Torrent(meta) => return Ok((meta, vec![], listener)),
         Source::Magnet(m) => m,
     };
-    // The port we will listen on, if fixed, is what trackers should hand out.
-    let own = (engine.listen.port() != 0).then_some(engine.listen);
+    // The port we listen on (or will, if fixed) is what trackers should hand out.
+    let own = match &listener {
+        Some(l) => l.local_addr().ok(),
+        None => (engine.listen.port() != 0).then_some(engine.listen),
+    };
     let src = magnet_sources(&m, engine, own);
     let mut peers = src.peers.clone();
     if !crate::cli::quiet() {
@@ -271,17 +277,32 @@ pub fn load_or_fetch(
             src.trackers.len()
         );
     }
-    let info = rt.block_on(async {
+    let (info, listener) = rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let fetch = crate::magnet::fetch(Want::of(&m), src, timeout, stop_rx, None);
-        tokio::select! {
+        let (incoming, back) = match listener {
+            Some(l) => {
+                let (rx, back) = crate::magnet::accept_for_metadata(l);
+                (Some(rx), Some(back))
+            }
+            None => (None, None),
+        };
+        let fetch = crate::magnet::fetch(Want::of(&m), src, timeout, stop_rx, incoming);
+        let r = tokio::select! {
             r = fetch => r,
             _ = tokio::signal::ctrl_c() => {
                 let _ = stop_tx.send(true);
                 Err(MagnetError::Stopped)
             }
-        }
-    })?;
+        };
+        // The fetch (and its receiver of incoming peers) is gone: the
+        // listener comes back.
+        let listener = match back {
+            Some(b) => b.await.ok(),
+            None => None,
+        };
+        (r, listener)
+    });
+    let info = info?;
     peers.push(info.from);
     let meta = info
         .into_metainfo(magnet_trackers(&m))
@@ -292,8 +313,16 @@ pub fn load_or_fetch(
     keep_metadata(&kept(&meta.info_hash), &meta)?;
     peers.sort();
     peers.dedup();
-    Ok((meta, peers))
+    Ok((meta, peers, listener))
 }
+
+/// What [`load_or_fetch`] gives: the torrent, the peers known to have it,
+/// and the listener it was given.
+pub type Fetched = (
+    Metainfo,
+    Vec<std::net::SocketAddr>,
+    Option<tokio::net::TcpListener>,
+);
 
 /// A magnet's `tr=` trackers, one tier each.
 pub(crate) fn magnet_trackers(m: &Magnet) -> Vec<Vec<String>> {

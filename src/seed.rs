@@ -60,8 +60,15 @@ pub fn run(
     for (path, source) in cfg.torrents.iter().zip(sources) {
         // A seeder waits for those who lack the torrent: the peers that
         // have it are of no use to it.
-        let (meta, _have_it) =
-            load_or_fetch(&rt, source, path, kept, &cfg.engine, cfg.metadata_timeout)?;
+        let (meta, _have_it, _) = load_or_fetch(
+            &rt,
+            source,
+            path,
+            kept,
+            &cfg.engine,
+            cfg.metadata_timeout,
+            None,
+        )?;
         let meta = Arc::new(meta);
         if cfg.credit.is_some_and(|c| c < meta.piece_length) {
             // A buyer pays after a piece verifies: it needs a piece on credit.

@@ -354,3 +354,48 @@ fn a_magnet_gets_its_metadata_from_a_libtorrent_seeder_that_dials_the_mount() {
     let log = mount.log();
     assert!(log.contains("incoming=true"), "{log}");
 }
+
+/// `btt get` of a magnet listens before it fetches the metadata: a seeder
+/// that only dials it (in no tracker, no link, no DHT) gives it the
+/// metadata, then the files.
+#[test]
+fn btt_get_of_a_magnet_takes_the_metadata_from_a_seeder_that_dials_it() {
+    let d = tmpdir();
+    let d = d.path();
+    let ns = NetNs::new(d);
+    let content = d.join("seed/tree");
+    make_tree(&content, TRICKY);
+    let torrent = make_torrent(&content, 64 * 1024, &[]);
+    let magnet = format!("magnet:?xt=urn:btih:{}", meta(&torrent).info_hash.hex());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let out = d.join("down");
+    let mut get = ns.command(BTT);
+    get.args(["get", &magnet])
+        .arg(&out)
+        .args(["--no-trackers", "--listen", &listen, "--quiet"])
+        .args(["--metadata-timeout", "60", "--home"])
+        .arg(d.join("home"));
+    let mut get = Proc::spawn("btt get (magnet)", &mut get, &d.join("get.log"));
+    let listening = wait_until(Duration::from_secs(20), || {
+        ns.command("bash")
+            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert!(listening, "btt get does not listen: {}", get.log_text());
+    let args = [
+        "--seed".to_string(),
+        torrent.to_str().unwrap().to_string(),
+        d.join("seed").to_str().unwrap().to_string(),
+        "--connect".to_string(),
+        listen,
+    ];
+    let _seeder = crate::dht::lt_peer(&ns, free_port(), &args, &d.join("lt-seed.log"));
+    let st = get
+        .wait_exit(Duration::from_secs(60))
+        .expect("btt get ends");
+    assert!(st.success(), "btt get failed: {}", get.log_text());
+    assert_tree_eq(&out.join("tree"), &content);
+}
