@@ -16,11 +16,12 @@ medians with min–max and the ratio to local disk.
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
 import time
+
+from benchlib import stop
 
 os.environ["BTT_NO_DHT"] = "true"
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -73,16 +74,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def stop(p):
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
 
 
 def through_mount(bindir, torrent, peer, name, work):

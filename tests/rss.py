@@ -11,9 +11,10 @@ line per case: piece size, DHT, seconds, peak RSS (VmHWM) of the mount.
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import time
+
+from benchlib import stop
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REL = os.path.join(ROOT, "target", "release")
@@ -31,16 +32,6 @@ def ns(cmd):
 def spawn(cmd, log, env=None):
     return subprocess.Popen(ns(cmd), stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True, env={**os.environ, **(env or {})})
-
-
-def stop(p):
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
 
 
 def mount_pid(mnt):

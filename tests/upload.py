@@ -21,10 +21,11 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import time
+
+from benchlib import stop
 
 os.environ["BTT_NO_DHT"] = "true"
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -52,16 +53,6 @@ def sh(cmd, **kw):
 def spawn(cmd, log, **kw):
     return subprocess.Popen(ns(cmd), stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True, **kw)
-
-
-def stop(p):
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
 
 
 def wait_port(port, ip="127.0.0.1", t=60):

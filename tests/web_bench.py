@@ -19,11 +19,12 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import time
 import urllib.request
+
+from benchlib import stop
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REL = os.path.join(ROOT, "target", "release")
@@ -36,16 +37,6 @@ ENV = {**os.environ, "BTT_NO_DHT": "true", "BTT_STATUS_DIR": f"{W}/status"}
 def spawn(cmd, log):
     return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True, env=ENV)
-
-
-def stop(p):
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
 
 
 def free_port():

@@ -4,6 +4,7 @@
 //! magnet (its metadata) and under a hybrid's v2 info-hash.
 
 use crate::harness::*;
+use std::path::Path;
 use std::time::Duration;
 
 /// Loopback made to carry the LSD group's multicast.
@@ -17,6 +18,32 @@ fn multicast_on(ns: &NetNs) {
     }
 }
 
+/// `btt seed` of `torrent` from `seed` with `--lsd` and nothing else, once
+/// its LSD node is up.
+fn lsd_seed(ns: &NetNs, torrent: &Path, seed: &Path, log: &Path) -> Proc {
+    let mut c = ns.command(BTT);
+    c.arg("seed")
+        .arg(torrent)
+        .arg("--data")
+        .arg(seed)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--no-trackers",
+            "--lsd",
+        ])
+        .env("RUST_LOG", "btt=debug,info");
+    let seeder = Proc::spawn("btt seed", &mut c, log);
+    assert!(
+        wait_until(Duration::from_secs(20), || seeder
+            .log_text()
+            .contains("local peer discovery on")),
+        "{}",
+        seeder.log_text()
+    );
+    seeder
+}
+
 #[test]
 fn a_mount_finds_btt_seed_through_local_service_discovery() {
     let d = tmpdir();
@@ -26,26 +53,7 @@ fn a_mount_finds_btt_seed_through_local_service_discovery() {
     let seed = d.join("seed");
     make_tree(&seed, &[("clip.bin", 2_000_000)]);
     let torrent = make_torrent(&seed.join("clip.bin"), 64 * 1024, &[]);
-    let mut c = ns.command(BTT);
-    c.arg("seed")
-        .arg(&torrent)
-        .arg("--data")
-        .arg(&seed)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--no-trackers",
-            "--lsd",
-        ])
-        .env("RUST_LOG", "btt=debug,info");
-    let seeder = Proc::spawn("btt seed", &mut c, &d.join("seed.log"));
-    assert!(
-        wait_until(Duration::from_secs(20), || seeder
-            .log_text()
-            .contains("local peer discovery on")),
-        "{}",
-        seeder.log_text()
-    );
+    let seeder = lsd_seed(&ns, &torrent, &seed, &d.join("seed.log"));
     let m = Mount::try_start_in(
         Some(&ns),
         &d.join("m"),
@@ -92,26 +100,7 @@ fn a_v2_magnet_of_a_hybrid_finds_btt_seed_through_local_service_discovery() {
         &["--hybrid", "--piece-size", "64KiB"],
     );
     let v2 = meta.v2.as_ref().unwrap().info_hash;
-    let mut c = ns.command(BTT);
-    c.arg("seed")
-        .arg(&torrent)
-        .arg("--data")
-        .arg(&seed)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--no-trackers",
-            "--lsd",
-        ])
-        .env("RUST_LOG", "btt=debug,info");
-    let seeder = Proc::spawn("btt seed", &mut c, &d.join("seed.log"));
-    assert!(
-        wait_until(Duration::from_secs(20), || seeder
-            .log_text()
-            .contains("local peer discovery on")),
-        "{}",
-        seeder.log_text()
-    );
+    let seeder = lsd_seed(&ns, &torrent, &seed, &d.join("seed.log"));
     let magnet = format!(
         "magnet:?xt=urn:btmh:1220{}",
         data_encoding::HEXLOWER.encode(&v2)
@@ -119,7 +108,7 @@ fn a_v2_magnet_of_a_hybrid_finds_btt_seed_through_local_service_discovery() {
     let m = Mount::try_start_in(
         Some(&ns),
         &d.join("m"),
-        std::path::Path::new(&magnet),
+        Path::new(&magnet),
         &["--no-trackers", "--lsd", "--metadata-timeout", "60"],
         &[],
     )

@@ -308,6 +308,19 @@ fn btt_seed_and_btt_get_take_magnets() {
     assert_tree_eq(&out.join("tree"), &content);
 }
 
+/// A libtorrent seeder of `torrent` (data in `data`) that dials `addr`.
+fn lt_seed_dialing(ns: &NetNs, torrent: &Path, data: &Path, addr: &str, d: &Path) -> Proc {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let args = [
+        "--seed".to_string(),
+        s(torrent),
+        s(data),
+        "--connect".to_string(),
+        addr.to_string(),
+    ];
+    crate::dht::lt_peer(ns, free_port(), &args, &d.join("lt-seed.log"))
+}
+
 /// A seeder in no tracker, no link and no DHT, that dials the mount itself
 /// (as one that learned of us from a tracker would): the metadata comes
 /// over the connection it opened, then the files from it.
@@ -336,14 +349,7 @@ fn a_magnet_gets_its_metadata_from_a_libtorrent_seeder_that_dials_the_mount() {
         &[],
     )
     .unwrap();
-    let args = [
-        "--seed".to_string(),
-        torrent.to_str().unwrap().to_string(),
-        d.join("seed").to_str().unwrap().to_string(),
-        "--connect".to_string(),
-        listen.clone(),
-    ];
-    let _seeder = crate::dht::lt_peer(&ns, free_port(), &args, &d.join("lt-seed.log"));
+    let _seeder = lt_seed_dialing(&ns, &torrent, &d.join("seed"), &listen, d);
     let shown = wait_until(Duration::from_secs(40), || mount.mnt.join("tree").exists());
     assert!(
         shown,
@@ -385,14 +391,7 @@ fn btt_get_of_a_magnet_takes_the_metadata_from_a_seeder_that_dials_it() {
             .is_ok_and(|s| s.success())
     });
     assert!(listening, "btt get does not listen: {}", get.log_text());
-    let args = [
-        "--seed".to_string(),
-        torrent.to_str().unwrap().to_string(),
-        d.join("seed").to_str().unwrap().to_string(),
-        "--connect".to_string(),
-        listen,
-    ];
-    let _seeder = crate::dht::lt_peer(&ns, free_port(), &args, &d.join("lt-seed.log"));
+    let _seeder = lt_seed_dialing(&ns, &torrent, &d.join("seed"), &listen, d);
     let st = get
         .wait_exit(Duration::from_secs(60))
         .expect("btt get ends");
