@@ -279,28 +279,23 @@ pub fn load_or_fetch(
     }
     let (info, listener) = rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let (incoming, back) = match listener {
-            Some(l) => {
-                let (rx, back) = crate::magnet::accept_for_metadata(l);
-                (Some(rx), Some(back))
+        let want = Want::of(&m);
+        let fetch = async {
+            match listener {
+                Some(l) => crate::magnet::fetch_listening(want, src, timeout, stop_rx, l).await,
+                None => (
+                    crate::magnet::fetch(want, src, timeout, stop_rx, None).await,
+                    None,
+                ),
             }
-            None => (None, None),
         };
-        let fetch = crate::magnet::fetch(Want::of(&m), src, timeout, stop_rx, incoming);
-        let r = tokio::select! {
+        tokio::select! {
             r = fetch => r,
             _ = tokio::signal::ctrl_c() => {
                 let _ = stop_tx.send(true);
-                Err(MagnetError::Stopped)
+                (Err(MagnetError::Stopped), None)
             }
-        };
-        // The fetch (and its receiver of incoming peers) is gone: the
-        // listener comes back.
-        let listener = match back {
-            Some(b) => b.await.ok(),
-            None => None,
-        };
-        (r, listener)
+        }
     });
     let info = info?;
     peers.push(info.from);
@@ -691,7 +686,6 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
     let mut started = None;
     let mut fetching = None;
     let mut listener = Some(listener);
-    let mut listener_back = None;
     let (slot, name) = match source {
         Source::Torrent(meta) => {
             let name = meta.name.clone();
@@ -716,16 +710,12 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
             cfg.engine.peers = src.peers.clone();
             // Peers that dial us meanwhile are asked too; the engine gets
             // the listener back when the metadata is here.
-            let (incoming, back) = rt.block_on(async {
-                crate::magnet::accept_for_metadata(listener.take().expect("listener"))
-            });
-            listener_back = Some(back);
-            let fetch = crate::magnet::fetch(
+            let fetch = crate::magnet::fetch_listening(
                 Want::of(&m),
                 src,
                 cfg.metadata_timeout,
                 stop_rx,
-                Some(incoming),
+                listener.take().expect("listener"),
             );
             fetching = Some((Box::pin(fetch), magnet_trackers(&m)));
             (slot, name)
@@ -772,10 +762,9 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
                 _ = sigint.recv() => return Ok::<_, MountError>(Ok(Ended::Signal)),
                 _ = sigterm.recv() => return Ok(Ok(Ended::Signal)),
                 _ = &mut done_rx => return Ok(Ok(Ended::Unmounted)),
-                got = fetch => {
-                    let (done, trackers) = fetching.take().expect("fetching");
-                    // Its receiver of incoming peers goes: the listener comes back.
-                    drop(done);
+                (got, back) = fetch => {
+                    let (_, trackers) = fetching.take().expect("fetching");
+                    listener = back;
                     let meta = got.map_err(MountError::from).and_then(|info| {
                         if !cfg.engine.peers.contains(&info.from) {
                             cfg.engine.peers.push(info.from);
@@ -792,9 +781,8 @@ pub fn run(mut cfg: MountConfig, on_ready: impl FnOnce(&Mounted)) -> Result<Ende
                         Err(e) => return Ok(Err(e)),
                     };
                     info!(name = %meta.name, files = meta.files.len(), "metadata arrived; the files are shown");
-                    let l = match listener_back.take() {
-                        Some(back) => back.await.map_err(|e| MountError::Runtime(std::io::Error::other(e)))?,
-                        None => listener.take().expect("listener"),
+                    let Some(l) = listener.take() else {
+                        return Ok(Err(MountError::Runtime(std::io::Error::other("the listener was lost"))));
                     };
                     match start_torrent(Arc::new(meta), &cfg, l) {
                         Ok(t) => {

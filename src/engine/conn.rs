@@ -156,9 +156,9 @@ async fn incoming(
     run(t, stream, addr, theirs, true).await
 }
 
-/// Dials `addr`, runs the session, and reports a failed dial for back-off.
-/// Dials `addr` for torrent `t`, naming it by `hash` (a hybrid's v1 hash,
-/// or its v2 one for a peer found only in the v2 swarm).
+/// Dials `addr`, naming the torrent by `hash` (a hybrid's v1 hash, or its
+/// v2 one for a peer found only in the v2 swarm), runs the session, and
+/// reports a failed dial for back-off.
 pub(crate) async fn dial(t: Arc<Torrent>, addr: SocketAddr, hash: [u8; 20]) {
     let span = tracing::info_span!(parent: &t.span, "peer", %addr, dir = "out");
     async move {

@@ -10,9 +10,9 @@
 //! to on the tracker's schedule), from the DHT and from LSD. Up to
 //! [`PARALLEL`] peers are asked at once, each for the whole dictionary
 //! ([`from_peer`]); the first verified copy wins. A peer that sends a wrong
-//! copy is not asked again. A mount also asks the peers that dial it
-//! meanwhile ([`accept_for_metadata`]): a seeder that heard of us from a
-//! tracker, the DHT or LSD may be one we cannot dial.
+//! copy is not asked again. A mount and `btt get` also ask the peers that
+//! dial them meanwhile ([`fetch_listening`]): a seeder that heard of us
+//! from a tracker, the DHT or LSD may be one we cannot dial.
 
 pub mod from_peer;
 pub mod layers;
@@ -512,7 +512,7 @@ type LayerPair = (crate::metainfo::v2::Hash, Vec<u8>);
 /// learned of us from a tracker or the DHT, or one that cannot be dialed),
 /// and gives the listener back once `fetch` is done with them (it drops
 /// the receiver), for the engine.
-pub fn accept_for_metadata(
+fn accept_for_metadata(
     listener: tokio::net::TcpListener,
 ) -> (Incoming, tokio::task::JoinHandle<tokio::net::TcpListener>) {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -542,8 +542,26 @@ pub fn accept_for_metadata(
     (rx, task)
 }
 
+/// [`fetch`], asking also the peers that dial `listener` meanwhile; the
+/// listener comes back with the result (`None` only if its task failed).
+pub async fn fetch_listening(
+    want: Want,
+    src: Sources,
+    timeout: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+    listener: tokio::net::TcpListener,
+) -> (
+    Result<Fetched, MagnetError>,
+    Option<tokio::net::TcpListener>,
+) {
+    let (incoming, back) = accept_for_metadata(listener);
+    // `fetch` drops the receiver when it ends, and the accept task stops.
+    let r = fetch(want, src, timeout, stop, Some(incoming)).await;
+    (r, back.await.ok())
+}
+
 /// Peers that dialed us, from [`accept_for_metadata`].
-pub type Incoming = tokio::sync::mpsc::Receiver<(TcpStream, SocketAddr)>;
+type Incoming = tokio::sync::mpsc::Receiver<(TcpStream, SocketAddr)>;
 
 /// Incoming peers asked at once, beside the [`PARALLEL`] we dial.
 const PARALLEL_INCOMING: usize = 4;

@@ -92,17 +92,7 @@ fn a_library_takes_torrents_and_magnets_and_keeps_them() {
     );
 
     // btt add: a clash of names is shown, not hidden.
-    let o = Command::new(BTT)
-        .arg("add")
-        .arg(&clash_t)
-        .env("BTT_STATUS_DIR", &status)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "btt add: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = btt_add(&clash_t, &status);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("added"),
         "{o:?}"
@@ -142,17 +132,7 @@ fn a_library_takes_torrents_and_magnets_and_keeps_them() {
         "the magnet waits for its metadata: {}",
         listed()
     );
-    let o = Command::new(BTT)
-        .arg("add")
-        .arg(&late_t)
-        .env("BTT_STATUS_DIR", &status)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "btt add: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    btt_add(&late_t, &status);
     assert!(
         wait_until(Duration::from_secs(10), || mnt.join("late").is_dir()),
         "the waiting magnet starts from its .torrent"
@@ -202,4 +182,20 @@ fn a_library_takes_torrents_and_magnets_and_keeps_them() {
         "the magnet's film is read from the data dir"
     );
     assert_tree_eq(&m.mnt.join("tree"), &clash);
+}
+
+/// `btt add TORRENT`, told of the library through `status`; it must succeed.
+fn btt_add(torrent: &Path, status: &Path) -> std::process::Output {
+    let o = Command::new(BTT)
+        .arg("add")
+        .arg(torrent)
+        .env("BTT_STATUS_DIR", status)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "btt add: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
 }

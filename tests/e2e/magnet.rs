@@ -308,6 +308,15 @@ fn btt_seed_and_btt_get_take_magnets() {
     assert_tree_eq(&out.join("tree"), &content);
 }
 
+/// The TRICKY tree under `d/seed/tree`, its torrent and its bare magnet.
+fn tricky_magnet(d: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let content = d.join("seed/tree");
+    make_tree(&content, TRICKY);
+    let torrent = make_torrent(&content, 64 * 1024, &[]);
+    let magnet = format!("magnet:?xt=urn:btih:{}", meta(&torrent).info_hash.hex());
+    (content, torrent, magnet)
+}
+
 /// A libtorrent seeder of `torrent` (data in `data`) that dials `addr`.
 fn lt_seed_dialing(ns: &NetNs, torrent: &Path, data: &Path, addr: &str, d: &Path) -> Proc {
     let s = |p: &Path| p.to_str().unwrap().to_string();
@@ -329,10 +338,7 @@ fn a_magnet_gets_its_metadata_from_a_libtorrent_seeder_that_dials_the_mount() {
     let d = tmpdir();
     let d = d.path();
     let ns = NetNs::new(d);
-    let content = d.join("seed/tree");
-    make_tree(&content, TRICKY);
-    let torrent = make_torrent(&content, 64 * 1024, &[]);
-    let magnet = format!("magnet:?xt=urn:btih:{}", meta(&torrent).info_hash.hex());
+    let (content, torrent, magnet) = tricky_magnet(d);
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mount = Mount::try_start_in(
@@ -369,10 +375,7 @@ fn btt_get_of_a_magnet_takes_the_metadata_from_a_seeder_that_dials_it() {
     let d = tmpdir();
     let d = d.path();
     let ns = NetNs::new(d);
-    let content = d.join("seed/tree");
-    make_tree(&content, TRICKY);
-    let torrent = make_torrent(&content, 64 * 1024, &[]);
-    let magnet = format!("magnet:?xt=urn:btih:{}", meta(&torrent).info_hash.hex());
+    let (content, torrent, magnet) = tricky_magnet(d);
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let out = d.join("down");
