@@ -26,13 +26,14 @@ const REMEMBERED: usize = 256;
 /// Failed attempts remembered per piece.
 const ATTEMPTS: usize = 4;
 
-type BlockDigest = [u8; 8];
+pub type BlockDigest = [u8; 8];
 
 /// The failed attempts of one piece: for each, every block's sender (if
 /// known) and digest.
 pub type Attempts = Vec<Vec<(Option<IpAddr>, BlockDigest)>>;
 
-fn digest(data: &[u8]) -> BlockDigest {
+/// What a block is remembered by.
+pub fn digest(data: &[u8]) -> BlockDigest {
     let d = Sha1::digest(data);
     let mut out = [0u8; 8];
     out.copy_from_slice(&d[..8]);
@@ -57,15 +58,16 @@ pub struct Blame {
 }
 
 impl Blame {
-    /// Piece `piece` failed; `blocks` are its blocks in order with the IP
-    /// that sent each (`None`: a peer gone before we knew its address).
-    pub fn failed(&mut self, piece: usize, blocks: &[(Option<IpAddr>, &[u8])]) -> Failed {
+    /// Piece `piece` failed; `blocks` are its blocks' [`digest`]s in order
+    /// with the IP that sent each (`None`: a peer gone before we knew its
+    /// address).
+    pub fn failed(&mut self, piece: usize, blocks: &[(Option<IpAddr>, BlockDigest)]) -> Failed {
         if let Some(&(Some(ip), _)) = blocks.first() {
             if blocks.iter().all(|(b, _)| *b == Some(ip)) {
                 return Failed::Convicted(ip);
             }
         }
-        let attempt = blocks.iter().map(|(ip, d)| (*ip, digest(d))).collect();
+        let attempt = blocks.to_vec();
         let attempts = self.failed.entry(piece).or_default();
         if attempts.len() == ATTEMPTS {
             attempts.remove(0);
@@ -98,12 +100,11 @@ impl Blame {
 }
 
 /// The IPs that sent, in a failed attempt, a block that differs from the
-/// verified `data` (blocks of `block` bytes).
-pub fn liars(attempts: &Attempts, data: &[u8], block: usize) -> Vec<IpAddr> {
-    let good: Vec<BlockDigest> = data.chunks(block).map(digest).collect();
+/// verified piece's (`good`: its blocks' [`digest`]s).
+pub fn liars(attempts: &Attempts, good: &[BlockDigest]) -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = attempts
         .iter()
-        .flat_map(|a| a.iter().zip(&good))
+        .flat_map(|a| a.iter().zip(good))
         .filter(|((_, d), g)| d != *g)
         .filter_map(|((ip, _), _)| *ip)
         .collect();
@@ -120,11 +121,18 @@ mod tests {
         Some(IpAddr::from([127, 0, 0, n]))
     }
 
+    fn blocks(b: &[(Option<IpAddr>, &[u8])]) -> Vec<(Option<IpAddr>, BlockDigest)> {
+        b.iter().map(|(ip, d)| (*ip, digest(d))).collect()
+    }
+
     #[test]
     fn a_sole_sender_is_convicted() {
         let mut b = Blame::default();
-        let blocks = [(ip(2), &b"xx"[..]), (ip(2), &b"yy"[..])];
-        assert_eq!(b.failed(0, &blocks), Failed::Convicted(ip(2).unwrap()));
+        let sent = [(ip(2), &b"xx"[..]), (ip(2), &b"yy"[..])];
+        assert_eq!(
+            b.failed(0, &blocks(&sent)),
+            Failed::Convicted(ip(2).unwrap())
+        );
         assert_eq!(b.remembered(), 0);
     }
 
@@ -138,16 +146,17 @@ mod tests {
             (ip(2), &b"XXXX"[..]),
             (ip(1), &b"cccc"[..]),
         ];
-        assert_eq!(b.failed(7, &bad), Failed::RetryAlone);
+        assert_eq!(b.failed(7, &blocks(&bad)), Failed::RetryAlone);
         // A second try, the liar again with a peer gone meanwhile.
         let bad = [
             (ip(2), &b"YYYY"[..]),
             (None, &b"bbbb"[..]),
             (ip(3), &b"cccc"[..]),
         ];
-        assert_eq!(b.failed(7, &bad), Failed::RetryAlone);
+        assert_eq!(b.failed(7, &blocks(&bad)), Failed::RetryAlone);
         let earlier = b.take(7).unwrap();
-        assert_eq!(liars(&earlier, &good, 4), vec![ip(2).unwrap()]);
+        let good: Vec<_> = good.chunks(4).map(digest).collect();
+        assert_eq!(liars(&earlier, &good), vec![ip(2).unwrap()]);
         assert_eq!(b.remembered(), 0);
         assert!(b.take(7).is_none(), "forgotten once judged");
     }
@@ -157,7 +166,7 @@ mod tests {
         let mut b = Blame::default();
         for p in 0..REMEMBERED + 10 {
             for _ in 0..ATTEMPTS + 2 {
-                b.failed(p, &[(ip(1), &b"a"[..]), (ip(2), &b"b"[..])]);
+                b.failed(p, &blocks(&[(ip(1), &b"a"[..]), (ip(2), &b"b"[..])]));
             }
         }
         assert_eq!(b.remembered(), REMEMBERED);

@@ -1087,7 +1087,11 @@ impl Torrent {
         }
         let earlier = self.lock().blame.take(piece);
         if let Some(e) = earlier {
-            for ip in blame::liars(&e, &data, crate::wire::BLOCK_SIZE as usize) {
+            let good: Vec<_> = data
+                .chunks(crate::wire::BLOCK_SIZE as usize)
+                .map(blame::digest)
+                .collect();
+            for ip in blame::liars(&e, &good) {
                 self.ban_ip(ip, "sent a bad block in a piece that failed its hash check");
             }
         }
@@ -1163,10 +1167,10 @@ impl Torrent {
             .fetch_add(self.meta.piece_size(piece), Ordering::Relaxed);
         let mut st = self.lock();
         st.picker.piece_failed(piece);
-        let blocks: Vec<(Option<IpAddr>, &[u8])> = data
+        let blocks: Vec<_> = data
             .chunks(crate::wire::BLOCK_SIZE as usize)
             .zip(&from)
-            .map(|(d, k)| (st.peers.get(k).map(|p| p.addr.ip()), d))
+            .map(|(d, k)| (st.peers.get(k).map(|p| p.addr.ip()), blame::digest(d)))
             .collect();
         match st.blame.failed(piece, &blocks) {
             blame::Failed::Convicted(ip) => {
