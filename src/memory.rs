@@ -1,7 +1,8 @@
 //! Keeps the resident set near what is live.
 //!
-//! The engine's big allocations are piece buffers (16 KiB–16 MiB) that live
-//! for milliseconds: assembled, hashed, written, dropped. glibc serves
+//! The engine's big allocations are buffers of 16 KiB–1 MiB (socket reads,
+//! blocks on their way to disk, pieces read back to be hashed, uploads)
+//! that live for milliseconds. glibc serves
 //! allocations above its mmap threshold with their own mapping and gives the
 //! memory back on free, but by default it *raises* that threshold each time
 //! such a block is freed, so after the first few pieces the buffers come from
@@ -10,8 +11,9 @@
 //! peak RSS 59–80 MiB with the default, 36–39 MiB with the threshold pinned at
 //! 128 KiB (which also turns the dynamic adjustment off); throughput within
 //! run-to-run noise. Used by btt-mount and `btt get`; `btt seed` keeps the
-//! defaults (its upload path allocates a piece per read, and with the pinned
-//! threshold each became a fresh mapping: more CPU, a slower seeder). See
+//! defaults (measured when its upload path read a whole piece per request:
+//! with the pinned threshold each became a fresh mapping, more CPU and a
+//! slower seeder; uploads now read runs of blocks, not measured since). See
 //! README, Performance.
 
 /// Pins glibc's mmap threshold (no-op elsewhere). Call first thing in main,

@@ -3,10 +3,13 @@
 default piece size, with 16 MiB pieces, and with the DHT on (bootstrapped
 from a local libtorrent node). Run on demand as root:
 
-    python3 tests/rss.py [--no-build]
+    python3 tests/rss.py [--no-build] [--bin DIR]... [--runs N]
 
 Everything runs inside a network namespace with only loopback. Prints one
 line per case: piece size, DHT, seconds, peak RSS (VmHWM) of the mount.
+With several `--bin` directories (builds side by side, e.g. before and
+after a change) each run goes through all of them in turn; each build
+seeds with its own `btt`.
 """
 import argparse
 import os
@@ -18,7 +21,6 @@ from benchlib import stop
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REL = os.path.join(ROOT, "target", "release")
-BTT, MOUNT = os.path.join(REL, "btt"), os.path.join(REL, "btt-mount")
 NS, W = "bttrss", "/tmp/btt-rss"
 SIZE = 256 << 20
 
@@ -53,11 +55,11 @@ def hwm(pid):
     return None
 
 
-def case(name, torrent, seed_port, dht_boot):
+def case(name, torrent, seed_port, dht_boot, mount):
     d = f"{W}/{name}"
     os.makedirs(f"{d}/mnt")
     env = {"BTT_NO_DHT": "false" if dht_boot else "true"}
-    args = [MOUNT, torrent, f"{d}/mnt", "--foreground", "--no-trackers", "--data-dir",
+    args = [mount, torrent, f"{d}/mnt", "--foreground", "--no-trackers", "--data-dir",
             f"{d}/data", "--peer", f"127.0.0.1:{seed_port}", "--listen", "127.0.0.1:0"]
     if dht_boot:
         args += ["--dht-bootstrap", f"127.0.0.1:{dht_boot}"]
@@ -76,10 +78,40 @@ def case(name, torrent, seed_port, dht_boot):
     return secs, peak
 
 
+def build_cases(bindir, boot, port0):
+    """The four cases with the build in `bindir`; one row each."""
+    btt, mount = os.path.join(bindir, "btt"), os.path.join(bindir, "btt-mount")
+    label = os.path.relpath(bindir, ROOT) if bindir.startswith(ROOT) else bindir
+    rows = []
+    for piece in (None, 16 << 20):
+        t = f"{W}/big-{piece or 'default'}-{port0}.torrent"
+        cmd = [btt, "create", f"{W}/content/big.bin", "-o", t]
+        if piece:
+            cmd += ["--piece-size", f"{piece >> 20}MiB"]
+        subprocess.run(cmd, check=True, capture_output=True)
+        port = port0 + len(rows)
+        seed = spawn([btt, "seed", t, "--data", f"{W}/content", "--listen",
+                      f"127.0.0.1:{port}", "--no-trackers"], f"{W}/seed-{port}.log",
+                     {"BTT_NO_DHT": "true"})
+        time.sleep(2)
+        for dht in (False, True):
+            name = f"{port}-{'dht' if dht else 'nodht'}"
+            secs, peak = case(name, t, port, boot if dht else None, mount)
+            rows.append((piece, dht, secs, peak))
+            print(f"{label}: pieces {'16 MiB' if piece else 'default'}, "
+                  f"DHT {'on' if dht else 'off'}: {secs:.1f} s, peak RSS {peak:.0f} MiB",
+                  flush=True)
+        stop(seed)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--bin", action="append", help="a build's directory (default target/release)")
+    ap.add_argument("--runs", type=int, default=1)
     a = ap.parse_args()
+    bins = [os.path.abspath(b) for b in (a.bin or [REL])]
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT, check=True)
     subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
@@ -96,24 +128,9 @@ def main():
         procs.append(spawn(["/usr/bin/python3", os.path.join(ROOT, "tests/lt_node.py"),
                             str(boot)], f"{W}/lt.log"))
         rows = []
-        for piece in (None, 16 << 20):
-            t = f"{W}/big-{piece or 'default'}.torrent"
-            cmd = [BTT, "create", f"{W}/content/big.bin", "-o", t]
-            if piece:
-                cmd += ["--piece-size", f"{piece >> 20}MiB"]
-            subprocess.run(cmd, check=True, capture_output=True)
-            port = 31410 + len(rows)
-            seed = spawn([BTT, "seed", t, "--data", f"{W}/content", "--listen",
-                          f"127.0.0.1:{port}", "--no-trackers"], f"{W}/seed-{port}.log",
-                         {"BTT_NO_DHT": "true"})
-            time.sleep(2)
-            for dht in (False, True):
-                name = f"{piece or 'default'}-{'dht' if dht else 'nodht'}"
-                secs, peak = case(name, t, port, boot if dht else None)
-                rows.append((piece, dht, secs, peak))
-                print(f"pieces {'16 MiB' if piece else 'default'}, DHT {'on' if dht else 'off'}: "
-                      f"{secs:.1f} s, peak RSS {peak:.0f} MiB", flush=True)
-            stop(seed)
+        for run in range(a.runs):
+            for b in bins:
+                rows += build_cases(b, boot, 31410 + 10 * (run * len(bins) + bins.index(b)))
     finally:
         for p in procs:
             stop(p)

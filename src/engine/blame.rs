@@ -84,6 +84,12 @@ impl Blame {
         Failed::RetryAlone
     }
 
+    /// Whether `piece` failed before (its blocks will be judged when it
+    /// verifies).
+    pub fn has(&self, piece: usize) -> bool {
+        self.failed.contains_key(&piece)
+    }
+
     /// Piece `piece` verified: its failed attempts, if any, to judge with
     /// [`liars`] (off the caller's lock: it hashes the piece).
     pub fn take(&mut self, piece: usize) -> Option<Attempts> {

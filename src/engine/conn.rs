@@ -507,8 +507,11 @@ async fn session_loop(
     let mut last_heard = Instant::now();
     let mut paused: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
+        // Blocks wait to be written: read nothing more until they are.
+        let disk_full = s.t.disk.full();
         tokio::select! {
             _ = stop.changed() => return Ok(()),
+            () = s.t.disk.room(), if disk_full => {}
             () = async { paused.as_mut().expect("paused").await }, if paused.is_some() => {
                 // Waits are sliced: what is still owed (none, if the
                 // limit was lifted meanwhile) is waited for next.
@@ -516,7 +519,7 @@ async fn session_loop(
                 paused = (!more.is_zero())
                     .then(|| Box::pin(tokio::time::sleep(more.min(super::rate::SLICE))));
             }
-            r = rd.read_buf(&mut buf), if paused.is_none() => {
+            r = rd.read_buf(&mut buf), if paused.is_none() && !disk_full => {
                 let n = r?;
                 if n == 0 {
                     return Err(PeerError::Io(std::io::ErrorKind::UnexpectedEof.into()));

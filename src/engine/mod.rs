@@ -12,12 +12,14 @@ mod block_hashes;
 pub mod choke;
 mod conn;
 pub mod discovery;
+mod disk;
 mod ext;
 mod peer;
 pub use conn::limit_connections_to_fds;
 pub use ext::{METADATA_EXT_ID, PAY_EXT_ID};
 pub mod picker;
 pub mod rate;
+mod redial;
 pub mod status;
 mod upload;
 pub mod view;
@@ -333,6 +335,9 @@ struct Known {
     /// Found only in a hybrid's v2 swarm (DHT, LSD): dialed with that hash,
     /// which may be all it knows the torrent by.
     swarm: Option<[u8; 20]>,
+    /// It has sent us a block we kept: redialed quickly while a reader
+    /// waits (see [`redial`]).
+    served: bool,
 }
 
 pub(crate) struct State {
@@ -377,6 +382,8 @@ pub struct Torrent {
     span: tracing::Span,
     /// Bought pieces being made durable before they are paid for.
     paying: std::sync::atomic::AtomicUsize,
+    /// Blocks on their way to disk.
+    pub(crate) disk: disk::DiskQueue,
     /// How the sources of peers fared, for "no peers yet" (own lock: the
     /// tracker task and dials write it, readers and logs read it).
     discovery: Mutex<discovery::Discovery>,
@@ -542,9 +549,10 @@ impl Torrent {
         let mut picker = Picker::new(meta.piece_length, meta.total_length, have);
         picker.fetch_all = cfg.fetch_all;
         picker.only = cfg.only.clone();
-        // Read-ahead and background pieces in progress, each a whole piece
-        // in memory: about 8 MiB of each kind (at least one piece), so 16 MiB
-        // pieces do not hold 4 × 2 × 16 MiB.
+        // Read-ahead and background pieces in progress: about 8 MiB of each
+        // kind (at least one piece). Their blocks are on disk, but each
+        // holds its senders' unverified data, and one started is finished
+        // before another is begun.
         picker.max_active_normal = ((8u64 << 20) / meta.piece_length.max(1)).clamp(1, 64) as usize;
         let span = tracing::info_span!("torrent", ih = %&meta.info_hash.hex()[..8]);
         let (shutdown, _) = watch::channel(false);
@@ -570,6 +578,7 @@ impl Torrent {
             listen_addr: Mutex::new(Some(local)),
             span,
             paying: Default::default(),
+            disk: disk::DiskQueue::new(),
             discovery: Mutex::new(discovery::Discovery::new(
                 match cfg.use_trackers {
                     true => meta.trackers.iter().flatten().count(),
@@ -590,6 +599,7 @@ impl Torrent {
         tokio::spawn(t.clone().connector().instrument(t.span.clone()));
         tokio::spawn(t.clone().choker().instrument(t.span.clone()));
         tokio::spawn(t.clone().flusher().instrument(t.span.clone()));
+        tokio::spawn(disk::writer(t.clone()).instrument(t.span.clone()));
         if !t.cfg.role.is_empty() {
             tokio::spawn(t.clone().status_loop().instrument(t.span.clone()));
         }
@@ -998,47 +1008,52 @@ impl Torrent {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let store = self.store.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.write_pending() {
-                warn!(error = %e, "writing verified pieces on shutdown failed");
-            }
-            store.flush()
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || store.flush()).await;
         info!(parent: &self.span, "engine stopped");
     }
 
-    /// A complete piece arrived: hash it off the runtime, then publish or retry it.
-    pub(crate) fn verify(self: &Arc<Self>, piece: usize, data: Vec<u8>, from: Vec<PeerKey>) {
+    /// A piece's blocks are all written: read it back and hash it off the
+    /// runtime, then publish or retry it.
+    pub(crate) fn check(self: &Arc<Self>, piece: usize, from: Vec<PeerKey>) {
         let t = self.clone();
+        let judge = {
+            let st = self.lock();
+            st.blame.has(piece) || st.block_hashes.is_pending(piece)
+        };
         tokio::spawn(
             async move {
-                let meta = t.meta.clone();
-                let (ok, data, blocks) = tokio::task::spawn_blocking(move || {
-                    let ok = meta.piece_ok(piece, &data);
-                    // A v2 piece that failed: what its block hashes will
-                    // be checked against (a hybrid's, only if its v2 hashes
-                    // too say it is wrong).
-                    let v2 = meta
-                        .v2
-                        .as_ref()
-                        .filter(|v| !ok && !v.piece_ok(piece, &data));
-                    let blocks = v2.and_then(|v| {
-                        Some((v.block_request(piece)?, v.block_digests(piece, &data)))
-                    });
-                    (ok, data, blocks)
-                })
-                .await
-                .unwrap_or((false, Vec::new(), None));
-                if ok {
-                    t.piece_ok(piece, Bytes::from(data), from);
-                } else {
-                    t.settle_paid(piece, &from, false);
-                    t.piece_bad(piece, &data, from, blocks);
+                let c = t.clone();
+                let checked = tokio::task::spawn_blocking(move || disk::check(&c, piece, judge)).await;
+                match checked {
+                    Ok(Ok(c)) if c.ok => t.piece_ok(piece, from, c),
+                    Ok(Ok(c)) => {
+                        t.settle_paid(piece, &from, false);
+                        t.piece_bad(piece, from, c.blocks);
+                    }
+                    Ok(Err(e)) => {
+                        warn!(piece, error = %e, "reading a piece back failed; it is fetched again");
+                        t.piece_unwritten(piece, &from);
+                    }
+                    Err(_) => {}
                 }
             }
             .instrument(self.span.clone()),
         );
+    }
+
+    /// A piece whose blocks could not all be written (or read back): not
+    /// paid for, nobody blamed, fetched again; reads waiting on it fail
+    /// rather than wait on a disk that refuses it.
+    pub(crate) fn piece_unwritten(&self, piece: usize, from: &[PeerKey]) {
+        self.settle_paid(piece, from, false);
+        let mut st = self.lock();
+        st.picker.piece_failed(piece);
+        if let Some(ws) = st.waiters.remove(&piece) {
+            for w in ws {
+                let _ = w.send(Err(()));
+            }
+        }
+        Self::wake_peers(&st);
     }
 
     /// Tells the buyer which connections sent the blocks of a checked piece:
@@ -1067,35 +1082,32 @@ impl Torrent {
     /// A piece passed its hash check: readable at once, written to disk, and
     /// — if a seller sent part of it — paid for only once it is durably
     /// held (synced and recorded), so a crash never pays twice.
-    fn piece_ok(self: &Arc<Self>, piece: usize, data: Bytes, from: Vec<PeerKey>) {
+    fn piece_ok(self: &Arc<Self>, piece: usize, from: Vec<PeerKey>, checked: disk::Checked) {
         if self.lock().picker.have().get(piece) {
             // A duplicate that raced the first copy: held already, and not
             // paid a second time.
             self.settle_paid(piece, &from, false);
             return;
         }
-        // A piece that failed before with several senders: whoever sent a
-        // block that differs from the good data lied.
-        // A v2 piece still waiting for its block hashes: its good data
-        // has them.
-        if let Some(v) = self.meta.v2.as_ref() {
+        if let Some(blocks) = &checked.blocks {
+            // A v2 piece still waiting for its block hashes: its good data
+            // has them.
             if self.lock().block_hashes.is_pending(piece) {
-                let digests = v.block_digests(piece, &data);
-                let liars = self.lock().block_hashes.judge(piece, &digests);
+                let liars = self.lock().block_hashes.judge(piece, &blocks.v2);
                 self.ban_block_liars(piece, liars, "the verified piece");
             }
-        }
-        let earlier = self.lock().blame.take(piece);
-        if let Some(e) = earlier {
-            let good: Vec<_> = data
-                .chunks(crate::wire::BLOCK_SIZE as usize)
-                .map(blame::digest)
-                .collect();
-            for ip in blame::liars(&e, &good) {
-                self.ban_ip(ip, "sent a bad block in a piece that failed its hash check");
+            // A piece that failed before with several senders: whoever sent
+            // a block that differs from the good data lied.
+            let earlier = self.lock().blame.take(piece);
+            if let Some(e) = earlier {
+                for ip in blame::liars(&e, &blocks.blame) {
+                    self.ban_ip(ip, "sent a bad block in a piece that failed its hash check");
+                }
             }
         }
-        self.store.put_pending(piece, data);
+        if let Some(data) = checked.whole {
+            self.store.keep(piece, data);
+        }
         {
             let mut st = self.lock();
             st.picker.piece_verified(piece);
@@ -1120,17 +1132,10 @@ impl Torrent {
         let span = self.span.clone();
         if !paid {
             // Nothing to pay: reservations of its senders (a seller whose
-            // channel was cleared) are only given back.
+            // channel was cleared) are only given back. Its bytes are on
+            // disk; the flusher syncs and records it.
             self.settle_paid(piece, &from, true);
-            tokio::task::spawn_blocking(move || {
-                match store.write(piece) {
-                    // Written by the shutdown's `write_pending` meanwhile.
-                    Ok(()) | Err(crate::store::StoreError::Missing(_)) => {}
-                    Err(e) => {
-                        warn!(parent: &span, piece, error = %e, "writing piece failed; it stays readable from memory")
-                    }
-                }
-            });
+            store.written(piece);
             return;
         }
         self.paying.fetch_add(1, Ordering::SeqCst);
@@ -1154,23 +1159,28 @@ impl Torrent {
 
     /// A piece failed its hash check. `blocks`: for a v2 piece, the block
     /// hash request that names its bad blocks and each block's SHA-256.
-    fn piece_bad(
-        &self,
-        piece: usize,
-        data: &[u8],
-        from: Vec<PeerKey>,
-        v2_blocks: Option<(v2::BlockSpan, Vec<v2::Hash>)>,
-    ) {
+    fn piece_bad(&self, piece: usize, from: Vec<PeerKey>, blocks: Option<disk::Blocks>) {
         self.stats.hash_failures.fetch_add(1, Ordering::Relaxed);
         self.stats
             .wasted
             .fetch_add(self.meta.piece_size(piece), Ordering::Relaxed);
         let mut st = self.lock();
         st.picker.piece_failed(piece);
-        let blocks: Vec<_> = data
-            .chunks(crate::wire::BLOCK_SIZE as usize)
+        let Some(blocks) = blocks else {
+            Self::wake_peers(&st);
+            return;
+        };
+        // A v2 piece's block hashes will name its bad blocks (a hybrid's,
+        // only if its v2 hashes too say it is wrong).
+        let v2_blocks = self.meta.v2.as_ref().and_then(|v| {
+            let span = v.block_request(piece)?;
+            (!v.leaves_ok(piece, &blocks.v2)).then_some((span, blocks.v2))
+        });
+        let blocks: Vec<_> = blocks
+            .blame
+            .into_iter()
             .zip(&from)
-            .map(|(d, k)| (st.peers.get(k).map(|p| p.addr.ip()), blame::digest(d)))
+            .map(|(d, k)| (st.peers.get(k).map(|p| p.addr.ip()), d))
             .collect();
         match st.blame.failed(piece, &blocks) {
             blame::Failed::Convicted(ip) => {
@@ -1447,6 +1457,7 @@ impl Torrent {
                 let room = self.cfg.max_peers.saturating_sub(st.peers.len());
                 let own = self.listen_addr();
                 let banned = st.banned.clone();
+                let waiting = st.picker.reader_waits();
                 let mut out = Vec::new();
                 for (addr, k) in st.known.iter_mut() {
                     if out.len() >= room {
@@ -1455,8 +1466,7 @@ impl Torrent {
                     if k.connected || banned.contains(&addr.ip()) || Some(*addr) == own {
                         continue;
                     }
-                    let backoff = Duration::from_millis(500 * (1u64 << k.failures.min(5)))
-                        .min(Duration::from_secs(10));
+                    let backoff = redial::after(k.failures, waiting && k.served);
                     if k.last_attempt
                         .is_some_and(|t| now.duration_since(t) < backoff)
                     {
@@ -1472,10 +1482,15 @@ impl Torrent {
                 let hash = swarm.unwrap_or(self.meta.info_hash.0);
                 tokio::spawn(conn::dial(self.clone(), addr, hash));
             }
+            // While a reader waits, rounds come as often as urgent redials.
+            let round = match self.lock().picker.reader_waits() {
+                true => redial::URGENT,
+                false => Duration::from_millis(500),
+            };
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = self.connector_wake.notified() => {},
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {},
+                _ = tokio::time::sleep(round) => {},
             }
         }
     }

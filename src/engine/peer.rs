@@ -590,7 +590,28 @@ impl Session {
                 // still sends must not go into a piece.
                 BlockOutcome::Unwanted
             } else {
-                st.picker.on_block(self.key, index, begin, &data)
+                let outcome = st.picker.on_block(self.key, index, begin, data.len());
+                // Queued for disk in the same step (see `disk`): a piece is
+                // read back only after every block accepted before.
+                let complete = match &outcome {
+                    BlockOutcome::Unwanted => None,
+                    BlockOutcome::Accepted => Some(None),
+                    BlockOutcome::Complete { from } => Some(Some((index as usize, from.clone()))),
+                };
+                if let Some(complete) = complete {
+                    if let Some(k) = st.known.get_mut(&self.addr).filter(|k| !k.served) {
+                        k.served = true;
+                    }
+                    self.t.disk.push(super::disk::Job {
+                        offset: self.t.meta.piece_offset(index as usize) + begin as u64,
+                        // A copy of its own: a slice would keep the whole
+                        // socket buffer it lies in alive while it waits,
+                        // and the next read would need a new one.
+                        data: Bytes::copy_from_slice(&data),
+                        complete,
+                    });
+                }
+                outcome
             }
         };
         match outcome {
@@ -602,8 +623,7 @@ impl Session {
                 self.release_paid(len);
                 self.waste_paid(len);
             }
-            BlockOutcome::Accepted => {}
-            BlockOutcome::Complete { data, from } => self.t.verify(index as usize, data, from),
+            BlockOutcome::Accepted | BlockOutcome::Complete { .. } => {}
         }
         self.request_more();
         Ok(())

@@ -39,7 +39,6 @@ struct Active {
     blocks: Vec<Block>,
     /// Who sent each block, to blame the right peer when the hash fails.
     from: Vec<PeerKey>,
-    buf: Vec<u8>,
     remaining: usize,
 }
 
@@ -64,9 +63,8 @@ pub enum BlockOutcome {
     /// Not asked for, already have it, or a duplicate that lost the race.
     Unwanted,
     Accepted,
-    /// The last block of a piece: its bytes and the peers that sent them.
+    /// The last block of a piece: the peers that sent its blocks.
     Complete {
-        data: Vec<u8>,
         from: Vec<PeerKey>,
     },
 }
@@ -232,6 +230,11 @@ impl Picker {
         self.critical_since.get(&p).copied()
     }
     /// Whether piece `p` is in progress (some blocks asked or held).
+    /// Whether a reader waits on a piece.
+    pub fn reader_waits(&self) -> bool {
+        !self.critical.is_empty()
+    }
+
     pub fn is_active(&self, p: usize) -> bool {
         self.active.contains_key(&p)
     }
@@ -419,8 +422,9 @@ impl Picker {
                 return true; // leave it to faster peers that have it
             }
             if !s.active.contains_key(&p) {
-                // Each started piece holds a full piece buffer: bound read-ahead and
-                // background pieces in progress; critical pieces are never held back.
+                // Bound read-ahead and background pieces in progress (each
+                // holds unverified data of its senders, and a started piece
+                // is finished first); critical pieces are never held back.
                 match prio {
                     Priority::Normal => {
                         if active_normal + new_normal >= s.max_active_normal {
@@ -437,13 +441,11 @@ impl Picker {
                     Priority::Critical => {}
                 }
                 let nb = s.num_blocks(p);
-                let size = s.piece_size(p) as usize;
                 s.active.insert(
                     p,
                     Active {
                         blocks: vec![Block::Free; nb],
                         from: vec![0; nb],
-                        buf: vec![0; size],
                         remaining: nb,
                     },
                 );
@@ -506,25 +508,25 @@ impl Picker {
         out
     }
 
-    /// A block arrived from `peer`.
-    pub fn on_block(&mut self, peer: PeerKey, index: u32, begin: u32, data: &[u8]) -> BlockOutcome {
+    /// A block of `len` bytes arrived from `peer` (its bytes go to disk,
+    /// not here).
+    pub fn on_block(&mut self, peer: PeerKey, index: u32, begin: u32, len: usize) -> BlockOutcome {
         let p = index as usize;
-        if !begin.is_multiple_of(BLOCK_SIZE) {
+        if !begin.is_multiple_of(BLOCK_SIZE) || p >= self.have.len() {
             return BlockOutcome::Unwanted;
         }
         let b = (begin / BLOCK_SIZE) as usize;
+        let size = self.piece_size(p);
         let Some(a) = self.active.get_mut(&p) else {
             return BlockOutcome::Unwanted;
         };
         if b >= a.blocks.len() || a.blocks[b] == Block::Done {
             return BlockOutcome::Unwanted;
         }
-        let start = begin as usize;
-        let expect = (a.buf.len() - start).min(BLOCK_SIZE as usize);
-        if data.len() != expect {
+        let expect = (size - begin as u64).min(BLOCK_SIZE as u64);
+        if len as u64 != expect {
             return BlockOutcome::Unwanted;
         }
-        a.buf[start..start + expect].copy_from_slice(data);
         a.blocks[b] = Block::Done;
         a.from[b] = peer;
         a.remaining -= 1;
@@ -533,10 +535,7 @@ impl Picker {
         }
         let a = self.active.remove(&p).expect("present");
         self.verifying.insert(p);
-        BlockOutcome::Complete {
-            data: a.buf,
-            from: a.from,
-        }
+        BlockOutcome::Complete { from: a.from }
     }
 
     /// The peer will not deliver this block (timeout, reject, choke, disconnect).
@@ -749,7 +748,7 @@ mod tests {
         );
         // One block of piece 2 arrives, then the reader goes away.
         assert!(matches!(
-            pk.on_block(1, 2, 0, &[0; BLOCK_SIZE as usize]),
+            pk.on_block(1, 2, 0, BLOCK_SIZE as usize),
             BlockOutcome::Accepted
         ));
         pk.clear_window(9);
@@ -773,7 +772,7 @@ mod tests {
         let now = Instant::now();
         assert_eq!(pk.pick(&view(1, &all), 2, now).len(), 2);
         for b in 0..2 {
-            pk.on_block(1, 1, b * BLOCK_SIZE, &[0; BLOCK_SIZE as usize]);
+            pk.on_block(1, 1, b * BLOCK_SIZE, BLOCK_SIZE as usize);
         }
         pk.discard_from(1);
         let again: Vec<u32> = pk
@@ -834,10 +833,10 @@ mod tests {
             "at most two copies"
         );
         assert!(
-            matches!(pk.on_block(2, 1, 0, &[9; 100]), BlockOutcome::Complete { ref from, .. } if from == &vec![2])
+            matches!(pk.on_block(2, 1, 0, 100), BlockOutcome::Complete { ref from, .. } if from == &vec![2])
         );
         assert!(
-            matches!(pk.on_block(1, 1, 0, &[9; 100]), BlockOutcome::Unwanted),
+            matches!(pk.on_block(1, 1, 0, 100), BlockOutcome::Unwanted),
             "loser discarded"
         );
         pk.piece_verified(1);
@@ -878,19 +877,19 @@ mod tests {
             "released block is free again"
         );
         assert!(
-            matches!(pk.on_block(2, 0, 1, &[0; 16384]), BlockOutcome::Unwanted),
+            matches!(pk.on_block(2, 0, 1, 16384), BlockOutcome::Unwanted),
             "unaligned"
         );
         assert!(
-            matches!(pk.on_block(2, 0, 0, &[0; 10]), BlockOutcome::Unwanted),
+            matches!(pk.on_block(2, 0, 0, 10), BlockOutcome::Unwanted),
             "wrong length"
         );
         assert!(
-            matches!(pk.on_block(2, 5, 0, &[0; 10]), BlockOutcome::Unwanted),
+            matches!(pk.on_block(2, 5, 0, 10), BlockOutcome::Unwanted),
             "not active"
         );
         assert!(matches!(
-            pk.on_block(2, 0, 0, &[0; 16384]),
+            pk.on_block(2, 0, 0, 16384),
             BlockOutcome::Accepted
         ));
     }
@@ -982,7 +981,7 @@ mod tests {
         // One block delivered, then peer 1 lets go of the others (timed out):
         // its block is dropped and peer 2 fetches the whole piece alone.
         assert!(matches!(
-            pk.on_block(1, 0, 0, &vec![0; BLOCK_SIZE as usize]),
+            pk.on_block(1, 0, 0, BLOCK_SIZE as usize),
             BlockOutcome::Accepted
         ));
         for b in first
@@ -1007,7 +1006,7 @@ mod tests {
         let now = Instant::now();
         let got = pk.pick(&view(1, &all), 2, now);
         for b in &got {
-            pk.on_block(1, b.index, b.begin, &vec![0; BLOCK_SIZE as usize]);
+            pk.on_block(1, b.index, b.begin, BLOCK_SIZE as usize);
         }
         assert_eq!(pk.unverified_from(&[1]), 2 * BLOCK_SIZE as u64);
         assert_eq!(pk.unverified_from(&[2]), 0);

@@ -690,6 +690,19 @@ impl Metainfo {
         }
     }
 
+    /// [`Metainfo::piece_ok`] for a piece fed in order, a chunk at a time,
+    /// so that it need not be in memory whole.
+    pub fn piece_check(&self, piece: usize) -> PieceCheck<'_> {
+        PieceCheck {
+            meta: self,
+            piece,
+            sha1: Sha1::new(),
+            leaves: Vec::new(),
+            tail: Vec::new(),
+            left: self.v2.as_ref().map_or(0, |v| v.data_len(piece)),
+        }
+    }
+
     /// Whether a peer naming `hash` in its handshake means this torrent: its
     /// info-hash, or a hybrid's other one (v2, truncated to 20 bytes).
     pub fn answers_to(&self, hash: &[u8; 20]) -> bool {
@@ -855,6 +868,68 @@ impl Metainfo {
     /// Slices covering one whole piece.
     pub fn piece_slices(&self, piece: usize) -> Vec<FileSlice> {
         self.slices(self.piece_offset(piece), self.piece_size(piece))
+    }
+}
+
+/// A piece's hash check fed a chunk at a time ([`Metainfo::piece_check`]).
+pub struct PieceCheck<'a> {
+    meta: &'a Metainfo,
+    piece: usize,
+    /// A v1 or hybrid torrent's check: SHA-1 of the whole piece.
+    sha1: Sha1,
+    /// A v2-only torrent's: the SHA-256 of each 16 KiB block, and the
+    /// bytes of a block not yet complete.
+    leaves: Vec<v2::Hash>,
+    tail: Vec<u8>,
+    /// Bytes of a v2-only piece still to come before its padding.
+    left: usize,
+}
+
+impl PieceCheck<'_> {
+    /// A v2-only torrent's hashes (a hybrid is checked by its SHA-1).
+    fn v2_only(meta: &Metainfo) -> Option<&v2::V2> {
+        meta.v2.as_deref().filter(|_| meta.pieces.is_empty())
+    }
+
+    /// The piece's next bytes.
+    pub fn update(&mut self, mut data: &[u8]) {
+        if Self::v2_only(self.meta).is_none() {
+            self.sha1.update(data);
+            return;
+        }
+        data = &data[..data.len().min(self.left)];
+        self.left -= data.len();
+        let block = crate::wire::BLOCK_SIZE as usize;
+        if !self.tail.is_empty() {
+            let take = (block - self.tail.len()).min(data.len());
+            self.tail.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.tail.len() == block {
+                self.leaves.push(v2::sha256(&self.tail));
+                self.tail.clear();
+            }
+        }
+        let whole = data.len() / block * block;
+        self.leaves
+            .extend(data[..whole].chunks(block).map(v2::sha256));
+        self.tail.extend_from_slice(&data[whole..]);
+    }
+
+    /// Whether the bytes fed are the piece.
+    pub fn ok(mut self) -> bool {
+        match Self::v2_only(self.meta) {
+            None => match self.meta.pieces.get(self.piece) {
+                Some(want) => <[u8; 20]>::from(self.sha1.finalize()) == *want,
+                None => false,
+            },
+            Some(v2) => {
+                if !self.tail.is_empty() {
+                    let last = v2::sha256(&self.tail);
+                    self.leaves.push(last);
+                }
+                v2.leaves_ok(self.piece, &self.leaves)
+            }
+        }
     }
 }
 

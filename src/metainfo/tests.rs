@@ -337,8 +337,28 @@ fn libtorrent_v2_and_hybrid_torrents_parse_and_every_piece_checks() {
             let s = m.piece_offset(p) as usize;
             let mut piece = content[s..s + m.piece_size(p) as usize].to_vec();
             assert!(m.piece_ok(p, &piece), "piece {p}");
+            // Fed a chunk at a time (odd sizes, blocks, whole), the same.
+            let fed = |piece: &[u8], chunk: usize| {
+                let mut c = m.piece_check(p);
+                piece.chunks(chunk).for_each(|d| c.update(d));
+                c.ok()
+            };
+            for chunk in [1000, 16384, 40000, piece.len().max(1)] {
+                assert!(fed(&piece, chunk), "piece {p} in chunks of {chunk}");
+            }
             piece[0] ^= 1;
             assert!(!m.piece_ok(p, &piece), "piece {p} altered");
+            assert!(!fed(&piece, 16384), "piece {p} altered, in chunks");
+            piece[0] ^= 1;
+            let last = piece.len() - 1;
+            piece[last] ^= 1;
+            let padded = m.v2.as_ref().unwrap().data_len(p) < piece.len();
+            assert_eq!(
+                fed(&piece, 16384),
+                m.piece_ok(p, &piece),
+                "piece {p}, last byte"
+            );
+            assert!(padded || !fed(&piece, 16384));
         }
         assert!(m.magnet().contains(&format!("xt=urn:btmh:1220{v2}")));
         // Kept as a .torrent (a magnet's metadata), it is the same torrent.

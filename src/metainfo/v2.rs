@@ -333,18 +333,28 @@ impl V2 {
         let Some((f, k)) = self.locate(piece) else {
             return false;
         };
-        let real = self.real_len(f, k);
-        if data.len() < real {
+        data.len() >= self.real_len(f, k) && self.leaves_ok(piece, &self.block_digests(piece, data))
+    }
+
+    /// Whether `leaves`, the SHA-256 of each 16 KiB block of `piece` (as
+    /// [`V2::block_digests`] gives them, padding beyond the file's end
+    /// ignored), hash up to its piece layer's hash (or, for a file of one
+    /// piece, to its root): the check of a piece fed a block at a time.
+    pub fn leaves_ok(&self, piece: usize, leaves: &[Hash]) -> bool {
+        let Some((f, k)) = self.locate(piece) else {
+            return false;
+        };
+        let blocks = (self.real_len(f, k) as u64).div_ceil(BLOCK) as usize;
+        if leaves.len() < blocks {
             return false;
         }
-        let data = &data[..real];
+        let leaves = &leaves[..blocks];
         if f.pieces == 1 {
-            let blocks = (real as u64).div_ceil(BLOCK) as usize;
-            return data_root(data, blocks.next_power_of_two()) == f.root;
+            return root(leaves, blocks.next_power_of_two().max(1), [0; 32]) == f.root;
         }
         match self.layers.get(f.layer.start as usize + k as usize) {
             Some(want) if !f.layer.is_empty() => {
-                data_root(data, (self.piece_length / BLOCK) as usize) == *want
+                root(leaves, (self.piece_length / BLOCK) as usize, [0; 32]) == *want
             }
             _ => false,
         }
@@ -413,6 +423,11 @@ impl V2 {
     }
 
     /// Bytes of piece `k` of `f` that are the file's (the rest is padding).
+    /// The bytes of `piece` that are its file's (the rest is padding).
+    pub fn data_len(&self, piece: usize) -> usize {
+        self.locate(piece).map_or(0, |(f, k)| self.real_len(f, k))
+    }
+
     fn real_len(&self, f: &V2File, k: u32) -> usize {
         (f.length - k as u64 * self.piece_length).min(self.piece_length) as usize
     }

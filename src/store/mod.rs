@@ -7,17 +7,21 @@
 //! a journal) and reloaded on remount.
 //!
 //! All methods block (they do file I/O); the engine calls them from
-//! `spawn_blocking`. A verified piece is readable at once from `pending` while its
-//! disk write is under way, then from the LRU cache or disk. Only pieces whose write
-//! finished (and was synced) are ever persisted as present. A bought piece goes
-//! through [`Store::write_durable`] before it is paid for, so that what a remount
+//! `spawn_blocking`. Blocks are written where they belong as they arrive
+//! ([`Store::write_block`]), and a piece is checked by reading it back
+//! ([`Store::read_chunks`]), so no piece is ever held whole in memory while
+//! it is assembled: with 16 MiB pieces that is what kept memory high. The
+//! bytes of a piece not yet verified lie in its files but count for nothing:
+//! reads are only of verified pieces, and only pieces checked, synced and
+//! recorded are persisted as present (unverified bytes found by a remount
+//! are fetched and written over). A bought piece goes through
+//! [`Store::write_durable`] before it is paid for, so that what a remount
 //! finds on disk is everything that was paid (the buyer never pays twice).
 
 use crate::bitfield::Bitfield;
 use crate::metainfo::Metainfo;
 use bytes::Bytes;
 use lru::LruCache;
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
@@ -58,7 +62,6 @@ pub struct Store {
     /// pool; `None` when pieces are too large for the cache to hold
     /// [`MIN_CACHED`] of them (the kernel's page cache keeps them then).
     cache: Option<Mutex<LruCache<usize, Bytes>>>,
-    pending: Mutex<HashMap<usize, Bytes>>,
     on_disk: Mutex<Bitfield>,
     dirty: Mutex<Vec<usize>>,
     /// The record of pieces on disk; also makes flushes one at a time (each
@@ -100,7 +103,6 @@ impl Store {
                 NonZeroUsize::new(MAX_OPEN_FILES).expect("not zero"),
             )),
             cache,
-            pending: Mutex::new(HashMap::new()),
             on_disk: Mutex::new(Bitfield::new(n)),
             dirty: Mutex::new(Vec::new()),
             record: Mutex::new(record::Record::new(state_file, meta.info_hash.0, n)),
@@ -204,46 +206,57 @@ impl Store {
         Ok(())
     }
 
-    /// Makes a verified piece readable at once; the caller then calls [`Self::write`].
-    pub fn put_pending(&self, piece: usize, data: Bytes) {
-        self.pending.lock().expect("lock").insert(piece, data);
-    }
-
-    /// Writes every verified piece still only in memory (on shutdown, so that
-    /// the following flush records all of them).
-    pub fn write_pending(&self) -> Result<(), StoreError> {
-        let waiting: Vec<usize> = self.pending.lock().expect("lock").keys().copied().collect();
-        for p in waiting {
-            match self.write(p) {
-                Ok(()) | Err(StoreError::Missing(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes a verified piece (already in `pending`) to its files.
-    pub fn write(&self, piece: usize) -> Result<(), StoreError> {
-        let data = self
-            .pending
-            .lock()
-            .expect("lock")
-            .get(&piece)
-            .cloned()
-            .ok_or(StoreError::Missing(piece))?;
-        let base = self.meta.piece_offset(piece);
-        for s in self.meta.piece_slices(piece) {
+    /// Writes torrent bytes at `offset` (a block as it arrives, checked or
+    /// not) to the files under them, creating them as needed.
+    pub fn write_block(&self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        for s in self.meta.slices(offset, data.len() as u64) {
             if self.meta.files[s.file].padding {
                 continue;
             }
             let f = self.file(s.file, true)?;
-            let from = (s.torrent_offset - base) as usize;
+            let from = (s.torrent_offset - offset) as usize;
             f.write_all_at(&data[from..from + s.len as usize], s.file_offset)
                 .map_err(io_err(&self.path_of(s.file)))?;
         }
+        Ok(())
+    }
+
+    /// Whether a verified piece read back whole is worth keeping in memory
+    /// (see [`Store::keep`]).
+    pub fn caches_pieces(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// Keeps a verified piece, read back whole, in the cache.
+    pub fn keep(&self, piece: usize, data: Bytes) {
         self.cache_put(piece, data);
-        self.pending.lock().expect("lock").remove(&piece);
+    }
+
+    /// A piece whose blocks are all written verified: the next
+    /// [`Store::flush`] syncs and records it.
+    pub fn written(&self, piece: usize) {
         self.dirty.lock().expect("lock").push(piece);
+    }
+
+    /// Reads `piece` from its files in order, `chunk` bytes at a time (the
+    /// last chunk shorter) into one buffer, handing each to `f`: a piece is
+    /// checked this way without being held whole.
+    pub fn read_chunks(
+        &self,
+        piece: usize,
+        chunk: u64,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<(), StoreError> {
+        let (base, size) = (self.meta.piece_offset(piece), self.meta.piece_size(piece));
+        let mut buf = vec![0u8; chunk.max(1).min(size) as usize];
+        let mut at = 0;
+        while at < size {
+            let len = (buf.len() as u64).min(size - at) as usize;
+            buf[..len].fill(0);
+            self.read_disk_into(base + at, &mut buf[..len])?;
+            f(&buf[..len]);
+            at += len as u64;
+        }
         Ok(())
     }
 
@@ -264,9 +277,6 @@ impl Store {
     }
 
     fn in_memory(&self, piece: usize) -> Option<Bytes> {
-        if let Some(b) = self.pending.lock().expect("lock").get(&piece) {
-            return Some(b.clone());
-        }
         self.cache
             .as_ref()
             .and_then(|c| c.lock().expect("lock").get(&piece).cloned())
@@ -280,7 +290,7 @@ impl Store {
     }
 
     /// Torrent bytes `[offset, offset+len)` of verified pieces, in one call: from
-    /// memory where the piece is there (pending or cached, zero-copy for a single
+    /// memory where the piece is there (cached, zero-copy for a single
     /// piece), else only the requested range straight from the files — not cached
     /// here, since the kernel's page cache already keeps it.
     pub fn read_range(&self, offset: u64, len: u64) -> Result<Bytes, StoreError> {
@@ -322,34 +332,37 @@ impl Store {
             }
             let start = out.len();
             out.resize(start + (to - from) as usize, 0);
-            for sl in self.meta.slices(from, to - from) {
-                if self.meta.files[sl.file].padding {
-                    continue; // zeros
-                }
-                let at = start + (sl.torrent_offset - from) as usize;
-                self.file(sl.file, false)?
-                    .read_exact_at(&mut out[at..at + sl.len as usize], sl.file_offset)
-                    .map_err(io_err(&self.path_of(sl.file)))?;
-            }
+            self.read_disk_into(from, &mut out[start..])?;
         }
         Ok(Some(out.freeze()))
     }
 
-    /// Reads a piece from disk without touching the cache.
-    pub fn read_disk(&self, piece: usize) -> Result<Bytes, StoreError> {
-        let size = self.meta.piece_size(piece) as usize;
-        let mut buf = vec![0u8; size];
-        let base = self.meta.piece_offset(piece);
-        for s in self.meta.piece_slices(piece) {
-            if self.meta.files[s.file].padding {
+    /// Torrent bytes `[offset, offset+len)` from the files, whatever the
+    /// cache holds.
+    fn read_disk_range(&self, offset: u64, len: u64) -> Result<Bytes, StoreError> {
+        let mut buf = vec![0u8; len as usize];
+        self.read_disk_into(offset, &mut buf)?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Fills `buf` with the torrent bytes at `offset` from the files
+    /// (padding files read as zeros).
+    fn read_disk_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        for sl in self.meta.slices(offset, buf.len() as u64) {
+            if self.meta.files[sl.file].padding {
                 continue; // zeros
             }
-            let f = self.file(s.file, false)?;
-            let from = (s.torrent_offset - base) as usize;
-            f.read_exact_at(&mut buf[from..from + s.len as usize], s.file_offset)
-                .map_err(io_err(&self.path_of(s.file)))?;
+            let at = (sl.torrent_offset - offset) as usize;
+            self.file(sl.file, false)?
+                .read_exact_at(&mut buf[at..at + sl.len as usize], sl.file_offset)
+                .map_err(io_err(&self.path_of(sl.file)))?;
         }
-        Ok(Bytes::from(buf))
+        Ok(())
+    }
+
+    /// Reads a piece from disk without touching the cache.
+    pub fn read_disk(&self, piece: usize) -> Result<Bytes, StoreError> {
+        self.read_disk_range(self.meta.piece_offset(piece), self.meta.piece_size(piece))
     }
 
     /// Hashes a piece on disk; used to check existing data before seeding.
@@ -428,17 +441,13 @@ impl Store {
         record.add(&all, written)
     }
 
-    /// Writes a verified piece and makes it durable: synced and recorded in
-    /// the state file before this returns. The buyer pays for a piece only
-    /// after this, so a crash at any point never leaves a paid piece
-    /// unrecorded (which a remount would buy again). Concurrent callers share
-    /// flushes (group commit).
+    /// Makes a verified piece, all of whose blocks are written, durable:
+    /// synced and recorded in the state file before this returns. The buyer
+    /// pays for a piece only after this, so a crash at any point never
+    /// leaves a paid piece unrecorded (which a remount would buy again).
+    /// Concurrent callers share flushes (group commit).
     pub fn write_durable(&self, piece: usize) -> Result<(), StoreError> {
-        match self.write(piece) {
-            // Written by `write_pending` meanwhile (shutdown); flushed below.
-            Ok(()) | Err(StoreError::Missing(_)) => {}
-            Err(e) => return Err(e),
-        }
+        self.written(piece);
         self.start_writeback(piece);
         self.flush()?;
         if self.on_disk.lock().expect("lock").get(piece) {
@@ -477,6 +486,16 @@ impl Store {
         self.files.lock().expect("lock").clear();
         self.record.lock().expect("lock").remove();
         std::fs::remove_dir_all(&self.root).map_err(io_err(&self.root))
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// A verified piece's bytes written as the engine writes them.
+    fn put_verified(&self, piece: usize, data: &[u8]) -> Result<(), StoreError> {
+        self.write_block(self.meta.piece_offset(piece), data)?;
+        self.written(piece);
+        Ok(())
     }
 }
 
@@ -525,12 +544,18 @@ mod tests {
         );
         for p in 0..meta.num_pieces() {
             let d = seed.read_piece(p).unwrap();
-            st.put_pending(p, d.clone());
-            assert_eq!(st.read_piece(p).unwrap(), d, "readable while pending");
-            st.write(p).unwrap();
+            st.put_verified(p, &d).unwrap();
+            assert_eq!(st.read_piece(p).unwrap(), d, "readable once written");
         }
         st.flush().unwrap();
         assert_eq!(std::fs::read(out.path().join("data/t/a")).unwrap(), a);
+        // Read back in chunks (across files, the last one short), the same.
+        for p in 0..meta.num_pieces() {
+            let mut back = Vec::new();
+            st.read_chunks(p, 5000, |c| back.extend_from_slice(c))
+                .unwrap();
+            assert_eq!(back, seed.read_piece(p).unwrap(), "piece {p}");
+        }
         // Ranges across pieces and files, from memory and from disk alike.
         let all: Vec<u8> = [&a[..], b"xyz"].concat();
         for (off, len) in [
@@ -595,8 +620,7 @@ mod write_after_read {
         let out = tempfile::tempdir().unwrap();
         let (root, state) = (out.path().join("data"), out.path().join("state"));
         let st = Store::open(meta.clone(), &root, &state, 1).unwrap();
-        st.put_pending(0, seed.read_piece(0).unwrap());
-        st.write(0).unwrap();
+        st.put_verified(0, &seed.read_piece(0).unwrap()).unwrap();
         st.flush().unwrap();
         drop(st);
         // The remount: piece 0 from disk, then pieces 1..4 written.
@@ -604,8 +628,8 @@ mod write_after_read {
         assert!(st.on_disk().get(0));
         assert_eq!(&st.read_range(0, 100).unwrap()[..], &a[..100]);
         for p in 1..4 {
-            st.put_pending(p, seed.read_piece(p).unwrap());
-            st.write(p).expect("write after a read-only open");
+            st.put_verified(p, &seed.read_piece(p).unwrap())
+                .expect("write after a read-only open");
         }
         st.flush().unwrap();
         drop(st);
@@ -648,8 +672,7 @@ mod many_files {
         let st = Store::open(meta.clone(), out.path(), &out.path().join("state"), 1).unwrap();
         st.create_files().unwrap();
         for p in 0..meta.num_pieces() {
-            st.put_pending(p, seed.read_piece(p).unwrap());
-            st.write(p).unwrap();
+            st.put_verified(p, &seed.read_piece(p).unwrap()).unwrap();
         }
         st.flush().unwrap();
         assert!(st.files.lock().unwrap().len() <= MAX_OPEN_FILES);

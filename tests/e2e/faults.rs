@@ -53,8 +53,21 @@ fn seeder_killed_mid_read_then_restarted() {
     let out = d.join("out.bin");
     let mut reader = background_cat(&f, &out);
     assert!(
-        reader.wait_exit(Duration::from_secs(2)).is_none(),
+        reader.wait_exit(Duration::from_secs(4)).is_none(),
         "read must wait for the missing pieces"
+    );
+    // While the read waits, the peer that served it is dialed again every
+    // quarter second, not after a back-off grown while it was away (that
+    // gave 0.5, 1, 2 s…: 3 or 4 dials in these 4 s).
+    let refused = m
+        .log()
+        .lines()
+        .filter(|l| l.contains(&format!("addr={peer}")) && l.contains("Connection refused"))
+        .count();
+    assert!(
+        refused >= 8,
+        "{refused} dials while the seeder was away\n{}",
+        m.log()
     );
     let _seed2 = btt_seed(
         &torrent,

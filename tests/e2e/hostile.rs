@@ -40,7 +40,7 @@ fn reads_whole(m: &Mount, data: &std::path::Path, secs: u64) {
 }
 
 /// How an attacker answers a request.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub enum Answer {
     /// A PIECE one byte shorter than asked.
     ShortBlock,
@@ -52,6 +52,9 @@ pub enum Answer {
     /// and never answered (they time out and go to another peer), so the
     /// pieces it spoils are completed by someone else.
     CorruptFirstBlocks,
+    /// The first block of each piece, right (from the torrent's bytes);
+    /// the other requests are kept and never answered.
+    GoodFirstBlocks { data: Arc<Vec<u8>>, piece: usize },
 }
 
 /// A peer that has every piece, unchokes everyone and answers requests
@@ -79,7 +82,7 @@ impl Hostile {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((c, _)) => {
-                        let s = s.clone();
+                        let (s, answer) = (s.clone(), answer.clone());
                         std::thread::spawn(move || {
                             let _ = serve(c, ih, n, answer, peer_id, false, &s);
                         });
@@ -144,14 +147,14 @@ fn serve(
         }
         while let Ok(Some(m)) = wire::decode(&mut buf, 1 << 20) {
             if let Message::Request(r) = m {
-                reply(&mut c, r, answer)?;
+                reply(&mut c, r, &answer)?;
             }
         }
     }
     Ok(())
 }
 
-fn reply(c: &mut TcpStream, r: BlockRef, answer: Answer) -> std::io::Result<()> {
+fn reply(c: &mut TcpStream, r: BlockRef, answer: &Answer) -> std::io::Result<()> {
     match answer {
         Answer::ShortBlock => {
             let len = r.length.saturating_sub(1) as usize;
@@ -163,8 +166,14 @@ fn reply(c: &mut TcpStream, r: BlockRef, answer: Answer) -> std::io::Result<()> 
             c.write_all(&Message::piece_header(r.index, r.begin, r.length as usize))?;
             c.write_all(&vec![0xAB; r.length as usize])
         }
-        Answer::CorruptFirstBlocks if r.begin == 0 => reply(c, r, Answer::Corrupt),
-        Answer::CorruptFirstBlocks => Ok(()),
+        Answer::CorruptFirstBlocks if r.begin == 0 => reply(c, r, &Answer::Corrupt),
+        Answer::GoodFirstBlocks { data, piece } if r.begin == 0 => {
+            let at = r.index as usize * piece;
+            let block = data.get(at..at + r.length as usize).unwrap_or(&[]);
+            c.write_all(&Message::piece_header(r.index, r.begin, block.len()))?;
+            c.write_all(block)
+        }
+        Answer::CorruptFirstBlocks | Answer::GoodFirstBlocks { .. } => Ok(()),
     }
 }
 
@@ -213,7 +222,7 @@ fn reconnecting(
                 && c.read_exact(&mut hs).is_ok()
             {
                 k.fetch_add(1, Ordering::Relaxed);
-                let _ = serve(c, ih, n, answer, None, true, &s);
+                let _ = serve(c, ih, n, answer.clone(), None, true, &s);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -638,4 +647,86 @@ fn a_connection_flood_stays_below_the_fd_limit() {
         text.lines().count(),
         &text[text.len().saturating_sub(1500)..]
     );
+}
+
+/// Blocks are written to disk as they arrive, not held in memory until
+/// their piece is complete (a 16 MiB piece in memory per piece in
+/// progress is what kept the mount's memory high), and only a verified
+/// piece counts: a peer sends the first block of each piece and never the
+/// rest; that block reaches the mount's file while the read still waits.
+/// The mount is then killed (-9) with those pieces half there: a remount
+/// with a good seeder does not take them as had, and reads byte-exact.
+#[test]
+fn blocks_reach_the_disk_on_arrival_and_a_kill_mid_piece_costs_only_that_piece() {
+    let piece = 1 << 20;
+    let (d, data, torrent) = content_in_pieces(4 << 20, piece as u64);
+    let bytes = Arc::new(std::fs::read(data.join("f.bin")).unwrap());
+    let half = Answer::GoodFirstBlocks {
+        data: bytes.clone(),
+        piece,
+    };
+    let partial = Hostile::start_as(&torrent, half, "127.0.0.2", None);
+    let p = format!("127.0.0.2:{}", partial.port);
+    let args = ["--no-trackers", "--peer", p.as_str()];
+    let m = Mount::start(&d.path().join("m"), &torrent, &args);
+    let file = m.mnt.join("f.bin");
+    let reader = std::thread::spawn(move || read_file_timeout(&file, Duration::from_secs(8)));
+    let stored = || {
+        walkdir(&d.path().join("m/data"))
+            .into_iter()
+            .find(|p| p.ends_with("f.bin"))
+    };
+    let first = &bytes[..wire::BLOCK_SIZE as usize];
+    let on_disk = wait_until(Duration::from_secs(8), || {
+        stored().is_some_and(|f| {
+            std::fs::read(f)
+                .is_ok_and(|got| got.len() >= first.len() && &got[..first.len()] == first)
+        })
+    });
+    assert!(
+        on_disk,
+        "the first block is on disk before its piece is complete\n{}",
+        m.log()
+    );
+    assert!(
+        !reader.is_finished(),
+        "the read still waits for the rest of the piece"
+    );
+    let m = {
+        m.proc.signal(libc::SIGKILL);
+        let dir = m.mnt.parent().unwrap().to_path_buf();
+        drop(m);
+        let good = free_port();
+        let _seed = btt_seed(&torrent, &data, good, &d.path().join("seed.log"), &[]);
+        let g = format!("127.0.0.1:{good}");
+        let m = Mount::start(
+            &dir,
+            &torrent,
+            &["--no-trackers", "--peer", &p, "--peer", &g],
+        );
+        reads_whole(&m, &data, 30);
+        m
+    };
+    assert!(
+        m.log()
+            .lines()
+            .any(|l| l.contains("engine started") && l.contains("have=0")),
+        "the half-written pieces were not taken as had\n{}",
+        m.log()
+    );
+    let _ = reader.join();
+}
+
+/// Every file under `dir`.
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
