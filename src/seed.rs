@@ -56,19 +56,25 @@ pub fn run(
         &mut cfg.engine,
         default_data_dir().join("seed").join("dht.json"),
     )?;
+    // Bound first: a magnet's metadata may come from a peer that dials us.
+    let mut listener = Some(
+        rt.block_on(Torrent::listen(cfg.engine.listen))
+            .map_err(MountError::from)?,
+    );
     let mut prepared = Vec::new();
     for (path, source) in cfg.torrents.iter().zip(sources) {
         // A seeder waits for those who lack the torrent: the peers that
         // have it are of no use to it.
-        let (meta, _have_it, _) = load_or_fetch(
+        let (meta, _have_it, back) = load_or_fetch(
             &rt,
             source,
             path,
             kept,
             &cfg.engine,
             cfg.metadata_timeout,
-            None,
+            listener.take(),
         )?;
+        listener = back;
         let meta = Arc::new(meta);
         if cfg.credit.is_some_and(|c| c < meta.piece_length) {
             // A buyer pays after a piece verifies: it needs a piece on credit.
@@ -127,7 +133,12 @@ pub fn run(
                 eprintln!("web page: {}", web.url());
             }
         }
-        let running = Torrent::start_many(items, cfg.engine.clone()).await?;
+        let listener = match listener {
+            Some(l) => l,
+            // Not handed back by a metadata fetch: bound again.
+            None => Torrent::listen(cfg.engine.listen).await?,
+        };
+        let running = Torrent::start_many(items, cfg.engine.clone(), listener)?;
         for t in &running {
             registry.put(crate::web::Item::Ready(t.clone()));
         }

@@ -520,14 +520,18 @@ impl Torrent {
         Ok(t)
     }
 
-    /// Starts one engine per torrent behind a single listener on
-    /// `cfg.listen`: an incoming peer goes to the torrent its handshake names
-    /// (as other clients serve many torrents on one port).
-    pub async fn start_many(
+    /// Starts one engine per torrent behind a single listener bound before
+    /// (on `cfg.listen`): an incoming peer goes to the torrent its handshake
+    /// names (as other clients serve many torrents on one port).
+    pub fn start_many(
         torrents: Vec<(Arc<Metainfo>, Arc<Store>)>,
         cfg: EngineConfig,
+        listener: tokio::net::TcpListener,
     ) -> Result<Vec<Arc<Torrent>>, EngineError> {
-        let (listener, local) = bind(cfg.listen).await?;
+        let addr = cfg.listen;
+        let local = listener
+            .local_addr()
+            .map_err(|source| EngineError::Listen { addr, source })?;
         let all: Vec<Arc<Torrent>> = torrents
             .into_iter()
             .map(|(meta, store)| Torrent::build(meta, store, cfg.clone(), local))

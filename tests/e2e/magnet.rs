@@ -367,6 +367,59 @@ fn a_magnet_gets_its_metadata_from_a_libtorrent_seeder_that_dials_the_mount() {
     assert!(log.contains("incoming=true"), "{log}");
 }
 
+/// `btt seed` of a magnet (the data already on disk) listens before it
+/// fetches the metadata: a seeder that only dials it gives it the
+/// metadata; then, with that seeder gone, a mount reads the files from
+/// `btt seed` alone.
+#[test]
+fn btt_seed_of_a_magnet_takes_the_metadata_from_a_seeder_that_dials_it() {
+    let d = tmpdir();
+    let d = d.path();
+    let ns = NetNs::new(d);
+    let (content, torrent, magnet) = tricky_magnet(d);
+    let ours = d.join("ours");
+    run_ok(
+        Command::new("cp").arg("-a").arg(d.join("seed")).arg(&ours),
+        "cp",
+    );
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut seed = ns.command(BTT);
+    seed.args(["seed", &magnet, "--data"])
+        .arg(&ours)
+        .args(["--no-trackers", "--listen", &listen])
+        .args(["--metadata-timeout", "60", "--home"])
+        .arg(d.join("home"));
+    let seed = Proc::spawn("btt seed (magnet)", &mut seed, &d.join("btt-seed.log"));
+    let listening = wait_until(Duration::from_secs(20), || {
+        ns.command("bash")
+            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert!(listening, "btt seed does not listen: {}", seed.log_text());
+    let lt = lt_seed_dialing(&ns, &torrent, &d.join("seed"), &listen, d);
+    let ready = wait_until(Duration::from_secs(40), || {
+        seed.log_text().contains("seeding ")
+    });
+    assert!(
+        ready,
+        "no metadata from the seeder that dialed us\n{}",
+        seed.log_text()
+    );
+    drop(lt);
+    let mount = Mount::try_start_in(
+        Some(&ns),
+        &d.join("m"),
+        &torrent,
+        &["--no-trackers", "--peer", &listen],
+        &[],
+    )
+    .unwrap();
+    assert_tree_eq(&mount.mnt.join("tree"), &content);
+}
+
 /// `btt get` of a magnet listens before it fetches the metadata: a seeder
 /// that only dials it (in no tracker, no link, no DHT) gives it the
 /// metadata, then the files.
