@@ -22,6 +22,7 @@ use crate::store::Store;
 use crate::web::{Command, Item, Registry};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +57,9 @@ struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     magnet: Option<String>,
 }
+
+/// A magnet's metadata and the peer that gave it, or why it did not come.
+type Fetched = Result<(Metainfo, SocketAddr), String>;
 
 struct Running {
     torrent: Arc<Torrent>,
@@ -98,7 +102,7 @@ struct Library {
     /// was not (half-written, say), its size and time then, to try again
     /// once they change.
     watched: HashMap<PathBuf, (Option<String>, Option<Stamp>)>,
-    fetched: tokio::sync::mpsc::Sender<(String, Result<Metainfo, String>)>,
+    fetched: tokio::sync::mpsc::Sender<(String, Fetched)>,
     stop: tokio::sync::watch::Receiver<bool>,
     /// Entries whose watch folder file was deleted, to remove.
     pending_removals: Vec<String>,
@@ -215,23 +219,29 @@ impl Library {
         let tx = self.fetched.clone();
         let timeout = self.cfg.metadata_timeout;
         let stop = self.stop.clone();
+        // Peers that dial the library's port naming the magnet are asked too.
+        let (incoming, fetching) = self.torrents.metadata_peers(want.hashes());
+        info!(info_hash = %ih, "fetching a magnet's metadata");
         tokio::spawn(async move {
-            let got = crate::magnet::fetch(want, src, timeout, stop, None)
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|info| info.into_metainfo(trackers).map_err(|e| e.to_string()));
+            let got = crate::magnet::fetch(want, src, timeout, stop, Some(incoming)).await;
+            drop(fetching);
+            let got = got.map_err(|e| e.to_string()).and_then(|info| {
+                let from = info.from;
+                let meta = info.into_metainfo(trackers).map_err(|e| e.to_string())?;
+                Ok((meta, from))
+            });
             let _ = tx.send((ih, got)).await;
         });
     }
 
-    fn fetched(&mut self, ih: String, got: Result<Metainfo, String>) {
+    fn fetched(&mut self, ih: String, got: Fetched) {
         let Some(e) = self.entries.get(&ih) else {
             return; // removed meanwhile
         };
         if e.running.is_some() {
             return;
         }
-        let meta = match got {
+        let (meta, from) = match got {
             Ok(m) => m,
             Err(err) => {
                 warn!(info_hash = %ih, error = %err, "a magnet's metadata did not come; it stays in the library and is asked for again at the next start");
@@ -244,6 +254,9 @@ impl Library {
         }
         match self.start(Arc::new(meta)) {
             Ok(r) => {
+                // The peer that gave the metadata (perhaps one that dialed
+                // us, which nothing else names) has the torrent.
+                r.torrent.add_peer(from);
                 if let Some(e) = self.entries.get_mut(&ih) {
                     e.running = Some(r);
                 }

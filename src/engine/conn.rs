@@ -117,7 +117,12 @@ pub(crate) async fn accept_loop(
                             Err(e) => return debug!(%addr, error = %e, "incoming peer closed"),
                         };
                         let Some(t) = torrents.find(&theirs.info_hash) else {
-                            let ih = data_encoding::HEXLOWER.encode(&theirs.info_hash);
+                            let ih = theirs.info_hash;
+                            let peer = crate::magnet::IncomingPeer { stream, addr, handshake: Some(theirs) };
+                            if torrents.to_fetch(&ih, peer) {
+                                return debug!(%addr, "incoming peer asked for a magnet's metadata");
+                            }
+                            let ih = data_encoding::HEXLOWER.encode(&ih);
                             return info!(%addr, error = %PeerError::WrongInfoHash(ih), "incoming peer refused");
                         };
                         let span = tracing::info_span!(parent: &t.span, "peer", %addr, dir = "in");

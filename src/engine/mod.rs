@@ -415,8 +415,26 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
 /// handshake names. A library adds and removes torrents while it listens.
 pub struct Torrents {
     list: std::sync::RwLock<Vec<Arc<Torrent>>>,
+    /// Magnets whose metadata is being fetched: a peer naming one of them
+    /// is handed to its fetch (see [`Torrents::metadata_peers`]).
+    fetching: Mutex<HashMap<[u8; 20], mpsc::Sender<crate::magnet::IncomingPeer>>>,
     local: SocketAddr,
     stop: watch::Sender<bool>,
+}
+
+/// Takes a magnet's hashes off [`Torrents`] when its fetch ends.
+pub struct Fetching {
+    torrents: Arc<Torrents>,
+    hashes: Vec<[u8; 20]>,
+}
+
+impl Drop for Fetching {
+    fn drop(&mut self) {
+        let mut f = self.torrents.fetching.lock().expect("fetching lock");
+        for h in &self.hashes {
+            f.remove(h);
+        }
+    }
 }
 
 impl Torrents {
@@ -435,6 +453,7 @@ impl Torrents {
         let (stop, rx) = watch::channel(false);
         let set = Arc::new(Torrents {
             list: std::sync::RwLock::new(list),
+            fetching: Mutex::new(HashMap::new()),
             local,
             stop,
         });
@@ -451,6 +470,39 @@ impl Torrents {
         let t = Torrent::build(meta, store, cfg, self.local);
         self.list.write().expect("torrents lock").push(t.clone());
         t
+    }
+
+    /// The peers that dial this listener naming one of `hashes` (a
+    /// magnet's, while its metadata is fetched), for
+    /// [`crate::magnet::fetch`]; until the [`Fetching`] is dropped. At most
+    /// a few wait; more are refused (they may dial again).
+    pub fn metadata_peers(
+        self: &Arc<Self>,
+        hashes: Vec<[u8; 20]>,
+    ) -> (crate::magnet::Incoming, Fetching) {
+        let (tx, rx) = mpsc::channel(4);
+        let mut f = self.fetching.lock().expect("fetching lock");
+        for h in &hashes {
+            f.insert(*h, tx.clone());
+        }
+        drop(f);
+        let guard = Fetching {
+            torrents: self.clone(),
+            hashes,
+        };
+        (rx, guard)
+    }
+
+    /// Hands a peer that named `hash` to the fetch of that magnet's
+    /// metadata; false (the peer dropped) if none wants it.
+    fn to_fetch(&self, hash: &[u8; 20], peer: crate::magnet::IncomingPeer) -> bool {
+        let tx = self
+            .fetching
+            .lock()
+            .expect("fetching lock")
+            .get(hash)
+            .cloned();
+        tx.is_some_and(|tx| tx.try_send(peer).is_ok())
     }
 
     /// Takes a torrent off the listener (the caller shuts it down).

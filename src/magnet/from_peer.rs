@@ -49,6 +49,16 @@ impl From<InfoHash> for Want {
 }
 
 impl Want {
+    /// The hashes a peer may name it by in its handshake: ours on the
+    /// wire, and a hybrid link's v2 one (BEP 52's upgrade), 20 bytes.
+    pub fn hashes(&self) -> Vec<[u8; 20]> {
+        let mut v = vec![self.wire.0];
+        if let Some(h) = self.v2 {
+            v.push(h[..20].try_into().expect("20"));
+        }
+        v
+    }
+
     pub fn of(m: &Magnet) -> Want {
         Want {
             wire: m.info_hash,

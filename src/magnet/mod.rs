@@ -258,10 +258,10 @@ pub async fn fetch(
         tokio::select! {
             _ = stop.changed() => break Err(MagnetError::Stopped),
             peer = dialed_us => match peer {
-                Some((s, addr)) if answering.len() < PARALLEL_INCOMING && !is_own(src.own, addr) => {
-                    let src = src.clone();
+                Some(p) if answering.len() < PARALLEL_INCOMING && !is_own(src.own, p.addr) => {
+                    let (src, addr) = (src.clone(), p.addr);
                     let span = tracing::debug_span!("metadata", %addr, incoming = true);
-                    answering.spawn(async move { (addr, from_incoming(s, addr, want, &src).await) }.instrument(span));
+                    answering.spawn(async move { (addr, from_incoming(p, want, &src).await) }.instrument(span));
                 }
                 Some(_) => {} // busy: it may dial again
                 None => incoming = None,
@@ -431,14 +431,14 @@ async fn from_peer(addr: SocketAddr, want: Want, src: &Sources) -> Result<Fetche
 /// The attempt on a peer that dialed us: its handshake first, then ours
 /// with the hash it named (either of a hybrid's), then as [`from_peer`].
 /// The engine dials it later at the port its extension handshake gave.
-async fn from_incoming(
-    mut s: TcpStream,
-    addr: SocketAddr,
-    want: Want,
-    src: &Sources,
-) -> Result<Fetched, PeerFail> {
+async fn from_incoming(p: IncomingPeer, want: Want, src: &Sources) -> Result<Fetched, PeerFail> {
+    let (mut s, addr) = (p.stream, p.addr);
     let _ = s.set_nodelay(true);
-    let theirs = read_handshake(&mut s, want).await?;
+    let theirs = match p.handshake {
+        Some(h) if names(&h, want) => h,
+        Some(_) => return Err(PeerFail::OtherTorrent),
+        None => read_handshake(&mut s, want).await?,
+    };
     s.write_all(
         &Handshake::new(theirs.info_hash, src.peer_id)
             .with_v2(want.v2.is_some())
@@ -461,11 +461,15 @@ async fn read_handshake(s: &mut TcpStream, want: Want) -> Result<Handshake, Peer
         .await
         .map_err(|_| PeerFail::Timeout)??;
     let theirs = Handshake::decode(&hs)?;
-    let v2_wire = want.v2.map(|h| <[u8; 20]>::try_from(&h[..20]).expect("20"));
-    if theirs.info_hash != want.wire.0 && Some(theirs.info_hash) != v2_wire {
+    if !names(&theirs, want) {
         return Err(PeerFail::OtherTorrent);
     }
     Ok(theirs)
+}
+
+/// Whether a peer's handshake names the torrent we want.
+fn names(theirs: &Handshake, want: Want) -> bool {
+    want.hashes().contains(&theirs.info_hash)
 }
 
 /// After the handshakes: the extension handshake, the dictionary, any piece
@@ -523,7 +527,8 @@ fn accept_for_metadata(
                     biased;
                     _ = tx.closed() => return listener,
                     r = listener.accept() => match r {
-                        Ok(peer) => {
+                        Ok((stream, addr)) => {
+                            let peer = IncomingPeer { stream, addr, handshake: None };
                             if tx.send(peer).await.is_err() {
                                 return listener;
                             }
@@ -561,7 +566,15 @@ pub async fn fetch_listening(
 }
 
 /// Peers that dialed us, from [`accept_for_metadata`].
-type Incoming = tokio::sync::mpsc::Receiver<(TcpStream, SocketAddr)>;
+pub type Incoming = tokio::sync::mpsc::Receiver<IncomingPeer>;
+
+/// A peer that dialed us; its handshake, if whoever accepted it read it
+/// already (to know which torrent it named).
+pub struct IncomingPeer {
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+    pub handshake: Option<Handshake>,
+}
 
 /// Incoming peers asked at once, beside the [`PARALLEL`] we dial.
 const PARALLEL_INCOMING: usize = 4;

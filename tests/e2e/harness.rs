@@ -306,7 +306,17 @@ impl Mount {
 
     /// `btt-mount --library DIR/mnt ARGS`.
     pub fn library(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Mount {
-        Self::spawn_in(None, dir, None, args, env).unwrap_or_else(|e| panic!("{e}"))
+        Self::library_in(None, dir, args, env)
+    }
+
+    /// [`Mount::library`] in network namespace `ns` (if given).
+    pub fn library_in(
+        ns: Option<&NetNs>,
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Mount {
+        Self::spawn_in(ns, dir, None, args, env).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn spawn_in(

@@ -185,6 +185,50 @@ fn a_library_takes_torrents_and_magnets_and_keeps_them() {
 }
 
 /// `btt add TORRENT`, told of the library through `status`; it must succeed.
+/// A magnet in the library's watch folder whose only seeder is in no
+/// tracker, no link and no DHT, and dials the library's port (one listener
+/// for all its torrents): the metadata comes over the connection it opened,
+/// then the files from it.
+#[test]
+fn a_library_magnet_takes_the_metadata_from_a_seeder_that_dials_it() {
+    let d = tmpdir();
+    let d = d.path();
+    let ns = NetNs::new(d);
+    let content = d.join("seed/tree");
+    make_tree(&content, &[("a.bin", 700_000), ("sub/b.txt", 5_000)]);
+    let torrent = make_torrent(&content, 64 * 1024, &[]);
+    let watch = d.join("watch");
+    std::fs::create_dir_all(&watch).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let w = watch.to_str().unwrap();
+    let args = ["--no-trackers", "--watch", w, "--listen", &listen];
+    let m = Mount::library_in(Some(&ns), d, &args, &[]);
+    std::fs::write(watch.join("tree.magnet"), meta(&torrent).magnet()).unwrap();
+    let asking = wait_until(Duration::from_secs(20), || {
+        m.log().contains("fetching a magnet's metadata")
+    });
+    assert!(asking, "the magnet is not taken\n{}", m.log());
+    let _lt = crate::dht::lt_peer(
+        &ns,
+        free_port(),
+        &[
+            "--seed".to_string(),
+            torrent.to_str().unwrap().to_string(),
+            d.join("seed").to_str().unwrap().to_string(),
+            "--connect".to_string(),
+            listen.clone(),
+        ],
+        &d.join("lt-seed.log"),
+    );
+    let shown = wait_until(Duration::from_secs(40), || m.mnt.join("tree").is_dir());
+    assert!(
+        shown,
+        "no metadata from the seeder that dialed us\n{}",
+        m.log()
+    );
+    assert_tree_eq(&m.mnt.join("tree"), &content);
+}
+
 fn btt_add(torrent: &Path, status: &Path) -> std::process::Output {
     let o = Command::new(BTT)
         .arg("add")
