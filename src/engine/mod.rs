@@ -46,6 +46,8 @@ pub enum EngineError {
     Shutdown,
     #[error("timed out waiting for data")]
     TimedOut,
+    #[error("piece {0} could not be stored (is the data dir's disk full or read-only?)")]
+    Unwritable(usize),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
@@ -343,7 +345,7 @@ struct Known {
 pub(crate) struct State {
     pub picker: Picker,
     pub peers: HashMap<PeerKey, PeerEntry>,
-    waiters: HashMap<usize, Vec<oneshot::Sender<Result<(), ()>>>>,
+    waiters: HashMap<usize, Vec<oneshot::Sender<Result<(), EngineError>>>>,
     known: HashMap<SocketAddr, Known>,
     /// Addresses that sent corrupt data or broke the protocol: every
     /// connection from them is refused (see [`blame`]).
@@ -1005,7 +1007,8 @@ impl Torrent {
         for rx in rxs {
             match rx.await {
                 Ok(Ok(())) => {}
-                _ => return Err(EngineError::Shutdown),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(EngineError::Shutdown),
             }
         }
         Ok(())
@@ -1049,7 +1052,7 @@ impl Torrent {
             st.closed = true;
             for (_, ws) in st.waiters.drain() {
                 for w in ws {
-                    let _ = w.send(Err(()));
+                    let _ = w.send(Err(EngineError::Shutdown));
                 }
             }
             for p in st.peers.values() {
@@ -1106,7 +1109,7 @@ impl Torrent {
         st.picker.piece_failed(piece);
         if let Some(ws) = st.waiters.remove(&piece) {
             for w in ws {
-                let _ = w.send(Err(()));
+                let _ = w.send(Err(EngineError::Unwritable(piece)));
             }
         }
         Self::wake_peers(&st);

@@ -377,3 +377,49 @@ fn no_keep_deletes_data_on_unmount() {
     assert!(m.proc.wait_exit(Duration::from_secs(3)).is_some());
     assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0, "data deleted");
 }
+
+/// The data dir's disk is full: blocks cannot be written, so no piece can
+/// be checked; a read fails with EIO and the log says why, instead of
+/// waiting forever (or keeping pieces in memory without bound).
+#[test]
+fn a_full_disk_fails_the_read_with_a_reason() {
+    let d = tmpdir();
+    let d = d.path();
+    let (torrent, _content) = single(d, 4 << 20, 256 * 1024);
+    let (_seed, peer) = seed_with_btt(d, &torrent);
+    let small = d.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&small),
+        "mount tmpfs",
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _tiny = Unmount(small.clone());
+    let data = small.join("data");
+    let m = Mount::start(
+        &d.join("m"),
+        &torrent,
+        &[
+            "--no-trackers",
+            "--peer",
+            &peer,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    let got = read_file_timeout(&m.mnt.join("data.bin"), Duration::from_secs(30));
+    let err = got.expect_err("a read cannot succeed on a full disk");
+    assert!(
+        !err.contains("timed out"),
+        "the read fails, it does not hang: {err}"
+    );
+    let log = m.log();
+    assert!(log.contains("could not be stored"), "{log}");
+}
