@@ -511,9 +511,19 @@ async fn session_loop(
     let mut last_tick = Instant::now();
     let mut last_heard = Instant::now();
     let mut paused: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut stalled: Option<Instant> = None;
     loop {
-        // Blocks wait to be written: read nothing more until they are.
+        // Blocks wait to be written: read nothing more until they are, and
+        // time out no request meanwhile.
         let disk_full = s.t.disk.full();
+        match (disk_full, stalled) {
+            (true, None) => stalled = Some(Instant::now()),
+            (false, Some(since)) => {
+                s.postpone(since.elapsed());
+                stalled = None;
+            }
+            _ => {}
+        }
         tokio::select! {
             _ = stop.changed() => return Ok(()),
             () = s.t.disk.room(), if disk_full => {}
@@ -568,9 +578,11 @@ async fn session_loop(
                 s.tick(now.duration_since(last_tick));
                 last_tick = now;
                 s.pex_tick(now);
-                s.tidy_requests();
-                s.update_interest();
-                s.request_more();
+                if stalled.is_none() {
+                    s.tidy_requests();
+                    s.update_interest();
+                    s.request_more();
+                }
                 if now.duration_since(s.last_sent) > Duration::from_secs(90) {
                     s.send(Message::KeepAlive);
                 }

@@ -5,8 +5,10 @@
 //! size until it was hashed and written (16 MiB each with 16 MiB pieces,
 //! which kept a mount above 100 MiB). Written at once, a block costs memory
 //! only while it waits in this queue, and the queue is bounded: a connection
-//! stops reading its socket while more than [`MAX_QUEUED`] bytes wait (TCP
-//! then slows its sender). The check reads a piece back a chunk at a time
+//! does not read its socket while [`MAX_QUEUED`] bytes or more wait (TCP
+//! then slows its sender), so at most that plus one socket read (256 KiB)
+//! per connection wait. Meanwhile its requests do not time out (the stall
+//! is ours, not the peer's). The check reads a piece back a chunk at a time
 //! ([`CHECK_CHUNK`]), from the page cache as a rule.
 //!
 //! Order: a piece must not be read back before every block of it accepted
@@ -21,7 +23,7 @@ use crate::metainfo::v2;
 use crate::store::StoreError;
 use crate::wire::BLOCK_SIZE;
 use bytes::Bytes;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
@@ -103,9 +105,11 @@ pub(crate) async fn writer(t: Arc<Torrent>) {
         return;
     };
     let mut stop = t.shutdown_signal();
-    // Pieces a block of which could not be written: they fail when their
-    // last block comes (kept until then; at most the pieces in progress).
-    let mut unwritten: HashSet<usize> = HashSet::new();
+    // Blocks that could not be written, by piece: the piece fails when its
+    // last block comes, unless each was written since (fetched again from
+    // another peer). At most the pieces in progress.
+    let mut unwritten: HashMap<usize, HashSet<u64>> = HashMap::new();
+    let piece_of = |offset: u64| (offset / t.meta.piece_length.max(1)) as usize;
     loop {
         let first = tokio::select! {
             _ = stop.changed() => return,
@@ -125,34 +129,53 @@ pub(crate) async fn writer(t: Arc<Torrent>) {
                 Err(_) => break,
             }
         }
+        // Counted as paying: a shutdown waits for the checks this batch
+        // completes (a bought piece among them is paid before we go).
+        t.paying.fetch_add(1, Ordering::SeqCst);
+        let (blocks, ends): (Vec<(u64, Bytes)>, Vec<_>) = batch
+            .into_iter()
+            .map(|j| ((j.offset, j.data), j.complete))
+            .unzip();
+        let offsets: Vec<u64> = blocks.iter().map(|(o, _)| *o).collect();
         let store = t.store.clone();
         let written = tokio::task::spawn_blocking(move || {
-            let r: Vec<Result<(), StoreError>> = batch
+            blocks
                 .iter()
-                .map(|j| store.write_block(j.offset, &j.data))
-                .collect();
-            (batch, r)
+                .map(|(offset, data)| store.write_block(*offset, data))
+                .collect::<Vec<Result<(), StoreError>>>()
         })
-        .await;
-        let Ok((batch, results)) = written else {
-            return; // the runtime is going away
-        };
+        .await
+        .unwrap_or_else(|e| {
+            // A panic while writing: none of the batch counts as written.
+            warn!(parent: &t.span, error = %e, "writing blocks failed");
+            let lost = || Err(StoreError::Missing(usize::MAX));
+            offsets.iter().map(|_| lost()).collect()
+        });
         t.disk.done(bytes);
-        for (job, r) in batch.into_iter().zip(results) {
-            let piece = (job.offset / t.meta.piece_length.max(1)) as usize;
-            if let Err(e) = r {
-                if unwritten.insert(piece) {
-                    warn!(parent: &t.span, piece, error = %e, "writing a block failed; its piece is fetched again");
+        for ((offset, r), end) in offsets.into_iter().zip(written).zip(ends) {
+            let piece = piece_of(offset);
+            match r {
+                Ok(()) => {
+                    if let Some(bad) = unwritten.get_mut(&piece) {
+                        bad.remove(&offset);
+                    }
+                }
+                Err(e) => {
+                    let bad = unwritten.entry(piece).or_default();
+                    if bad.is_empty() {
+                        warn!(parent: &t.span, piece, error = %e, "writing a block failed; its piece is fetched again");
+                    }
+                    bad.insert(offset);
                 }
             }
-            if let Some((p, from)) = job.complete {
-                if unwritten.remove(&p) {
-                    t.piece_unwritten(p, &from);
-                } else {
-                    t.check(p, from);
+            if let Some((p, from)) = end {
+                match unwritten.remove(&p).is_some_and(|bad| !bad.is_empty()) {
+                    true => t.piece_unwritten(p, &from),
+                    false => t.check(p, from),
                 }
             }
         }
+        t.paying.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -230,4 +253,45 @@ fn read_back(t: &Torrent, piece: usize, judge: bool) -> Result<Checked, StoreErr
         whole: whole.filter(|_| ok),
         blocks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Full at the bound; a connection waiting for room wakes once the
+    /// writer has written enough, not before.
+    #[test]
+    fn the_queue_is_full_at_its_bound_and_wakes_waiters_when_written() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let q = Arc::new(DiskQueue::new());
+        let block = Bytes::from(vec![0u8; BLOCK_SIZE as usize]);
+        let n = MAX_QUEUED / BLOCK_SIZE as u64;
+        for k in 0..n {
+            assert!(!q.full());
+            q.push(Job {
+                offset: k * BLOCK_SIZE as u64,
+                data: block.clone(),
+                complete: None,
+            });
+        }
+        assert!(q.full());
+        rt.block_on(async {
+            let waiter = tokio::spawn({
+                let q = q.clone();
+                async move { q.room().await }
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            assert!(!waiter.is_finished(), "no room yet");
+            q.done(BLOCK_SIZE as u64);
+            tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+                .await
+                .expect("woken")
+                .unwrap();
+        });
+        assert!(!q.full());
+    }
 }

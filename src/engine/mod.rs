@@ -382,7 +382,8 @@ pub struct Torrent {
     choker_wake: Notify,
     listen_addr: Mutex<Option<SocketAddr>>,
     span: tracing::Span,
-    /// Bought pieces being made durable before they are paid for.
+    /// Pieces being written, checked or made durable, which may have to
+    /// be paid for (a shutdown waits for them, bounded).
     paying: std::sync::atomic::AtomicUsize,
     /// Blocks on their way to disk.
     pub(crate) disk: disk::DiskQueue,
@@ -428,13 +429,18 @@ pub struct Torrents {
 pub struct Fetching {
     torrents: Arc<Torrents>,
     hashes: Vec<[u8; 20]>,
+    /// Its own sender: a later fetch of the same magnet (removed and added
+    /// again meanwhile) keeps its own.
+    tx: mpsc::Sender<crate::magnet::IncomingPeer>,
 }
 
 impl Drop for Fetching {
     fn drop(&mut self) {
         let mut f = self.torrents.fetching.lock().expect("fetching lock");
         for h in &self.hashes {
-            f.remove(h);
+            if f.get(h).is_some_and(|tx| tx.same_channel(&self.tx)) {
+                f.remove(h);
+            }
         }
     }
 }
@@ -491,6 +497,7 @@ impl Torrents {
         let guard = Fetching {
             torrents: self.clone(),
             hashes,
+            tx,
         };
         (rx, guard)
     }
@@ -1079,6 +1086,8 @@ impl Torrent {
             let st = self.lock();
             st.blame.has(piece) || st.block_hashes.is_pending(piece)
         };
+        // Counted as paying until settled: a shutdown waits for it.
+        self.paying.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(
             async move {
                 let c = t.clone();
@@ -1095,6 +1104,7 @@ impl Torrent {
                     }
                     Err(_) => {}
                 }
+                t.paying.fetch_sub(1, Ordering::SeqCst);
             }
             .instrument(self.span.clone()),
         );

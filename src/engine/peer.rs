@@ -254,6 +254,14 @@ impl Session {
     }
 
     /// Drops requests that timed out or are no longer needed (another peer won).
+    /// We did not read for `d` (blocks waited for the disk): what the peer
+    /// sent meanwhile sits unread, so its requests' clocks move on by `d`.
+    pub(super) fn postpone(&mut self, d: Duration) {
+        for (_, at) in self.outstanding.iter_mut() {
+            *at += d;
+        }
+    }
+
     pub(super) fn tidy_requests(&mut self) {
         let now = Instant::now();
         let timeout = (self.rtt * 8).clamp(Duration::from_secs(3), Duration::from_secs(20));

@@ -229,12 +229,13 @@ impl Picker {
     pub fn critical_since(&self, p: usize) -> Option<Instant> {
         self.critical_since.get(&p).copied()
     }
-    /// Whether piece `p` is in progress (some blocks asked or held).
+
     /// Whether a reader waits on a piece.
     pub fn reader_waits(&self) -> bool {
         !self.critical.is_empty()
     }
 
+    /// Whether piece `p` is in progress (some blocks asked or held).
     pub fn is_active(&self, p: usize) -> bool {
         self.active.contains_key(&p)
     }

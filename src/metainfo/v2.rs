@@ -422,12 +422,12 @@ impl V2 {
         Some((f, (piece - f.first_piece as usize) as u32))
     }
 
-    /// Bytes of piece `k` of `f` that are the file's (the rest is padding).
     /// The bytes of `piece` that are its file's (the rest is padding).
     pub fn data_len(&self, piece: usize) -> usize {
         self.locate(piece).map_or(0, |(f, k)| self.real_len(f, k))
     }
 
+    /// Bytes of piece `k` of `f` that are the file's (the rest is padding).
     fn real_len(&self, f: &V2File, k: u32) -> usize {
         (f.length - k as u64 * self.piece_length).min(self.piece_length) as usize
     }
