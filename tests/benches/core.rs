@@ -130,10 +130,19 @@ fn sha1_verify(c: &mut Criterion) {
     g.finish();
 }
 
-fn store_hit(c: &mut Criterion) {
+/// A store of an 8 MiB torrent of 1 MiB pieces (bytes `fill`), empty,
+/// caching `cache` bytes; its torrent and its dir.
+fn empty_store(
+    fill: u8,
+    cache: u64,
+) -> (
+    btt::store::Store,
+    std::sync::Arc<btt::metainfo::Metainfo>,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("x.bin");
-    std::fs::write(&file, vec![1u8; 8 << 20]).unwrap();
+    std::fs::write(&file, vec![fill; 8 << 20]).unwrap();
     let opts = btt::create::CreateOptions {
         piece_length: Some(1 << 20),
         ..Default::default()
@@ -143,12 +152,17 @@ fn store_hit(c: &mut Criterion) {
             .unwrap(),
     );
     let store = btt::store::Store::open(
-        meta,
+        meta.clone(),
         &dir.path().join("data"),
         &dir.path().join("state"),
-        16 << 20,
+        cache,
     )
     .unwrap();
+    (store, meta, dir)
+}
+
+fn store_hit(c: &mut Criterion) {
+    let (store, _, _dir) = empty_store(1, 16 << 20);
     store.keep(3, Bytes::from(vec![2u8; 1 << 20]));
     let mut g = c.benchmark_group("store");
     g.throughput(Throughput::Bytes(128 << 10));
@@ -162,24 +176,7 @@ fn store_hit(c: &mut Criterion) {
 /// (the page cache), then read back a chunk at a time and hashed, as the
 /// engine does instead of assembling the piece in memory.
 fn piece_through_disk(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("x.bin");
-    std::fs::write(&file, vec![4u8; 8 << 20]).unwrap();
-    let opts = btt::create::CreateOptions {
-        piece_length: Some(1 << 20),
-        ..Default::default()
-    };
-    let meta = std::sync::Arc::new(
-        btt::metainfo::Metainfo::from_bytes(&btt::create::create_torrent(&file, &opts).unwrap())
-            .unwrap(),
-    );
-    let store = btt::store::Store::open(
-        meta.clone(),
-        &dir.path().join("data"),
-        &dir.path().join("state"),
-        0,
-    )
-    .unwrap();
+    let (store, meta, _dir) = empty_store(4, 0);
     let block = vec![4u8; 16384];
     let mut g = c.benchmark_group("verify");
     g.throughput(Throughput::Bytes(1 << 20));

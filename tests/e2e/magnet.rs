@@ -367,6 +367,32 @@ fn a_magnet_gets_its_metadata_from_a_libtorrent_seeder_that_dials_the_mount() {
     assert!(log.contains("incoming=true"), "{log}");
 }
 
+/// `cmd` (a `btt` command of a magnet, in `ns`) with no trackers, on
+/// `listen`, its home under `d`: started, and listening before it has the
+/// metadata.
+fn btt_listening(ns: &NetNs, mut cmd: Command, listen: &str, d: &Path, what: &str) -> Proc {
+    cmd.args(["--no-trackers", "--listen", listen])
+        .args(["--metadata-timeout", "60", "--home"])
+        .arg(d.join("home"));
+    let p = Proc::spawn(
+        &format!("btt {what} (magnet)"),
+        &mut cmd,
+        &d.join(format!("btt-{what}.log")),
+    );
+    let listening = wait_until(Duration::from_secs(20), || {
+        ns.command("bash")
+            .args([
+                "-c",
+                &format!("exec 3<>/dev/tcp/{}", listen.replace(':', "/")),
+            ])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert!(listening, "btt {what} does not listen: {}", p.log_text());
+    p
+}
+
 /// `btt seed` of a magnet (the data already on disk) listens before it
 /// fetches the metadata: a seeder that only dials it gives it the
 /// metadata; then, with that seeder gone, a mount reads the files from
@@ -382,23 +408,10 @@ fn btt_seed_of_a_magnet_takes_the_metadata_from_a_seeder_that_dials_it() {
         Command::new("cp").arg("-a").arg(d.join("seed")).arg(&ours),
         "cp",
     );
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", free_port());
     let mut seed = ns.command(BTT);
-    seed.args(["seed", &magnet, "--data"])
-        .arg(&ours)
-        .args(["--no-trackers", "--listen", &listen])
-        .args(["--metadata-timeout", "60", "--home"])
-        .arg(d.join("home"));
-    let seed = Proc::spawn("btt seed (magnet)", &mut seed, &d.join("btt-seed.log"));
-    let listening = wait_until(Duration::from_secs(20), || {
-        ns.command("bash")
-            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    assert!(listening, "btt seed does not listen: {}", seed.log_text());
+    seed.args(["seed", &magnet, "--data"]).arg(&ours);
+    let seed = btt_listening(&ns, seed, &listen, d, "seed");
     let lt = lt_seed_dialing(&ns, &torrent, &d.join("seed"), &listen, d);
     let ready = wait_until(Duration::from_secs(40), || {
         seed.log_text().contains("seeding ")
@@ -429,24 +442,11 @@ fn btt_get_of_a_magnet_takes_the_metadata_from_a_seeder_that_dials_it() {
     let d = d.path();
     let ns = NetNs::new(d);
     let (content, torrent, magnet) = tricky_magnet(d);
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", free_port());
     let out = d.join("down");
     let mut get = ns.command(BTT);
-    get.args(["get", &magnet])
-        .arg(&out)
-        .args(["--no-trackers", "--listen", &listen, "--quiet"])
-        .args(["--metadata-timeout", "60", "--home"])
-        .arg(d.join("home"));
-    let mut get = Proc::spawn("btt get (magnet)", &mut get, &d.join("get.log"));
-    let listening = wait_until(Duration::from_secs(20), || {
-        ns.command("bash")
-            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    assert!(listening, "btt get does not listen: {}", get.log_text());
+    get.args(["get", &magnet]).arg(&out).arg("--quiet");
+    let mut get = btt_listening(&ns, get, &listen, d, "get");
     let _seeder = lt_seed_dialing(&ns, &torrent, &d.join("seed"), &listen, d);
     let st = get
         .wait_exit(Duration::from_secs(60))
