@@ -3,13 +3,14 @@
 default piece size, with 16 MiB pieces, and with the DHT on (bootstrapped
 from a local libtorrent node). Run on demand as root:
 
-    python3 tests/rss.py [--no-build] [--bin DIR]... [--runs N]
+    python3 tests/rss.py [--no-build] [--bin DIR]... [--mount-args ARGS]... [--runs N]
 
 Everything runs inside a network namespace with only loopback. Prints one
 line per case: piece size, DHT, seconds, peak RSS (VmHWM) of the mount.
 With several `--bin` directories (builds side by side, e.g. before and
 after a change) each run goes through all of them in turn; each build
-seeds with its own `btt`.
+seeds with its own `btt`. Each `--mount-args` (e.g. "--cache-size 4MiB")
+is one more variant of every build, run in the same turn.
 """
 import argparse
 import os
@@ -55,7 +56,7 @@ def hwm(pid):
     return None
 
 
-def case(name, torrent, seed_port, dht_boot, mount):
+def case(name, torrent, seed_port, dht_boot, mount, extra):
     d = f"{W}/{name}"
     os.makedirs(f"{d}/mnt")
     env = {"BTT_NO_DHT": "false" if dht_boot else "true"}
@@ -63,6 +64,7 @@ def case(name, torrent, seed_port, dht_boot, mount):
             f"{d}/data", "--peer", f"127.0.0.1:{seed_port}", "--listen", "127.0.0.1:0"]
     if dht_boot:
         args += ["--dht-bootstrap", f"127.0.0.1:{dht_boot}"]
+    args += extra
     m = spawn(args, f"{d}/mount.log", env)
     for _ in range(100):
         if os.path.ismount(f"{d}/mnt"):
@@ -78,12 +80,15 @@ def case(name, torrent, seed_port, dht_boot, mount):
     return secs, peak
 
 
-def build_cases(bindir, boot, port0):
-    """The four cases with the build in `bindir`; one row each."""
+def build_cases(bindir, boot, port0, extra):
+    """The cases with the build in `bindir` and mount arguments `extra`;
+    one row each."""
     btt, mount = os.path.join(bindir, "btt"), os.path.join(bindir, "btt-mount")
     label = os.path.relpath(bindir, ROOT) if bindir.startswith(ROOT) else bindir
+    if extra:
+        label += " " + " ".join(extra)
     rows = []
-    for piece in (None, 16 << 20):
+    for piece in (None, 1 << 20, 16 << 20):
         t = f"{W}/big-{piece or 'default'}-{port0}.torrent"
         cmd = [btt, "create", f"{W}/content/big.bin", "-o", t]
         if piece:
@@ -96,9 +101,9 @@ def build_cases(bindir, boot, port0):
         time.sleep(2)
         for dht in (False, True):
             name = f"{port}-{'dht' if dht else 'nodht'}"
-            secs, peak = case(name, t, port, boot if dht else None, mount)
+            secs, peak = case(name, t, port, boot if dht else None, mount, extra)
             rows.append((piece, dht, secs, peak))
-            print(f"{label}: pieces {'16 MiB' if piece else 'default'}, "
+            print(f"{label}: pieces {f'{piece >> 20} MiB' if piece else 'default'}, "
                   f"DHT {'on' if dht else 'off'}: {secs:.1f} s, peak RSS {peak:.0f} MiB",
                   flush=True)
         stop(seed)
@@ -110,6 +115,8 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--bin", action="append", help="a build's directory (default target/release)")
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--mount-args", action="append", default=[],
+                    help="one more variant: these btt-mount arguments")
     a = ap.parse_args()
     bins = [os.path.abspath(b) for b in (a.bin or [REL])]
     if not a.no_build:
@@ -128,9 +135,13 @@ def main():
         procs.append(spawn(["/usr/bin/python3", os.path.join(ROOT, "tests/lt_node.py"),
                             str(boot)], f"{W}/lt.log"))
         rows = []
+        variants = [[]] + [v.split() for v in a.mount_args]
+        turn = 0
         for run in range(a.runs):
             for b in bins:
-                rows += build_cases(b, boot, 31410 + 10 * (run * len(bins) + bins.index(b)))
+                for extra in variants:
+                    rows += build_cases(b, boot, 31410 + 10 * turn, extra)
+                    turn += 1
     finally:
         for p in procs:
             stop(p)
