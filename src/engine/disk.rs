@@ -148,8 +148,11 @@ pub(crate) async fn writer(t: Arc<Torrent>) {
         .unwrap_or_else(|e| {
             // A panic while writing: none of the batch counts as written.
             warn!(parent: &t.span, error = %e, "writing blocks failed");
-            let lost = || Err(StoreError::Missing(usize::MAX));
-            offsets.iter().map(|_| lost()).collect()
+            let lost = || StoreError::Io {
+                path: t.store.root().to_path_buf(),
+                source: std::io::Error::other("the write was interrupted"),
+            };
+            offsets.iter().map(|_| Err(lost())).collect()
         });
         t.disk.done(bytes);
         for ((offset, r), end) in offsets.into_iter().zip(written).zip(ends) {

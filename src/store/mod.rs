@@ -252,7 +252,6 @@ impl Store {
         let mut at = 0;
         while at < size {
             let len = (buf.len() as u64).min(size - at) as usize;
-            buf[..len].fill(0);
             self.read_disk_into(base + at, &mut buf[..len])?;
             f(&buf[..len]);
             at += len as u64;
@@ -349,10 +348,11 @@ impl Store {
     /// (padding files read as zeros).
     fn read_disk_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
         for sl in self.meta.slices(offset, buf.len() as u64) {
-            if self.meta.files[sl.file].padding {
-                continue; // zeros
-            }
             let at = (sl.torrent_offset - offset) as usize;
+            if self.meta.files[sl.file].padding {
+                buf[at..at + sl.len as usize].fill(0);
+                continue;
+            }
             self.file(sl.file, false)?
                 .read_exact_at(&mut buf[at..at + sl.len as usize], sl.file_offset)
                 .map_err(io_err(&self.path_of(sl.file)))?;

@@ -208,18 +208,7 @@ fn a_library_magnet_takes_the_metadata_from_a_seeder_that_dials_it() {
         m.log().contains("fetching a magnet's metadata")
     });
     assert!(asking, "the magnet is not taken\n{}", m.log());
-    let _lt = crate::dht::lt_peer(
-        &ns,
-        free_port(),
-        &[
-            "--seed".to_string(),
-            torrent.to_str().unwrap().to_string(),
-            d.join("seed").to_str().unwrap().to_string(),
-            "--connect".to_string(),
-            listen.clone(),
-        ],
-        &d.join("lt-seed.log"),
-    );
+    let _lt = crate::magnet::lt_seed_dialing(&ns, &torrent, &d.join("seed"), &listen, d);
     let shown = wait_until(Duration::from_secs(40), || m.mnt.join("tree").is_dir());
     assert!(
         shown,

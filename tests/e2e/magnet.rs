@@ -318,7 +318,7 @@ fn tricky_magnet(d: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
 }
 
 /// A libtorrent seeder of `torrent` (data in `data`) that dials `addr`.
-fn lt_seed_dialing(ns: &NetNs, torrent: &Path, data: &Path, addr: &str, d: &Path) -> Proc {
+pub fn lt_seed_dialing(ns: &NetNs, torrent: &Path, data: &Path, addr: &str, d: &Path) -> Proc {
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let args = [
         "--seed".to_string(),
