@@ -68,15 +68,18 @@ pub fn connect(
     if !url.starts_with("tcp://") {
         return Err(bad("expected tcp://HOST:PORT or ssl://HOST:PORT".into()));
     }
+    Ok(Box::new(ElectrumBackend::new(url, network, tcp_dial(url))?))
+}
+
+fn tcp_dial(url: &str) -> Dial<electrum_client::Client> {
     let u = url.to_string();
-    let dial: Dial<electrum_client::Client> = Box::new(move || {
+    Box::new(move || {
         let config = electrum_client::ConfigBuilder::new()
             .timeout(Some(TIMEOUT))
             .retry(1)
             .build();
         electrum_client::Client::from_config(&u, config).map_err(|e| e.to_string())
-    });
-    Ok(Box::new(ElectrumBackend::new(url, network, dial)?))
+    })
 }
 
 /// A failure of the connection rather than an answer from the server.
