@@ -4,6 +4,17 @@
 //!
 //! A long-running seller keeps one backend for hours; when its connection
 //! drops, the next call dials again once before it reports an error.
+//!
+//! One call at a time: a seller's chain watcher and its peers' funding
+//! checks share a backend from several threads, and electrum-client's
+//! hand-over of the socket reader between waiting callers can be lost (the
+//! reader wakes a waiter while still holding the reader lock; the waiter
+//! goes back to sleep and nobody reads again), which left the watcher
+//! blocked for ever and channels unclosed at expiry. So the client sits
+//! behind a mutex held for the whole call, redial included. The header
+//! notifications the server pushes after `blockchain.headers.subscribe` are
+//! drained on each tip query, so they do not pile up for as long as a seller
+//! runs.
 
 use super::tls::{self, TlsStream};
 use super::{ChainBackend, ChainError, OutputStatus, TxStatus};
@@ -14,7 +25,7 @@ use bdk_electrum::electrum_client::{self, raw_client::RawClient, ElectrumApi};
 use bdk_electrum::BdkElectrumClient;
 use bdk_wallet::Wallet;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 const STOP_GAP: usize = 20;
@@ -26,7 +37,7 @@ type Dial<E> = Box<dyn Fn() -> Result<E, String> + Send + Sync>;
 pub struct ElectrumBackend<E> {
     url: String,
     network: Network,
-    client: RwLock<Arc<BdkElectrumClient<E>>>,
+    client: Mutex<BdkElectrumClient<E>>,
     dial: Dial<E>,
 }
 
@@ -100,7 +111,7 @@ impl<E: ElectrumApi + Send + Sync> ElectrumBackend<E> {
         let b = ElectrumBackend {
             url: url.into(),
             network,
-            client: RwLock::new(Arc::new(BdkElectrumClient::new(inner))),
+            client: Mutex::new(BdkElectrumClient::new(inner)),
             dial,
         };
         let genesis = b.call(|c| c.inner.block_header(0)).map_err(|e| b.err(e))?;
@@ -114,21 +125,28 @@ impl<E: ElectrumApi + Send + Sync> ElectrumBackend<E> {
         Ok(b)
     }
 
-    /// Runs `f` on the client; after a dropped connection, dials once more.
+    /// The client, for one caller at a time (a caller that panicked left
+    /// nothing half-done in it that matters: a request without its answer
+    /// is one the next caller's reply id does not match).
+    fn client(&self) -> MutexGuard<'_, BdkElectrumClient<E>> {
+        self.client.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the client, holding it; after a dropped connection, dials
+    /// once more.
     fn call<T>(
         &self,
         f: impl Fn(&BdkElectrumClient<E>) -> Result<T, electrum_client::Error>,
     ) -> Result<T, electrum_client::Error> {
-        let client = self.client.read().expect("client lock").clone();
+        let mut client = self.client();
         match f(&client) {
             Err(e) if is_transport(&e) => {
                 tracing::debug!(url = %self.url, error = %e, "chain server connection lost; dialing again");
-                let fresh = match (self.dial)() {
-                    Ok(inner) => Arc::new(BdkElectrumClient::new(inner)),
+                match (self.dial)() {
+                    Ok(inner) => *client = BdkElectrumClient::new(inner),
                     Err(_) => return Err(e),
                 };
-                *self.client.write().expect("client lock") = fresh.clone();
-                f(&fresh)
+                f(&client)
             }
             r => r,
         }
@@ -203,9 +221,16 @@ impl<E: ElectrumApi + Send + Sync> ChainBackend for ElectrumBackend<E> {
 
     fn tip_height(&self) -> Result<u32, ChainError> {
         let n = self
-            .call(|c| c.inner.block_headers_subscribe())
+            .call(|c| {
+                let mut tip = c.inner.block_headers_subscribe()?.height;
+                // Pushed notifications: the newest of them may be newer.
+                while let Some(h) = c.inner.block_headers_pop()? {
+                    tip = tip.max(h.height);
+                }
+                Ok(tip)
+            })
             .map_err(|e| self.err(e))?;
-        Ok(n.height as u32)
+        Ok(n as u32)
     }
 
     fn fee_rate(&self, target_blocks: u16) -> Result<Option<FeeRate>, ChainError> {
@@ -238,5 +263,104 @@ impl<E: ElectrumApi + Send + Sync> ChainBackend for ElectrumBackend<E> {
             }
         }
         Ok(OutputStatus::Unspent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pay::bitcoin::consensus::encode::serialize_hex;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::Arc;
+
+    /// A minimal Electrum server on 127.0.0.1: answers the block-0 header
+    /// and `blockchain.headers.subscribe`, each request on its own line,
+    /// and sends a header notification every few answers.
+    fn fake_server() -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("tcp://{}", l.local_addr().unwrap());
+        let header = serialize_hex(&genesis_block(Network::Regtest).header);
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(conn) = conn else { return };
+                let header = header.clone();
+                std::thread::spawn(move || {
+                    let mut out = conn.try_clone().unwrap();
+                    let mut n = 0u64;
+                    for line in BufReader::new(conn).lines() {
+                        let Ok(line) = line else { return };
+                        let req: serde_json::Value = serde_json::from_str(&line).unwrap();
+                        let result = match req["method"].as_str() {
+                            Some("server.version") => serde_json::json!(["fake", "1.4"]),
+                            Some("blockchain.block.header") => serde_json::json!(header),
+                            Some("blockchain.headers.subscribe") => {
+                                serde_json::json!({"height": 100, "hex": header})
+                            }
+                            _ => serde_json::Value::Null,
+                        };
+                        n += 1;
+                        let mut reply = String::new();
+                        if n.is_multiple_of(7) {
+                            reply += &serde_json::json!({"jsonrpc": "2.0",
+                                "method": "blockchain.headers.subscribe",
+                                "params": [{"height": 100, "hex": header}]})
+                            .to_string();
+                            reply.push('\n');
+                        }
+                        reply += &serde_json::json!({"jsonrpc": "2.0", "id": req["id"], "result": result})
+                            .to_string();
+                        reply.push('\n');
+                        if out.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    /// Threads sharing one backend (a seller's watcher and its peers' funding
+    /// checks) all get their answers: none waits for ever on a reply that
+    /// another thread read (electrum-client hands the reading over between
+    /// callers, and a hand-over can be lost).
+    #[test]
+    fn concurrent_calls_on_one_backend_all_return() {
+        let url = fake_server();
+        let b: Arc<dyn ChainBackend> = Arc::from(connect(&url, None, Network::Regtest).unwrap());
+        let (done, finished) = std::sync::mpsc::channel();
+        let threads = 6;
+        for _ in 0..threads {
+            let (b, done) = (b.clone(), done.clone());
+            std::thread::spawn(move || {
+                for _ in 0..2000 {
+                    assert_eq!(b.tip_height().unwrap(), 100);
+                }
+                let _ = done.send(());
+            });
+        }
+        for i in 0..threads {
+            finished
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("{} of {threads} callers hung", threads - i));
+        }
+    }
+
+    /// Header notifications the server pushes do not pile up in the client
+    /// (one per block, for as long as a seller runs).
+    #[test]
+    fn header_notifications_do_not_pile_up() {
+        let url = fake_server();
+        let b = ElectrumBackend::new(&url, Network::Regtest, tcp_dial(&url)).unwrap();
+        for _ in 0..100 {
+            assert_eq!(b.tip_height().unwrap(), 100);
+        }
+        let client = b.client();
+        let mut queued = 0;
+        while client.inner.block_headers_pop().unwrap().is_some() {
+            queued += 1;
+        }
+        assert!(queued <= 1, "{queued} header notifications queued");
     }
 }
