@@ -125,9 +125,8 @@ impl<E: ElectrumApi + Send + Sync> ElectrumBackend<E> {
         Ok(b)
     }
 
-    /// The client, for one caller at a time (a caller that panicked left
-    /// nothing half-done in it that matters: a request without its answer
-    /// is one the next caller's reply id does not match).
+    /// The client, for one caller at a time. A caller that panicked while
+    /// holding it does not make it unusable for the others.
     fn client(&self) -> MutexGuard<'_, BdkElectrumClient<E>> {
         self.client.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -220,7 +219,7 @@ impl<E: ElectrumApi + Send + Sync> ChainBackend for ElectrumBackend<E> {
     }
 
     fn tip_height(&self) -> Result<u32, ChainError> {
-        let n = self
+        let tip = self
             .call(|c| {
                 let mut tip = c.inner.block_headers_subscribe()?.height;
                 // Pushed notifications: the newest of them may be newer.
@@ -230,7 +229,7 @@ impl<E: ElectrumApi + Send + Sync> ChainBackend for ElectrumBackend<E> {
                 Ok(tip)
             })
             .map_err(|e| self.err(e))?;
-        Ok(n as u32)
+        Ok(tip as u32)
     }
 
     fn fee_rate(&self, target_blocks: u16) -> Result<Option<FeeRate>, ChainError> {
