@@ -1242,8 +1242,8 @@ impl Torrent {
         // A v2 piece's block hashes will name its bad blocks (a hybrid's,
         // only if its v2 hashes too say it is wrong).
         let v2_blocks = self.meta.v2.as_ref().and_then(|v| {
-            let span = v.block_request(piece)?;
-            (!v.leaves_ok(piece, &blocks.v2)).then_some((span, blocks.v2))
+            let spans = v.block_requests(piece);
+            (!spans.is_empty() && !v.leaves_ok(piece, &blocks.v2)).then_some((spans, blocks.v2))
         });
         let blocks: Vec<_> = blocks
             .blame
@@ -1260,10 +1260,10 @@ impl Torrent {
             blame::Failed::RetryAlone => {
                 debug!(parent: &self.span, piece, "hash failure with several senders: fetching the piece again from one peer alone");
                 st.picker.retry_alone(piece);
-                if let Some((span, digests)) = v2_blocks {
+                if let Some((spans, digests)) = v2_blocks {
                     let senders = from.iter().map(|k| st.peers.get(k).map(|p| p.addr.ip()));
                     let blocks = senders.zip(digests).collect();
-                    st.block_hashes.failed(piece, span, blocks, Instant::now());
+                    st.block_hashes.failed(piece, spans, blocks, Instant::now());
                     debug!(parent: &self.span, piece, "asking for the failed piece's block hashes");
                     for p in st.peers.values() {
                         let _ = p.cmd.send(PeerCmd::AskBlockHashes(piece));
@@ -1275,8 +1275,8 @@ impl Torrent {
     }
 
     /// A peer asked for a failed piece's block hashes (see [`block_hashes`])
-    /// may send the request: the request, if still wanted.
-    pub(crate) fn may_ask_block_hashes(&self, piece: usize) -> Option<v2::BlockSpan> {
+    /// may send the requests: those still wanted.
+    pub(crate) fn may_ask_block_hashes(&self, piece: usize) -> Vec<v2::BlockSpan> {
         self.lock().block_hashes.may_ask(piece)
     }
 
@@ -1300,11 +1300,11 @@ impl Torrent {
             return;
         };
         // Hashed off the lock.
-        if !v.block_hashes_ok(piece, &hashes) {
+        if !v.block_hashes_ok(piece, span, &hashes) {
             self.ban(from, "sent block hashes that do not match the piece's hash");
             return;
         }
-        let liars = self.lock().block_hashes.judge(piece, &hashes);
+        let liars = self.lock().block_hashes.judge_span(span, &hashes);
         self.ban_block_liars(piece, liars, "a peer's answer");
     }
 

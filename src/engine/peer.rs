@@ -372,20 +372,22 @@ impl Session {
             }
             // Block hashes of a failed piece; the piece layers a magnet
             // needs are asked for on connections of their own.
-            Message::Hashes { req, hashes } if req.base == 0 && req.proof_layers == 0 => {
+            Message::Hashes { req, hashes } if req.base == 0 => {
                 let span = v2::BlockSpan {
                     root: req.root,
                     index: req.index,
                     count: req.count,
+                    proof_layers: req.proof_layers,
                 };
                 self.t.block_hashes_answered(self.addr, span, &hashes);
                 Ok(())
             }
-            Message::HashReject(req) if req.base == 0 && req.proof_layers == 0 => {
+            Message::HashReject(req) if req.base == 0 => {
                 self.t.block_hashes_refused(v2::BlockSpan {
                     root: req.root,
                     index: req.index,
                     count: req.count,
+                    proof_layers: req.proof_layers,
                 });
                 Ok(())
             }
@@ -437,14 +439,14 @@ impl Session {
         if !self.v2 || !self.has.get(piece) {
             return;
         }
-        if let Some(span) = self.t.may_ask_block_hashes(piece) {
-            debug!(piece, "asking for block hashes");
+        for span in self.t.may_ask_block_hashes(piece) {
+            debug!(piece, index = span.index, "asking for block hashes");
             self.send(Message::HashRequest(HashReq {
                 root: span.root,
                 base: 0,
                 index: span.index,
                 count: span.count,
-                proof_layers: 0,
+                proof_layers: span.proof_layers,
             }));
         }
     }

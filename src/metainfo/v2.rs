@@ -198,12 +198,15 @@ pub fn layer_matches(root: &Hash, piece_length: u64, layer: &[Hash]) -> bool {
 pub const MAX_HASHES: u32 = 512;
 
 /// A block-layer hash request: `count` leaves of the file whose root is
-/// `root`, from leaf `index`.
+/// `root`, from leaf `index`, with uncles up to `proof_layers` (none when
+/// the span is a whole piece; a piece of more than [`MAX_HASHES`] blocks
+/// is asked for in spans whose uncles reach up to the piece's node).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockSpan {
     pub root: Hash,
     pub index: u32,
     pub count: u32,
+    pub proof_layers: u32,
 }
 
 /// One non-empty file's place in the piece space and its hashes.
@@ -432,44 +435,82 @@ impl V2 {
         (f.length - k as u64 * self.piece_length).min(self.piece_length) as usize
     }
 
-    /// The block-layer hash request that tells which 16 KiB blocks of
-    /// piece `piece` are wrong: the file's root, the piece's first block
-    /// and the blocks under its node of the tree (no proof needed: the
-    /// node's hash is known). `None` where we cannot check the answer (no
-    /// layer) or it would take more than one request.
-    pub fn block_request(&self, piece: usize) -> Option<BlockSpan> {
-        let (f, k) = self.locate(piece)?;
+    /// The block-layer hash requests that tell which 16 KiB blocks of
+    /// piece `piece` are wrong: the file's root and the blocks under the
+    /// piece's node of the tree, in one request (no proof needed: the
+    /// node's hash is known) or, for a piece of more than [`MAX_HASHES`]
+    /// blocks, in spans of that many, each with the uncles up to the
+    /// piece's node. Empty where we cannot check the answer (no layer).
+    pub fn block_requests(&self, piece: usize) -> Vec<BlockSpan> {
+        let Some((f, k)) = self.locate(piece) else {
+            return vec![];
+        };
         let bpp = (self.piece_length / BLOCK) as u32;
-        let count = if f.pieces == 1 {
+        let width = if f.pieces == 1 {
             (f.length.div_ceil(BLOCK) as u32).next_power_of_two()
         } else if f.layer.is_empty() {
-            return None;
+            return vec![];
         } else {
             bpp
         };
-        let index = k.checked_mul(bpp)?;
-        (count <= MAX_HASHES).then_some(BlockSpan {
-            root: f.root,
-            index,
-            count,
-        })
+        let Some(first) = k.checked_mul(bpp) else {
+            return vec![];
+        };
+        let count = width.min(MAX_HASHES);
+        // Uncles from the span's own layer up to just below the node.
+        let proof_layers = if count < width {
+            width.trailing_zeros() - 1
+        } else {
+            0
+        };
+        let real = self.real_len(f, k) as u64;
+        (0..width / count)
+            .map(|s| BlockSpan {
+                root: f.root,
+                index: first + s * count,
+                count,
+                proof_layers,
+            })
+            // A span wholly past the file's end is padding: nothing to judge.
+            .filter(|s| ((s.index - first) as u64) * BLOCK < real)
+            .collect()
     }
 
-    /// Whether `hashes`, the blocks [`V2::block_request`] named for
-    /// `piece`, hash up to the piece's node of the tree.
-    pub fn block_hashes_ok(&self, piece: usize, hashes: &[Hash]) -> bool {
-        let (Some((f, k)), Some(span)) = (self.locate(piece), self.block_request(piece)) else {
+    /// Whether `hashes`, the answer to `span` (one of piece `piece`'s
+    /// [`V2::block_requests`]: its blocks, then their uncles), hash up to
+    /// the piece's node of the tree.
+    pub fn block_hashes_ok(&self, piece: usize, span: BlockSpan, hashes: &[Hash]) -> bool {
+        let Some((f, k)) = self.locate(piece) else {
             return false;
         };
-        if hashes.len() != span.count as usize {
+        if !self.block_requests(piece).contains(&span) {
             return false;
+        }
+        let count = span.count as usize;
+        let uncles = if span.proof_layers == 0 {
+            0
+        } else {
+            (span.proof_layers + 1 - span.count.trailing_zeros()) as usize
+        };
+        if hashes.len() != count + uncles {
+            return false;
+        }
+        let mut node = root(&hashes[..count], count, [0; 32]);
+        let mut at = span.index >> span.count.trailing_zeros();
+        for u in &hashes[count..] {
+            node = if at.is_multiple_of(2) {
+                pair(&node, u)
+            } else {
+                pair(u, &node)
+            };
+            at /= 2;
         }
         let want = if f.pieces == 1 {
             f.root
         } else {
             self.layers[(f.layer.start + k) as usize]
         };
-        root(hashes, hashes.len(), [0; 32]) == want
+        node == want
     }
 
     /// The SHA-256 of each block of piece `piece` as btt holds it (the
@@ -485,9 +526,9 @@ impl V2 {
 
     /// The pieces to read to answer a block-layer (base 0) hash request:
     /// whole pieces of one file, from a subtree of `count` blocks at
-    /// `index` (a multiple of it) with at most the proof the tree has.
-    /// `None`: refused (unaligned, part of a piece, too many, or a file we
-    /// lack the layer of).
+    /// `index` (a multiple of it; within one piece or whole pieces) with
+    /// at most the proof the tree has. `None`: refused (unaligned, too
+    /// many, or a file we lack the layer of).
     pub fn block_request_pieces(
         &self,
         root: &Hash,
@@ -508,7 +549,6 @@ impl V2 {
         let ok = count >= 2
             && count.is_power_of_two()
             && count <= MAX_HASHES
-            && (f.pieces == 1 || count >= bpp)
             && index.is_multiple_of(count)
             && index as u64 + count as u64 <= width
             && (proof_layers as u64) < width.trailing_zeros() as u64;
@@ -568,9 +608,19 @@ impl V2 {
             return Some(out);
         }
         let shift = bpp.trailing_zeros();
+        // Uncles below the piece's node (a span inside one piece) come from
+        // its own blocks, the ones above from the tree over the layer.
+        let inside = (from < shift && from <= proof_layers).then(|| {
+            leaves.resize(bpp as usize, [0; 32]);
+            levels(leaves)
+        });
         let tree = self.tree_of(f);
         for l in from..=proof_layers {
-            out.push(tree[(l - shift) as usize][((index as u64) >> l) as usize ^ 1]);
+            let at = ((index as u64) >> l) as usize ^ 1;
+            out.push(match &inside {
+                Some(p) if l < shift => p[l as usize][at % p[l as usize].len()],
+                _ => tree[(l - shift) as usize][at],
+            });
         }
         Some(out)
     }
@@ -743,14 +793,15 @@ mod tests {
             b
         };
         for p in [3, 5] {
-            let span = v.block_request(p).unwrap();
+            let span = v.block_requests(p)[0];
             assert_eq!(
-                span,
-                BlockSpan {
+                v.block_requests(p),
+                vec![BlockSpan {
                     root: r,
                     index: 2 * p as u32,
-                    count: 2
-                }
+                    count: 2,
+                    proof_layers: 0,
+                }]
             );
             let hashes = v
                 .block_answer(
@@ -761,7 +812,7 @@ mod tests {
                     &[v.block_digests(p, &piece(p))],
                 )
                 .unwrap();
-            assert!(v.block_hashes_ok(p, &hashes), "piece {p}");
+            assert!(v.block_hashes_ok(p, span, &hashes), "piece {p}");
             assert_eq!(v.block_digests(p, &piece(p)), hashes);
             let mut bad = piece(p);
             bad[BLOCK as usize + 10] ^= 1;
@@ -769,7 +820,7 @@ mod tests {
             assert!(got[0] == hashes[0] && got[1] != hashes[1]);
             let mut wrong = hashes.clone();
             wrong[0][0] ^= 1;
-            assert!(!v.block_hashes_ok(p, &wrong));
+            assert!(!v.block_hashes_ok(p, span, &wrong));
         }
         // The last piece's second block is past the file's end: a zero leaf.
         let last = v
@@ -793,21 +844,22 @@ mod tests {
         assert_eq!(node, pair(&layer[0], &layer[1]));
         assert_eq!(pair(&pair(&node, &got[4]), &got[5]), r);
         // A one-piece file: the tree is its own, from its data.
-        let span = v.block_request(7).unwrap();
+        let span = v.block_requests(7)[0];
         assert_eq!(
-            span,
-            BlockSpan {
+            v.block_requests(7),
+            vec![BlockSpan {
                 root: rs,
                 index: 0,
-                count: 2
-            }
+                count: 2,
+                proof_layers: 0,
+            }]
         );
         let hashes = v
             .block_answer(&rs, 0, 2, 0, &[v.block_digests(7, &piece(7))])
             .unwrap();
-        assert!(v.block_hashes_ok(7, &hashes));
+        assert!(v.block_hashes_ok(7, span, &hashes));
         assert_eq!(v.block_request_pieces(&rs, 0, 2, 1), None);
-        // Refused: unaligned, a part of a piece, too many, proof past the
+        // Refused: unaligned, a single block, too many, proof past the
         // root, padding only, an unknown file.
         for (root, index, count, proof) in [
             (r, 2, 4, 0),
@@ -825,6 +877,68 @@ mod tests {
         }
         assert_eq!(v.block_request_pieces(&r, 4, 4, 0), Some(2..4));
         assert_eq!(v.block_request_pieces(&r, 8, 8, 0), Some(4..7));
+    }
+
+    /// Pieces of more than [`MAX_HASHES`] blocks (16 MiB: 1 024) are asked
+    /// for in spans of 512 whose one uncle is the other half; btt answers
+    /// such a span from the piece's own blocks.
+    #[test]
+    fn block_hashes_of_a_piece_over_512_blocks_come_in_spans_with_proof() {
+        let pl = 1024 * BLOCK;
+        let big: Vec<u8> = (0..pl + 2 * BLOCK + 100).map(|i| (i % 251) as u8).collect();
+        let one: Vec<u8> = (0..600 * BLOCK).map(|i| (i % 241) as u8).collect();
+        let files = tree(&[("big", &big), ("one", &one)]);
+        let (r, ro) = (files[0].root.unwrap(), files[1].root.unwrap());
+        let layer: Vec<Hash> = big
+            .chunks(pl as usize)
+            .map(|p| data_root(p, 1024))
+            .collect();
+        let v = with_layer(pl, &files, r, &layer);
+        let span = |root, index| BlockSpan {
+            root,
+            index,
+            count: 512,
+            proof_layers: 9,
+        };
+        let piece =
+            |d: &[u8], k: usize| d[k * pl as usize..d.len().min((k + 1) * pl as usize)].to_vec();
+        assert_eq!(v.block_requests(0), vec![span(r, 0), span(r, 512)]);
+        // The last piece has 3 blocks: the second half is all padding.
+        assert_eq!(v.block_requests(1), vec![span(r, 1024)]);
+        // A one-piece file of 600 blocks: a tree of 1 024 leaves.
+        assert_eq!(v.block_requests(2), vec![span(ro, 0), span(ro, 512)]);
+        for (p, d, k, root) in [(0, &big, 0, r), (1, &big, 1, r), (2, &one, 0, ro)] {
+            let digests = v.block_digests(p, &piece(d, k));
+            for s in v.block_requests(p) {
+                let got = v
+                    .block_answer(
+                        &root,
+                        s.index,
+                        s.count,
+                        s.proof_layers,
+                        std::slice::from_ref(&digests),
+                    )
+                    .unwrap();
+                assert_eq!(got.len(), 513, "512 blocks and one uncle");
+                let from = (s.index as usize) % 1024;
+                for (i, h) in got[..512].iter().enumerate() {
+                    let want = digests.get(from + i).copied().unwrap_or([0; 32]);
+                    assert_eq!(*h, want, "piece {p} block {}", from + i);
+                }
+                assert!(v.block_hashes_ok(p, s, &got), "piece {p} span {}", s.index);
+                for bad in [0, 511, 512] {
+                    let mut wrong = got.clone();
+                    wrong[bad][3] ^= 1;
+                    assert!(!v.block_hashes_ok(p, s, &wrong), "{bad} changed");
+                }
+                assert!(!v.block_hashes_ok(p, s, &got[..512]), "no uncle");
+                let other = BlockSpan {
+                    proof_layers: 0,
+                    ..s
+                };
+                assert!(!v.block_hashes_ok(p, other, &got), "not a span we ask");
+            }
+        }
     }
 
     /// The left half's root, through a request whose proof is the right half.

@@ -308,15 +308,17 @@ fn a_reconnecting_corrupt_peer_is_banned_by_its_address() {
 }
 
 /// Reads f.bin of `torrent` through a mount whose peers are a liar on
-/// 127.0.0.2 spoiling the first block of each piece it is asked for and
-/// the good seeder on 127.0.0.1 (and `extra` arguments); the mount's log.
+/// 127.0.0.2 answering with `lie` (spoiling the first block of each piece
+/// it is asked for, or every block) and the good seeder on 127.0.0.1 (and
+/// `extra` arguments); the mount's log.
 fn read_beside_a_liar(
     d: &std::path::Path,
     torrent: &std::path::Path,
     data: &std::path::Path,
+    lie: Answer,
     extra: &[&str],
 ) -> String {
-    let liar = Hostile::start_as(torrent, Answer::CorruptFirstBlocks, "127.0.0.2", None);
+    let liar = Hostile::start_as(torrent, lie, "127.0.0.2", None);
     let good = free_port();
     let _seed = btt_seed(torrent, data, good, &d.join("seed.log"), &[]);
     let (l, g) = (
@@ -339,7 +341,7 @@ fn read_beside_a_liar(
 #[test]
 fn a_liar_sharing_pieces_with_the_good_seeder_is_the_only_one_banned() {
     let (d, data, torrent) = content_in_pieces(4_000_000, 256 * 1024);
-    let log = read_beside_a_liar(d.path(), &torrent, &data, &[]);
+    let log = read_beside_a_liar(d.path(), &torrent, &data, Answer::CorruptFirstBlocks, &[]);
     assert!(banned(&log, "127.0.0.2"), "the liar is banned\n{log}");
     assert!(!banned(&log, "127.0.0.1"), "the good seeder is not\n{log}");
 }
@@ -352,16 +354,39 @@ fn a_liar_sharing_pieces_with_the_good_seeder_is_the_only_one_banned() {
 /// from its data) is not.
 #[test]
 fn a_v2_liar_is_banned_by_its_block() {
+    v2_liar_is_banned_by_its_block(4_000_000, "256KiB", "2MiB", Answer::CorruptFirstBlocks);
+}
+
+/// The same with 16 MiB pieces (1 024 blocks, more than one hash request
+/// may carry): the block hashes come in two spans of 512, each with the
+/// uncle that proves it against the piece layer. With two pieces only, the
+/// liar spoils every block it sends (so that it surely shares a piece with
+/// the seeder).
+#[test]
+fn a_v2_liar_is_banned_by_its_block_in_a_piece_of_1024_blocks() {
+    let log = v2_liar_is_banned_by_its_block(20_000_000, "16MiB", "6MiB", Answer::Corrupt);
+    // Refetching 16 MiB at 6 MiB/s takes seconds, the seeder's two answers
+    // (16 KiB each) milliseconds: they judged it.
+    let by_answer = log.lines().any(|l| {
+        l.contains("block hashes checked a failed piece")
+            && l.contains("a peer's answer")
+            && l.contains("liars=1")
+    });
+    assert!(by_answer, "the seeder's spans named the liar\n{log}");
+}
+
+/// The mount's log.
+fn v2_liar_is_banned_by_its_block(size: usize, piece: &str, max_down: &str, lie: Answer) -> String {
     let d = tmpdir();
     let data = d.path().join("data");
-    make_tree(&data, &[("f.bin", 4_000_000)]);
+    make_tree(&data, &[("f.bin", size)]);
     let torrent = d.path().join("f.v2.torrent");
     btt_create(
         &data.join("f.bin"),
         &torrent,
-        &["--v2", "--piece-size", "256KiB"],
+        &["--v2", "--piece-size", piece],
     );
-    let log = read_beside_a_liar(d.path(), &torrent, &data, &["--max-down", "2MiB"]);
+    let log = read_beside_a_liar(d.path(), &torrent, &data, lie, &["--max-down", max_down]);
     // Block hashes named the liar's block: the seeder's answer, checked
     // against the piece layer, or (when the piece's refetch from one peer
     // ended first) the verified piece's own. --max-down makes a refetch
@@ -373,6 +398,7 @@ fn a_v2_liar_is_banned_by_its_block() {
     assert!(by_block, "a block hash named the liar\n{log}");
     assert!(banned(&log, "127.0.0.2"), "the liar is banned\n{log}");
     assert!(!banned(&log, "127.0.0.1"), "the good seeder is not\n{log}");
+    log
 }
 
 /// The peer id a BitTorrent peer on 127.0.0.1:`port` presents for `torrent`
