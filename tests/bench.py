@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""End-to-end benchmark: btt-mount (free, paid, own seeder) vs btfs vs aria2c.
+"""End-to-end benchmark: btt-mount (free, paid, own seeder, HTTP) vs rqbit vs btfs vs aria2c.
 
 Run on demand as root (not part of the test suite):
 
     python3 tests/bench.py [--runs 5] [--quick]
 
-Installs what it needs (tests/setup.sh btfs), builds release, makes content
+Installs what it needs (tests/setup.sh btfs; rqbit RQBIT_VERSION from
+crates.io into target/bench/rqbit), builds release, makes content
 (a 256 MiB random file and a 1080p H.264 video, cached in target/bench/content)
 and starts, inside a network namespace that has only loopback:
 opentracker, one aria2c seeder per torrent (separate folders of hard links:
@@ -17,7 +18,13 @@ Filesystems, each on fresh mounts and data dirs with the page cache dropped:
   btt-paid  btt-mount, the paid `btt seed` as its only peer
   btt-own   btt-mount, the free `btt seed` as its only peer
   btfs      btfs (libtorrent), swarm = tracker + aria2c
+  btt-http  btt-mount's own HTTP streaming (`--http`, `/stream/…`), same swarm
+  rqbit     `rqbit download` (DHT, UPnP, LSD off), same swarm, read through
+            its `/torrents/{info-hash}/stream/0` URL
 and aria2c's own download of the 256 MiB torrent (the swarm's ceiling).
+The two HTTP kinds get the same readers over HTTP: the first 64 KiB as a
+Range request, curl for the sequential passes, the same 20 offsets as
+Range requests on one keep-alive connection, ffprobe and ffmpeg on the URL.
 
 Per run and filesystem: mount → first 64 KiB; sequential MB/s; re-read MB/s
 with the page cache warm and dropped; 20 random 64 KiB reads on a fresh mount
@@ -30,6 +37,7 @@ Writes target/bench/e2e.json and target/bench/e2e.md (the README table).
 """
 import argparse
 import base64
+import http.client
 import json
 import os
 import platform
@@ -40,6 +48,8 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 
 # btt's DHT stays off in these runs (rqbit's and aria2c's are off too).
 os.environ["BTT_NO_DHT"] = "true"
@@ -60,6 +70,10 @@ TRACKER_PORT, ARIA_PORT, OWN_PORT, PAID_PORT, RPC_PORT = 16969, 40000, 30010, 30
 RPC_KEY = "bench"
 BURN = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 READ_TIMEOUT = 600
+RQBIT_VERSION = "9.1.0"
+RQBIT = os.path.join(OUT, "rqbit", "bin", "rqbit")
+# Kinds read over HTTP rather than through a FUSE mount.
+HTTP_KINDS = ("btt-http", "rqbit")
 
 
 # ---------------------------------------------------------------- helpers
@@ -160,10 +174,15 @@ def reader(*args):
 
 
 def seq_read(m):
-    """MB/s of one pass of dd over the file (dd: a Python loop tops out below
-    the page cache's speed)."""
-    s, out = child(["dd", f"if={m.path}", "of=/dev/null", "bs=1M"], m.mnt)
-    n = int(out.strip().splitlines()[-1].split()[0])
+    """MB/s of one pass of dd over the file, or of curl over its URL (dd: a
+    Python loop tops out below the page cache's speed)."""
+    if m.url:
+        s, out = child(ns(["curl", "-s", "-f", "-o", "/dev/null", "-w", "%{size_download}",
+                           m.url]), m.mnt)
+        n = int(out.strip())
+    else:
+        s, out = child(["dd", f"if={m.path}", "of=/dev/null", "bs=1M"], m.mnt)
+        n = int(out.strip().splitlines()[-1].split()[0])
     assert n == BIG_SIZE, out
     return BIG_SIZE / s / 1e6
 
@@ -179,6 +198,33 @@ def run_reader(argv):
         fd = os.open(path, os.O_RDONLY)
         n = len(os.pread(fd, 65536, 0))
         print(json.dumps({"end": time.time(), "bytes": n}))
+    elif kind == "first-url":
+        # The same over HTTP: asks until the server answers (not listening
+        # yet, or the torrent not added yet), then reads 64 KiB.
+        end = time.time() + 120
+        while True:
+            try:
+                n = len(http_get(path, 0, 65536, timeout=120))
+                break
+            except (OSError, http.client.HTTPException):
+                if time.time() > end:
+                    raise
+                time.sleep(0.001)
+        print(json.dumps({"end": time.time(), "bytes": n}))
+    elif kind == "random-url":
+        size, seed = int(argv[2]), int(argv[3])
+        rnd = random.Random(seed)
+        u = urllib.parse.urlsplit(path)
+        c = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+        lat = []
+        for _ in range(20):
+            off = rnd.randrange(0, size - 65536) // 4096 * 4096
+            t = time.perf_counter()
+            c.request("GET", u.path, headers={"Range": f"bytes={off}-{off + 65535}"})
+            r = c.getresponse()
+            assert r.status == 206 and len(r.read()) == 65536, r.status
+            lat.append(time.perf_counter() - t)
+        print(json.dumps({"lat": lat}))
     elif kind == "random":
         size, seed = int(argv[2]), int(argv[3])
         rnd = random.Random(seed)
@@ -190,6 +236,19 @@ def run_reader(argv):
             assert len(os.pread(fd, 65536, off)) == 65536
             lat.append(time.perf_counter() - t)
         print(json.dumps({"lat": lat}))
+
+
+def http_get(url, off, n, timeout=30):
+    """Bytes `off..off+n` of `url` (a Range request; 200 or 206)."""
+    req = urllib.request.Request(url, headers={"Range": f"bytes={off}-{off + n - 1}"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.read()
+
+
+def http_ok(url):
+    """Whether `url` answers 200 (from inside the namespace)."""
+    return subprocess.run(ns(["curl", "-s", "-f", "-o", "/dev/null", url]),
+                          stderr=subprocess.DEVNULL).returncode == 0
 
 
 def proc_figures(pid):
@@ -328,8 +387,18 @@ class Swarm:
 
 # ---------------------------------------------------------------- one mount
 
+_next_port = [31000]
+
+
+def next_port():
+    """A port not used before in this run (the namespace is ours alone)."""
+    _next_port[0] += 1
+    return _next_port[0]
+
+
 class Mount:
-    """One fresh mount of `name` by filesystem `kind` on a fresh data dir."""
+    """One fresh mount of `name` by filesystem `kind` on a fresh data dir
+    (for rqbit: a fresh `rqbit download` of it, read over HTTP)."""
 
     def __init__(self, swarm, kind, name, tag, first_reader=False):
         self.kind, self.swarm = kind, swarm
@@ -339,9 +408,24 @@ class Mount:
             shutil.rmtree(d, ignore_errors=True)
             os.makedirs(d)
         self.path = f"{self.mnt}/{name}"
-        torrent = swarm.torrents[name][0]
+        torrent, ih = swarm.torrents[name]
         port_of = OWN_PORT if kind == "btt-own" else PAID_PORT
-        if kind == "btfs":
+        self.url = self.ready_url = None
+        if kind in HTTP_KINDS:
+            http = f"127.0.0.1:{next_port()}"
+        if kind == "rqbit":
+            self.url = f"http://{http}/torrents/{ih}/stream/0"
+            self.ready_url = f"http://{http}/torrents/{ih}"
+            cmd = [RQBIT, "--disable-dht", "--disable-dht-persistence",
+                   "--disable-upnp-port-forward", "--disable-lsd", "--ipv4-only",
+                   "--listen-port", str(next_port()), "--http-api-listen-addr", http,
+                   "download", torrent, "-o", self.data]
+        elif kind == "btt-http":
+            self.url = f"http://{http}/stream/{ih}/{name}"
+            self.ready_url = f"http://{http}/api/v1/torrents/{ih}"
+            cmd = [MOUNT, torrent, self.mnt, "--foreground", "--data-dir", self.data,
+                   "--listen", "127.0.0.1:0", "--http", http]
+        elif kind == "btfs":
             cmd = ["btfs", "-f", f"--data-directory={self.data}", "--min-port=20000",
                    "--max-port=20100", torrent, self.mnt]
         else:
@@ -357,17 +441,31 @@ class Mount:
         self.log = f"{W}/{tag}.log"
         self.first = None
         if first_reader:
-            self.first = subprocess.Popen(reader("first", self.path), stdout=subprocess.PIPE,
+            self.first = subprocess.Popen(self.reader("first"), stdout=subprocess.PIPE,
                                           text=True)
             time.sleep(0.5)
         self.t0 = time.time()
         self.p = spawn(cmd, self.log)
         end = time.time() + 120
         # btfs fills in its tree shortly after mounting: part of first byte.
-        while not os.path.exists(self.path):
+        # An HTTP kind is ready once it knows the torrent (nothing read yet).
+        ready = ((lambda: http_ok(self.ready_url)) if self.url
+                 else (lambda: os.path.exists(self.path)))
+        while not ready():
             if self.p.poll() is not None or time.time() > end:
                 raise RuntimeError(f"{kind} did not mount; see {self.log}")
             time.sleep(0.002)
+
+    def reader(self, what, *args):
+        """This script's reader `what` on this mount's file or URL (an HTTP
+        reader runs inside the namespace, where the server listens)."""
+        if self.url:
+            return ns(reader(f"{what}-url", self.url, *args))
+        return reader(what, self.path, *args)
+
+    def target(self):
+        """What a player opens: the file, or its URL."""
+        return self.url or self.path
 
     def first_byte(self):
         """Seconds from starting the mount to the first 64 KiB read."""
@@ -451,8 +549,8 @@ def measure_stream(swarm, kind, run):
         m.close()
     m = Mount(swarm, kind, BIG, f"{kind}-{run}-b")
     try:
-        child(reader("first", m.path), m.mnt)
-        _, out = child(reader("random", m.path, BIG_SIZE, run), m.mnt)
+        child(m.reader("first"), m.mnt)
+        _, out = child(m.reader("random", BIG_SIZE, run), m.mnt)
         lat = sorted(json.loads(out)["lat"])
         r["random_median_ms"] = statistics.median(lat) * 1e3
         r["random_p90_ms"] = lat[17] * 1e3  # 18th of 20
@@ -464,10 +562,11 @@ def measure_stream(swarm, kind, run):
     try:
         # A player's open: probe (reads the head and the moov at the tail),
         # then a seek into the middle and one decoded frame.
-        r["ffprobe_s"], _ = child(["ffprobe", "-v", "error", "-show_format", "-show_streams",
-                                   m.path], m.mnt)
-        r["seek_decode_s"], _ = child(["ffmpeg", "-v", "error", "-ss", "60", "-i", m.path,
-                                       "-frames:v", "1", "-f", "null", "-"], m.mnt)
+        r["ffprobe_s"], _ = child(ns(["ffprobe", "-v", "error", "-show_format",
+                                      "-show_streams", m.target()]), m.mnt)
+        r["seek_decode_s"], _ = child(ns(["ffmpeg", "-v", "error", "-ss", "60", "-i",
+                                          m.target(), "-frames:v", "1", "-f", "null", "-"]),
+                                      m.mnt)
         rss, _ = m.figures()
         r["rss_MiB"] = max(r["rss_MiB"], rss or 0)
     finally:
@@ -510,7 +609,9 @@ METRICS = [
     ("pay_wire_bytes_per_GiB", "paid: payment bytes on the wire per GiB", 0),
     ("rejected", "paid: requests the seller rejected", 0),
 ]
-KINDS = ["btt", "btt-paid", "btt-own", "btfs"]
+KINDS = ["btt", "btt-paid", "btt-own", "btt-http", "rqbit", "btfs"]
+# Ratio columns: (numerator, denominator) kinds.
+RATIOS = [("btt", "rqbit"), ("btt-http", "rqbit"), ("btt", "btfs")]
 
 
 def stats(rows, key):
@@ -527,18 +628,23 @@ def fmt(x, d):
 def report(results, meta):
     s = {k: {m: stats(results[k], m) for m, _, _ in METRICS} for k in KINDS}
     s["aria2c"] = {"seq_MBps": stats(results["aria2c"], "seq_MBps")}
-    lines = [f"| metric | {' | '.join(KINDS)} | btt/btfs |", "|---|" + "---|" * (len(KINDS) + 1)]
+    heads = [f"{a}/{b}" for a, b in RATIOS]
+    lines = [f"| metric | {' | '.join(KINDS)} | {' | '.join(heads)} |",
+             "|---|" + "---|" * (len(KINDS) + len(RATIOS))]
     for m, label, d in METRICS:
         cells = []
         for k in KINDS:
             v = s[k][m]
             cells.append("–" if v is None else f"{fmt(v['median'], d)} ({fmt(v['min'], d)}–{fmt(v['max'], d)})")
-        a, b = s["btt"][m], s["btfs"][m]
-        ratio = f"{a['median'] / b['median']:.2f}" if a and b and b["median"] else "–"
-        lines.append(f"| {label} | {' | '.join(cells)} | {ratio} |")
+        for a, b in RATIOS:
+            x, y = s[a][m], s[b][m]
+            cells.append(f"{x['median'] / y['median']:.2f}" if x and y and y["median"] else "–")
+        if any(c != "–" for c in cells):
+            lines.append(f"| {label} | {' | '.join(cells)} |")
     ar = s["aria2c"]["seq_MBps"]
-    lines.append(f"| aria2c's own download of the same torrent (MB/s) | {fmt(ar['median'], 0)} "
-                 f"({fmt(ar['min'], 0)}–{fmt(ar['max'], 0)}) | | | | |")
+    if ar:
+        lines.append(f"| aria2c's own download of the same torrent (MB/s) | {fmt(ar['median'], 0)} "
+                     f"({fmt(ar['min'], 0)}–{fmt(ar['max'], 0)}) |" + " |" * (len(KINDS) + len(RATIOS) - 1))
     def ratio(a, b):
         x = s[a]["seq_MBps"] if a in s else None
         y = s[b]["seq_MBps"] if b != "aria2c" else ar
@@ -547,12 +653,14 @@ def report(results, meta):
         "btt_seq_over_aria2c": ratio("btt", "aria2c"),
         "btt_seq_over_btfs": ratio("btt", "btfs"),
         "paid_seq_over_own_free": ratio("btt-paid", "btt-own"),
+        "btt_seq_over_rqbit": ratio("btt", "rqbit"),
     }
     lines.append("")
     lines.append(f"Sequential, ratios of medians: btt / aria2c's download "
                  f"{fmt(ratios['btt_seq_over_aria2c'], 2)}; btt / btfs "
                  f"{fmt(ratios['btt_seq_over_btfs'], 1)}; paid / free from a btt seeder "
-                 f"{fmt(ratios['paid_seq_over_own_free'], 2)}.")
+                 f"{fmt(ratios['paid_seq_over_own_free'], 2)}; btt / rqbit "
+                 f"{fmt(ratios['btt_seq_over_rqbit'], 2)}.")
     md = "\n".join(lines)
     json.dump({"meta": meta, "summary": s, "ratios": ratios, "runs": results},
               open(f"{OUT}/e2e.json", "w"), indent=1)
@@ -569,7 +677,18 @@ def machine():
             "btfs": subprocess.run(["dpkg-query", "-W", "-f=${Version}", "btfs"],
                                    capture_output=True, text=True).stdout,
             "aria2c": subprocess.run(["dpkg-query", "-W", "-f=${Version}", "aria2"],
-                                     capture_output=True, text=True).stdout}
+                                     capture_output=True, text=True).stdout,
+            "rqbit": RQBIT_VERSION}
+
+
+def install_rqbit():
+    """rqbit RQBIT_VERSION from crates.io (its lock file; TLS by rustls, no
+    web UI, no postgres) into target/bench/rqbit, once."""
+    if os.path.exists(RQBIT):
+        return
+    sh(["cargo", "install", "rqbit", "--version", RQBIT_VERSION, "--locked",
+        "--no-default-features", "--features", "default-tls", "--root",
+        os.path.dirname(os.path.dirname(RQBIT))])
 
 
 def main():
@@ -584,6 +703,8 @@ def main():
         sys.exit("run as root: mounts, network namespace, drop_caches")
     if not a.quick:
         sh(["bash", os.path.join(ROOT, "tests/setup.sh"), "btfs"])
+        if "rqbit" in a.kinds.split(","):
+            install_rqbit()
         sh(["cargo", "build", "--release", "--bins", "--quiet"], cwd=ROOT)
     os.makedirs(OUT, exist_ok=True)
     content = make_content()
