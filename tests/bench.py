@@ -18,6 +18,8 @@ Filesystems, each on fresh mounts and data dirs with the page cache dropped:
   btt-paid  btt-mount, the paid `btt seed` as its only peer
   btt-own   btt-mount, the free `btt seed` as its only peer
   btfs      btfs (libtorrent), swarm = tracker + aria2c
+  btt-c0    btt with `--cache-size 0` (no piece cache: what the cache is worth;
+            not in the default kinds)
   btt-http  btt-mount's own HTTP streaming (`--http`, `/stream/…`), same swarm
   rqbit     `rqbit download` (DHT, UPnP, LSD off), same swarm, read through
             its `/torrents/{info-hash}/stream/0` URL
@@ -433,6 +435,8 @@ class Mount:
                    "--listen", "127.0.0.1:0"]
             if kind == "btt-own":
                 cmd += ["--peer", f"127.0.0.1:{port_of}", "--no-trackers"]
+            elif kind == "btt-c0":
+                cmd += ["--cache-size", "0"]
             elif kind == "btt-paid":
                 cmd += ["--peer", f"127.0.0.1:{port_of}", "--no-trackers",
                         "--home", swarm.buyer, "--max-price", "2000sat/GiB",
@@ -610,6 +614,8 @@ METRICS = [
     ("rejected", "paid: requests the seller rejected", 0),
 ]
 KINDS = ["btt", "btt-paid", "btt-own", "btt-http", "rqbit", "btfs"]
+# Measured only when asked for with --kinds.
+EXTRA_KINDS = ["btt-c0"]
 # Ratio columns: (numerator, denominator) kinds.
 RATIOS = [("btt", "rqbit"), ("btt-http", "rqbit"), ("btt", "btfs")]
 
@@ -626,14 +632,15 @@ def fmt(x, d):
 
 
 def report(results, meta):
-    s = {k: {m: stats(results[k], m) for m, _, _ in METRICS} for k in KINDS}
+    shown = KINDS + [k for k in EXTRA_KINDS if results.get(k)]
+    s = {k: {m: stats(results[k], m) for m, _, _ in METRICS} for k in shown}
     s["aria2c"] = {"seq_MBps": stats(results["aria2c"], "seq_MBps")}
     heads = [f"{a}/{b}" for a, b in RATIOS]
-    lines = [f"| metric | {' | '.join(KINDS)} | {' | '.join(heads)} |",
-             "|---|" + "---|" * (len(KINDS) + len(RATIOS))]
+    lines = [f"| metric | {' | '.join(shown)} | {' | '.join(heads)} |",
+             "|---|" + "---|" * (len(shown) + len(RATIOS))]
     for m, label, d in METRICS:
         cells = []
-        for k in KINDS:
+        for k in shown:
             v = s[k][m]
             cells.append("–" if v is None else f"{fmt(v['median'], d)} ({fmt(v['min'], d)}–{fmt(v['max'], d)})")
         for a, b in RATIOS:
@@ -644,7 +651,7 @@ def report(results, meta):
     ar = s["aria2c"]["seq_MBps"]
     if ar:
         lines.append(f"| aria2c's own download of the same torrent (MB/s) | {fmt(ar['median'], 0)} "
-                     f"({fmt(ar['min'], 0)}–{fmt(ar['max'], 0)}) |" + " |" * (len(KINDS) + len(RATIOS) - 1))
+                     f"({fmt(ar['min'], 0)}–{fmt(ar['max'], 0)}) |" + " |" * (len(shown) + len(RATIOS) - 1))
     def ratio(a, b):
         x = s[a]["seq_MBps"] if a in s else None
         y = s[b]["seq_MBps"] if b != "aria2c" else ar
@@ -710,7 +717,7 @@ def main():
     content = make_content()
     swarm = Swarm(content)
     kinds = a.kinds.split(",")
-    results = {k: [] for k in KINDS + ["aria2c"]}
+    results = {k: [] for k in KINDS + EXTRA_KINDS + ["aria2c"]}
     try:
         swarm.start()
         for run in range(a.runs):
