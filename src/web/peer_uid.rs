@@ -29,9 +29,15 @@ fn find(table: &str, peer: &SocketAddr, us: &SocketAddr) -> Option<u32> {
     })
 }
 
+/// Socket-table lookups so far (tests count them).
+#[cfg(test)]
+pub static LOOKUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// The user that owns the client socket `peer` connected to `us`, if it is
 /// on this host.
 pub fn of(peer: &SocketAddr, us: &SocketAddr) -> Option<u32> {
+    #[cfg(test)]
+    LOOKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let table = match peer {
         SocketAddr::V4(_) => "/proc/net/tcp",
         SocketAddr::V6(_) => "/proc/net/tcp6",
