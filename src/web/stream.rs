@@ -1,7 +1,7 @@
 //! `GET /stream/{info_hash}/{path}`: one file of a torrent over HTTP, with
 //! ranges, read through the engine like a mount's reads: each chunk waits
 //! for its pieces (critical) while a read-ahead window, grown as the player
-//! reads on, is fetched ahead of it. A player that disconnects drops the
+//! reads on and ending where its range ends, is fetched ahead of it. A player that disconnects drops the
 //! stream, and with it its waits and its window.
 
 use super::range::{content_range, content_type, wanted, Wanted};
@@ -39,6 +39,14 @@ fn file_of(t: &Torrent, path: &str) -> Option<usize> {
                 p => p == path,
             }
     })
+}
+
+/// The torrent bytes to fetch ahead of a stream of a file at `base` that
+/// has sent up to `at` (file offsets), `ahead` bytes of window, and whose
+/// range ends at `end`: never past that end (a player that names its end,
+/// in a bounded range, wants nothing after it).
+fn ahead_of(base: u64, at: u64, ahead: u64, end: u64) -> std::ops::Range<u64> {
+    base + at..base + (at + ahead).min(end).max(at)
 }
 
 /// Clears the stream's read-ahead window when the stream ends or is dropped.
@@ -109,12 +117,12 @@ pub(super) async fn serve(
         }
         let len = CHUNK.min(end - at);
         let ahead = ra.on_read(at, len);
-        let (ra_start, ra_end) = (base + at + len, (base + at + len + ahead).min(base + size));
-        if ra_end > ra_start {
-            w.t.set_window(
-                w.handle,
-                w.t.meta.pieces_for_range(ra_start, ra_end - ra_start),
-            );
+        let window = ahead_of(base, at + len, ahead, end);
+        if !window.is_empty() {
+            let pieces =
+                w.t.meta
+                    .pieces_for_range(window.start, window.end - window.start);
+            w.t.set_window(w.handle, pieces);
         }
         match w.t.read(base + at, len).await {
             Ok(bytes) => Some((Ok::<Bytes, std::io::Error>(bytes), (w, ra, at + len, end))),
@@ -127,6 +135,19 @@ pub(super) async fn serve(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn read_ahead_stops_at_the_end_of_the_range() {
+        // An open range (to the file's end at 10 MiB): the whole window.
+        assert_eq!(super::ahead_of(100, 1000, 5000, 10 << 20), 1100..6100);
+        // A bounded 64 KiB range, all sent but its last 1 000 bytes.
+        assert_eq!(
+            super::ahead_of(100, 64_536, 1 << 20, 65_536),
+            64_636..65_636
+        );
+        // All of it sent: nothing ahead.
+        assert!(super::ahead_of(100, 65_536, 1 << 20, 65_536).is_empty());
+    }
+
     #[test]
     fn stream_urls_encode_each_component() {
         assert_eq!(
