@@ -67,7 +67,15 @@ pub struct Store {
     /// The record of pieces on disk; also makes flushes one at a time (each
     /// syncs what was written before it, then records it), in order.
     record: Mutex<record::Record>,
+    /// Buffers [`Store::read_chunks`] reads into, kept for the next piece
+    /// (at most [`KEPT_CHUNK_BUFS`]): a fresh one of 256 KiB or more is a
+    /// new mapping each time (above the allocator's mmap threshold), every
+    /// page of it faulted in and zeroed again for each piece checked.
+    chunk_bufs: Mutex<Vec<Vec<u8>>>,
 }
+
+/// Chunk buffers kept between checks (checks run one or two at a time).
+const KEPT_CHUNK_BUFS: usize = 2;
 
 /// An open file of the torrent, and whether it was opened for writing.
 type Handle = (Arc<File>, bool);
@@ -106,6 +114,7 @@ impl Store {
             on_disk: Mutex::new(Bitfield::new(n)),
             dirty: Mutex::new(Vec::new()),
             record: Mutex::new(record::Record::new(state_file, meta.info_hash.0, n)),
+            chunk_bufs: Mutex::new(Vec::new()),
             root: root.to_path_buf(),
             meta,
         };
@@ -248,15 +257,26 @@ impl Store {
         mut f: impl FnMut(&[u8]),
     ) -> Result<(), StoreError> {
         let (base, size) = (self.meta.piece_offset(piece), self.meta.piece_size(piece));
-        let mut buf = vec![0u8; chunk.max(1).min(size) as usize];
+        let want = chunk.max(1).min(size) as usize;
+        let mut buf = self.chunk_bufs.lock().expect("lock").pop().unwrap_or_default();
+        // Every byte of what is handed on is read first (or zeroed, for
+        // padding): what the buffer held before is never seen.
+        buf.resize(want, 0);
         let mut at = 0;
-        while at < size {
-            let len = (buf.len() as u64).min(size - at) as usize;
-            self.read_disk_into(base + at, &mut buf[..len])?;
-            f(&buf[..len]);
-            at += len as u64;
+        let r = (|| {
+            while at < size {
+                let len = (buf.len() as u64).min(size - at) as usize;
+                self.read_disk_into(base + at, &mut buf[..len])?;
+                f(&buf[..len]);
+                at += len as u64;
+            }
+            Ok(())
+        })();
+        let mut kept = self.chunk_bufs.lock().expect("lock");
+        if kept.len() < KEPT_CHUNK_BUFS {
+            kept.push(buf);
         }
-        Ok(())
+        r
     }
 
     /// The whole piece, from memory or disk (caching it).
