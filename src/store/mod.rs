@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub mod check;
+mod pool;
 mod record;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,14 +69,15 @@ pub struct Store {
     /// syncs what was written before it, then records it), in order.
     record: Mutex<record::Record>,
     /// Buffers [`Store::read_chunks`] reads into, kept for the next piece
-    /// (at most [`KEPT_CHUNK_BUFS`]): a fresh one of 256 KiB or more is a
-    /// new mapping each time (above the allocator's mmap threshold), every
-    /// page of it faulted in and zeroed again for each piece checked.
-    chunk_bufs: Mutex<Vec<Vec<u8>>>,
+    /// (see [`pool`]); checks run one or two at a time.
+    chunk_bufs: Arc<pool::Pool>,
+    /// Buffers ranges are read from disk into ([`Store::read_range`]: a
+    /// FUSE read, 128 KiB as a rule), given back when their reply is sent.
+    read_bufs: Arc<pool::Pool>,
 }
 
-/// Chunk buffers kept between checks (checks run one or two at a time).
-const KEPT_CHUNK_BUFS: usize = 2;
+/// The largest buffer worth keeping: a FUSE read or a check chunk.
+const KEPT_BUF_MAX: usize = 1 << 20;
 
 /// An open file of the torrent, and whether it was opened for writing.
 type Handle = (Arc<File>, bool);
@@ -114,7 +116,8 @@ impl Store {
             on_disk: Mutex::new(Bitfield::new(n)),
             dirty: Mutex::new(Vec::new()),
             record: Mutex::new(record::Record::new(state_file, meta.info_hash.0, n)),
-            chunk_bufs: Mutex::new(Vec::new()),
+            chunk_bufs: pool::Pool::new(2, KEPT_BUF_MAX),
+            read_bufs: pool::Pool::new(4, KEPT_BUF_MAX),
             root: root.to_path_buf(),
             meta,
         };
@@ -257,11 +260,7 @@ impl Store {
         mut f: impl FnMut(&[u8]),
     ) -> Result<(), StoreError> {
         let (base, size) = (self.meta.piece_offset(piece), self.meta.piece_size(piece));
-        let want = chunk.max(1).min(size) as usize;
-        let mut buf = self.chunk_bufs.lock().expect("lock").pop().unwrap_or_default();
-        // Every byte of what is handed on is read first (or zeroed, for
-        // padding): what the buffer held before is never seen.
-        buf.resize(want, 0);
+        let mut buf = self.chunk_bufs.take(chunk.max(1).min(size) as usize);
         let mut at = 0;
         let r = (|| {
             while at < size {
@@ -272,10 +271,7 @@ impl Store {
             }
             Ok(())
         })();
-        let mut kept = self.chunk_bufs.lock().expect("lock");
-        if kept.len() < KEPT_CHUNK_BUFS {
-            kept.push(buf);
-        }
+        self.chunk_bufs.give(buf);
         r
     }
 
@@ -327,33 +323,42 @@ impl Store {
     ) -> Result<Option<Bytes>, StoreError> {
         let pieces = self.meta.pieces_for_range(offset, len);
         let single = pieces.len() == 1;
-        let mut out = bytes::BytesMut::new();
+        // Taken when the first piece is copied (none for a single piece in
+        // memory, sliced without a copy).
+        let mut out: Option<Vec<u8>> = None;
+        let mut at = 0usize;
         for p in pieces {
             let base = self.meta.piece_offset(p);
             let from = offset.max(base);
             let to = (offset + len).min(base + self.meta.piece_size(p));
             let (a, b) = ((from - base) as usize, (to - base) as usize);
+            let n = b - a;
             if let Some(data) = self.in_memory(p) {
                 if single {
                     return Ok(Some(data.slice(a..b)));
                 }
-                if out.capacity() == 0 {
-                    out.reserve(len as usize);
+                let buf = out.get_or_insert_with(|| self.read_bufs.take(len as usize));
+                buf[at..at + n].copy_from_slice(&data[a..b]);
+            } else {
+                if !disk {
+                    if let Some(buf) = out {
+                        self.read_bufs.give(buf);
+                    }
+                    return Ok(None);
                 }
-                out.extend_from_slice(&data[a..b]);
-                continue;
+                let buf = out.get_or_insert_with(|| self.read_bufs.take(len as usize));
+                self.read_disk_into(from, &mut buf[at..at + n])?;
             }
-            if !disk {
-                return Ok(None);
-            }
-            if out.capacity() == 0 {
-                out.reserve(len as usize);
-            }
-            let start = out.len();
-            out.resize(start + (to - from) as usize, 0);
-            self.read_disk_into(from, &mut out[start..])?;
+            at += n;
         }
-        Ok(Some(out.freeze()))
+        Ok(Some(match out {
+            Some(mut buf) => {
+                // A range past the torrent's end is cut where it ends.
+                buf.truncate(at);
+                pool::Pool::freeze(&self.read_bufs, buf)
+            }
+            None => Bytes::new(),
+        }))
     }
 
     /// Torrent bytes `[offset, offset+len)` from the files, whatever the
