@@ -6,7 +6,7 @@
 //! which kept a mount above 100 MiB). Written at once, a block costs memory
 //! only while it waits in this queue, and the queue is bounded: a connection
 //! does not read its socket while [`MAX_QUEUED`] bytes or more wait (TCP
-//! then slows its sender), so at most that plus one socket read (256 KiB)
+//! then slows its sender), so at most that plus one socket buffer (120 KiB)
 //! per connection wait. Meanwhile its requests do not time out (the stall
 //! is ours, not the peer's). The check reads a piece back a chunk at a time
 //! ([`CHECK_CHUNK`]), from the page cache as a rule.
