@@ -359,7 +359,7 @@ pub async fn start(
     });
     tokio::spawn(async move {
         let serve = axum::serve(
-            listener,
+            NoDelay(listener),
             router.into_make_service_with_connect_info::<Client>(),
         )
         .with_graceful_shutdown(async move {
@@ -441,11 +441,28 @@ struct Client {
     uid: Arc<tokio::sync::OnceCell<Option<u32>>>,
 }
 
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
-    for Client
-{
-    fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Client {
+/// The web face's listener: each connection without Nagle's delay (a
+/// response's head and body go in separate writes; with it, the second
+/// waited for the client's delayed ACK: 40 ms on a few range requests).
+struct NoDelay(tokio::net::TcpListener);
+
+impl axum::serve::Listener for NoDelay {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        let _ = io.set_nodelay(true);
+        (io, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, NoDelay>> for Client {
+    fn connect_info(s: axum::serve::IncomingStream<'_, NoDelay>) -> Client {
         Client {
             peer: *s.remote_addr(),
             uid: Default::default(),
@@ -781,6 +798,22 @@ mod tests {
         let mut body = vec![0; len];
         r.read_exact(&mut body).unwrap();
         status
+    }
+
+    /// Accepted connections go without Nagle's delay (with it, a range
+    /// request's body waited for the client's delayed ACK now and then:
+    /// p90 43 ms of 20 random 64 KiB ranges in bench.py).
+    #[test]
+    fn connections_are_accepted_without_nagle() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let mut l = NoDelay(l);
+            let _c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (io, _) = axum::serve::Listener::accept(&mut l).await;
+            assert!(io.nodelay().unwrap());
+        });
     }
 
     /// The user behind a connection is looked up in the socket table once
