@@ -443,7 +443,7 @@ struct Client {
 
 /// The web face's listener: each connection without Nagle's delay (a
 /// response's head and body go in separate writes; with it, the second
-/// waited for the client's delayed ACK: 40 ms on a few range requests).
+/// may wait for the client's delayed ACK).
 struct NoDelay(tokio::net::TcpListener);
 
 impl axum::serve::Listener for NoDelay {
@@ -800,9 +800,8 @@ mod tests {
         status
     }
 
-    /// Accepted connections go without Nagle's delay (with it, a range
-    /// request's body waited for the client's delayed ACK now and then:
-    /// p90 43 ms of 20 random 64 KiB ranges in bench.py).
+    /// Accepted connections go without Nagle's delay (with it, a reply's
+    /// body may wait for the client's delayed ACK).
     #[test]
     fn connections_are_accepted_without_nagle() {
         let rt = tokio::runtime::Runtime::new().unwrap();
