@@ -546,6 +546,12 @@ async fn session_loop(
                 if n == 0 {
                     return Err(PeerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
                 }
+                // ACK at once (Linux leaves quick-ACK mode on its own, so
+                // again after each read): a sender that holds back the
+                // tail of a reply until it is ACKed (Nagle, as aria2c's
+                // sockets do) otherwise waits out our delayed ACK, 40 ms,
+                // whenever only a piece or two are asked for.
+                let _ = socket2::SockRef::from(rd.as_ref()).set_tcp_quickack(true);
                 // Over --max-down: the next read waits (TCP slows the peer);
                 // commands and timers do not.
                 let wait = super::rate::cost(&s.t.cfg.max_down, n);
