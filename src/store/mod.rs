@@ -261,18 +261,27 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (base, size) = (self.meta.piece_offset(piece), self.meta.piece_size(piece));
         let mut buf = self.chunk_bufs.take(chunk.max(1).min(size) as usize);
-        let mut at = 0;
-        let r = (|| {
-            while at < size {
-                let len = (buf.len() as u64).min(size - at) as usize;
-                self.read_disk_into(base + at, &mut buf[..len])?;
-                f(&buf[..len]);
-                at += len as u64;
-            }
-            Ok(())
-        })();
+        let r = self.read_chunks_into(&mut buf, base, size, &mut f);
         self.chunk_bufs.give(buf);
         r
+    }
+
+    /// [`Store::read_chunks`] of the `size` bytes at `base`, a `buf` at a time.
+    fn read_chunks_into(
+        &self,
+        buf: &mut [u8],
+        base: u64,
+        size: u64,
+        f: &mut impl FnMut(&[u8]),
+    ) -> Result<(), StoreError> {
+        let mut at = 0;
+        while at < size {
+            let len = (buf.len() as u64).min(size - at) as usize;
+            self.read_disk_into(base + at, &mut buf[..len])?;
+            f(&buf[..len]);
+            at += len as u64;
+        }
+        Ok(())
     }
 
     /// The whole piece, from memory or disk (caching it).

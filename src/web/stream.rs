@@ -1,8 +1,9 @@
 //! `GET /stream/{info_hash}/{path}`: one file of a torrent over HTTP, with
 //! ranges, read through the engine like a mount's reads: each chunk waits
 //! for its pieces (critical) while a read-ahead window, grown as the player
-//! reads on and ending where its range ends, is fetched ahead of it. A player that disconnects drops the
-//! stream, and with it its waits and its window.
+//! reads on and ending where its range ends, is fetched ahead of it. A
+//! player that disconnects drops the stream, and with it its waits and its
+//! window.
 
 use super::range::{content_range, content_type, wanted, Wanted};
 use super::{not_found, App};
@@ -46,7 +47,7 @@ fn file_of(t: &Torrent, path: &str) -> Option<usize> {
 /// range ends at `end`: never past that end (a player that names its end,
 /// in a bounded range, wants nothing after it).
 fn ahead_of(base: u64, at: u64, ahead: u64, end: u64) -> std::ops::Range<u64> {
-    base + at..base + (at + ahead).min(end).max(at)
+    base + at..base + (at + ahead).min(end)
 }
 
 /// Clears the stream's read-ahead window when the stream ends or is dropped.
