@@ -16,16 +16,22 @@
 //! entry at the root (a multi-file torrent's folder, a single file); its
 //! torrents come and go, so the root's entries are never cached, and the
 //! inodes of a torrent carry its shelf place in their high bits.
+//!
+//! A file whose pieces are all verified is opened in passthrough mode where
+//! the kernel and our privileges allow it ([`crate::passthrough`]): its reads
+//! then never reach us.
 
 use crate::fs::{Attr, Fs, FsError, Kind};
+use crate::passthrough::IoModes;
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request,
 };
 use std::ffi::OsStr;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// Content never changes, so the kernel may cache attributes and entries for long.
@@ -170,6 +176,9 @@ pub struct BttFuse {
     rt: tokio::runtime::Handle,
     uid: u32,
     gid: u32,
+    /// Whether the kernel took passthrough and we may register files.
+    passthrough: AtomicBool,
+    modes: Mutex<IoModes<BackingId>>,
 }
 
 impl BttFuse {
@@ -190,6 +199,31 @@ impl BttFuse {
             rt,
             uid,
             gid,
+            passthrough: AtomicBool::new(false),
+            modes: Mutex::new(IoModes::default()),
+        }
+    }
+
+    /// Registers the store's file `path` as the backing of an open, where
+    /// passthrough works; a refusal for want of privilege or kernel support
+    /// turns it off for the mount.
+    fn backing(&self, path: Option<std::path::PathBuf>, reply: &ReplyOpen) -> Option<BackingId> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        let file = std::fs::File::open(path?).ok()?;
+        match reply.open_backing(&file) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EPERM | libc::ENOTTY | libc::EOPNOTSUPP | libc::ENOSYS)
+                ) {
+                    self.passthrough.store(false, Ordering::Relaxed);
+                }
+                tracing::debug!(error = %e, "passthrough refused; reads go through btt");
+                None
+            }
         }
     }
 
@@ -323,6 +357,13 @@ impl Filesystem for BttFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(MAX_READ);
         let _ = config.set_max_write(MAX_READ);
+        // Backing files may themselves be on a stacked filesystem (overlayfs
+        // in a container).
+        if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(2).is_ok()
+        {
+            self.passthrough.store(true, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -393,11 +434,18 @@ impl Filesystem for BttFuse {
             },
             Route::Shelf(_) => reply.error(Errno::EISDIR),
             Route::Fs(fs, inner, tag) => match fs.open(inner, write) {
-                // Immutable content: keep the page cache across opens.
-                Ok(fh) => reply.opened(
-                    FileHandle(Self::outer_fh(tag, fh)),
-                    FopenFlags::FOPEN_KEEP_CACHE,
-                ),
+                Ok(fh) => {
+                    let fh = FileHandle(Self::outer_fh(tag, fh));
+                    let mut modes = self.modes.lock().unwrap_or_else(|e| e.into_inner());
+                    match modes.open(ino.0, || self.backing(fs.complete_file(inner), &reply)) {
+                        Some(id) => {
+                            tracing::debug!(ino = ino.0, "opened in passthrough");
+                            reply.opened_passthrough(fh, FopenFlags::empty(), id)
+                        }
+                        // Immutable content: keep the page cache across opens.
+                        None => reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE),
+                    }
+                }
                 Err(e) => reply.error(errno(&e)),
             },
             Route::Gone => reply.error(Errno::ENOENT),
@@ -444,7 +492,7 @@ impl Filesystem for BttFuse {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -454,6 +502,10 @@ impl Filesystem for BttFuse {
         if let Route::Fs(fs, inner, _) = self.route_fh(fh.0) {
             fs.release(inner);
         }
+        self.modes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release(ino.0);
         reply.ok();
     }
 
@@ -557,7 +609,9 @@ impl Filesystem for BttFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing is ever written, so nothing to flush: ENOSYS tells the
+        // kernel to stop sending a FLUSH at every close (it counts as success).
+        reply.error(Errno::ENOSYS);
     }
 
     // ---- everything that would write: EROFS ----

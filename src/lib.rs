@@ -30,6 +30,7 @@ pub mod market;
 pub mod memory;
 pub mod metainfo;
 pub mod mount;
+pub mod passthrough;
 pub mod pay;
 pub mod seed;
 pub mod store;

@@ -960,6 +960,12 @@ impl Torrent {
         self.lock().picker.have().is_complete()
     }
 
+    /// Whether every piece in `pieces` is verified.
+    pub fn has_pieces(&self, mut pieces: Range<usize>) -> bool {
+        let st = self.lock();
+        pieces.all(|p| st.picker.have().get(p))
+    }
+
     pub fn peer_count(&self) -> usize {
         self.lock().peers.len()
     }

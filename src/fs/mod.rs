@@ -18,6 +18,7 @@ use crate::engine::{EngineError, Torrent};
 use crate::metainfo::Metainfo;
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -225,6 +226,17 @@ impl Fs {
             },
         );
         Ok(fh)
+    }
+
+    /// The store's file under `ino` when every piece under it is verified:
+    /// its bytes there are final, and the kernel may read them itself (see
+    /// [`crate::passthrough`]).
+    pub fn complete_file(&self, ino: u64) -> Option<PathBuf> {
+        let file = self.tree.info(ino).ok()?.file?;
+        let f = &self.meta.files[file];
+        let pieces = self.meta.pieces_for_range(f.offset, f.length);
+        (f.length > 0 && !f.padding && self.torrent.has_pieces(pieces))
+            .then(|| self.torrent.store.path_of(file))
     }
 
     pub fn release(&self, fh: u64) {

@@ -16,6 +16,7 @@ mod magnet;
 mod own_tracker;
 mod packaging;
 mod paid;
+mod passthrough;
 mod payments;
 mod peers;
 mod pex;
