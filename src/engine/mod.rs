@@ -782,12 +782,14 @@ impl Torrent {
         &self.cfg
     }
 
-    /// Rewrites this torrent's status file once a second (see [`status`]).
+    /// Rewrites this torrent's status file once a second when it changed
+    /// (see [`status`]).
     async fn status_loop(self: Arc<Self>) {
         let hex = self.meta.info_hash.hex();
         let mut stop = self.shutdown_signal();
         let mut iv = tokio::time::interval(Duration::from_secs(1));
         let mut last = (0u64, 0u64, Instant::now());
+        let mut written: Option<status::Report> = None;
         // Nobody to ask: said in the log once alone for a while, then again
         // when the reason changes or every 5 minutes.
         let (mut alone_since, mut said) = (None::<Instant>, None::<(String, Instant)>);
@@ -857,8 +859,16 @@ impl Torrent {
                 uid: 0,
             };
             last = (down, up, Instant::now());
-            if let Err(e) = status::write(&r) {
-                debug!(parent: &self.span, error = %e, "writing the status file failed");
+            // Only a change is written: a library of a thousand idle
+            // torrents would otherwise create and rename a thousand files a
+            // second (readers judge a file by its process, not its age).
+            if written.as_ref() != Some(&r) {
+                match status::write(&r) {
+                    Ok(()) => written = Some(r),
+                    Err(e) => {
+                        debug!(parent: &self.span, error = %e, "writing the status file failed")
+                    }
+                }
             }
         }
         status::remove(&hex);

@@ -1,6 +1,6 @@
 //! Status files for `btt status`: every running torrent (in a mount, a seller
 //! or `btt get`) rewrites `<status dir>/<pid>-<info-hash>.json` once a second
-//! and removes it on shutdown. A file whose process is gone is ignored (and
+//! when its report changed, and removes it on shutdown. A file whose process is gone is ignored (and
 //! removed) by the reader, so a kill -9 leaves nothing misleading behind.
 //!
 //! Why files and not a socket: any number of btt processes, no daemon, and

@@ -232,3 +232,53 @@ fn btt_add(torrent: &Path, status: &Path) -> std::process::Output {
     );
     o
 }
+
+/// An idle torrent leaves its status file as it is: each torrent rewrote
+/// its file every second, and a library of a thousand idle torrents spent
+/// half a core creating and renaming a thousand files a second.
+#[test]
+fn an_idle_torrent_leaves_its_status_file_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let d = tmpdir();
+    let d = d.path();
+    make_tree(&d.join("seed"), &[("one.bin", 300_000)]);
+    let t = make_torrent(&d.join("seed/one.bin"), 64 * 1024, &[]);
+    let (_seed, peer) = seed_with_btt(d, &t);
+    let status = d.join("status");
+    std::fs::create_dir_all(&status).unwrap();
+    let m = Mount::try_start_env(
+        d,
+        &t,
+        &["--no-trackers", "--peer", &peer],
+        &[("BTT_STATUS_DIR", status.to_str().unwrap())],
+    )
+    .unwrap();
+    assert_eq!(
+        read_file_timeout(&m.mnt.join("one.bin"), Duration::from_secs(30)).unwrap(),
+        std::fs::read(d.join("seed/one.bin")).unwrap()
+    );
+    let stamp = || {
+        let f = std::fs::read_dir(&status)
+            .unwrap()
+            .flatten()
+            .find(|e| e.path().extension().is_some_and(|x| x == "json"))?;
+        let md = f.metadata().ok()?;
+        Some((md.ino(), md.mtime(), md.mtime_nsec()))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || stamp().is_some()),
+        "a status file is written\n{}",
+        m.log()
+    );
+    // Once the read's last rates are out, nothing changes: no rewrite for
+    // three seconds in a row.
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let a = stamp();
+            std::thread::sleep(Duration::from_secs(3));
+            a.is_some() && a == stamp()
+        }),
+        "the status file of an idle torrent is rewritten all the time\n{}",
+        m.log()
+    );
+}
