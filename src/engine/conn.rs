@@ -292,6 +292,8 @@ static BLOCK_HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new
 
 /// Upload bytes the writer gathers into one write.
 const WRITE_BATCH: usize = 256 * 1024;
+/// A writer idle this long gives its buffer back.
+const WRITER_IDLE: Duration = Duration::from_secs(1);
 /// A connection's socket buffer: received blocks are slices of it until
 /// they are written. Below the allocator's mmap threshold (128 KiB, see
 /// `memory.rs`), so a new one reuses freed heap instead of mapping fresh
@@ -335,8 +337,17 @@ async fn writer(
     cancelled: Arc<Mutex<HashSet<BlockRef>>>,
     queued: Arc<UploadQueue>,
 ) -> Result<(), PeerError> {
-    let mut buf = BytesMut::with_capacity(WRITE_BATCH);
-    while let Some(first) = rx.recv().await {
+    // Grown to what the batches need, given back after a second idle.
+    let mut buf = BytesMut::new();
+    loop {
+        let first = match tokio::time::timeout(WRITER_IDLE, rx.recv()).await {
+            Ok(first) => first,
+            Err(_) => {
+                buf = BytesMut::new();
+                rx.recv().await
+            }
+        };
+        let Some(first) = first else { break };
         // What is ready, up to a batch of uploads.
         let mut batch = vec![first];
         let mut up = 0usize;
@@ -517,6 +528,7 @@ async fn session_loop(
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_tick = Instant::now();
     let mut last_heard = Instant::now();
+    let mut read_since_tick = false;
     let mut paused: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let mut stalled: Option<Instant> = None;
     loop {
@@ -559,6 +571,7 @@ async fn session_loop(
                     paused = Some(Box::pin(tokio::time::sleep(wait.min(super::rate::SLICE))));
                 }
                 last_heard = Instant::now();
+                read_since_tick = true;
                 while let Some(m) = wire::decode(&mut buf, max)? {
                     s.handle(m)?;
                     if let Some(e) = s.overflowing() {
@@ -590,6 +603,14 @@ async fn session_loop(
             }
             _ = tick.tick() => {
                 let now = Instant::now();
+                // Idle since the last tick with nothing half-read: the
+                // buffer goes back (a library holds a connection per
+                // torrent, mostly idle). The next read takes a small one,
+                // then a full one as above.
+                if !read_since_tick && buf.is_empty() && buf.capacity() > 0 {
+                    buf = BytesMut::new();
+                }
+                read_since_tick = false;
                 s.tick(now.duration_since(last_tick));
                 last_tick = now;
                 s.pex_tick(now);
