@@ -69,15 +69,13 @@ pub struct Store {
     /// syncs what was written before it, then records it), in order.
     record: Mutex<record::Record>,
     /// Buffers [`Store::read_chunks`] reads into, kept for the next piece
-    /// (see [`pool`]); checks run one or two at a time.
+    /// (the process's, see [`pool`]).
     chunk_bufs: Arc<pool::Pool>,
     /// Buffers ranges are read from disk into ([`Store::read_range`]: a
-    /// FUSE read, 128 KiB as a rule), given back when their reply is sent.
+    /// FUSE read, 128 KiB as a rule), given back when their reply is sent
+    /// (the process's).
     read_bufs: Arc<pool::Pool>,
 }
-
-/// The largest buffer worth keeping: a FUSE read or a check chunk.
-const KEPT_BUF_MAX: usize = 1 << 20;
 
 /// An open file of the torrent, and whether it was opened for writing.
 type Handle = (Arc<File>, bool);
@@ -116,8 +114,8 @@ impl Store {
             on_disk: Mutex::new(Bitfield::new(n)),
             dirty: Mutex::new(Vec::new()),
             record: Mutex::new(record::Record::new(state_file, meta.info_hash.0, n)),
-            chunk_bufs: pool::Pool::new(2, KEPT_BUF_MAX),
-            read_bufs: pool::Pool::new(4, KEPT_BUF_MAX),
+            chunk_bufs: pool::chunks(),
+            read_bufs: pool::reads(),
             root: root.to_path_buf(),
             meta,
         };
@@ -537,6 +535,43 @@ impl Store {
 mod tests {
     use super::*;
     use crate::create::{create_torrent, CreateOptions};
+
+    /// A buffer one torrent's store read into and gave back is the next
+    /// one another torrent's store reads into: the pools are shared, not
+    /// a pair per torrent. (Other tests share the pools too, so a few
+    /// tries.)
+    #[test]
+    fn stores_of_different_torrents_share_their_kept_buffers() {
+        let src = tempfile::tempdir().unwrap();
+        let stores: Vec<Store> = (0..2u8)
+            .map(|i| {
+                let f = src.path().join(format!("f{i}"));
+                std::fs::write(&f, vec![i; 40_000]).unwrap();
+                let opts = CreateOptions {
+                    piece_length: Some(16384),
+                    ..Default::default()
+                };
+                let meta =
+                    Arc::new(Metainfo::from_bytes(&create_torrent(&f, &opts).unwrap()).unwrap());
+                let st =
+                    Store::open(meta, src.path(), &src.path().join(format!("s{i}")), 1).unwrap();
+                assert!(st.recheck().is_complete());
+                st
+            })
+            .collect();
+        let shared = (0..50).any(|_| {
+            let a = stores[0].read_range(0, 20_000).unwrap();
+            let at = a.as_ptr();
+            drop(a);
+            let b = stores[1].read_range(0, 20_000).unwrap();
+            assert_eq!(&b[..], &[1u8; 20_000][..]);
+            b.as_ptr() == at
+        });
+        assert!(
+            shared,
+            "the second store never reused the first one's buffer"
+        );
+    }
 
     #[test]
     fn write_read_persist_and_resume() {
