@@ -390,6 +390,10 @@ pub struct Torrent {
     /// How the sources of peers fared, for "no peers yet" (own lock: the
     /// tracker task and dials write it, readers and logs read it).
     discovery: Mutex<discovery::Discovery>,
+    /// The status file's writer, which removes the file when it stops: a
+    /// shutdown waits for it, or the runtime ending right after may drop it
+    /// first and leave the file behind.
+    status_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Removes the critical mark of a waiting read when the read ends or is dropped.
@@ -653,6 +657,7 @@ impl Torrent {
                 cfg.lsd.is_some() && !meta.private,
                 cfg.peers.len(),
             )),
+            status_task: Mutex::new(None),
             meta,
             store,
             cfg,
@@ -666,7 +671,8 @@ impl Torrent {
         tokio::spawn(t.clone().flusher().instrument(t.span.clone()));
         tokio::spawn(disk::writer(t.clone()).instrument(t.span.clone()));
         if !t.cfg.role.is_empty() {
-            tokio::spawn(t.clone().status_loop().instrument(t.span.clone()));
+            let task = tokio::spawn(t.clone().status_loop().instrument(t.span.clone()));
+            *t.status_task.lock().expect("lock") = Some(task);
         }
         if t.cfg.use_trackers && !t.meta.trackers.is_empty() {
             // A hybrid announces itself in both of its swarms.
@@ -1083,6 +1089,10 @@ impl Torrent {
             }
         }
         let _ = self.shutdown.send(true);
+        let status = self.status_task.lock().expect("lock").take();
+        if let Some(task) = status {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
         // Bought pieces still being stored are paid for before we go (the
         // seller served them); bounded, a stuck disk cannot hold us.
         let end = tokio::time::Instant::now() + Duration::from_secs(5);

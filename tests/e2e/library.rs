@@ -282,3 +282,93 @@ fn an_idle_torrent_leaves_its_status_file_alone() {
         m.log()
     );
 }
+
+/// A library and a seeder that end leave no status file behind: the
+/// runtime ended before most torrents' status tasks had removed theirs
+/// (72 of 100 were left, and `btt status` would show them again under a
+/// reused pid).
+#[test]
+fn a_library_and_a_seeder_that_end_leave_no_status_files() {
+    let d = tmpdir();
+    let d = d.path();
+    let watch = d.join("watch");
+    std::fs::create_dir_all(&watch).unwrap();
+    const N: usize = 100;
+    let mut torrents = Vec::new();
+    for i in 0..N {
+        let f = d.join(format!("content/f{i:03}.bin"));
+        make_tree(f.parent().unwrap(), &[(&format!("f{i:03}.bin"), 1000 + i)]);
+        let t = make_torrent(&f, 16 * 1024, &[]);
+        std::fs::copy(&t, watch.join(format!("f{i:03}.torrent"))).unwrap();
+        torrents.push(t);
+    }
+    let (mount_status, seed_status) = (d.join("status-mount"), d.join("status-seed"));
+    for s in [&mount_status, &seed_status] {
+        std::fs::create_dir_all(s).unwrap();
+    }
+    let files = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count()
+    };
+    let port = free_port();
+    let mut seed = Proc::spawn(
+        "btt seed",
+        Command::new(BTT)
+            .arg("seed")
+            .args(&torrents)
+            .arg("--data")
+            .arg(d.join("content"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--no-trackers"])
+            .env("BTT_STATUS_DIR", &seed_status),
+        &d.join("seed.log"),
+    );
+    wait_port(port, Duration::from_secs(30));
+    let peer = format!("127.0.0.1:{port}");
+    let mut m = Mount::library(
+        d,
+        &[
+            "--no-trackers",
+            "--watch",
+            watch.to_str().unwrap(),
+            "--peer",
+            &peer,
+        ],
+        &[("BTT_STATUS_DIR", mount_status.to_str().unwrap())],
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || files(&mount_status) == N + 1
+            && files(&seed_status) == N),
+        "a status file per torrent (and the library's)\n{}",
+        m.log()
+    );
+    // Every torrent connected and read: each shutdown has a peer to close.
+    for i in 0..N {
+        let name = format!("f{i:03}.bin");
+        assert_eq!(
+            read_file_timeout(&m.mnt.join(&name), Duration::from_secs(30)).unwrap(),
+            std::fs::read(d.join("content").join(&name)).unwrap()
+        );
+    }
+    let ok = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&m.mnt)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert!(
+        m.proc.wait_exit(Duration::from_secs(30)).is_some(),
+        "the library ends once unmounted\n{}",
+        m.log()
+    );
+    seed.signal(libc::SIGTERM);
+    assert!(seed.wait_exit(Duration::from_secs(30)).is_some());
+    assert_eq!(
+        (files(&mount_status), files(&seed_status)),
+        (0, 0),
+        "status files left behind (mount, seeder)\n{}",
+        m.log()
+    );
+}
