@@ -802,7 +802,9 @@ impl Torrent {
         loop {
             tokio::select! {
                 _ = iv.tick() => {}
-                _ = stop.changed() => break,
+                // The value, not only a change: a shutdown may come before
+                // this task first runs (a shutdown waits for it).
+                _ = stop.wait_for(|&down| down) => break,
             }
             let note = match self.peer_count() == 0 && !self.is_complete() {
                 true => Some(self.discovery().no_peers()),
