@@ -23,13 +23,12 @@ import statistics
 import subprocess
 import time
 
-from benchlib import stop
+from benchlib import status, cpu_s, mount_pid, stop
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REL = os.path.join(ROOT, "target", "release")
 NS, W = "bttlib", "/tmp/btt-library"
 FILE = 256 << 10
-TICK = os.sysconf("SC_CLK_TCK")
 IDLE = 5
 
 
@@ -43,28 +42,15 @@ def spawn(cmd, log, env=None):
                             start_new_session=True, env={**os.environ, **(env or {})})
 
 
-def status(pid, key):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def cpu_s(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / TICK
-
-
-def mount_pid(mnt):
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-            except OSError:
-                continue
-            if cmd and cmd[0].endswith(b"btt-mount") and mnt.encode() in cmd:
-                return pid
-    return None
+def exit_time(p, end):
+    """Seconds from `end()` (an unmount, a SIGTERM) until `p` exits (60 at most)."""
+    t = time.perf_counter()
+    end()
+    try:
+        p.wait(60)
+    except subprocess.TimeoutExpired:
+        pass
+    return time.perf_counter() - t
 
 
 def make(n):
@@ -141,22 +127,10 @@ def case(n, d, torrents, port, tag):
             if hold:
                 print(f"holding {hold:.0f} s: mount {pid}, seeder {seed_pid}", flush=True)
                 time.sleep(hold)
-            t = time.perf_counter()
-            subprocess.run(["fusermount3", "-u", f"{c}/mnt"])
-            try:
-                m.wait(60)
-            except subprocess.TimeoutExpired:
-                pass
-            mount_exit = time.perf_counter() - t
+            mount_exit = exit_time(m, lambda: subprocess.run(["fusermount3", "-u", f"{c}/mnt"]))
         finally:
             stop(m)
-        t = time.perf_counter()
-        seed.send_signal(15)
-        try:
-            seed.wait(60)
-        except subprocess.TimeoutExpired:
-            pass
-        seed_exit = time.perf_counter() - t
+        seed_exit = exit_time(seed, lambda: seed.send_signal(15))
     finally:
         stop(seed)
     shutil.rmtree(c, ignore_errors=True)

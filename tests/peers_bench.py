@@ -20,13 +20,12 @@ import statistics
 import subprocess
 import time
 
-from benchlib import stop
+from benchlib import status, cpu_s, stop
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REL = os.path.join(ROOT, "target", "release")
 NS, W = "bttpeers", "/tmp/btt-peers"
 SIZE = 256 << 20
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def ns(cmd):
@@ -44,18 +43,6 @@ def listening(ports):
     out = subprocess.run(ns(["ss", "-Hltn"]), capture_output=True, text=True).stdout
     up = {int(l.split()[3].rsplit(":", 1)[1]) for l in out.splitlines() if l.strip()}
     return len(set(ports) & up)
-
-
-def status(pid, key):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def cpu_s(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / TICK
 
 
 def tcp_conns(pid):

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import time
 
-from benchlib import stop
+from benchlib import mount_pid, stop
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REL = os.path.join(ROOT, "target", "release")
@@ -35,18 +35,6 @@ def ns(cmd):
 def spawn(cmd, log, env=None):
     return subprocess.Popen(ns(cmd), stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True, env={**os.environ, **(env or {})})
-
-
-def mount_pid(mnt):
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-            except OSError:
-                continue
-            if cmd and cmd[0].endswith(b"btt-mount") and mnt.encode() in cmd:
-                return pid
-    return None
 
 
 def hwm(pid):
