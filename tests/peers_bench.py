@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import time
 
-from benchlib import status, cpu_s, stop
+from benchlib import status, cpu_s, mount_pid, stop
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REL = os.path.join(ROOT, "target", "release")
@@ -64,18 +64,6 @@ def tcp_conns(pid):
             continue
         n += sum(1 for l in lines if l.split()[3] == "01" and l.split()[9] in inodes)
     return n
-
-
-def mount_pid(mnt):
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-            except OSError:
-                continue
-            if cmd and cmd[0].endswith(b"btt-mount") and mnt.encode() in cmd:
-                return pid
-    return None
 
 
 def case(n, torrent, port0, tag):
