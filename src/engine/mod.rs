@@ -870,6 +870,10 @@ impl Torrent {
             // Only a change is written: a library of a thousand idle
             // torrents would otherwise create and rename a thousand files a
             // second (readers judge a file by its process, not its age).
+            // A file removed by someone else (a /tmp cleaner) is written again.
+            if written.is_some() && !status::path_for(&hex).exists() {
+                written = None;
+            }
             if written.as_ref() != Some(&r) {
                 match status::write(&r) {
                     Ok(()) => written = Some(r),

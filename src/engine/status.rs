@@ -1,7 +1,8 @@
-//! Status files for `btt status`: every running torrent (in a mount, a seller
-//! or `btt get`) rewrites `<status dir>/<pid>-<info-hash>.json` once a second
-//! when its report changed, and removes it on shutdown. A file whose process is gone is ignored (and
-//! removed) by the reader, so a kill -9 leaves nothing misleading behind.
+//! Status files for `btt status`: every running torrent (in a mount, a
+//! seller or `btt get`) rewrites `<status dir>/<pid>-<info-hash>.json` once
+//! a second when its report changed or the file is gone, and removes it on
+//! shutdown. A file whose process is gone is ignored (and removed) by the
+//! reader, so a kill -9 leaves nothing misleading behind.
 //!
 //! Why files and not a socket: any number of btt processes, no daemon, and
 //! `btt status` works for every user who can read the directory. Each user

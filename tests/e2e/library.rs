@@ -281,6 +281,15 @@ fn an_idle_torrent_leaves_its_status_file_alone() {
         "the status file of an idle torrent is rewritten all the time\n{}",
         m.log()
     );
+    // Removed by someone else (a /tmp cleaner): written again.
+    for e in std::fs::read_dir(&status).unwrap().flatten() {
+        std::fs::remove_file(e.path()).unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || stamp().is_some()),
+        "a removed status file is not written again\n{}",
+        m.log()
+    );
 }
 
 /// A library and a seeder that end leave no status file behind: the
