@@ -382,6 +382,10 @@ async fn writer(
             }
             !gone
         });
+        // Room for the batch at once: growing step by step past the mmap
+        // threshold would map, copy and fault a buffer per step.
+        let need = blocks.iter().map(|b| b.1 as usize + 13).sum::<usize>() + 32 * batch.len();
+        buf.reserve(need);
         let plan = super::upload::ReadPlan::new(&blocks);
         let data = read_runs(&t, &plan.runs).await?;
         let mut placed = plan.at.into_iter();
@@ -603,11 +607,12 @@ async fn session_loop(
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                // Idle since the last tick with nothing half-read: the
-                // buffer goes back (a library holds a connection per
+                // Idle since the last tick with nothing half-read (and not
+                // held back by --max-down or a full disk): the buffer goes back (a library holds a connection per
                 // torrent, mostly idle). The next read takes a small one,
                 // then a full one as above.
-                if !read_since_tick && buf.is_empty() && buf.capacity() > 0 {
+                let waiting = paused.is_some() || stalled.is_some();
+                if !read_since_tick && !waiting && buf.is_empty() && buf.capacity() > 0 {
                     buf = BytesMut::new();
                 }
                 read_since_tick = false;

@@ -1,6 +1,6 @@
 //! Per-handle read-ahead window: twice what was read sequentially since the
-//! last seek, at least the start size and at most the maximum (the kernel's
-//! own read-ahead grows the same way). Growing by bytes read, not by read
+//! last seek, at least the start size and at most the maximum (roughly how
+//! the kernel's own read-ahead grows). Growing by bytes read, not by read
 //! calls, matters after a seek: a player decoding a few MiB from a keyframe
 //! makes dozens of small reads, and doubling per call would ask the swarm
 //! for the whole maximum (fetched and hashed while the player needs the
@@ -58,7 +58,11 @@ impl ReadAhead {
         };
         self.next = Some(next);
         let run = next.saturating_sub(self.run_start);
-        self.window = run.saturating_mul(2).clamp(self.cfg.initial, self.cfg.max);
+        // Not `clamp`, which panics on a config whose start exceeds its maximum.
+        self.window = run
+            .saturating_mul(2)
+            .max(self.cfg.initial)
+            .min(self.cfg.max);
         self.window
     }
 
