@@ -607,10 +607,11 @@ async fn session_loop(
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                // Idle since the last tick with nothing half-read (and not
-                // held back by --max-down or a full disk): the buffer goes back (a library holds a connection per
-                // torrent, mostly idle). The next read takes a small one,
-                // then a full one as above.
+                // Idle since the last tick with nothing half-read, and not
+                // held back by --max-down or a full disk: the buffer goes
+                // back (a library holds a connection per torrent, mostly
+                // idle). The next read takes a small one, then a full one
+                // as above.
                 let waiting = paused.is_some() || stalled.is_some();
                 if !read_since_tick && !waiting && buf.is_empty() && buf.capacity() > 0 {
                     buf = BytesMut::new();

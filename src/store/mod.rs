@@ -68,13 +68,6 @@ pub struct Store {
     /// The record of pieces on disk; also makes flushes one at a time (each
     /// syncs what was written before it, then records it), in order.
     record: Mutex<record::Record>,
-    /// Buffers [`Store::read_chunks`] reads into, kept for the next piece
-    /// (the process's, see [`pool`]).
-    chunk_bufs: Arc<pool::Pool>,
-    /// Buffers ranges are read from disk into ([`Store::read_range`]: a
-    /// FUSE read, 128 KiB as a rule), given back when their reply is sent
-    /// (the process's).
-    read_bufs: Arc<pool::Pool>,
 }
 
 /// An open file of the torrent, and whether it was opened for writing.
@@ -114,8 +107,6 @@ impl Store {
             on_disk: Mutex::new(Bitfield::new(n)),
             dirty: Mutex::new(Vec::new()),
             record: Mutex::new(record::Record::new(state_file, meta.info_hash.0, n)),
-            chunk_bufs: pool::chunks(),
-            read_bufs: pool::reads(),
             root: root.to_path_buf(),
             meta,
         };
@@ -258,9 +249,9 @@ impl Store {
         mut f: impl FnMut(&[u8]),
     ) -> Result<(), StoreError> {
         let (base, size) = (self.meta.piece_offset(piece), self.meta.piece_size(piece));
-        let mut buf = self.chunk_bufs.take(chunk.max(1).min(size) as usize);
+        let mut buf = pool::chunks().take(chunk.max(1).min(size) as usize);
         let r = self.read_chunks_into(&mut buf, base, size, &mut f);
-        self.chunk_bufs.give(buf);
+        pool::chunks().give(buf);
         r
     }
 
@@ -344,16 +335,16 @@ impl Store {
                 if single {
                     return Ok(Some(data.slice(a..b)));
                 }
-                let buf = out.get_or_insert_with(|| self.read_bufs.take(len as usize));
+                let buf = out.get_or_insert_with(|| pool::reads().take(len as usize));
                 buf[at..at + n].copy_from_slice(&data[a..b]);
             } else {
                 if !disk {
                     if let Some(buf) = out {
-                        self.read_bufs.give(buf);
+                        pool::reads().give(buf);
                     }
                     return Ok(None);
                 }
-                let buf = out.get_or_insert_with(|| self.read_bufs.take(len as usize));
+                let buf = out.get_or_insert_with(|| pool::reads().take(len as usize));
                 self.read_disk_into(from, &mut buf[at..at + n])?;
             }
             at += n;
@@ -362,7 +353,7 @@ impl Store {
             Some(mut buf) => {
                 // A range past the torrent's end is cut where it ends.
                 buf.truncate(at);
-                pool::Pool::freeze(&self.read_bufs, buf)
+                pool::Pool::freeze(pool::reads(), buf)
             }
             None => Bytes::new(),
         }))

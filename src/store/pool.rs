@@ -21,15 +21,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 const KEPT_BUF_MAX: usize = 1 << 20;
 
 /// The buffers pieces are checked in ([`super::Store::read_chunks`]).
-pub fn chunks() -> Arc<Pool> {
+pub fn chunks() -> &'static Arc<Pool> {
     static P: OnceLock<Arc<Pool>> = OnceLock::new();
-    P.get_or_init(|| Pool::new(4, KEPT_BUF_MAX)).clone()
+    P.get_or_init(|| Pool::new(4, KEPT_BUF_MAX))
 }
 
-/// The buffers ranges are read from disk into ([`super::Store::read_range`]).
-pub fn reads() -> Arc<Pool> {
+/// The buffers ranges are read from disk into ([`super::Store::read_range`]:
+/// a FUSE read, 128 KiB as a rule), given back when their reply is sent.
+pub fn reads() -> &'static Arc<Pool> {
     static P: OnceLock<Arc<Pool>> = OnceLock::new();
-    P.get_or_init(|| Pool::new(8, KEPT_BUF_MAX)).clone()
+    P.get_or_init(|| Pool::new(8, KEPT_BUF_MAX))
 }
 
 pub struct Pool {
