@@ -42,3 +42,27 @@ def mount_pid(mnt):
             if cmd and cmd[0].endswith(b"btt-mount") and mnt.encode() in cmd:
                 return pid
     return None
+
+
+def in_netns(name, cmd):
+    """`cmd` in network namespace `name`, its network only (`ip netns exec`
+    would also hide the FUSE mount in a private mount namespace)."""
+    return ["nsenter", f"--net=/var/run/netns/{name}", *cmd]
+
+
+def spawn_in(name, cmd, log, env=None):
+    """`cmd` started in namespace `name` in a session of its own, output to `log`."""
+    return subprocess.Popen(in_netns(name, cmd), stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, **(env or {})})
+
+
+def fresh_netns(name):
+    """Namespace `name` made anew with only loopback, up."""
+    drop_netns(name)
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(in_netns(name, ["ip", "link", "set", "lo", "up"]), check=True)
+
+
+def drop_netns(name):
+    subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)

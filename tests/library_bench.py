@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import time
 
-from benchlib import status, cpu_s, mount_pid, stop
+from benchlib import status, cpu_s, mount_pid, drop_netns, fresh_netns, in_netns, spawn_in, stop
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REL = os.path.join(ROOT, "target", "release")
@@ -33,13 +33,11 @@ IDLE = 5
 
 
 def ns(cmd):
-    """The namespace's network only (the FUSE mount stays visible here)."""
-    return ["nsenter", f"--net=/var/run/netns/{NS}", *cmd]
+    return in_netns(NS, cmd)
 
 
 def spawn(cmd, log, env=None):
-    return subprocess.Popen(ns(cmd), stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True, env={**os.environ, **(env or {})})
+    return spawn_in(NS, cmd, log, env)
 
 
 def exit_time(p, end):
@@ -153,9 +151,7 @@ def main():
     counts = [int(x) for x in a.counts.split(",")]
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT, check=True)
-    subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
-    subprocess.run(["ip", "netns", "add", NS], check=True)
-    subprocess.run(ns(["ip", "link", "set", "lo", "up"]), check=True)
+    fresh_netns(NS)
     shutil.rmtree(W, ignore_errors=True)
     rows = {n: [] for n in counts}
     try:
@@ -172,7 +168,7 @@ def main():
                       f"{100 * r['idle_mount']:.1f} % / {100 * r['idle_seed']:.1f} %, exit after "
                       f"{r['mount_exit_s']:.2f} / {r['seed_exit_s']:.2f} s", flush=True)
     finally:
-        subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
+        drop_netns(NS)
         shutil.rmtree(W, ignore_errors=True)
     print("\n| torrents | all listed after (s) | RSS then (MiB) | every file read once (s) "
           "| btt-mount CPU for it (s) | peak RSS (MiB) | idle CPU, mount / seeder (% of a core) |")

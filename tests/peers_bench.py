@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import time
 
-from benchlib import status, cpu_s, mount_pid, stop
+from benchlib import status, cpu_s, mount_pid, drop_netns, fresh_netns, in_netns, spawn_in, stop
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REL = os.path.join(ROOT, "target", "release")
@@ -29,13 +29,11 @@ SIZE = 256 << 20
 
 
 def ns(cmd):
-    """The namespace's network only (the FUSE mount stays visible here)."""
-    return ["nsenter", f"--net=/var/run/netns/{NS}", *cmd]
+    return in_netns(NS, cmd)
 
 
 def spawn(cmd, log, env=None):
-    return subprocess.Popen(ns(cmd), stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True, env={**os.environ, **(env or {})})
+    return spawn_in(NS, cmd, log, env)
 
 
 def listening(ports):
@@ -128,9 +126,7 @@ def main():
     counts = [int(x) for x in a.peers.split(",")]
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT, check=True)
-    subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
-    subprocess.run(["ip", "netns", "add", NS], check=True)
-    subprocess.run(ns(["ip", "link", "set", "lo", "up"]), check=True)
+    fresh_netns(NS)
     shutil.rmtree(W, ignore_errors=True)
     os.makedirs(f"{W}/content")
     rows = {n: [] for n in counts}
@@ -151,7 +147,7 @@ def main():
                       f"CPU {r['cpu_per_GiB']:.2f} s/GiB, peak RSS {r['rss_MiB']:.0f} MiB, "
                       f"{r['conns']} connections", flush=True)
     finally:
-        subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
+        drop_netns(NS)
         shutil.rmtree(W, ignore_errors=True)
     print("\n| seeders | MB/s | btt-mount CPU per GiB (s) | peak RSS (MiB) | connections |")
     print("|---|---|---|---|---|")

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import time
 
-from benchlib import mount_pid, stop
+from benchlib import mount_pid, drop_netns, fresh_netns, in_netns, spawn_in, stop
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REL = os.path.join(ROOT, "target", "release")
@@ -27,14 +27,11 @@ SIZE = 256 << 20
 
 
 def ns(cmd):
-    """The namespace's network only (`ip netns exec` would also hide the
-    FUSE mount in a private mount namespace)."""
-    return ["nsenter", f"--net=/var/run/netns/{NS}", *cmd]
+    return in_netns(NS, cmd)
 
 
 def spawn(cmd, log, env=None):
-    return subprocess.Popen(ns(cmd), stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True, env={**os.environ, **(env or {})})
+    return spawn_in(NS, cmd, log, env)
 
 
 def hwm(pid):
@@ -109,9 +106,7 @@ def main():
     bins = [os.path.abspath(b) for b in (a.bin or [REL])]
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT, check=True)
-    subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
-    subprocess.run(["ip", "netns", "add", NS], check=True)
-    subprocess.run(ns(["ip", "link", "set", "lo", "up"]), check=True)
+    fresh_netns(NS)
     shutil.rmtree(W, ignore_errors=True)
     os.makedirs(f"{W}/content")
     procs = []
@@ -133,7 +128,7 @@ def main():
     finally:
         for p in procs:
             stop(p)
-        subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
+        drop_netns(NS)
 
 
 if __name__ == "__main__":
